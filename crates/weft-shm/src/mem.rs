@@ -1,0 +1,337 @@
+//! The memory a ring runs over: a control block, an array of per-participant
+//! slots, and a power-of-two data area.
+//!
+//! The ring algorithms only ever see a [`RingMem`], so the same code runs over a
+//! heap block (unit and property tests), over loom's model-checked atomics (under
+//! `--cfg loom`, where every data word is a loom atomic) and over a file mapping
+//! shared by several processes (production). That is iceoryx2's split between
+//! owning and relocatable pointers, reduced to what a ring needs.
+
+use std::ptr::NonNull;
+use std::sync::Arc;
+
+use crate::sync::{AtomicU64, Ordering, Zeroed};
+
+/// Rounds `n` up to a multiple of `align` (a power of two).
+#[inline(always)]
+pub(crate) const fn align_up(n: usize, align: usize) -> usize {
+    (n + align - 1) & !(align - 1)
+}
+
+/// The ring's data area: `cap` bytes, `cap` a power of two of at least 64,
+/// addressed by offsets that are always masked into range.
+#[derive(Debug)]
+pub(crate) struct Area {
+    #[cfg(not(loom))]
+    base: NonNull<u8>,
+    #[cfg(loom)]
+    words: Arc<[AtomicU64]>,
+    mask: usize,
+}
+
+// SAFETY: the area is shared memory whose every concurrent access goes through
+// atomics or through the ring protocols' exclusive hand-over (claim → commit →
+// read → release); the pointer itself is plain data.
+unsafe impl Send for Area {}
+// SAFETY: as above.
+unsafe impl Sync for Area {}
+
+impl Area {
+    /// Capacity in bytes.
+    #[inline(always)]
+    pub(crate) fn capacity(&self) -> usize {
+        self.mask + 1
+    }
+
+    /// The 8-byte word at `off` (masked into range, rounded down to 8).
+    #[inline(always)]
+    pub(crate) fn word(&self, off: usize) -> &AtomicU64 {
+        let off = off & self.mask & !7;
+        #[cfg(not(loom))]
+        {
+            // SAFETY: `off + 8 <= capacity` because the capacity is a power of two of
+            // at least 64 and `off` is masked and 8-aligned; the base is 8-aligned
+            // (page-aligned data area), so the word is aligned; the memory lives as
+            // long as `self`, which is owned next to the keep-alive of its backing.
+            // AtomicU64 has the layout of u64 and zero is a valid value.
+            unsafe { &*(self.base.as_ptr().add(off) as *const AtomicU64) }
+        }
+        #[cfg(loom)]
+        {
+            &self.words[off / 8]
+        }
+    }
+
+    /// Copies `src` into the area at `off`. Under loom the copy is a series of
+    /// relaxed word stores, so the model sees every byte that a reader races with.
+    ///
+    /// # Safety
+    /// `off..off + src.len()` lies inside the area, `off` is 8-aligned, and the ring
+    /// protocol gives the caller exclusive write access to that range.
+    #[inline(always)]
+    pub(crate) unsafe fn copy_in(&self, off: usize, src: &[u8]) {
+        debug_assert!(off + src.len() <= self.capacity());
+        #[cfg(not(loom))]
+        // SAFETY: in range and exclusively ours, by the caller's contract.
+        unsafe {
+            std::ptr::copy_nonoverlapping(src.as_ptr(), self.base.as_ptr().add(off), src.len())
+        }
+        #[cfg(loom)]
+        for (i, chunk) in src.chunks(8).enumerate() {
+            let mut w = [0u8; 8];
+            w[..chunk.len()].copy_from_slice(chunk);
+            self.word(off + i * 8).store(u64::from_le_bytes(w), Ordering::Relaxed);
+        }
+    }
+
+    /// Copies `dst.len()` bytes at `off` out of the area.
+    ///
+    /// # Safety
+    /// `off..off + dst.len()` lies inside the area, `off` is 8-aligned, and the ring
+    /// protocol guarantees no writer touches that range during the copy.
+    #[inline(always)]
+    pub(crate) unsafe fn copy_out(&self, off: usize, dst: &mut [u8]) {
+        debug_assert!(off + dst.len() <= self.capacity());
+        #[cfg(not(loom))]
+        // SAFETY: in range and not written concurrently, by the caller's contract.
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.base.as_ptr().add(off), dst.as_mut_ptr(), dst.len())
+        }
+        #[cfg(loom)]
+        self.copy_out_racy(off, dst);
+    }
+
+    /// Copies bytes out with relaxed atomic word loads: sound even while a writer
+    /// overwrites the range (the overwrite-mode broadcast consumer validates the
+    /// copy afterwards, seqlock style). `off` must be 8-aligned; the range is
+    /// masked into the area, never out of bounds.
+    #[inline]
+    pub(crate) fn copy_out_racy(&self, off: usize, dst: &mut [u8]) {
+        for (i, chunk) in dst.chunks_mut(8).enumerate() {
+            let w = self.word(off + i * 8).load(Ordering::Relaxed).to_le_bytes();
+            chunk.copy_from_slice(&w[..chunk.len()]);
+        }
+    }
+
+    /// Writes zeros over `off..off + len` (both 8-aligned) with relaxed word stores.
+    #[inline]
+    pub(crate) fn zero(&self, off: usize, len: usize) {
+        let mut o = off;
+        while o < off + len {
+            self.word(o).store(0, Ordering::Relaxed);
+            o += 8;
+        }
+    }
+
+    /// The bytes at `off..off + len`, in place.
+    ///
+    /// # Safety
+    /// The range lies inside the area and the ring protocol guarantees no writer
+    /// touches it while the slice lives.
+    #[cfg(not(loom))]
+    #[inline(always)]
+    pub(crate) unsafe fn bytes(&self, off: usize, len: usize) -> &[u8] {
+        debug_assert!(off + len <= self.capacity());
+        // SAFETY: by the caller's contract.
+        unsafe { std::slice::from_raw_parts(self.base.as_ptr().add(off), len) }
+    }
+
+    /// The bytes at `off..off + len`, in place and writable.
+    ///
+    /// # Safety
+    /// The range lies inside the area and the ring protocol gives the caller
+    /// exclusive access to it while the slice lives.
+    #[cfg(not(loom))]
+    #[inline(always)]
+    #[allow(clippy::mut_from_ref)] // exclusive by the ring protocol, not by `&mut self`
+    pub(crate) unsafe fn bytes_mut(&self, off: usize, len: usize) -> &mut [u8] {
+        debug_assert!(off + len <= self.capacity());
+        // SAFETY: by the caller's contract.
+        unsafe { std::slice::from_raw_parts_mut(self.base.as_ptr().add(off), len) }
+    }
+}
+
+/// What keeps a ring's memory alive: a heap block or a mapped region.
+pub(crate) type KeepAlive = Arc<dyn std::any::Any + Send + Sync>;
+
+/// A ring's memory: control block `C`, `slots` per-participant slots `S`, and the
+/// data area. Cloning shares the same memory (each ring end holds one).
+#[derive(Debug)]
+pub(crate) struct RingMem<C, S> {
+    ctrl: NonNull<C>,
+    slots: NonNull<S>,
+    n_slots: usize,
+    pub(crate) area: Area,
+    keep: KeepAlive,
+}
+
+// SAFETY: `C` and `S` are made of atomics only (they are `Sync`), and the memory is
+// kept alive by `keep`; sharing the pointers across threads is what the rings are for.
+unsafe impl<C: Sync, S: Sync> Send for RingMem<C, S> {}
+// SAFETY: as above.
+unsafe impl<C: Sync, S: Sync> Sync for RingMem<C, S> {}
+
+impl<C, S> Clone for RingMem<C, S> {
+    fn clone(&self) -> Self {
+        Self {
+            ctrl: self.ctrl,
+            slots: self.slots,
+            n_slots: self.n_slots,
+            #[cfg(not(loom))]
+            area: Area { base: self.area.base, mask: self.area.mask },
+            #[cfg(loom)]
+            area: Area { words: self.area.words.clone(), mask: self.area.mask },
+            keep: self.keep.clone(),
+        }
+    }
+}
+
+impl<C, S> RingMem<C, S> {
+    /// The control block.
+    #[inline(always)]
+    pub(crate) fn ctrl(&self) -> &C {
+        // SAFETY: `ctrl` points at a live, aligned `C` for as long as `keep` lives.
+        unsafe { self.ctrl.as_ref() }
+    }
+
+    /// All per-participant slots.
+    #[inline(always)]
+    pub(crate) fn slots(&self) -> &[S] {
+        // SAFETY: `slots` points at `n_slots` live, aligned `S` for as long as `keep` lives.
+        unsafe { std::slice::from_raw_parts(self.slots.as_ptr(), self.n_slots) }
+    }
+
+    /// The value that keeps the memory alive (a region, for mapped rings).
+    pub(crate) fn keep_alive(&self) -> &KeepAlive {
+        &self.keep
+    }
+}
+
+/// Where the control block, the slots and the data area sit inside one block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct RingLayout {
+    pub(crate) ctrl_off: usize,
+    pub(crate) slots_off: usize,
+    pub(crate) n_slots: usize,
+    pub(crate) data_off: usize,
+    pub(crate) capacity: usize,
+    pub(crate) total: usize,
+}
+
+impl RingLayout {
+    /// The layout of a ring with control `C`, `n_slots` of `S` and `capacity` data
+    /// bytes, starting at `start` (a multiple of 4096). The data area starts on a
+    /// page boundary.
+    pub(crate) fn new<C, S>(start: usize, n_slots: usize, capacity: usize) -> Self {
+        let ctrl_off = start;
+        let slots_off = align_up(ctrl_off + std::mem::size_of::<C>(), 128);
+        let data_off = align_up(slots_off + n_slots * std::mem::size_of::<S>(), 4096);
+        let total = align_up(data_off + capacity, 4096);
+        Self { ctrl_off, slots_off, n_slots, data_off, capacity, total }
+    }
+}
+
+impl<C: Zeroed, S: Zeroed> RingMem<C, S> {
+    /// A ring over fresh zeroed heap memory (loom: fresh zeroed loom atomics).
+    pub(crate) fn heap(n_slots: usize, capacity: usize) -> Self {
+        debug_assert!(capacity.is_power_of_two() && capacity >= 64);
+        #[cfg(not(loom))]
+        {
+            let layout = RingLayout::new::<C, S>(0, n_slots, capacity);
+            let block = HeapBlock::zeroed(layout.total);
+            let base = block.ptr;
+            // SAFETY: the block is `layout.total` zeroed bytes, page-aligned, and the
+            // layout's offsets lie inside it with the alignment `C` and `S` need
+            // (128) and zero is a valid `C`/`S` (atomics only).
+            unsafe { Self::from_raw(base, layout, Arc::new(block)) }
+        }
+        #[cfg(loom)]
+        {
+            let ctrl = Box::new(C::zeroed());
+            let slots: Box<[S]> = (0..n_slots).map(|_| S::zeroed()).collect();
+            let words: Arc<[AtomicU64]> = (0..capacity / 8).map(|_| AtomicU64::new(0)).collect();
+            let ctrl_ptr = NonNull::from(&*ctrl);
+            let slots_ptr = NonNull::new(slots.as_ptr() as *mut S).unwrap_or(NonNull::dangling());
+            let keep: KeepAlive = Arc::new(LoomBlock { _ctrl: ctrl, _slots: slots });
+            Self {
+                ctrl: ctrl_ptr,
+                slots: slots_ptr,
+                n_slots,
+                area: Area { words, mask: capacity - 1 },
+                keep,
+            }
+        }
+    }
+}
+
+impl<C, S> RingMem<C, S> {
+    /// A ring over memory at `base` laid out as `layout`, kept alive by `keep`.
+    ///
+    /// # Safety
+    /// `base .. base + layout.total` is valid, writable, shared memory that lives as
+    /// long as `keep`; `base` is page-aligned; the bytes at the control and slot
+    /// offsets hold valid `C` and `S` values (all-zero is valid for atomics).
+    #[cfg(not(loom))]
+    pub(crate) unsafe fn from_raw(base: NonNull<u8>, layout: RingLayout, keep: KeepAlive) -> Self {
+        // SAFETY: all offsets lie inside the block, by the caller's contract.
+        unsafe {
+            Self {
+                ctrl: NonNull::new_unchecked(base.as_ptr().add(layout.ctrl_off) as *mut C),
+                slots: NonNull::new_unchecked(base.as_ptr().add(layout.slots_off) as *mut S),
+                n_slots: layout.n_slots,
+                area: Area {
+                    base: NonNull::new_unchecked(base.as_ptr().add(layout.data_off)),
+                    mask: layout.capacity - 1,
+                },
+                keep,
+            }
+        }
+    }
+}
+
+#[cfg(loom)]
+struct LoomBlock<C, S> {
+    _ctrl: Box<C>,
+    _slots: Box<[S]>,
+}
+
+// SAFETY: the block only holds atomics (loom's), which are Send + Sync.
+#[cfg(loom)]
+unsafe impl<C, S> Send for LoomBlock<C, S> {}
+// SAFETY: as above.
+#[cfg(loom)]
+unsafe impl<C, S> Sync for LoomBlock<C, S> {}
+
+/// Zeroed, page-aligned heap memory, freed on drop.
+#[cfg(not(loom))]
+struct HeapBlock {
+    ptr: NonNull<u8>,
+    layout: std::alloc::Layout,
+}
+
+#[cfg(not(loom))]
+impl HeapBlock {
+    fn zeroed(len: usize) -> Self {
+        let layout = std::alloc::Layout::from_size_align(len.max(4096), 4096)
+            .expect("ring sizes are validated before allocation");
+        // SAFETY: the layout has a non-zero size.
+        let raw = unsafe { std::alloc::alloc_zeroed(layout) };
+        let Some(ptr) = NonNull::new(raw) else { std::alloc::handle_alloc_error(layout) };
+        Self { ptr, layout }
+    }
+}
+
+#[cfg(not(loom))]
+impl Drop for HeapBlock {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `zeroed` with this very layout, freed once.
+        unsafe { std::alloc::dealloc(self.ptr.as_ptr(), self.layout) }
+    }
+}
+
+// SAFETY: the block is plain memory; its users synchronise through atomics.
+#[cfg(not(loom))]
+unsafe impl Send for HeapBlock {}
+// SAFETY: as above.
+#[cfg(not(loom))]
+unsafe impl Sync for HeapBlock {}

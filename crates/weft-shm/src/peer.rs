@@ -1,0 +1,130 @@
+//! Who holds a ring end, and whether it is still there.
+//!
+//! Each single-holder role (SPSC producer and consumer, broadcast producer, MPSC
+//! consumer) and each slot (broadcast consumer, MPSC producer) records its holder
+//! as a [`ProcessId`] word, a "closed" flag set by a clean drop, and an optional
+//! heartbeat. Another process tells "idle" from "gone" with [`PeerState`]: a peer is
+//! gone when it closed, when its process died (or its pid was recycled), or when it
+//! once heartbeated and then fell silent for longer than the liveness timeout.
+
+use crate::liveness::{now_ns, ProcessId};
+use crate::sync::{AtomicU32, AtomicU64, Ordering, Zeroed};
+
+/// A peer's liveness, as another process sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PeerState {
+    /// Nobody has taken this end yet.
+    NotAttached,
+    /// Attached and its process runs (it may simply be idle).
+    Live,
+    /// Attached once and no longer there.
+    Gone(GoneReason),
+}
+
+/// Why a peer counts as gone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GoneReason {
+    /// It dropped its end cleanly.
+    Closed,
+    /// Its process exited or crashed without closing.
+    Died,
+    /// Its process exists but has not heartbeated within the liveness timeout.
+    Stale,
+}
+
+/// The words describing one holder. All written by the holder except `holder`,
+/// which a process taking over a dead holder's role also writes (by CAS).
+#[repr(C)]
+#[derive(Debug)]
+pub(crate) struct PeerWords {
+    /// [`ProcessId`] word of the holder; 0 = free.
+    pub(crate) holder: AtomicU64,
+    /// CLOCK_MONOTONIC ns of the holder's last heartbeat; 0 = never heartbeats.
+    pub(crate) heartbeat: AtomicU64,
+    /// 1 once the holder dropped its end.
+    pub(crate) closed: AtomicU32,
+    _reserved: AtomicU32,
+}
+
+impl Zeroed for PeerWords {
+    fn zeroed() -> Self {
+        Self {
+            holder: AtomicU64::zeroed(),
+            heartbeat: AtomicU64::zeroed(),
+            closed: AtomicU32::zeroed(),
+            _reserved: AtomicU32::zeroed(),
+        }
+    }
+}
+
+/// Outcome of [`PeerWords::take`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Taken {
+    /// The role was free.
+    Fresh,
+    /// The role was held by a dead process; we took it over.
+    FromDead(ProcessId),
+}
+
+impl PeerWords {
+    /// Takes the role for `me`: free → me, or dead holder → me. A role closed
+    /// cleanly stays closed. `Err(pid)` names a live holder (or 0 if closed).
+    pub(crate) fn take(&self, me: ProcessId) -> Result<Taken, u32> {
+        if self.closed.load(Ordering::Acquire) != 0 {
+            return Err(0);
+        }
+        let mut current = 0;
+        loop {
+            match self.holder.compare_exchange(current, me.to_word(), Ordering::AcqRel, Ordering::Acquire) {
+                Ok(0) => return Ok(Taken::Fresh),
+                Ok(old) => return Ok(Taken::FromDead(ProcessId::from_word(old).expect("non-zero"))),
+                Err(actual) => match ProcessId::from_word(actual) {
+                    Some(holder) if holder.is_alive() => return Err(holder.pid),
+                    _ => current = actual,
+                },
+            }
+        }
+    }
+
+    /// Releases a slot so that another participant may take it.
+    pub(crate) fn release(&self) {
+        self.heartbeat.store(0, Ordering::Relaxed);
+        self.holder.store(0, Ordering::Release);
+    }
+
+    /// Marks the end closed (final) on a clean drop.
+    pub(crate) fn close(&self) {
+        // SYNC POINT: pairs with the Acquire load in `state`/`is_closed`: a peer that
+        // sees `closed` sees every frame committed before it.
+        self.closed.store(1, Ordering::Release);
+    }
+
+    /// Whether the holder closed its end.
+    #[inline]
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire) != 0
+    }
+
+    /// Stores a heartbeat now (one clock read, one store).
+    pub(crate) fn heartbeat(&self) {
+        self.heartbeat.store(now_ns().max(1), Ordering::Relaxed);
+    }
+
+    /// The holder's state. Not for the hot path: probes the process.
+    pub(crate) fn state(&self, liveness_timeout_ns: u64) -> PeerState {
+        if self.is_closed() {
+            return PeerState::Gone(GoneReason::Closed);
+        }
+        let Some(holder) = ProcessId::from_word(self.holder.load(Ordering::Acquire)) else {
+            return PeerState::NotAttached;
+        };
+        if !holder.is_alive() {
+            return PeerState::Gone(GoneReason::Died);
+        }
+        let beat = self.heartbeat.load(Ordering::Relaxed);
+        if beat != 0 && now_ns().saturating_sub(beat) > liveness_timeout_ns {
+            return PeerState::Gone(GoneReason::Stale);
+        }
+        PeerState::Live
+    }
+}

@@ -1,0 +1,512 @@
+//! Named regions: files (by default under `/dev/shm/weft`) that several processes
+//! map, each starting with a one-page header that a stranger can validate before
+//! it touches anything else.
+//!
+//! ```text
+//! offset 0     RegionInfo (written once by the creator, before `initialized`)
+//!              +0  magic "WEFTRING"      u64   +8  layout version  u32
+//!              +12 ring kind             u32   +16 header length   u64 (4096)
+//!              +24 total length          u64   +32 data capacity   u64
+//!              +40 max payload           u64   +48 slots           u32
+//!              +52 flags                 u32   +56 creator pid+start u64
+//!              +64 created (wall ns)     u64   +72 liveness timeout ns u64
+//! offset 128   initialized   AtomicU32   0 → 1, stored last with Release
+//! offset 256   heartbeat     AtomicU64   creator's CLOCK_MONOTONIC ns
+//! offset 4096  ring control block, slots, data area (see the ring modules)
+//! ```
+
+use std::fs::{File, OpenOptions};
+use std::io::ErrorKind;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::ptr::NonNull;
+use std::time::Duration;
+
+use bytemuck::{Pod, Zeroable};
+use memmap2::{MmapOptions, MmapRaw};
+
+use crate::error::ShmError;
+use crate::liveness::{now_ns, wall_ns, ProcessId};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+/// "WEFTRING", little-endian.
+pub const MAGIC: u64 = u64::from_le_bytes(*b"WEFTRING");
+/// The layout version this build writes and reads.
+pub const LAYOUT_VERSION: u32 = 1;
+/// Bytes of the region header; the ring starts here.
+pub const REGION_HEADER_LEN: usize = 4096;
+const INITIALIZED_OFF: usize = 128;
+const HEARTBEAT_OFF: usize = 256;
+
+/// Which ring a region holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum RingKind {
+    /// One producer, one consumer.
+    Spsc = 1,
+    /// One producer, many consumers, each with its own cursor.
+    Broadcast = 2,
+    /// Many producers, one consumer.
+    Mpsc = 3,
+}
+
+impl RingKind {
+    fn from_u32(v: u32) -> Option<Self> {
+        match v {
+            1 => Some(Self::Spsc),
+            2 => Some(Self::Broadcast),
+            3 => Some(Self::Mpsc),
+            _ => None,
+        }
+    }
+
+    /// Lower-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Spsc => "spsc",
+            Self::Broadcast => "broadcast",
+            Self::Mpsc => "mpsc",
+        }
+    }
+}
+
+/// The written-once part of a region header. `Pod`: read by copying it out.
+#[derive(Clone, Copy, Debug, Pod, Zeroable, PartialEq, Eq)]
+#[repr(C)]
+pub struct RegionInfo {
+    /// [`MAGIC`].
+    pub magic: u64,
+    /// [`LAYOUT_VERSION`].
+    pub layout_version: u32,
+    /// A [`RingKind`] as u32.
+    pub kind: u32,
+    /// [`REGION_HEADER_LEN`].
+    pub header_len: u64,
+    /// Bytes of the whole file.
+    pub total_len: u64,
+    /// Bytes of the ring's data area (a power of two).
+    pub capacity: u64,
+    /// Largest payload one frame may carry.
+    pub max_payload: u64,
+    /// Consumer slots (broadcast) or producer slots (MPSC); 0 for SPSC.
+    pub slots: u32,
+    /// Ring-specific flags (broadcast: bit 0 = overwrite mode).
+    pub flags: u32,
+    /// The creator, a [`ProcessId`] word.
+    pub creator: u64,
+    /// When it was created, ns since the Unix epoch.
+    pub created_wall_ns: u64,
+    /// Heartbeats older than this mean the writer is gone, in ns.
+    pub liveness_timeout_ns: u64,
+}
+
+/// How regions are created and where they live.
+#[derive(Clone, Debug)]
+pub struct ShmOptions {
+    /// Directory of region files. Default: `$WEFT_DIR`, else `/dev/shm/weft`.
+    pub dir: PathBuf,
+    /// File mode of created regions. Default 0o600 (owner only).
+    pub mode: u32,
+    /// Touch every page at create so no page fault lands on the hot path. Default on.
+    pub prefault: bool,
+    /// `mlock` the mapping (create and attach). Default off; fails with a message
+    /// naming RLIMIT_MEMLOCK if the limit is too small.
+    pub mlock: bool,
+    /// Ask for transparent huge pages (`madvise(MADV_HUGEPAGE)`). Default off. Takes
+    /// effect only where `/sys/kernel/mm/transparent_hugepage/shmem_enabled` allows
+    /// it (`advise`, `within_size` or `always`); otherwise regions use 4 KiB pages
+    /// and [`Region::huge_pages`] says so.
+    pub huge_pages: bool,
+    /// The creator deletes the file when its handle drops. Default on: files
+    /// outlive a crash only (and [`Region::reclaim`] removes those).
+    pub remove_on_drop: bool,
+    /// A peer whose heartbeat is older than this counts as gone; also the time a
+    /// blocked producer waits before evicting a consumer that makes no progress.
+    /// Default 1 s.
+    pub liveness_timeout: Duration,
+}
+
+impl Default for ShmOptions {
+    fn default() -> Self {
+        Self {
+            dir: std::env::var_os("WEFT_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("/dev/shm/weft")),
+            mode: 0o600,
+            prefault: true,
+            mlock: false,
+            huge_pages: false,
+            remove_on_drop: true,
+            liveness_timeout: Duration::from_secs(1),
+        }
+    }
+}
+
+impl ShmOptions {
+    /// The defaults with another directory.
+    pub fn in_dir(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into(), ..Self::default() }
+    }
+
+    /// The file of region `name`, after checking the name: 1 to 200 characters of
+    /// `[A-Za-z0-9._-]`, not starting with a dot.
+    pub fn path_of(&self, name: &str) -> Result<PathBuf, ShmError> {
+        let ok = !name.is_empty()
+            && name.len() <= 200
+            && !name.starts_with('.')
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+        if !ok {
+            return Err(ShmError::InvalidConfig(format!(
+                "region name {name:?}: expected 1 to 200 characters of A-Z a-z 0-9 . _ -, not starting with '.'"
+            )));
+        }
+        Ok(self.dir.join(name))
+    }
+}
+
+/// What a region's creator is doing, as far as another process can tell.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CreatorState {
+    /// Its process runs and its heartbeat (if it sends one) is fresh.
+    Alive,
+    /// Its process is gone (exited or crashed, or the pid was recycled).
+    Dead,
+    /// Its process exists but has not heartbeated within the liveness timeout.
+    Stale,
+}
+
+/// A mapped region. Dropping it unmaps; the creator's handle also deletes the file
+/// when [`ShmOptions::remove_on_drop`] is set.
+#[derive(Debug)]
+pub struct Region {
+    path: PathBuf,
+    map: MmapRaw,
+    info: RegionInfo,
+    remove_on_drop: bool,
+    huge_pages: bool,
+}
+
+/// What a ring asks of [`Region::create`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RegionSpec {
+    pub(crate) kind: RingKind,
+    pub(crate) total_len: usize,
+    pub(crate) capacity: usize,
+    pub(crate) max_payload: usize,
+    pub(crate) slots: u32,
+    pub(crate) flags: u32,
+}
+
+fn io_err(op: &'static str, path: &Path, source: std::io::Error) -> ShmError {
+    match source.kind() {
+        ErrorKind::NotFound => ShmError::NotFound { path: path.to_owned() },
+        ErrorKind::PermissionDenied => ShmError::PermissionDenied { path: path.to_owned() },
+        ErrorKind::AlreadyExists => ShmError::AlreadyExists { path: path.to_owned() },
+        _ => ShmError::Io { op, path: path.to_owned(), source },
+    }
+}
+
+impl Region {
+    /// Creates region `name` exclusively, sized and prefaulted per `spec`. The
+    /// header is complete but not yet marked initialized: the ring sets up its
+    /// control block, then calls [`Region::mark_initialized`].
+    pub(crate) fn create(opts: &ShmOptions, name: &str, spec: RegionSpec) -> Result<Self, ShmError> {
+        let path = opts.path_of(name)?;
+        if !opts.dir.is_dir() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&opts.dir)
+                .map_err(|e| io_err("create directory", &opts.dir, e))?;
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(opts.mode)
+            .open(&path)
+            .map_err(|e| io_err("create", &path, e))?;
+        // From here on a failure must not leave a half-made file behind.
+        let made = Self::lay_out(opts, &path, &file, spec);
+        if made.is_err() {
+            let _ = std::fs::remove_file(&path);
+        }
+        made
+    }
+
+    fn lay_out(opts: &ShmOptions, path: &Path, file: &File, spec: RegionSpec) -> Result<Self, ShmError> {
+        // The umask may have narrowed the mode; set exactly what was asked.
+        file.set_permissions(std::fs::Permissions::from_mode(opts.mode))
+            .map_err(|e| io_err("chmod", path, e))?;
+        file.set_len(spec.total_len as u64).map_err(|e| io_err("size", path, e))?;
+        let mut mo = MmapOptions::new();
+        mo.len(spec.total_len);
+        if opts.prefault {
+            mo.populate();
+        }
+        let map = mo.map_raw(file).map_err(|e| io_err("map", path, e))?;
+        let huge_pages = opts.huge_pages && thp_shmem_allows_advise() && advise_huge(&map);
+        if opts.prefault {
+            // MAP_POPULATE may map the pages read-only until first write; a write per
+            // page allocates each tmpfs page now rather than on the hot path.
+            let base = map.as_mut_ptr();
+            for off in (0..spec.total_len).step_by(4096) {
+                // SAFETY: `off` < total_len, inside the fresh mapping nobody else
+                // has opened yet (it is not initialised); the byte is already zero.
+                unsafe { base.add(off).write_volatile(0) };
+            }
+        }
+        let info = RegionInfo {
+            magic: MAGIC,
+            layout_version: LAYOUT_VERSION,
+            kind: spec.kind as u32,
+            header_len: REGION_HEADER_LEN as u64,
+            total_len: spec.total_len as u64,
+            capacity: spec.capacity as u64,
+            max_payload: spec.max_payload as u64,
+            slots: spec.slots,
+            flags: spec.flags,
+            creator: ProcessId::current().to_word(),
+            created_wall_ns: wall_ns(),
+            liveness_timeout_ns: opts.liveness_timeout.as_nanos() as u64,
+        };
+        // SAFETY: the mapping is at least one header long and page-aligned; nobody
+        // reads the info before `initialized` is set.
+        unsafe { (map.as_mut_ptr() as *mut RegionInfo).write(info) };
+        let region = Self { path: path.to_owned(), map, info, remove_on_drop: opts.remove_on_drop, huge_pages };
+        region.heartbeat();
+        if opts.mlock {
+            region.lock()?;
+        }
+        Ok(region)
+    }
+
+    /// Publishes the region: every later attach may use it.
+    pub(crate) fn mark_initialized(&self) {
+        // SYNC POINT: pairs with the Acquire load in `attach`, so an attacher sees the
+        // header and the ring's initial control block.
+        self.initialized().store(1, Ordering::Release);
+    }
+
+    /// Maps an existing region holding a ring of `kind`, after validating its file
+    /// size and header. Every failure is a typed [`ShmError`]; nothing past the
+    /// header is read from a file that fails a check.
+    pub(crate) fn attach(opts: &ShmOptions, name: &str, kind: RingKind) -> Result<Self, ShmError> {
+        let path = opts.path_of(name)?;
+        let region = Self::open_validated(&path)?;
+        let found = RingKind::from_u32(region.info.kind).expect("validated");
+        if found != kind {
+            return Err(ShmError::WrongKind { path, found: found.name(), expected: kind.name() });
+        }
+        if opts.mlock {
+            region.lock()?;
+        }
+        Ok(region)
+    }
+
+    /// Opens and validates any region file, for tools that inspect regions.
+    pub fn open(path: &Path) -> Result<Self, ShmError> {
+        Self::open_validated(path)
+    }
+
+    fn open_validated(path: &Path) -> Result<Self, ShmError> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(|e| io_err("open", path, e))?;
+        let len = file.metadata().map_err(|e| io_err("stat", path, e))?.len();
+        if len < REGION_HEADER_LEN as u64 {
+            return Err(ShmError::Truncated { path: path.to_owned(), len, expected: REGION_HEADER_LEN as u64 });
+        }
+        // Map exactly the file's length: nothing beyond it is ever touched, so a
+        // short file cannot raise SIGBUS.
+        let map = MmapOptions::new()
+            .len(len as usize)
+            .map_raw(&file)
+            .map_err(|e| io_err("map", path, e))?;
+        // SAFETY: the mapping is at least one header long and page-aligned;
+        // `RegionInfo` is `Pod`, so any bytes are a valid value to copy out.
+        let info: RegionInfo = unsafe { (map.as_ptr() as *const RegionInfo).read() };
+        let corrupt = |what: String| ShmError::Corrupt { path: path.to_owned(), what };
+        if info.magic == 0 {
+            // Created, not yet written: the creator is between `create` and its header.
+            return Err(ShmError::NotInitialized { path: path.to_owned(), creator_pid: 0 });
+        }
+        if info.magic != MAGIC {
+            return Err(ShmError::NotWeft { path: path.to_owned(), found: info.magic });
+        }
+        if info.layout_version != LAYOUT_VERSION {
+            return Err(ShmError::VersionMismatch {
+                path: path.to_owned(),
+                found: info.layout_version,
+                expected: LAYOUT_VERSION,
+            });
+        }
+        let mut region = Self { path: path.to_owned(), map, info, remove_on_drop: false, huge_pages: false };
+        // SYNC POINT: pairs with the Release store in `mark_initialized`.
+        if region.initialized().load(Ordering::Acquire) != 1 {
+            let creator_pid = ProcessId::from_word(info.creator).map_or(0, |p| p.pid);
+            return Err(ShmError::NotInitialized { path: path.to_owned(), creator_pid });
+        }
+        // Re-read now that `initialized` is acquired.
+        // SAFETY: as above.
+        let info: RegionInfo = unsafe { (region.map.as_ptr() as *const RegionInfo).read() };
+        if info.total_len > len {
+            return Err(ShmError::Truncated { path: path.to_owned(), len, expected: info.total_len });
+        }
+        if info.total_len != len {
+            return Err(corrupt(format!("file is {len} bytes, header says {}", info.total_len)));
+        }
+        if info.header_len != REGION_HEADER_LEN as u64 {
+            return Err(corrupt(format!("header length {}", info.header_len)));
+        }
+        if RingKind::from_u32(info.kind).is_none() {
+            return Err(corrupt(format!("unknown ring kind {}", info.kind)));
+        }
+        if !info.capacity.is_power_of_two() || info.capacity < 64 || info.capacity > len {
+            return Err(corrupt(format!("data capacity {} is not a power of two within the file", info.capacity)));
+        }
+        if info.max_payload == 0 || info.max_payload >= info.capacity {
+            return Err(corrupt(format!("max payload {} for capacity {}", info.max_payload, info.capacity)));
+        }
+        region.info = info;
+        Ok(region)
+    }
+
+    /// Deletes region `name`'s file. Processes that have it mapped keep their
+    /// mapping; new attaches fail with `NotFound`.
+    pub fn remove(opts: &ShmOptions, name: &str) -> Result<(), ShmError> {
+        let path = opts.path_of(name)?;
+        std::fs::remove_file(&path).map_err(|e| io_err("remove", &path, e))
+    }
+
+    /// Deletes region `name` if its creator is dead or stale (see
+    /// [`Region::creator_state`]), including a region whose creator died before
+    /// initialising it. Refuses with [`ShmError::OwnerAlive`] otherwise, and never
+    /// deletes a file that is not a weft region.
+    pub fn reclaim(opts: &ShmOptions, name: &str) -> Result<(), ShmError> {
+        let path = opts.path_of(name)?;
+        match Self::open_validated(&path) {
+            Ok(region) => {
+                if region.creator_state() == CreatorState::Alive {
+                    let pid = ProcessId::from_word(region.info.creator).map_or(0, |p| p.pid);
+                    return Err(ShmError::OwnerAlive { path, pid });
+                }
+            }
+            Err(ShmError::NotInitialized { creator_pid, .. }) => {
+                // Only the creator writes an uninitialised region; if it still runs,
+                // it may be about to finish.
+                if creator_pid != 0 && (ProcessId { pid: creator_pid, start: 0 }).is_alive() {
+                    return Err(ShmError::OwnerAlive { path, pid: creator_pid });
+                }
+            }
+            Err(e) => return Err(e),
+        }
+        std::fs::remove_file(&path).map_err(|e| io_err("remove", &path, e))
+    }
+
+    /// The header fields.
+    pub fn info(&self) -> &RegionInfo {
+        &self.info
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether huge pages were requested and the kernel allows them for shared
+    /// memory (the kernel may still back some pages with 4 KiB pages).
+    pub fn huge_pages(&self) -> bool {
+        self.huge_pages
+    }
+
+    /// Records "the creator is alive now" in the header (one clock read, one store).
+    pub fn heartbeat(&self) {
+        self.heartbeat_word().store(now_ns(), Ordering::Release);
+    }
+
+    /// Whether the creator is alive, dead, or alive but silent for longer than the
+    /// liveness timeout. Costs a `kill(pid, 0)` and a read of `/proc/<pid>/stat`.
+    pub fn creator_state(&self) -> CreatorState {
+        let alive = ProcessId::from_word(self.info.creator).is_some_and(ProcessId::is_alive);
+        if !alive {
+            return CreatorState::Dead;
+        }
+        let beat = self.heartbeat_word().load(Ordering::Acquire);
+        if now_ns().saturating_sub(beat) > self.info.liveness_timeout_ns {
+            CreatorState::Stale
+        } else {
+            CreatorState::Alive
+        }
+    }
+
+    /// Start of the mapping (page-aligned, `info().total_len` bytes).
+    pub(crate) fn base(&self) -> NonNull<u8> {
+        NonNull::new(self.map.as_mut_ptr()).expect("mmap never returns null")
+    }
+
+    fn initialized(&self) -> &AtomicU32 {
+        // SAFETY: inside the header page of a live, page-aligned mapping; aligned;
+        // zero is a valid AtomicU32.
+        unsafe { &*(self.map.as_ptr().add(INITIALIZED_OFF) as *const AtomicU32) }
+    }
+
+    fn heartbeat_word(&self) -> &AtomicU64 {
+        // SAFETY: as for `initialized`.
+        unsafe { &*(self.map.as_ptr().add(HEARTBEAT_OFF) as *const AtomicU64) }
+    }
+
+    fn lock(&self) -> Result<(), ShmError> {
+        self.map.lock().map_err(|source| {
+            let limit = match nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_MEMLOCK) {
+                Ok((soft, _)) if soft == nix::sys::resource::RLIM_INFINITY => "unlimited".to_string(),
+                Ok((soft, _)) => format!("{soft} bytes"),
+                Err(e) => format!("unknown ({e})"),
+            };
+            ShmError::Mlock { path: self.path.clone(), len: self.map.len(), limit, source }
+        })
+    }
+}
+
+impl Drop for Region {
+    fn drop(&mut self) {
+        if self.remove_on_drop {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+fn thp_shmem_allows_advise() -> bool {
+    std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/shmem_enabled")
+        .map(|s| ["[advise]", "[within_size]", "[always]", "[force]"].iter().any(|m| s.contains(m)))
+        .unwrap_or(false)
+}
+
+fn advise_huge(map: &MmapRaw) -> bool {
+    map.advise(memmap2::Advice::HugePage).is_ok()
+}
+
+/// Maps the ring inside `region`: control block `C`, the region's slots of `S`, and
+/// its data area, after checking the header's sizes agree with this layout.
+pub(crate) fn ring_mem<C, S>(region: Region) -> Result<crate::mem::RingMem<C, S>, ShmError> {
+    let info = *region.info();
+    let layout = crate::mem::RingLayout::new::<C, S>(REGION_HEADER_LEN, info.slots as usize, info.capacity as usize);
+    if layout.total as u64 != info.total_len {
+        return Err(ShmError::Corrupt {
+            path: region.path().to_owned(),
+            what: format!("total length {} does not match a ring of capacity {} with {} slots ({})",
+                info.total_len, info.capacity, info.slots, layout.total),
+        });
+    }
+    let base = region.base();
+    // SAFETY: the mapping is `total_len` bytes of page-aligned shared memory, which
+    // equals the layout's total; the region (moved into the keep-alive) owns it.
+    Ok(unsafe { crate::mem::RingMem::from_raw(base, layout, std::sync::Arc::new(region)) })
+}
+
+/// The total file length of a ring with control `C` and `slots` of `S`.
+pub(crate) fn ring_len<C, S>(slots: usize, capacity: usize) -> usize {
+    crate::mem::RingLayout::new::<C, S>(REGION_HEADER_LEN, slots, capacity).total
+}

@@ -1,0 +1,724 @@
+//! Single-producer single-consumer ring of variable-length frames.
+//!
+//! ## Layout (after the region header, or at the start of a heap block)
+//! ```text
+//! +0     tail      AtomicU64   producer position (bytes since creation)   128-byte slot
+//! +128   head      AtomicU64   consumer position                           128-byte slot
+//! +256   producer  PeerWords   holder, heartbeat, closed                   128-byte slot
+//! +384   consumer  PeerWords                                               128-byte slot
+//! +4096  data      capacity bytes of frames (see `frame`), capacity a power of two
+//! ```
+//!
+//! ## Protocol
+//! The consumer finds a frame from the frame itself: it loads the header word at
+//! `head` with Acquire, and a zero word means "nothing yet". So a small frame costs
+//! one cache-line transfer and the consumer never reads `tail`. That works because
+//! the word at `head` is always either zero or a committed header: before publishing
+//! a frame that ends at position `p`, the producer stores zero at `p` (the next
+//! frame's header slot). The producer therefore keeps 8 bytes of slack: it only
+//! claims while `tail + padding + frame + 8 <= head + capacity`.
+//!
+//! Memory ordering (every Release names its Acquire):
+//! - producer payload writes, zero-ahead store → header store **Release** ↔
+//!   consumer header load **Acquire**;
+//! - consumer reads of the payload → `head` store **Release** ↔ producer `head` load
+//!   **Acquire** (only when its cached copy of `head` says "possibly full"), so the
+//!   producer never overwrites a frame still being read.
+//!
+//! A frame that does not fit before the end of the data area is preceded by a
+//! padding frame up to the end; frames never wrap. Cost per frame: the producer
+//! stores the payload, one zero word, one header word and `tail`; the consumer loads
+//! one header word per frame and stores `head` once per poll.
+
+use std::marker::PhantomData;
+
+use crate::error::{ClaimError, PollError};
+use crate::frame::{self, align8, Frame, FIRST_RESERVED_TYPE, HEADER_LEN, TYPE_PADDING};
+use crate::mem::RingMem;
+use crate::peer::{PeerState, PeerWords};
+use crate::sync::{AtomicU64, Ordering, Padded, Zeroed};
+
+/// The shared control block. See the module doc for the layout.
+#[repr(C)]
+#[derive(Debug)]
+pub(crate) struct Control {
+    /// Producer position, frame-aligned, only grows. Written by the producer
+    /// (Release) after each commit; read to resume after a producer crash and by tools.
+    tail: Padded<AtomicU64>,
+    /// Consumer position, frame-aligned, `head <= tail`. Written by the consumer
+    /// (Release) after each poll; read by the producer (Acquire) when its cached
+    /// copy says the ring may be full.
+    head: Padded<AtomicU64>,
+    producer: Padded<PeerWords>,
+    consumer: Padded<PeerWords>,
+}
+
+impl Zeroed for Control {
+    fn zeroed() -> Self {
+        Self {
+            tail: Zeroed::zeroed(),
+            head: Zeroed::zeroed(),
+            producer: Zeroed::zeroed(),
+            consumer: Zeroed::zeroed(),
+        }
+    }
+}
+
+/// No per-participant slots in an SPSC ring.
+#[derive(Debug)]
+pub(crate) struct NoSlot;
+
+impl Zeroed for NoSlot {
+    fn zeroed() -> Self {
+        NoSlot
+    }
+}
+
+type Mem = RingMem<Control, NoSlot>;
+
+/// Sizes of an SPSC ring.
+#[derive(Clone, Copy, Debug)]
+pub struct SpscConfig {
+    /// Bytes of the data area: a power of two, at least 1024.
+    pub capacity: usize,
+    /// Largest payload of one frame. Default `capacity / 8`; at most
+    /// `capacity / 2 - 16`, so a frame always fits once the consumer has caught up.
+    pub max_payload: Option<usize>,
+}
+
+impl SpscConfig {
+    /// A ring of `capacity` bytes with the default maximum payload.
+    pub fn new(capacity: usize) -> Self {
+        Self { capacity, max_payload: None }
+    }
+
+    pub(crate) fn validate(&self) -> Result<usize, crate::ShmError> {
+        validate_sizes(self.capacity, self.max_payload, 0)
+    }
+}
+
+/// Checks a capacity and maximum payload; returns the maximum payload. `extra` is
+/// slack beyond one frame and its padding that the ring must always keep free.
+pub(crate) fn validate_sizes(capacity: usize, max_payload: Option<usize>, extra: usize) -> Result<usize, crate::ShmError> {
+    if !capacity.is_power_of_two() || capacity < 1024 || capacity > (1 << 40) {
+        return Err(crate::ShmError::InvalidConfig(format!(
+            "ring capacity {capacity}: expected a power of two from 1024 to 2^40 bytes"
+        )));
+    }
+    let max = max_payload.unwrap_or(capacity / 8);
+    let limit = (capacity.saturating_sub(extra) / 2).saturating_sub(16).min(u32::MAX as usize - 64);
+    if max == 0 || max > limit {
+        return Err(crate::ShmError::InvalidConfig(format!(
+            "max payload {max} for capacity {capacity}: expected 1 to {limit}"
+        )));
+    }
+    Ok(max)
+}
+
+/// A ring over heap memory, for two threads of one process.
+///
+/// Cost: one allocation of `capacity` bytes plus 4 KiB, here; nothing afterwards.
+pub fn channel(config: SpscConfig) -> Result<(Producer, Consumer), crate::ShmError> {
+    let max = config.validate()?;
+    let mem = Mem::heap(0, config.capacity);
+    let me = crate::liveness::ProcessId::current();
+    let _ = mem.ctrl().producer.take(me);
+    let _ = mem.ctrl().consumer.take(me);
+    Ok((Producer::new(mem.clone(), max), Consumer::new(mem, max)))
+}
+
+#[cfg(not(loom))]
+mod shm {
+    use super::*;
+    use crate::region::{ring_len, ring_mem, Region, RegionSpec, RingKind, ShmOptions};
+    use crate::ShmError;
+
+    fn create(opts: &ShmOptions, name: &str, config: &SpscConfig) -> Result<(Mem, usize), ShmError> {
+        let max = config.validate()?;
+        let spec = RegionSpec {
+            kind: RingKind::Spsc,
+            total_len: ring_len::<Control, NoSlot>(0, config.capacity),
+            capacity: config.capacity,
+            max_payload: max,
+            slots: 0,
+            flags: 0,
+        };
+        let region = Region::create(opts, name, spec)?;
+        let mem = ring_mem::<Control, NoSlot>(region)?;
+        region_of(&mem).mark_initialized();
+        Ok((mem, max))
+    }
+
+    fn attach(opts: &ShmOptions, name: &str) -> Result<(Mem, usize), ShmError> {
+        let region = Region::attach(opts, name, RingKind::Spsc)?;
+        let max = region.info().max_payload as usize;
+        if region.info().slots != 0 || max > region.info().capacity as usize / 2 {
+            return Err(ShmError::Corrupt { path: region.path().to_owned(), what: "SPSC sizes".into() });
+        }
+        Ok((ring_mem(region)?, max))
+    }
+
+    pub(super) fn region_of(mem: &Mem) -> &Region {
+        mem.keep_alive().downcast_ref::<Region>().expect("a mapped ring is kept alive by its region")
+    }
+
+    fn take(mem: &Mem, role: &'static str, words: &PeerWords) -> Result<(), ShmError> {
+        words
+            .take(crate::liveness::ProcessId::current())
+            .map(drop)
+            .map_err(|pid| ShmError::RoleTaken { path: region_of(mem).path().to_owned(), role, pid })
+    }
+
+    impl Producer {
+        /// Creates region `name` holding an empty ring and returns its producer end.
+        /// Fails if the region exists. Cost: file create, `ftruncate`, `mmap`, and a
+        /// write to every page (prefault), once.
+        pub fn create(opts: &ShmOptions, name: &str, config: &SpscConfig) -> Result<Self, ShmError> {
+            let (mem, max) = create(opts, name, config)?;
+            take(&mem, "SPSC producer", &mem.ctrl().producer)?;
+            Ok(Self::new(mem, max))
+        }
+
+        /// Attaches to region `name` as its producer. Takes over from a producer
+        /// whose process died, continuing after its last committed frame.
+        pub fn attach(opts: &ShmOptions, name: &str) -> Result<Self, ShmError> {
+            let (mem, max) = attach(opts, name)?;
+            take(&mem, "SPSC producer", &mem.ctrl().producer)?;
+            Ok(Self::new(mem, max))
+        }
+
+        /// The region this ring lives in, if it is a mapped ring.
+        pub fn region(&self) -> Option<&Region> {
+            self.mem.keep_alive().downcast_ref()
+        }
+    }
+
+    impl Consumer {
+        /// Creates region `name` holding an empty ring and returns its consumer end.
+        pub fn create(opts: &ShmOptions, name: &str, config: &SpscConfig) -> Result<Self, ShmError> {
+            let (mem, max) = create(opts, name, config)?;
+            take(&mem, "SPSC consumer", &mem.ctrl().consumer)?;
+            Ok(Self::new(mem, max))
+        }
+
+        /// Attaches to region `name` as its consumer. Takes over from a consumer
+        /// whose process died at its last released position (frames it read but had
+        /// not released are delivered again).
+        pub fn attach(opts: &ShmOptions, name: &str) -> Result<Self, ShmError> {
+            let (mem, max) = attach(opts, name)?;
+            take(&mem, "SPSC consumer", &mem.ctrl().consumer)?;
+            Ok(Self::new(mem, max))
+        }
+
+        /// The region this ring lives in, if it is a mapped ring.
+        pub fn region(&self) -> Option<&Region> {
+            self.mem.keep_alive().downcast_ref()
+        }
+    }
+}
+
+/// The writing end. `Send`, not `Sync`. Dropping it closes the ring: the consumer
+/// drains what was committed, then sees [`PollError::Closed`].
+#[derive(Debug)]
+pub struct Producer {
+    mem: Mem,
+    /// Our position (== `ctrl.tail` between calls).
+    tail: u64,
+    /// Last `head` we loaded; only ever behind the real one.
+    cached_head: u64,
+    max_payload: usize,
+    /// A header whose store is deferred to the end of a batch: (offset, word).
+    deferred: Option<(usize, u64)>,
+    batching: bool,
+    _not_sync: PhantomData<std::cell::Cell<()>>,
+}
+
+impl Producer {
+    fn new(mem: Mem, max_payload: usize) -> Self {
+        let mut tail = mem.ctrl().tail.load(Ordering::Acquire);
+        // After a crashed producer, frames may be committed past the recorded tail
+        // (it died between the header store and the tail store): walk over them.
+        // The word after the last committed frame is zero (zero-ahead), so this stops.
+        let cap = mem.area.capacity();
+        for _ in 0..cap / 8 {
+            let w = mem.area.word(tail as usize).load(Ordering::Acquire);
+            let len = align8(frame::len_of(w));
+            if w == 0 || len < HEADER_LEN || len > cap {
+                break;
+            }
+            tail += len as u64;
+        }
+        mem.ctrl().tail.store(tail, Ordering::Release);
+        let cached_head = mem.ctrl().head.load(Ordering::Acquire);
+        Self { mem, tail, cached_head, max_payload, deferred: None, batching: false, _not_sync: PhantomData }
+    }
+
+    /// Largest payload one frame may carry.
+    pub fn max_payload(&self) -> usize {
+        self.max_payload
+    }
+
+    /// Bytes of the data area.
+    pub fn capacity(&self) -> usize {
+        self.mem.area.capacity()
+    }
+
+    /// Claims space for a frame of `len` payload bytes and type `type_id`; write the
+    /// payload in place, then [`Claim::commit`]. Dropping the claim abandons it (the
+    /// consumer never sees it). Never blocks, allocates, or makes a syscall.
+    ///
+    /// Fails with [`ClaimError::Full`] when the consumer is behind,
+    /// [`ClaimError::TooLarge`], [`ClaimError::ReservedType`], or
+    /// [`ClaimError::Closed`] once the consumer has gone away cleanly.
+    #[inline]
+    pub fn try_claim(&mut self, len: usize, type_id: u32) -> Result<Claim<'_>, ClaimError> {
+        let (frame_off, pad) = self.reserve(len, type_id)?;
+        Ok(Claim { producer: self, frame_off, pad, len, type_id })
+    }
+
+    #[inline(always)]
+    fn reserve(&mut self, len: usize, type_id: u32) -> Result<(usize, usize), ClaimError> {
+        if len > self.max_payload {
+            return Err(ClaimError::TooLarge { len, max: self.max_payload });
+        }
+        if type_id >= FIRST_RESERVED_TYPE {
+            return Err(ClaimError::ReservedType(type_id));
+        }
+        let cap = self.mem.area.capacity();
+        let frame_len = align8(HEADER_LEN + len);
+        let off = self.tail as usize & (cap - 1);
+        let to_end = cap - off;
+        let pad = if frame_len > to_end { to_end } else { 0 };
+        let need = (pad + frame_len + 8) as u64;
+        if self.tail + need - self.cached_head > cap as u64 {
+            // SYNC POINT: pairs with the consumer's Release store of `head`: the
+            // frames before it are read, their space is ours.
+            self.cached_head = self.mem.ctrl().head.load(Ordering::Acquire);
+            if self.tail + need - self.cached_head > cap as u64 {
+                return Err(if self.mem.ctrl().consumer.is_closed() { ClaimError::Closed } else { ClaimError::Full });
+            }
+        }
+        Ok(((off + pad) & (cap - 1), pad))
+    }
+
+    /// Claims, copies `payload` in, and commits.
+    #[inline]
+    pub fn offer(&mut self, type_id: u32, payload: &[u8]) -> Result<(), ClaimError> {
+        let (frame_off, pad) = self.reserve(payload.len(), type_id)?;
+        // SAFETY: `reserve` gave us `frame_off .. frame_off + HEADER_LEN + len`, inside
+        // the area (frames never wrap) and free: the consumer is past it.
+        unsafe { self.mem.area.copy_in(frame_off + HEADER_LEN, payload) };
+        self.publish(frame_off, pad, payload.len(), type_id);
+        Ok(())
+    }
+
+    /// Sends a `Pod` value as one frame of `size_of::<T>()` bytes.
+    #[inline]
+    pub fn offer_pod<T: bytemuck::Pod>(&mut self, type_id: u32, value: &T) -> Result<(), ClaimError> {
+        self.offer(type_id, bytemuck::bytes_of(value))
+    }
+
+    /// Starts a batch: frames committed until [`Batch::publish`] (or the batch's
+    /// drop) become visible to the consumer together, with one Release store.
+    pub fn batch(&mut self) -> Batch<'_> {
+        self.batching = true;
+        Batch { producer: self }
+    }
+
+    /// Stores "alive now" for [`Consumer::producer_state`]. Call it from an idle loop
+    /// at least once per liveness timeout if the consumer should detect a hung (not
+    /// only a dead) producer; a producer that never calls it is judged by its pid.
+    pub fn heartbeat(&self) {
+        self.mem.ctrl().producer.heartbeat();
+    }
+
+    /// The consumer's liveness (not for the hot path: probes its process).
+    pub fn consumer_state(&self, liveness_timeout_ns: u64) -> PeerState {
+        self.mem.ctrl().consumer.state(liveness_timeout_ns)
+    }
+
+    #[inline(always)]
+    fn publish(&mut self, frame_off: usize, pad: usize, len: usize, type_id: u32) {
+        let area = &self.mem.area;
+        let frame_len = align8(HEADER_LEN + len);
+        let next = self.tail + (pad + frame_len) as u64;
+        // Zero-ahead: the next frame's header slot reads "nothing yet" until the next
+        // commit. It lies in free space (`reserve` kept 8 bytes of slack).
+        area.word(next as usize).store(0, Ordering::Relaxed);
+        let start = self.tail as usize & (area.capacity() - 1);
+        if pad != 0 {
+            self.store_header(frame_off, frame::pack(HEADER_LEN + len, type_id));
+            self.store_header(start, frame::pack(pad, TYPE_PADDING));
+        } else {
+            self.store_header(start, frame::pack(HEADER_LEN + len, type_id));
+        }
+        self.tail = next;
+        if !self.batching {
+            self.flush();
+        }
+    }
+
+    #[inline(always)]
+    fn store_header(&mut self, off: usize, word: u64) {
+        match self.deferred {
+            // The first header of a batch (or of padding + frame) is stored last.
+            None => self.deferred = Some((off, word)),
+            Some(_) => self.mem.area.word(off).store(word, Ordering::Relaxed),
+        }
+    }
+
+    #[inline(always)]
+    fn flush(&mut self) {
+        if let Some((off, word)) = self.deferred.take() {
+            // SYNC POINT: pairs with the consumer's Acquire load of this header: it
+            // then sees the payloads, the later headers, and the zero-ahead word.
+            self.mem.area.word(off).store(word, Ordering::Release);
+            self.mem.ctrl().tail.store(self.tail, Ordering::Release);
+        }
+    }
+}
+
+impl Drop for Producer {
+    fn drop(&mut self) {
+        self.flush();
+        self.mem.ctrl().producer.close();
+    }
+}
+
+/// Space claimed for one frame. Write the payload, then [`Claim::commit`].
+#[derive(Debug)]
+pub struct Claim<'p> {
+    producer: &'p mut Producer,
+    frame_off: usize,
+    pad: usize,
+    len: usize,
+    type_id: u32,
+}
+
+impl Claim<'_> {
+    /// The payload, in place in the ring (its previous contents are stale bytes).
+    #[cfg(not(loom))]
+    #[inline(always)]
+    pub fn payload_mut(&mut self) -> &mut [u8] {
+        // SAFETY: `reserve` gave this claim exclusive use of the frame's range inside
+        // the area until it is committed; `&mut self` prevents a second borrow.
+        unsafe { self.producer.mem.area.bytes_mut(self.frame_off + HEADER_LEN, self.len) }
+    }
+
+    /// Copies `src` into the payload at `at` (for loom tests and simple callers).
+    ///
+    /// # Panics
+    /// If `at + src.len()` exceeds the claimed length (a caller bug).
+    #[inline]
+    pub fn write(&mut self, at: usize, src: &[u8]) {
+        assert!(at + src.len() <= self.len && at % 8 == 0, "write outside the claim");
+        // SAFETY: checked inside the claim; the claim's range is exclusively ours.
+        unsafe { self.producer.mem.area.copy_in(self.frame_off + HEADER_LEN + at, src) }
+    }
+
+    /// Publishes the frame (or adds it to the current batch).
+    #[inline(always)]
+    pub fn commit(self) {
+        self.producer.publish(self.frame_off, self.pad, self.len, self.type_id);
+    }
+}
+
+/// Frames committed through a batch become visible together when it is published
+/// or dropped. See [`Producer::batch`].
+#[derive(Debug)]
+pub struct Batch<'p> {
+    producer: &'p mut Producer,
+}
+
+impl Batch<'_> {
+    /// As [`Producer::try_claim`]; the commit joins the batch.
+    #[inline]
+    pub fn try_claim(&mut self, len: usize, type_id: u32) -> Result<Claim<'_>, ClaimError> {
+        self.producer.try_claim(len, type_id)
+    }
+
+    /// As [`Producer::offer`]; the frame joins the batch.
+    #[inline]
+    pub fn offer(&mut self, type_id: u32, payload: &[u8]) -> Result<(), ClaimError> {
+        self.producer.offer(type_id, payload)
+    }
+
+    /// Makes every frame of the batch visible.
+    pub fn publish(self) {}
+}
+
+impl Drop for Batch<'_> {
+    fn drop(&mut self) {
+        self.producer.batching = false;
+        self.producer.flush();
+    }
+}
+
+/// The reading end. `Send`, not `Sync`. Dropping it closes the ring for the
+/// producer, whose claims then fail with [`ClaimError::Closed`] once it is full.
+#[derive(Debug)]
+pub struct Consumer {
+    mem: Mem,
+    head: u64,
+    max_payload: usize,
+    _not_sync: PhantomData<std::cell::Cell<()>>,
+}
+
+impl Consumer {
+    fn new(mem: Mem, max_payload: usize) -> Self {
+        let head = mem.ctrl().head.load(Ordering::Acquire);
+        Self { mem, head, max_payload, _not_sync: PhantomData }
+    }
+
+    /// Largest payload one frame may carry.
+    pub fn max_payload(&self) -> usize {
+        self.max_payload
+    }
+
+    /// Hands up to `limit` frames, in order and in place, to `f`, then releases
+    /// their space with one store. Returns how many frames it handed over (0 when
+    /// the ring is empty). Never blocks, allocates, or makes a syscall.
+    ///
+    /// Errors: [`PollError::Closed`] once the producer has closed and every frame
+    /// is read; [`PollError::Corrupt`] if the ring holds a header no weft producer
+    /// writes (the consumer stays at that frame).
+    #[inline]
+    pub fn poll<F: FnMut(Frame<'_>)>(&mut self, limit: usize, mut f: F) -> Result<usize, PollError> {
+        self.poll_raw(limit, |area, off, len, type_id| {
+            #[cfg(not(loom))]
+            // SAFETY: the frame is committed (its header was acquired) and the producer
+            // cannot reuse its space before we store `head` past it, after `f`.
+            let payload = unsafe { area.bytes(off, len) };
+            #[cfg(loom)]
+            let payload = &{
+                let mut v = vec![0u8; len];
+                // SAFETY: as above.
+                unsafe { area.copy_out(off, &mut v) };
+                v
+            }[..];
+            f(Frame::new(type_id, payload));
+        })
+    }
+
+    #[inline(always)]
+    fn poll_raw<F>(&mut self, limit: usize, mut f: F) -> Result<usize, PollError>
+    where
+        F: FnMut(&crate::mem::Area, usize, usize, u32),
+    {
+        let area = &self.mem.area;
+        let cap = area.capacity();
+        let start = self.head;
+        let mut delivered = 0;
+        let mut result = Ok(());
+        while delivered < limit {
+            let off = self.head as usize & (cap - 1);
+            // SYNC POINT: pairs with the producer's Release store of this header.
+            let w = area.word(off).load(Ordering::Acquire);
+            if w == 0 {
+                break;
+            }
+            let len = frame::len_of(w);
+            let frame_len = align8(len);
+            let type_id = frame::type_of(w);
+            let payload_len = len.wrapping_sub(HEADER_LEN);
+            let valid = len >= HEADER_LEN
+                && off + frame_len <= cap
+                && (if type_id == TYPE_PADDING { off + frame_len == cap } else { type_id < FIRST_RESERVED_TYPE && payload_len <= self.max_payload });
+            if !valid {
+                result = Err(PollError::Corrupt { position: self.head, header: w });
+                break;
+            }
+            if type_id != TYPE_PADDING {
+                f(area, off + HEADER_LEN, payload_len, type_id);
+                delivered += 1;
+            }
+            self.head += frame_len as u64;
+        }
+        if self.head != start {
+            // SYNC POINT: pairs with the producer's Acquire load of `head`.
+            self.mem.ctrl().head.store(self.head, Ordering::Release);
+        }
+        if delivered > 0 {
+            // A corrupt header after good frames is reported by the next poll.
+            return Ok(delivered);
+        }
+        result?;
+        if self.mem.ctrl().producer.is_closed() {
+            // The producer closed; re-check for a frame committed before it did.
+            if area.word(self.head as usize).load(Ordering::Acquire) == 0 {
+                return Err(PollError::Closed);
+            }
+        }
+        Ok(delivered)
+    }
+
+    /// Whether a frame is ready to read (one Acquire load).
+    #[inline]
+    pub fn has_frame(&self) -> bool {
+        self.mem.area.word(self.head as usize).load(Ordering::Acquire) != 0
+    }
+
+    /// The producer's liveness: live (maybe idle), gone (closed, died, or silent
+    /// past `liveness_timeout_ns` after heartbeating), or never attached. Not for
+    /// the hot path: it probes the producer's process.
+    pub fn producer_state(&self, liveness_timeout_ns: u64) -> PeerState {
+        self.mem.ctrl().producer.state(liveness_timeout_ns)
+    }
+
+    /// Stores "alive now" for [`Producer::consumer_state`].
+    pub fn heartbeat(&self) {
+        self.mem.ctrl().consumer.heartbeat();
+    }
+}
+
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        self.mem.ctrl().consumer.close();
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::VecDeque;
+
+    fn drain(rx: &mut Consumer) -> Vec<(u32, Vec<u8>)> {
+        let mut out = Vec::new();
+        while rx.poll(usize::MAX, |f| out.push((f.type_id(), f.payload().to_vec()))).unwrap_or(0) > 0 {}
+        out
+    }
+
+    #[test]
+    fn frames_arrive_in_order_across_many_wraps() {
+        let (mut tx, mut rx) = channel(SpscConfig::new(1024)).unwrap();
+        let mut expect = 0u64;
+        for i in 0..10_000u64 {
+            let len = (i % 100) as usize + 1;
+            let mut payload = vec![0u8; len];
+            payload[..len.min(8)].copy_from_slice(&i.to_le_bytes()[..len.min(8)]);
+            while tx.offer(7, &payload) == Err(ClaimError::Full) {
+                for (t, p) in drain(&mut rx) {
+                    assert_eq!(t, 7);
+                    let mut b = [0u8; 8];
+                    b[..p.len().min(8)].copy_from_slice(&p[..p.len().min(8)]);
+                    assert_eq!(u64::from_le_bytes(b), expect & (u64::MAX >> (64 - 8 * p.len().min(8) as u32)));
+                    assert_eq!(p.len(), (expect % 100) as usize + 1);
+                    expect += 1;
+                }
+            }
+        }
+        expect += drain(&mut rx).len() as u64;
+        assert_eq!(expect, 10_000);
+    }
+
+    #[test]
+    fn claim_errors_say_why() {
+        let (mut tx, rx) = channel(SpscConfig::new(1024)).unwrap();
+        assert_eq!(tx.max_payload(), 128);
+        assert_eq!(tx.try_claim(129, 0).err(), Some(ClaimError::TooLarge { len: 129, max: 128 }));
+        assert_eq!(tx.try_claim(1, FIRST_RESERVED_TYPE).err(), Some(ClaimError::ReservedType(FIRST_RESERVED_TYPE)));
+        let mut sent = 0;
+        while tx.offer(1, &[0; 128]).is_ok() {
+            sent += 1;
+        }
+        assert_eq!(sent, 7, "7 frames of 136 bytes fit in 1024 with 8 bytes of slack");
+        assert_eq!(tx.offer(1, &[0; 128]), Err(ClaimError::Full));
+        drop(rx);
+        assert_eq!(tx.offer(1, &[0; 128]), Err(ClaimError::Closed));
+    }
+
+    #[test]
+    fn zero_length_frames_and_closed_after_drain() {
+        let (mut tx, mut rx) = channel(SpscConfig::new(1024)).unwrap();
+        tx.offer(0, &[]).unwrap();
+        tx.offer_pod(3, &42u64).unwrap();
+        drop(tx);
+        let mut got = Vec::new();
+        assert_eq!(rx.poll(10, |f| got.push((f.type_id(), f.payload().len(), f.as_pod::<u64>().copied()))), Ok(2));
+        assert_eq!(got, vec![(0, 0, None), (3, 8, Some(42))]);
+        assert_eq!(rx.poll(10, |_| {}), Err(PollError::Closed));
+    }
+
+    #[test]
+    fn abandoned_claims_are_invisible_and_batches_publish_together() {
+        let (mut tx, mut rx) = channel(SpscConfig::new(1024)).unwrap();
+        drop(tx.try_claim(10, 1).unwrap());
+        assert!(!rx.has_frame());
+        let mut batch = tx.batch();
+        for i in 0..5u8 {
+            batch.offer(1, &[i; 3]).unwrap();
+        }
+        assert!(!rx.has_frame(), "nothing visible before the batch is published");
+        batch.publish();
+        let mut got = Vec::new();
+        assert_eq!(rx.poll(10, |f| got.push(f.payload()[0])), Ok(5));
+        assert_eq!(got, vec![0, 1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn a_corrupt_header_is_reported_not_followed() {
+        let (mut tx, mut rx) = channel(SpscConfig::new(1024)).unwrap();
+        tx.offer(1, &[1; 8]).unwrap();
+        // A foreign writer scribbles a length that runs off the end of the ring.
+        tx.mem.area.word(16).store(frame::pack(4000, 1), Ordering::Release);
+        assert_eq!(rx.poll(10, |_| {}), Ok(1), "frames before the bad header are delivered");
+        assert_eq!(rx.poll(10, |_| {}), Err(PollError::Corrupt { position: 16, header: frame::pack(4000, 1) }));
+    }
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Offer(usize),
+        Poll(usize),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            3 => (0usize..=256).prop_map(Op::Offer),
+            1 => (1usize..8).prop_map(Op::Poll),
+        ]
+    }
+
+    proptest! {
+        /// The ring behaves as a FIFO queue of byte strings: what comes out is what
+        /// went in, in order; `Full` only when the bytes in flight leave too little
+        /// room; and an empty ring always takes a maximum-size frame.
+        #[test]
+        fn behaves_like_a_fifo(ops in proptest::collection::vec(op(), 1..400)) {
+            let (mut tx, mut rx) = channel(SpscConfig { capacity: 2048, max_payload: Some(256) }).unwrap();
+            let mut model: VecDeque<Vec<u8>> = VecDeque::new();
+            let mut counter = 0u8;
+            for op in ops {
+                match op {
+                    Op::Offer(len) => {
+                        counter = counter.wrapping_add(1);
+                        let payload: Vec<u8> = (0..len).map(|i| counter.wrapping_add(i as u8)).collect();
+                        match tx.offer(counter as u32, &payload) {
+                            Ok(()) => model.push_back(payload),
+                            Err(ClaimError::Full) => {
+                                // At most one padding frame (< one max frame) is in flight too.
+                                let in_flight: usize = model.iter().map(|p| align8(HEADER_LEN + p.len())).sum();
+                                prop_assert!(in_flight + 2 * align8(HEADER_LEN + len) + 8 + 264 > 2048);
+                            }
+                            Err(e) => prop_assert!(false, "unexpected {e:?}"),
+                        }
+                    }
+                    Op::Poll(limit) => {
+                        let mut got = Vec::new();
+                        let n = rx.poll(limit, |f| got.push(f.payload().to_vec())).unwrap();
+                        prop_assert_eq!(n, got.len());
+                        prop_assert!(n <= limit);
+                        for g in got {
+                            prop_assert_eq!(Some(g), model.pop_front());
+                        }
+                        if n < limit { prop_assert!(model.is_empty()); }
+                    }
+                }
+            }
+            let rest = drain(&mut rx);
+            prop_assert_eq!(rest.len(), model.len());
+            for ((_, g), m) in rest.into_iter().zip(model) { prop_assert_eq!(g, m); }
+            prop_assert!(tx.offer(1, &[0u8; 256]).is_ok());
+        }
+    }
+}
