@@ -1,0 +1,101 @@
+//! `weft-bench`: latency and throughput of weft beside the physical floor and peer
+//! libraries, measured in the same run on pinned cores.
+//!
+//! ```text
+//! weft-bench list
+//! weft-bench run floor-shm shm-pingpong shm-throughput rtrb-pingpong rtrb-throughput --json
+//! ```
+#![deny(unsafe_code)]
+
+mod clock;
+mod peers;
+mod pin;
+mod report;
+mod shm;
+
+use clap::{Parser, Subcommand};
+
+use crate::clock::Clock;
+use crate::report::Outcome;
+
+/// Every scenario, with one line saying what it measures.
+const SCENARIOS: &[(&str, &str)] = &[
+    ("floor-shm", "raw cache-line ping-pong between two pinned threads: the shared-memory floor (round trip)"),
+    ("shm-pingpong", "weft SPSC round trip, 32-byte messages, two pinned processes"),
+    ("shm-throughput", "weft SPSC one-way stream, 64-byte messages, two pinned processes (msgs/s)"),
+    ("rtrb-pingpong", "rtrb round trip, 32-byte messages, two pinned threads (peer)"),
+    ("rtrb-throughput", "rtrb one-way stream, 64-byte messages, two pinned threads (peer, msgs/s)"),
+];
+
+#[derive(Parser)]
+#[command(name = "weft-bench", about = "weft latency and throughput beside the floor and peer libraries")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// List the scenarios.
+    List,
+    /// Run scenarios in the order given.
+    Run {
+        /// Scenario names (see `list`).
+        #[arg(required = true)]
+        scenarios: Vec<String>,
+        /// One JSON object per scenario per line instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Measured samples: round trips for latency scenarios (default 500000),
+        /// messages for throughput scenarios (default 20000000).
+        #[arg(long)]
+        samples: Option<u64>,
+    },
+    /// Internal: the second process of a two-process scenario.
+    #[command(name = "__child", hide = true)]
+    Child { args: Vec<String> },
+}
+
+fn run(name: &str, clock: Clock, samples: Option<u64>) -> Outcome {
+    let lat = samples.unwrap_or(500_000);
+    let lat_warm = (lat / 5).max(10_000);
+    let thr = samples.unwrap_or(20_000_000);
+    let thr_warm = (thr / 10).max(100_000);
+    match name {
+        "floor-shm" => shm::floor(clock, lat_warm, lat),
+        "shm-pingpong" => shm::pingpong(clock, lat_warm, lat, 32),
+        "shm-throughput" => shm::throughput(clock, thr_warm, thr, 64),
+        "rtrb-pingpong" => peers::rtrb_pingpong(clock, lat_warm, lat),
+        "rtrb-throughput" => peers::rtrb_throughput(clock, thr_warm, thr),
+        _ => unreachable!("checked against SCENARIOS"),
+    }
+}
+
+fn main() {
+    match Cli::parse().command {
+        Cmd::List => {
+            for (name, what) in SCENARIOS {
+                println!("{name:<18} {what}");
+            }
+        }
+        Cmd::Run { scenarios, json, samples } => {
+            if let Some(bad) = scenarios.iter().find(|s| !SCENARIOS.iter().any(|(n, _)| n == s)) {
+                eprintln!("weft-bench: unknown scenario {bad:?}; `weft-bench list` shows them all");
+                std::process::exit(2);
+            }
+            let clock = Clock::calibrate();
+            let mut outcomes = Vec::new();
+            for name in &scenarios {
+                let o = run(name, clock, samples);
+                if json {
+                    println!("{}", o.json());
+                }
+                outcomes.push(o);
+            }
+            if !json {
+                report::print_table(&outcomes);
+            }
+        }
+        Cmd::Child { args } => shm::child(&args),
+    }
+}

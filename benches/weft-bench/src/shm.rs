@@ -1,0 +1,181 @@
+//! Shared-memory scenarios: the cache-line floor and weft's SPSC ring between two
+//! pinned processes.
+
+use std::process::{Child, Command};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use weft_shm::spsc::{Consumer, Producer, SpscConfig};
+use weft_shm::{ClaimError, PollError, ShmError, ShmOptions};
+
+use crate::clock::{ticks, Clock};
+use crate::pin::pin;
+use crate::report::{histogram, Outcome};
+
+/// An atomic alone on its 128-byte slot.
+#[repr(align(128))]
+#[derive(Default)]
+struct Line(AtomicU64);
+
+/// `floor-shm`: two pinned threads bounce one value through two cache lines (one
+/// atomic store each way). Nothing can be faster between two cores.
+pub fn floor(clock: Clock, warmup: u64, samples: u64) -> Outcome {
+    let (ping, pong) = (Arc::new(Line::default()), Arc::new(Line::default()));
+    let total = warmup + samples;
+    let echo = {
+        let (ping, pong) = (ping.clone(), pong.clone());
+        std::thread::spawn(move || {
+            pin(1);
+            for i in 1..=total {
+                while ping.0.load(Ordering::Acquire) != i {}
+                pong.0.store(i, Ordering::Release);
+            }
+        })
+    };
+    pin(0);
+    let mut h = histogram();
+    for i in 1..=total {
+        let t0 = ticks();
+        ping.0.store(i, Ordering::Release);
+        while pong.0.load(Ordering::Acquire) != i {}
+        let t1 = ticks();
+        if i > warmup {
+            h.saturating_record(clock.ns(t0, t1));
+        }
+    }
+    echo.join().expect("echo thread");
+    Outcome::latency("floor-shm", 8, &h, "round trip, one atomic store each way, 2 pinned threads")
+}
+
+fn bench_opts() -> ShmOptions {
+    ShmOptions::default()
+}
+
+fn unique(tag: &str) -> String {
+    format!("bench-{}-{tag}", std::process::id())
+}
+
+fn spawn_child(args: &[String]) -> Child {
+    let exe = std::env::current_exe().expect("own executable");
+    Command::new(exe).arg("__child").args(args).spawn().expect("spawn benchmark child")
+}
+
+/// Attaches as soon as the other process has created the region.
+fn attach_retry<T>(f: impl Fn() -> Result<T, ShmError>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match f() {
+            Ok(t) => return t,
+            Err(ShmError::NotFound { .. } | ShmError::NotInitialized { .. }) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(1))
+            }
+            Err(e) => panic!("attach: {e}"),
+        }
+    }
+}
+
+/// `shm-pingpong`: round trip of `bytes`-byte messages through two weft SPSC rings
+/// in shared memory between two pinned processes.
+pub fn pingpong(clock: Clock, warmup: u64, samples: u64, bytes: usize) -> Outcome {
+    let opts = bench_opts();
+    let (ping, pong) = (unique("ping"), unique("pong"));
+    let mut tx = Producer::create(&opts, &ping, &SpscConfig::new(64 * 1024)).expect("create ping ring");
+    let mut child = spawn_child(&["echo".into(), ping.clone(), pong.clone()]);
+    let mut rx = attach_retry(|| Consumer::attach(&opts, &pong));
+    pin(0);
+    let mut h = histogram();
+    let mut payload = vec![0u8; bytes.max(8)];
+    for i in 1..=warmup + samples {
+        payload[..8].copy_from_slice(&i.to_le_bytes());
+        let t0 = ticks();
+        let mut claim = tx.try_claim(payload.len(), 1).expect("ping ring has room");
+        claim.payload_mut().copy_from_slice(&payload);
+        claim.commit();
+        let mut got = 0;
+        while got != i {
+            let _ = rx.poll(1, |f| got = u64::from_le_bytes(f.payload()[..8].try_into().unwrap_or_default()));
+        }
+        let t1 = ticks();
+        if i > warmup {
+            h.saturating_record(clock.ns(t0, t1));
+        }
+    }
+    drop(tx);
+    child.wait().expect("echo child");
+    Outcome::latency("shm-pingpong", bytes, &h, "round trip through 2 SPSC rings, 2 pinned processes")
+}
+
+/// `shm-throughput`: one-way stream of `bytes`-byte messages from a producer
+/// process to this (consumer) process; messages per second after warm-up.
+pub fn throughput(clock: Clock, warmup: u64, samples: u64, bytes: usize) -> Outcome {
+    let opts = bench_opts();
+    let name = unique("stream");
+    let total = warmup + samples;
+    let mut rx = Consumer::create(&opts, &name, &SpscConfig::new(256 * 1024)).expect("create stream ring");
+    let mut child = spawn_child(&["produce".into(), name.clone(), total.to_string(), bytes.to_string()]);
+    pin(0);
+    let mut next = 0u64;
+    let mut t0 = 0;
+    loop {
+        let r = rx.poll(usize::MAX, |f| {
+            let seq = u64::from_le_bytes(f.payload()[..8].try_into().unwrap_or_default());
+            assert_eq!(seq, next, "frames out of order");
+            next += 1;
+        });
+        if next >= warmup && t0 == 0 {
+            t0 = ticks();
+        }
+        match r {
+            Err(PollError::Closed) => break,
+            Err(e) => panic!("poll: {e}"),
+            Ok(_) => {}
+        }
+    }
+    let t1 = ticks();
+    child.wait().expect("producer child");
+    assert_eq!(next, total, "every frame arrived");
+    let secs = clock.ns(t0, t1) as f64 / 1e9;
+    Outcome::throughput("shm-throughput", bytes, samples, samples as f64 / secs, "one-way, SPSC ring, 2 pinned processes")
+}
+
+/// The other process of a two-process scenario.
+pub fn child(args: &[String]) {
+    let opts = bench_opts();
+    pin(1);
+    match args {
+        [role, ping, pong] if role == "echo" => {
+            let mut rx = attach_retry(|| Consumer::attach(&opts, ping));
+            let mut tx = Producer::create(&opts, pong, &SpscConfig::new(64 * 1024)).expect("create pong ring");
+            loop {
+                match rx.poll(1, |f| {
+                    let mut c = tx.try_claim(f.payload().len(), f.type_id()).expect("pong ring has room");
+                    c.payload_mut().copy_from_slice(f.payload());
+                    c.commit();
+                }) {
+                    Err(PollError::Closed) => break,
+                    Err(e) => panic!("poll: {e}"),
+                    Ok(_) => {}
+                }
+            }
+        }
+        [role, name, total, bytes] if role == "produce" => {
+            let total: u64 = total.parse().expect("count");
+            let bytes: usize = bytes.parse().expect("size");
+            let mut tx = attach_retry(|| Producer::attach(&opts, name));
+            let mut seq = 0u64;
+            while seq < total {
+                match tx.try_claim(bytes, 1) {
+                    Ok(mut c) => {
+                        c.payload_mut()[..8].copy_from_slice(&seq.to_le_bytes());
+                        c.commit();
+                        seq += 1;
+                    }
+                    Err(ClaimError::Full) => {}
+                    Err(e) => panic!("claim: {e}"),
+                }
+            }
+        }
+        _ => panic!("unknown child role {args:?}"),
+    }
+}
