@@ -47,10 +47,12 @@
 mod error;
 pub mod frame;
 pub mod liveness;
+pub mod mpsc;
 mod mem;
 mod peer;
 #[cfg(not(loom))]
 pub mod region;
+pub mod broadcast;
 pub mod spsc;
 mod sync;
 

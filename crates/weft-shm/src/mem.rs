@@ -84,20 +84,16 @@ impl Area {
         }
     }
 
-    /// Copies `dst.len()` bytes at `off` out of the area.
+    /// Copies `dst.len()` bytes at `off` out of the area (loom stands this in for
+    /// the in-place slices it cannot model).
     ///
     /// # Safety
     /// `off..off + dst.len()` lies inside the area, `off` is 8-aligned, and the ring
     /// protocol guarantees no writer touches that range during the copy.
+    #[cfg(loom)]
     #[inline(always)]
     pub(crate) unsafe fn copy_out(&self, off: usize, dst: &mut [u8]) {
         debug_assert!(off + dst.len() <= self.capacity());
-        #[cfg(not(loom))]
-        // SAFETY: in range and not written concurrently, by the caller's contract.
-        unsafe {
-            std::ptr::copy_nonoverlapping(self.base.as_ptr().add(off), dst.as_mut_ptr(), dst.len())
-        }
-        #[cfg(loom)]
         self.copy_out_racy(off, dst);
     }
 

@@ -4,11 +4,7 @@
 
 #[cfg(loom)]
 pub(crate) use loom::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
-#[cfg(loom)]
-pub(crate) use loom::thread::yield_now as spin_hint;
 
-#[cfg(not(loom))]
-pub(crate) use std::hint::spin_loop as spin_hint;
 #[cfg(not(loom))]
 pub(crate) use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 
@@ -31,6 +27,7 @@ impl<T> core::ops::Deref for Padded<T> {
 /// (loom's atomics are not plain memory and cannot be made from zero bytes).
 pub(crate) trait Zeroed: Sized {
     /// A value whose every atomic holds zero.
+    #[cfg_attr(not(loom), allow(dead_code))] // outside loom, zeroed memory is used as is
     fn zeroed() -> Self;
 }
 

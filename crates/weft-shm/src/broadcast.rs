@@ -1,0 +1,870 @@
+//! One producer, up to N consumers (N fixed at create), each with its own cursor.
+//! Consumers join and leave at run time.
+//!
+//! ## Layout
+//! ```text
+//! +0      tail         AtomicU64  producer position (bytes since creation)  128-byte slot
+//! +128    last         AtomicU64  start of the newest frame
+//! +256    tail_intent  AtomicU64  overwrite mode: end of the range being written
+//! +384    evictions    AtomicU64  consumers evicted so far (reliable mode)
+//! +512    producer     PeerWords  holder, heartbeat, closed
+//! +640    slot[0..N]   128 bytes each:
+//!           cursor AtomicU64   consumer position           progress AtomicU64  polls so far
+//!           state  AtomicU32   0 free, 1 active, 2 evicted  lapped   AtomicU64  frames missed
+//!           peer   PeerWords   holder pid, heartbeat
+//! +4096·k data area; frames have a 16-byte header: the common header word, then
+//!         the frame's sequence number (0, 1, 2, … per producer)
+//! ```
+//!
+//! ## Reliable mode
+//! The producer never writes more than `capacity` bytes ahead of the slowest
+//! *active* consumer: it caches `limit = min(active cursors) + capacity` and rescans
+//! the slots only when a claim would pass it. Consumers find frames as in `spsc`
+//! (header word, Acquire; zero-ahead word after each frame) and read them in place.
+//! A consumer whose `progress` counter has not moved while it blocks the producer
+//! for the eviction timeout is marked evicted (CAS active → evicted, counted), so a
+//! dead consumer blocks the producer for at most that long. A live but evicted
+//! consumer gets [`PollError::Evicted`] and may [`Consumer::rejoin`].
+//!
+//! Joining must not let a producer holding a stale `limit` overwrite the joiner's
+//! starting point. The joiner stores `state = active`, issues a SeqCst fence, then
+//! loads `tail` and starts there; the producer issues a SeqCst fence before scanning
+//! the slots. Either the scan sees the joiner, or the joiner's load sees the tail
+//! the producer had when it scanned, and every cursor it saw was at most that tail,
+//! so its cached limit is at most `joiner start + capacity`.
+//!
+//! ## Overwrite mode
+//! The producer never waits. Before it writes into the ring it stores `tail_intent`
+//! (the end of the range it is about to overwrite) and a Release fence. Consumers
+//! (1) load `tail` (Acquire, pairs with the producer's Release store of `tail`),
+//! (2) copy the frame out with relaxed atomic loads, (3) Acquire fence, (4) load
+//! `tail_intent`. If `tail_intent > cursor + capacity`, the copy may be torn, so it is
+//! discarded. A lapped consumer jumps to the newest frame (`last`, stored with
+//! Release before `tail`), reads it with the same validation, and reports
+//! [`PollError::Lapped`] with the difference of sequence numbers before delivering
+//! it. A joiner starts right after the newest frame, so it knows the next sequence
+//! number from the start. The application only
+//! ever sees validated copies, never bytes the producer may be writing.
+
+use std::marker::PhantomData;
+use std::time::Duration;
+
+use crate::error::{ClaimError, PollError};
+use crate::frame::{self, align8, Frame, FIRST_RESERVED_TYPE, TYPE_PADDING};
+use crate::liveness::{now_ns, ProcessId};
+use crate::mem::RingMem;
+use crate::peer::{PeerState, PeerWords};
+use crate::sync::{fence, AtomicU32, AtomicU64, Ordering, Padded, Zeroed};
+
+/// Bytes of a broadcast frame header: header word + sequence number.
+pub const BROADCAST_HEADER_LEN: usize = 16;
+
+const FREE: u32 = 0;
+const ACTIVE: u32 = 1;
+const EVICTED: u32 = 2;
+
+/// What the producer does when the slowest consumer is a full ring behind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Wait (claims fail with `Full`) for the slowest live consumer; evict a
+    /// consumer that makes no progress for the eviction timeout.
+    Reliable,
+    /// Never wait: overwrite the oldest frames; lapped consumers are told.
+    Overwrite,
+}
+
+/// Sizes and policy of a broadcast ring.
+#[derive(Clone, Copy, Debug)]
+pub struct BroadcastConfig {
+    /// Bytes of the data area: a power of two, at least 1024.
+    pub capacity: usize,
+    /// Largest payload; default `capacity / 8`.
+    pub max_payload: Option<usize>,
+    /// Consumer slots (1 to 1024).
+    pub max_consumers: usize,
+    /// Reliable or overwrite.
+    pub mode: Mode,
+    /// Reliable mode: how long a consumer may block the producer without making
+    /// progress before it is evicted. Default 1 s. (Mapped rings take it from
+    /// [`crate::ShmOptions::liveness_timeout`].)
+    pub eviction_timeout: Duration,
+}
+
+impl BroadcastConfig {
+    /// A ring of `capacity` bytes for up to `max_consumers` consumers.
+    pub fn new(capacity: usize, max_consumers: usize, mode: Mode) -> Self {
+        Self { capacity, max_payload: None, max_consumers, mode, eviction_timeout: Duration::from_secs(1) }
+    }
+
+    fn validate(&self) -> Result<usize, crate::ShmError> {
+        if self.max_consumers == 0 || self.max_consumers > 1024 {
+            return Err(crate::ShmError::InvalidConfig(format!(
+                "max_consumers {}: expected 1 to 1024",
+                self.max_consumers
+            )));
+        }
+        crate::spsc::validate_sizes(self.capacity, self.max_payload, 16)
+    }
+}
+
+#[repr(C)]
+#[derive(Debug)]
+pub(crate) struct Control {
+    /// Producer position, frame-aligned, only grows. Release after each commit.
+    tail: Padded<AtomicU64>,
+    /// Start of the newest frame (Release, before `tail`): where a lapped or
+    /// joining overwrite-mode consumer resynchronises.
+    last: Padded<AtomicU64>,
+    /// Overwrite mode: the producer may be writing anywhere below this position.
+    tail_intent: Padded<AtomicU64>,
+    /// Consumers evicted so far.
+    evictions: Padded<AtomicU64>,
+    producer: Padded<PeerWords>,
+}
+
+impl Zeroed for Control {
+    fn zeroed() -> Self {
+        Self {
+            tail: Zeroed::zeroed(),
+            last: Zeroed::zeroed(),
+            tail_intent: Zeroed::zeroed(),
+            evictions: Zeroed::zeroed(),
+            producer: Zeroed::zeroed(),
+        }
+    }
+}
+
+/// One consumer's slot (128 bytes, its own cache lines).
+#[repr(C, align(128))]
+#[derive(Debug)]
+pub(crate) struct Slot {
+    /// Consumer position. Written by the consumer (Release) after each poll; read by
+    /// the producer (Acquire) when it rescans.
+    cursor: AtomicU64,
+    /// Bumped by every poll: proof of life for eviction, no clock needed.
+    progress: AtomicU64,
+    /// Frames this consumer missed by being lapped (overwrite mode).
+    lapped: AtomicU64,
+    /// FREE, ACTIVE or EVICTED. The producer moves ACTIVE → EVICTED (CAS); the
+    /// consumer moves it to ACTIVE on join and FREE on leave.
+    state: AtomicU32,
+    _pad: AtomicU32,
+    peer: PeerWords,
+}
+
+impl Zeroed for Slot {
+    fn zeroed() -> Self {
+        Self {
+            cursor: Zeroed::zeroed(),
+            progress: Zeroed::zeroed(),
+            lapped: Zeroed::zeroed(),
+            state: Zeroed::zeroed(),
+            _pad: Zeroed::zeroed(),
+            peer: Zeroed::zeroed(),
+        }
+    }
+}
+
+type Mem = RingMem<Control, Slot>;
+
+/// What both ends need to know about the ring.
+#[derive(Clone, Copy, Debug)]
+struct Params {
+    max_payload: usize,
+    mode: Mode,
+    eviction_timeout_ns: u64,
+}
+
+/// A broadcast ring over heap memory; consumers join with [`Producer::join`].
+pub fn channel(config: BroadcastConfig) -> Result<Producer, crate::ShmError> {
+    let max_payload = config.validate()?;
+    let mem = Mem::heap(config.max_consumers, config.capacity);
+    let _ = mem.ctrl().producer.take(ProcessId::current());
+    let params = Params { max_payload, mode: config.mode, eviction_timeout_ns: config.eviction_timeout.as_nanos() as u64 };
+    Ok(Producer::new(mem, params))
+}
+
+#[cfg(not(loom))]
+mod shm {
+    use super::*;
+    use crate::region::{ring_len, ring_mem, Region, RegionSpec, RingKind, ShmOptions};
+    use crate::ShmError;
+
+    impl Producer {
+        /// Creates region `name` holding an empty broadcast ring and returns its
+        /// producer. The eviction timeout is `opts.liveness_timeout`.
+        pub fn create(opts: &ShmOptions, name: &str, config: &BroadcastConfig) -> Result<Self, ShmError> {
+            let max_payload = config.validate()?;
+            let spec = RegionSpec {
+                kind: RingKind::Broadcast,
+                total_len: ring_len::<Control, Slot>(config.max_consumers, config.capacity),
+                capacity: config.capacity,
+                max_payload,
+                slots: config.max_consumers as u32,
+                flags: (config.mode == Mode::Overwrite) as u32,
+            };
+            let region = Region::create(opts, name, spec)?;
+            let mem = ring_mem::<Control, Slot>(region)?;
+            let _ = mem.ctrl().producer.take(ProcessId::current());
+            mem.keep_alive().downcast_ref::<Region>().expect("mapped").mark_initialized();
+            let params = Params {
+                max_payload,
+                mode: config.mode,
+                eviction_timeout_ns: opts.liveness_timeout.as_nanos() as u64,
+            };
+            Ok(Self::new(mem, params))
+        }
+    }
+
+    impl Consumer {
+        /// Attaches to region `name` and joins as a new consumer, starting at the
+        /// newest position (frames published before the join are not delivered).
+        /// Fails with [`ShmError::RoleTaken`] when every slot is in use.
+        pub fn attach(opts: &ShmOptions, name: &str) -> Result<Self, ShmError> {
+            let region = Region::attach(opts, name, RingKind::Broadcast)?;
+            let info = *region.info();
+            let path = region.path().to_owned();
+            if info.slots == 0 || info.slots > 1024 || info.flags > 1 {
+                return Err(ShmError::Corrupt { path, what: "broadcast slots or flags".into() });
+            }
+            let mem = ring_mem::<Control, Slot>(region)?;
+            let params = Params {
+                max_payload: info.max_payload as usize,
+                mode: if info.flags == 1 { Mode::Overwrite } else { Mode::Reliable },
+                eviction_timeout_ns: info.liveness_timeout_ns,
+            };
+            Consumer::join(mem, params).ok_or(ShmError::RoleTaken { path, role: "broadcast consumer slot", pid: 0 })
+        }
+    }
+}
+
+/// The producer. `Send`, not `Sync`. Dropping it closes the ring.
+#[derive(Debug)]
+pub struct Producer {
+    mem: Mem,
+    params: Params,
+    tail: u64,
+    seq: u64,
+    /// Reliable mode: may write up to here without rescanning the slots.
+    limit: u64,
+    /// Per slot: (progress seen, when first seen unchanged while blocking us).
+    watch: Vec<(u64, u64)>,
+    _not_sync: PhantomData<std::cell::Cell<()>>,
+}
+
+impl Producer {
+    fn new(mem: Mem, params: Params) -> Self {
+        let tail = mem.ctrl().tail.load(Ordering::Acquire);
+        let watch = vec![(0, 0); mem.slots().len()];
+        Self { mem, params, tail, seq: 0, limit: tail, watch, _not_sync: PhantomData }
+    }
+
+    /// Joins a new consumer to this (heap or mapped) ring, starting at the newest
+    /// position; `None` if every slot is taken.
+    pub fn join(&self) -> Option<Consumer> {
+        Consumer::join(self.mem.clone(), self.params)
+    }
+
+    /// Largest payload.
+    pub fn max_payload(&self) -> usize {
+        self.params.max_payload
+    }
+
+    /// Consumers evicted so far (reliable mode).
+    pub fn evictions(&self) -> u64 {
+        self.mem.ctrl().evictions.load(Ordering::Relaxed)
+    }
+
+    /// Active (joined, not evicted) consumers; scans the slots.
+    pub fn consumers(&self) -> usize {
+        self.mem.slots().iter().filter(|s| s.state.load(Ordering::Acquire) == ACTIVE).count()
+    }
+
+    /// Records "alive now" for consumers' [`Consumer::producer_state`].
+    pub fn heartbeat(&self) {
+        self.mem.ctrl().producer.heartbeat();
+    }
+
+    /// Claims space for one frame; write it, then [`Claim::commit`]. Reliable mode
+    /// fails with `Full` while the slowest active consumer is a ring behind (and
+    /// evicts it once it has made no progress for the eviction timeout), or
+    /// `NotConnected` with no active consumer. Overwrite mode never fails for room.
+    #[inline]
+    pub fn try_claim(&mut self, len: usize, type_id: u32) -> Result<Claim<'_>, ClaimError> {
+        let (frame_off, pad) = self.reserve(len, type_id)?;
+        Ok(Claim { producer: self, frame_off, pad, len, type_id })
+    }
+
+    /// Claims, copies `payload` in, and commits.
+    #[inline]
+    pub fn offer(&mut self, type_id: u32, payload: &[u8]) -> Result<(), ClaimError> {
+        let (frame_off, pad) = self.reserve(payload.len(), type_id)?;
+        // SAFETY: `reserve` handed us this frame's range, inside the area.
+        unsafe { self.mem.area.copy_in(frame_off + BROADCAST_HEADER_LEN, payload) };
+        self.publish(frame_off, pad, payload.len(), type_id);
+        Ok(())
+    }
+
+    /// Sends a `Pod` value as one frame.
+    #[inline]
+    pub fn offer_pod<T: bytemuck::Pod>(&mut self, type_id: u32, value: &T) -> Result<(), ClaimError> {
+        self.offer(type_id, bytemuck::bytes_of(value))
+    }
+
+    #[inline(always)]
+    fn reserve(&mut self, len: usize, type_id: u32) -> Result<(usize, usize), ClaimError> {
+        if len > self.params.max_payload {
+            return Err(ClaimError::TooLarge { len, max: self.params.max_payload });
+        }
+        if type_id >= FIRST_RESERVED_TYPE {
+            return Err(ClaimError::ReservedType(type_id));
+        }
+        let cap = self.mem.area.capacity();
+        let frame_len = align8(BROADCAST_HEADER_LEN + len);
+        let off = self.tail as usize & (cap - 1);
+        let pad = if frame_len > cap - off { cap - off } else { 0 };
+        let end = self.tail + (pad + frame_len) as u64;
+        match self.params.mode {
+            Mode::Reliable => {
+                if end + 8 > self.limit {
+                    self.rescan(end + 8)?;
+                }
+            }
+            Mode::Overwrite => {
+                // Everything below `end + 8` (the zero-ahead word) may now change.
+                self.mem.ctrl().tail_intent.store(end + 8, Ordering::Relaxed);
+                // SYNC POINT: orders the intent before our writes into the area;
+                // pairs with the consumers' Acquire fence before they load the intent.
+                fence(Ordering::Release);
+            }
+        }
+        Ok(((off + pad) & (cap - 1), pad))
+    }
+
+    /// Recomputes `limit` from the active consumers' cursors; evicts a consumer
+    /// that blocks `need` and has made no progress for the eviction timeout.
+    #[cold]
+    fn rescan(&mut self, need: u64) -> Result<(), ClaimError> {
+        let cap = self.mem.area.capacity() as u64;
+        // SYNC POINT: pairs with the SeqCst fence in `Consumer::activate` (see the
+        // module doc: a joiner is either seen here or starts at or after our tail).
+        fence(Ordering::SeqCst);
+        let mut min = u64::MAX;
+        let mut now = 0;
+        for (i, slot) in self.mem.slots().iter().enumerate() {
+            if slot.state.load(Ordering::Acquire) != ACTIVE {
+                continue;
+            }
+            // SYNC POINT: pairs with the consumer's Release store of its cursor:
+            // frames below it are read, their space may be reused.
+            let cursor = slot.cursor.load(Ordering::Acquire);
+            if cursor + cap < need {
+                // This consumer blocks us: has it moved since we last looked?
+                let progress = slot.progress.load(Ordering::Relaxed);
+                if now == 0 {
+                    now = now_ns().max(1);
+                }
+                let (seen, since) = &mut self.watch[i];
+                if *seen != progress || *since == 0 {
+                    (*seen, *since) = (progress, now);
+                } else if now - *since >= self.params.eviction_timeout_ns
+                    && slot.state.compare_exchange(ACTIVE, EVICTED, Ordering::AcqRel, Ordering::Relaxed).is_ok()
+                {
+                    self.mem.ctrl().evictions.fetch_add(1, Ordering::Relaxed);
+                    *since = 0;
+                    continue;
+                }
+            } else {
+                self.watch[i].1 = 0;
+            }
+            min = min.min(cursor);
+        }
+        if min == u64::MAX {
+            self.limit = self.tail;
+            return Err(ClaimError::NotConnected);
+        }
+        self.limit = min + cap;
+        if need > self.limit {
+            return Err(ClaimError::Full);
+        }
+        Ok(())
+    }
+
+    #[inline(always)]
+    fn publish(&mut self, frame_off: usize, pad: usize, len: usize, type_id: u32) {
+        let area = &self.mem.area;
+        let cap = area.capacity();
+        let next = self.tail + (pad + align8(BROADCAST_HEADER_LEN + len)) as u64;
+        area.word(next as usize).store(0, Ordering::Relaxed);
+        area.word(frame_off + 8).store(self.seq, Ordering::Relaxed);
+        let first = self.tail as usize & (cap - 1);
+        if pad != 0 {
+            area.word(frame_off).store(frame::pack(BROADCAST_HEADER_LEN + len, type_id), Ordering::Relaxed);
+            // SYNC POINT: pairs with reliable consumers' Acquire load of this header.
+            area.word(first).store(frame::pack(pad, TYPE_PADDING), Ordering::Release);
+        } else {
+            // SYNC POINT: as above.
+            area.word(first).store(frame::pack(BROADCAST_HEADER_LEN + len, type_id), Ordering::Release);
+        }
+        self.seq += 1;
+        // SYNC POINT: pairs with the Acquire load in `Consumer::newest`.
+        self.mem.ctrl().last.store(self.tail + pad as u64, Ordering::Release);
+        self.tail = next;
+        // SYNC POINT: pairs with overwrite consumers' Acquire load of `tail`.
+        self.mem.ctrl().tail.store(next, Ordering::Release);
+    }
+}
+
+impl Drop for Producer {
+    fn drop(&mut self) {
+        self.mem.ctrl().producer.close();
+    }
+}
+
+/// Space claimed for one broadcast frame.
+#[derive(Debug)]
+pub struct Claim<'p> {
+    producer: &'p mut Producer,
+    frame_off: usize,
+    pad: usize,
+    len: usize,
+    type_id: u32,
+}
+
+impl Claim<'_> {
+    /// The payload, in place in the ring.
+    #[cfg(not(loom))]
+    #[inline(always)]
+    pub fn payload_mut(&mut self) -> &mut [u8] {
+        // SAFETY: reliable mode: no active consumer reads this range (the producer
+        // stays a ring ahead of the slowest). Overwrite mode: lapped consumers may
+        // still copy from it, with atomic loads, and discard the copy (seqlock).
+        unsafe { self.producer.mem.area.bytes_mut(self.frame_off + BROADCAST_HEADER_LEN, self.len) }
+    }
+
+    /// Publishes the frame.
+    #[inline(always)]
+    pub fn commit(self) {
+        self.producer.publish(self.frame_off, self.pad, self.len, self.type_id);
+    }
+}
+
+/// A consumer. `Send`, not `Sync`. Dropping it frees its slot.
+#[derive(Debug)]
+pub struct Consumer {
+    mem: Mem,
+    params: Params,
+    slot: usize,
+    cursor: u64,
+    progress: u64,
+    /// Sequence number of the next frame, once known.
+    expected: Option<u64>,
+    /// Overwrite mode: the validated copy handed to the application.
+    scratch: Vec<u8>,
+    _not_sync: PhantomData<std::cell::Cell<()>>,
+}
+
+impl Consumer {
+    fn join(mem: Mem, params: Params) -> Option<Self> {
+        let me = ProcessId::current();
+        let slot = mem.slots().iter().position(|s| s.peer.take(me).is_ok())?;
+        let scratch = if params.mode == Mode::Overwrite { vec![0; align8(params.max_payload)] } else { Vec::new() };
+        let mut c = Self { mem, params, slot, cursor: 0, progress: 0, expected: None, scratch, _not_sync: PhantomData };
+        c.activate();
+        Some(c)
+    }
+
+    fn slot(&self) -> &Slot {
+        &self.mem.slots()[self.slot]
+    }
+
+    fn activate(&mut self) {
+        let ctrl_tail = self.mem.ctrl().tail.load(Ordering::Acquire);
+        self.slot().cursor.store(ctrl_tail, Ordering::Relaxed);
+        self.slot().state.store(ACTIVE, Ordering::Relaxed);
+        // SYNC POINT: pairs with the SeqCst fence in `Producer::rescan`.
+        fence(Ordering::SeqCst);
+        // SYNC POINT: pairs with the producer's Release store of `tail`; we then see
+        // the zero-ahead word at that position.
+        self.cursor = self.mem.ctrl().tail.load(Ordering::Acquire);
+        self.expected = None;
+        if self.params.mode == Mode::Overwrite {
+            if self.cursor == 0 {
+                self.expected = Some(0);
+            } else if let Some((pos, frame_len, seq)) = self.newest() {
+                (self.cursor, self.expected) = (pos + frame_len as u64, Some(seq + 1));
+            }
+        }
+        self.slot().cursor.store(self.cursor, Ordering::Release);
+    }
+
+    /// Overwrite mode: the newest frame as (position, frame length, sequence), read
+    /// and validated against `tail_intent`; `None` if the producer kept overwriting it.
+    fn newest(&self) -> Option<(u64, usize, u64)> {
+        let ctrl = self.mem.ctrl();
+        let area = &self.mem.area;
+        let cap = area.capacity() as u64;
+        for _ in 0..8 {
+            // SYNC POINT: pairs with the producer's Release store of `last`.
+            let pos = ctrl.last.load(Ordering::Acquire);
+            let off = pos as usize & (cap as usize - 1);
+            let w = area.word(off).load(Ordering::Relaxed);
+            let seq = area.word(off + 8).load(Ordering::Relaxed);
+            // SYNC POINT: pairs with the producer's Release fence after `tail_intent`.
+            fence(Ordering::Acquire);
+            if ctrl.tail_intent.load(Ordering::Relaxed) > pos + cap {
+                continue;
+            }
+            if let Some((frame_len, type_id, _)) = self.check(off, w) {
+                if type_id != TYPE_PADDING {
+                    return Some((pos, frame_len, seq));
+                }
+            }
+            return None;
+        }
+        None
+    }
+
+    /// Overwrite mode: after being lapped, moves to the newest frame and reports how
+    /// many frames were missed (the next poll delivers that frame).
+    #[cold]
+    fn resync(&mut self) -> Result<(), PollError> {
+        let Some((pos, _, seq)) = self.newest() else {
+            // The producer is lapping even its newest frame: retry on the next pass.
+            self.cursor = self.mem.ctrl().tail.load(Ordering::Acquire);
+            return Ok(());
+        };
+        self.cursor = pos;
+        let missed = self.expected.map_or(0, |e| seq.saturating_sub(e));
+        self.expected = Some(seq);
+        if missed == 0 {
+            return Ok(());
+        }
+        self.slot().lapped.fetch_add(missed, Ordering::Relaxed);
+        Err(PollError::Lapped { missed })
+    }
+
+    /// After [`PollError::Evicted`]: joins again at the newest position, keeping
+    /// this consumer's slot.
+    pub fn rejoin(&mut self) {
+        self.activate();
+    }
+
+    /// Frames this consumer has missed by being lapped (overwrite mode).
+    pub fn lapped(&self) -> u64 {
+        self.slot().lapped.load(Ordering::Relaxed)
+    }
+
+    /// The producer's liveness (probes its process; not for the hot path).
+    pub fn producer_state(&self, liveness_timeout_ns: u64) -> PeerState {
+        self.mem.ctrl().producer.state(liveness_timeout_ns)
+    }
+
+    /// Hands up to `limit` frames, in order, to `f`: in place in reliable mode, as a
+    /// validated copy in overwrite mode. Never blocks, allocates, or makes a syscall.
+    ///
+    /// Errors: [`PollError::Lapped`] (overwrite; the next poll carries on from the
+    /// newest frames), [`PollError::Evicted`] (reliable; call [`Consumer::rejoin`]),
+    /// [`PollError::Closed`] (producer gone and everything read),
+    /// [`PollError::Corrupt`].
+    #[inline]
+    pub fn poll<F: FnMut(Frame<'_>)>(&mut self, limit: usize, f: F) -> Result<usize, PollError> {
+        self.progress += 1;
+        self.slot().progress.store(self.progress, Ordering::Relaxed);
+        match self.params.mode {
+            Mode::Reliable => self.poll_reliable(limit, f),
+            Mode::Overwrite => self.poll_overwrite(limit, f),
+        }
+    }
+
+    fn poll_reliable<F: FnMut(Frame<'_>)>(&mut self, limit: usize, mut f: F) -> Result<usize, PollError> {
+        if self.slot().state.load(Ordering::Acquire) != ACTIVE {
+            return Err(PollError::Evicted);
+        }
+        let area = &self.mem.area;
+        let cap = area.capacity();
+        let start = self.cursor;
+        let mut delivered = 0;
+        let mut result = Ok(());
+        while delivered < limit {
+            let off = self.cursor as usize & (cap - 1);
+            // SYNC POINT: pairs with the producer's Release store of this header.
+            let w = area.word(off).load(Ordering::Acquire);
+            if w == 0 {
+                break;
+            }
+            let Some((frame_len, type_id, payload_len)) = self.check(off, w) else {
+                result = Err(PollError::Corrupt { position: self.cursor, header: w });
+                break;
+            };
+            if type_id != TYPE_PADDING {
+                let seq = area.word(off + 8).load(Ordering::Relaxed);
+                if self.expected.is_some_and(|e| e != seq) {
+                    result = Err(PollError::Corrupt { position: self.cursor, header: w });
+                    break;
+                }
+                self.expected = Some(seq + 1);
+                #[cfg(not(loom))]
+                // SAFETY: committed (header acquired) and not reusable by the producer
+                // until our cursor passes it, after `f` returns.
+                let payload = unsafe { area.bytes(off + BROADCAST_HEADER_LEN, payload_len) };
+                #[cfg(loom)]
+                let payload = &{
+                    let mut v = vec![0u8; payload_len];
+                    // SAFETY: as above.
+                    unsafe { area.copy_out(off + BROADCAST_HEADER_LEN, &mut v) };
+                    v
+                }[..];
+                f(Frame::new(type_id, payload));
+                delivered += 1;
+            }
+            self.cursor += frame_len as u64;
+        }
+        if self.cursor != start {
+            // SYNC POINT: pairs with the producer's Acquire load in `rescan`.
+            self.slot().cursor.store(self.cursor, Ordering::Release);
+        }
+        if delivered > 0 {
+            return Ok(delivered);
+        }
+        result?;
+        self.closed_if_drained(area.word(self.cursor as usize).load(Ordering::Acquire) == 0)
+    }
+
+    fn poll_overwrite<F: FnMut(Frame<'_>)>(&mut self, limit: usize, mut f: F) -> Result<usize, PollError> {
+        let cap = self.mem.area.capacity() as u64;
+        let mut delivered = 0;
+        let mut result = Ok(());
+        // Each pass either delivers a frame, resynchronises, or stops; a producer
+        // that laps us on every pass cannot keep us here for more than `limit` + 64.
+        for _ in 0..limit.saturating_add(64) {
+            if delivered >= limit {
+                break;
+            }
+            // SYNC POINT: pairs with the producer's Release store of `tail`.
+            let tail = self.mem.ctrl().tail.load(Ordering::Acquire);
+            if tail <= self.cursor {
+                break;
+            }
+            if tail - self.cursor > cap {
+                if let Err(e) = self.resync() {
+                    result = Err(e);
+                    break;
+                }
+                continue;
+            }
+            let off = self.cursor as usize & (cap as usize - 1);
+            let w = self.mem.area.word(off).load(Ordering::Relaxed);
+            let seq = self.mem.area.word(off + 8).load(Ordering::Relaxed);
+            let checked = self.check(off, w);
+            if let Some((_, type_id, payload_len)) = checked {
+                if type_id != TYPE_PADDING {
+                    self.mem.area.copy_out_racy(off + BROADCAST_HEADER_LEN, &mut self.scratch[..payload_len]);
+                }
+            }
+            // SYNC POINT: pairs with the producer's Release fence after `tail_intent`.
+            fence(Ordering::Acquire);
+            if self.mem.ctrl().tail_intent.load(Ordering::Relaxed) > self.cursor + cap {
+                // The producer may have overwritten what we read: jump to the newest.
+                if let Err(e) = self.resync() {
+                    result = Err(e);
+                    break;
+                }
+                continue;
+            }
+            let Some((frame_len, type_id, payload_len)) = checked else {
+                result = Err(PollError::Corrupt { position: self.cursor, header: w });
+                break;
+            };
+            if type_id != TYPE_PADDING {
+                if let Some(expected) = self.expected.filter(|&e| e != seq) {
+                    // Frames expected..seq were overwritten before we read them.
+                    let missed = seq.wrapping_sub(expected);
+                    self.expected = Some(seq);
+                    self.slot().lapped.fetch_add(missed, Ordering::Relaxed);
+                    result = Err(PollError::Lapped { missed });
+                    break;
+                }
+                self.expected = Some(seq + 1);
+                f(Frame::new(type_id, &self.scratch[..payload_len]));
+                delivered += 1;
+            }
+            self.cursor += frame_len as u64;
+        }
+        self.slot().cursor.store(self.cursor, Ordering::Release);
+        if delivered > 0 {
+            return Ok(delivered);
+        }
+        result?;
+        self.closed_if_drained(self.mem.ctrl().tail.load(Ordering::Acquire) <= self.cursor)
+    }
+
+    /// Validates a header word at `off`: (frame length, type id, payload length).
+    #[inline(always)]
+    fn check(&self, off: usize, w: u64) -> Option<(usize, u32, usize)> {
+        let cap = self.mem.area.capacity();
+        let len = frame::len_of(w);
+        let frame_len = align8(len);
+        let type_id = frame::type_of(w);
+        let ok = if type_id == TYPE_PADDING {
+            len >= 8 && off + frame_len == cap
+        } else {
+            len >= BROADCAST_HEADER_LEN
+                && type_id < FIRST_RESERVED_TYPE
+                && len - BROADCAST_HEADER_LEN <= self.params.max_payload
+                && off + frame_len <= cap
+        };
+        ok.then_some((frame_len, type_id, len.saturating_sub(BROADCAST_HEADER_LEN)))
+    }
+
+    fn closed_if_drained(&self, drained: bool) -> Result<usize, PollError> {
+        if drained && self.mem.ctrl().producer.is_closed() {
+            return Err(PollError::Closed);
+        }
+        Ok(0)
+    }
+}
+
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        let slot = self.slot();
+        slot.state.store(FREE, Ordering::Release);
+        slot.peer.release();
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn seqs(c: &mut Consumer) -> Result<Vec<u64>, PollError> {
+        let mut out = Vec::new();
+        c.poll(usize::MAX, |f| out.push(u64::from_le_bytes(f.payload()[..8].try_into().unwrap())))?;
+        Ok(out)
+    }
+
+    #[test]
+    fn reliable_without_consumers_is_not_connected() {
+        let mut p = channel(BroadcastConfig::new(1024, 2, Mode::Reliable)).unwrap();
+        assert_eq!(p.offer(1, &[0; 8]), Err(ClaimError::NotConnected));
+        let c = p.join().unwrap();
+        assert_eq!(p.offer(1, &[0; 8]), Ok(()));
+        drop(c);
+        assert_eq!(p.consumers(), 0);
+    }
+
+    #[test]
+    fn slots_run_out_and_free_on_drop() {
+        let p = channel(BroadcastConfig::new(1024, 2, Mode::Reliable)).unwrap();
+        let (a, _b) = (p.join().unwrap(), p.join().unwrap());
+        assert!(p.join().is_none());
+        drop(a);
+        assert!(p.join().is_some());
+    }
+
+    #[test]
+    fn reliable_consumers_each_get_everything_in_order_from_their_join() {
+        let mut p = channel(BroadcastConfig::new(1024, 3, Mode::Reliable)).unwrap();
+        let mut a = p.join().unwrap();
+        p.offer(1, &0u64.to_le_bytes()).unwrap();
+        let mut b = p.join().unwrap();
+        let mut got_a = seqs(&mut a).unwrap();
+        let mut got_b = Vec::new();
+        for i in 1..1000u64 {
+            while p.offer(1, &i.to_le_bytes()) == Err(ClaimError::Full) {
+                got_a.extend(seqs(&mut a).unwrap());
+                got_b.extend(seqs(&mut b).unwrap());
+            }
+        }
+        got_a.extend(seqs(&mut a).unwrap());
+        got_b.extend(seqs(&mut b).unwrap());
+        assert_eq!(got_a, (0..1000).collect::<Vec<_>>());
+        assert_eq!(got_b, (1..1000).collect::<Vec<_>>(), "b joined after frame 0");
+        drop(p);
+        assert_eq!(a.poll(1, |_| {}), Err(PollError::Closed));
+    }
+
+    #[test]
+    fn a_stuck_consumer_is_evicted_and_may_rejoin() {
+        let config = BroadcastConfig { eviction_timeout: Duration::from_millis(5), ..BroadcastConfig::new(1024, 2, Mode::Reliable) };
+        let mut p = channel(config).unwrap();
+        let mut live = p.join().unwrap();
+        let mut stuck = p.join().unwrap();
+        let mut sent = 0u64;
+        // `stuck` never polls; `live` keeps up. The producer is held back until the
+        // eviction timeout passes, then runs on.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while p.evictions() == 0 {
+            assert!(std::time::Instant::now() < deadline, "never evicted");
+            if p.offer(1, &sent.to_le_bytes()).is_ok() {
+                sent += 1;
+            }
+            seqs(&mut live).unwrap();
+        }
+        for _ in 0..100 {
+            p.offer(1, &sent.to_le_bytes()).unwrap();
+            sent += 1;
+            seqs(&mut live).unwrap();
+        }
+        assert_eq!(stuck.poll(10, |_| {}), Err(PollError::Evicted));
+        stuck.rejoin();
+        p.offer(1, &sent.to_le_bytes()).unwrap();
+        assert_eq!(seqs(&mut stuck).unwrap(), vec![sent]);
+    }
+
+    #[test]
+    fn overwrite_laps_a_slow_consumer_with_an_exact_count() {
+        let mut p = channel(BroadcastConfig::new(1024, 1, Mode::Overwrite)).unwrap();
+        let mut c = p.join().unwrap();
+        for i in 0..1000u64 {
+            p.offer(1, &i.to_le_bytes()).unwrap();
+        }
+        let mut got = Vec::new();
+        let mut missed = 0;
+        loop {
+            match seqs(&mut c) {
+                Ok(v) if v.is_empty() => break,
+                Ok(v) => got.extend(v),
+                Err(PollError::Lapped { missed: m }) => missed += m,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert!(missed > 0 && !got.is_empty());
+        assert_eq!(missed + got.len() as u64, 1000, "every frame is delivered or counted as missed");
+        assert!(got.windows(2).all(|w| w[1] == w[0] + 1));
+        assert_eq!(*got.last().unwrap(), 999);
+        assert_eq!(c.lapped(), missed);
+    }
+
+    proptest! {
+        /// Two reliable consumers polling at random against a model: each sees
+        /// exactly the frames published since it joined, in order.
+        #[test]
+        fn reliable_matches_model(ops in proptest::collection::vec((0u8..3, 0usize..200), 1..300)) {
+            let mut p = channel(BroadcastConfig { max_payload: Some(200), ..BroadcastConfig::new(2048, 2, Mode::Reliable) }).unwrap();
+            let mut cs = [p.join().unwrap(), p.join().unwrap()];
+            let mut model: [std::collections::VecDeque<Vec<u8>>; 2] = Default::default();
+            let mut n = 0u8;
+            for (op, len) in ops {
+                match op {
+                    0 => {
+                        n = n.wrapping_add(1);
+                        let payload = vec![n; len];
+                        match p.offer(n as u32, &payload) {
+                            Ok(()) => model.iter_mut().for_each(|m| m.push_back(payload.clone())),
+                            Err(ClaimError::Full) => {}
+                            Err(e) => prop_assert!(false, "{e}"),
+                        }
+                    }
+                    i => {
+                        let i = i as usize - 1;
+                        let mut got = Vec::new();
+                        cs[i].poll(len % 7 + 1, |f| got.push(f.payload().to_vec())).unwrap();
+                        for g in got { prop_assert_eq!(Some(g), model[i].pop_front()); }
+                    }
+                }
+            }
+        }
+    }
+}
