@@ -49,7 +49,9 @@ pub fn frame_matches(seed: u64, seq: u64, buf: &[u8]) -> bool {
 /// The sequence number at the start of a payload of at least 8 bytes.
 #[inline]
 pub fn seq_of(payload: &[u8]) -> Option<u64> {
-    payload.get(..8).map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+    payload
+        .get(..8)
+        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
 }
 
 #[cfg(test)]

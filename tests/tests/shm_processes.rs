@@ -19,7 +19,10 @@ use weft_tests::{fill_frame, frame_matches, seq_of, size_of_frame};
 static SERIAL: Mutex<()> = Mutex::new(());
 
 fn scaled(n: u64) -> u64 {
-    let scale: f64 = std::env::var("WEFT_TEST_SCALE").ok().and_then(|s| s.parse().ok()).unwrap_or(1.0);
+    let scale: f64 = std::env::var("WEFT_TEST_SCALE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1.0);
     ((n as f64 * scale) as u64).max(1)
 }
 
@@ -53,7 +56,11 @@ struct Peer {
 
 impl Peer {
     fn spawn(dir: &TestDir, args: &[&str]) -> Self {
-        Self::spawn_cmd(Command::new(env!("CARGO_BIN_EXE_shm-peer")).env("WEFT_DIR", &dir.0).args(args))
+        Self::spawn_cmd(
+            Command::new(env!("CARGO_BIN_EXE_shm-peer"))
+                .env("WEFT_DIR", &dir.0)
+                .args(args),
+        )
     }
 
     fn spawn_cmd(cmd: &mut Command) -> Self {
@@ -115,14 +122,29 @@ fn spsc_ten_million_frames_of_random_sizes_arrive_in_order_and_intact() {
     let dir = TestDir::new("spsc");
     let (count, seed) = (scaled(10_000_000), 0x5eed);
     let mut rx = spsc::Consumer::create(&dir.opts(), "stream", &SpscConfig::new(1 << 20)).unwrap();
-    let mut producer = Peer::spawn(&dir, &["spsc-produce", "stream", &count.to_string(), &seed.to_string()]);
+    let mut producer = Peer::spawn(
+        &dir,
+        &[
+            "spsc-produce",
+            "stream",
+            &count.to_string(),
+            &seed.to_string(),
+        ],
+    );
     producer.expect("ready");
     let mut next = 0u64;
     loop {
         let r = rx.poll(1024, |f| {
             assert_eq!(f.type_id(), next as u32, "frame out of order");
-            assert_eq!(f.payload().len(), size_of_frame(seed, next, 1024), "frame {next} has the wrong size");
-            assert!(frame_matches(seed, next, f.payload()), "frame {next} is corrupt");
+            assert_eq!(
+                f.payload().len(),
+                size_of_frame(seed, next, 1024),
+                "frame {next} has the wrong size"
+            );
+            assert!(
+                frame_matches(seed, next, f.payload()),
+                "frame {next} is corrupt"
+            );
             next += 1;
         });
         match r {
@@ -141,12 +163,25 @@ fn spsc_ten_million_frames_of_random_sizes_arrive_in_order_and_intact() {
 fn reliable_broadcast_delivers_everything_in_order_to_three_consumer_processes() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = TestDir::new("bc-reliable");
-    let opts = ShmOptions { liveness_timeout: Duration::from_secs(30), ..dir.opts() };
+    let opts = ShmOptions {
+        liveness_timeout: Duration::from_secs(30),
+        ..dir.opts()
+    };
     let (count, seed) = (scaled(1_000_000), 77u64);
     let config = BroadcastConfig::new(1 << 18, 4, Mode::Reliable);
     let mut tx = broadcast::Producer::create(&opts, "fanout", &config).unwrap();
     let mut peers: Vec<Peer> = (0..3)
-        .map(|_| Peer::spawn(&dir, &["bc-consume", "fanout", &count.to_string(), &seed.to_string()]))
+        .map(|_| {
+            Peer::spawn(
+                &dir,
+                &[
+                    "bc-consume",
+                    "fanout",
+                    &count.to_string(),
+                    &seed.to_string(),
+                ],
+            )
+        })
         .collect();
     peers.iter_mut().for_each(|p| p.expect("ready"));
     assert_eq!(tx.consumers(), 3);
@@ -165,7 +200,10 @@ fn reliable_broadcast_delivers_everything_in_order_to_three_consumer_processes()
     drop(tx);
     for p in peers {
         let (last, ok) = p.finish();
-        assert!(ok && last == format!("received {count}"), "consumer: {last}");
+        assert!(
+            ok && last == format!("received {count}"),
+            "consumer: {last}"
+        );
     }
 }
 
@@ -174,14 +212,20 @@ fn overwrite_broadcast_laps_a_slow_consumer_which_never_sees_a_torn_frame() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = TestDir::new("bc-overwrite");
     let seed = 99u64;
-    let mut tx = broadcast::Producer::create(&dir.opts(), "md", &BroadcastConfig::new(1 << 14, 2, Mode::Overwrite)).unwrap();
+    let mut tx = broadcast::Producer::create(
+        &dir.opts(),
+        "md",
+        &BroadcastConfig::new(1 << 14, 2, Mode::Overwrite),
+    )
+    .unwrap();
     let mut slow = Peer::spawn(&dir, &["bc-slow", "md", &seed.to_string()]);
     slow.expect("ready");
     let mut buf = vec![0u8; 600];
     for seq in 0..scaled(400_000) {
         let len = 8 + size_of_frame(seed, seq, 512);
         fill_frame(seed, seq, &mut buf[..len]);
-        tx.offer(1, &buf[..len]).expect("overwrite mode never waits");
+        tx.offer(1, &buf[..len])
+            .expect("overwrite mode never waits");
         if seq % 200 == 0 {
             std::thread::sleep(Duration::from_micros(100));
         }
@@ -189,9 +233,17 @@ fn overwrite_broadcast_laps_a_slow_consumer_which_never_sees_a_torn_frame() {
     drop(tx);
     let (last, ok) = slow.finish();
     assert!(ok, "slow consumer failed: {last}");
-    let n: Vec<u64> = last.split_whitespace().filter_map(|w| w.parse().ok()).collect();
-    let [frames, laps, missed] = n[..] else { panic!("summary {last:?}") };
-    assert!(frames > 0 && laps > 0 && missed > 0, "expected laps and deliveries: {last}");
+    let n: Vec<u64> = last
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    let [frames, laps, missed] = n[..] else {
+        panic!("summary {last:?}")
+    };
+    assert!(
+        frames > 0 && laps > 0 && missed > 0,
+        "expected laps and deliveries: {last}"
+    );
 }
 
 #[test]
@@ -199,9 +251,21 @@ fn mpsc_three_producer_processes_each_in_order_none_lost() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = TestDir::new("mpsc");
     let (count, seed) = (scaled(300_000), 5u64);
-    let mut rx = mpsc::Consumer::create(&dir.opts(), "orders", &MpscConfig::new(1 << 20, 4)).unwrap();
+    let mut rx =
+        mpsc::Consumer::create(&dir.opts(), "orders", &MpscConfig::new(1 << 20, 4)).unwrap();
     let mut peers: Vec<Peer> = (0..3)
-        .map(|id| Peer::spawn(&dir, &["mpsc-produce", "orders", &id.to_string(), &count.to_string(), &seed.to_string()]))
+        .map(|id| {
+            Peer::spawn(
+                &dir,
+                &[
+                    "mpsc-produce",
+                    "orders",
+                    &id.to_string(),
+                    &count.to_string(),
+                    &seed.to_string(),
+                ],
+            )
+        })
         .collect();
     peers.iter_mut().for_each(|p| p.expect("ready"));
     let mut next = [0u64; 3];
@@ -213,8 +277,14 @@ fn mpsc_three_producer_processes_each_in_order_none_lost() {
                 let id = f.type_id() as usize;
                 let seq = next[id];
                 assert_eq!(seq_of(f.payload()), Some(seq), "producer {id} out of order");
-                assert_eq!(f.payload().len(), 8 + size_of_frame(seed ^ id as u64, seq, 200));
-                assert!(frame_matches(seed ^ id as u64, seq, f.payload()), "corrupt frame");
+                assert_eq!(
+                    f.payload().len(),
+                    8 + size_of_frame(seed ^ id as u64, seq, 200)
+                );
+                assert!(
+                    frame_matches(seed ^ id as u64, seq, f.payload()),
+                    "corrupt frame"
+                );
                 next[id] += 1;
             })
             .unwrap();
@@ -244,19 +314,34 @@ fn killing_the_producer_is_reported_as_gone_to_every_consumer() {
         assert!(Instant::now() < end);
         got += rx.poll(16, |_| {}).unwrap();
     }
-    assert_eq!(rx.producer_state(timeout), PeerState::Live, "an idle, live producer is not gone");
+    assert_eq!(
+        rx.producer_state(timeout),
+        PeerState::Live,
+        "an idle, live producer is not gone"
+    );
     producer.kill9();
     // What it committed before dying is still delivered; then the consumer is told.
     while rx.poll(16, |_| {}).unwrap() > 0 {}
-    assert_eq!(rx.producer_state(timeout), PeerState::Gone(GoneReason::Died));
+    assert_eq!(
+        rx.producer_state(timeout),
+        PeerState::Gone(GoneReason::Died)
+    );
 }
 
 #[test]
 fn a_killed_reliable_consumer_blocks_the_producer_only_until_evicted() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = TestDir::new("kill-consumer");
-    let opts = ShmOptions { liveness_timeout: Duration::from_millis(200), ..dir.opts() };
-    let mut tx = broadcast::Producer::create(&opts, "fanout", &BroadcastConfig::new(1 << 12, 2, Mode::Reliable)).unwrap();
+    let opts = ShmOptions {
+        liveness_timeout: Duration::from_millis(200),
+        ..dir.opts()
+    };
+    let mut tx = broadcast::Producer::create(
+        &opts,
+        "fanout",
+        &BroadcastConfig::new(1 << 12, 2, Mode::Reliable),
+    )
+    .unwrap();
     let mut live = tx.join().expect("a slot");
     let mut victim = Peer::spawn(&dir, &["bc-hang", "fanout"]);
     victim.expect("ready");
@@ -278,13 +363,17 @@ fn a_killed_reliable_consumer_blocks_the_producer_only_until_evicted() {
             Err(e) => panic!("{e}"),
         }
     }
-    eprintln!("producer blocked {:?} ({attempts} attempts) with a 200 ms eviction timeout", blocked.elapsed());
+    eprintln!(
+        "producer blocked {:?} ({attempts} attempts) with a 200 ms eviction timeout",
+        blocked.elapsed()
+    );
     assert_eq!(tx.evictions(), 1);
     assert_eq!(tx.consumers(), 1);
     // The survivor keeps receiving.
     tx.offer(1, &[8; 64]).unwrap();
     let mut seen = Vec::new();
-    live.poll(usize::MAX, |f| seen.push(f.payload()[0])).unwrap();
+    live.poll(usize::MAX, |f| seen.push(f.payload()[0]))
+        .unwrap();
     assert_eq!(seen, vec![7, 8]);
 }
 
@@ -295,7 +384,9 @@ fn killing_the_broadcast_producer_is_reported_to_every_consumer() {
     let timeout = Duration::from_secs(5).as_nanos() as u64;
     let mut producer = Peer::spawn(&dir, &["bc-trickle", "fanout"]);
     producer.expect("ready");
-    let mut consumers: Vec<_> = (0..2).map(|_| broadcast::Consumer::attach(&dir.opts(), "fanout").unwrap()).collect();
+    let mut consumers: Vec<_> = (0..2)
+        .map(|_| broadcast::Consumer::attach(&dir.opts(), "fanout").unwrap())
+        .collect();
     let end = deadline(60);
     for c in &mut consumers {
         let mut got = 0;
@@ -316,13 +407,18 @@ fn killing_the_broadcast_producer_is_reported_to_every_consumer() {
 fn an_mpsc_producer_killed_between_claim_and_commit_is_skipped_and_reported() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = TestDir::new("kill-mpsc");
-    let mut rx = mpsc::Consumer::create(&dir.opts(), "orders", &MpscConfig::new(1 << 16, 4)).unwrap();
+    let mut rx =
+        mpsc::Consumer::create(&dir.opts(), "orders", &MpscConfig::new(1 << 16, 4)).unwrap();
     let mut victim = Peer::spawn(&dir, &["mpsc-claim-hang", "orders"]);
     victim.expect("claimed");
     let victim_pid = victim.pid();
     let mut after = mpsc::Producer::attach(&dir.opts(), "orders").unwrap();
     after.offer(1, b"after the stuck frame").unwrap();
-    assert_eq!(rx.poll(10, |_| {}), Ok(0), "the stuck frame holds the line while its producer lives");
+    assert_eq!(
+        rx.poll(10, |_| {}),
+        Ok(0),
+        "the stuck frame holds the line while its producer lives"
+    );
     victim.kill9();
     let end = deadline(60);
     let skipped = loop {
@@ -332,7 +428,14 @@ fn an_mpsc_producer_killed_between_claim_and_commit_is_skipped_and_reported() {
             Err(e) => break e,
         }
     };
-    assert_eq!(skipped, PollError::SkippedDeadProducer { position: 0, len: 112, pid: victim_pid });
+    assert_eq!(
+        skipped,
+        PollError::SkippedDeadProducer {
+            position: 0,
+            len: 112,
+            pid: victim_pid
+        }
+    );
     let mut got = Vec::new();
     assert_eq!(rx.poll(10, |f| got.push(f.payload().to_vec())), Ok(1));
     assert_eq!(got, vec![b"after the stuck frame".to_vec()]);
@@ -354,12 +457,27 @@ fn another_user_gets_permission_denied_not_a_crash() {
         std::fs::copy(env!("CARGO_BIN_EXE_shm-peer"), &exe).unwrap();
         std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
         let dir_arg = dir.0.to_str().unwrap().to_string();
-        let peer = Peer::spawn_cmd(Command::new(&exe).args(["attach", &dir_arg, "private"]).uid(65534).gid(65534));
+        let peer = Peer::spawn_cmd(
+            Command::new(&exe)
+                .args(["attach", &dir_arg, "private"])
+                .uid(65534)
+                .gid(65534),
+        );
         let (line, ok) = peer.finish();
-        assert!(ok && line.starts_with("error PermissionDenied"), "peer said {line:?}");
+        assert!(
+            ok && line.starts_with("error PermissionDenied"),
+            "peer said {line:?}"
+        );
     } else {
-        std::fs::set_permissions(dir.0.join("private"), std::fs::Permissions::from_mode(0o000)).unwrap();
+        std::fs::set_permissions(
+            dir.0.join("private"),
+            std::fs::Permissions::from_mode(0o000),
+        )
+        .unwrap();
         let err = spsc::Consumer::attach(&dir.opts(), "private").unwrap_err();
-        assert!(matches!(err, weft_shm::ShmError::PermissionDenied { .. }), "{err}");
+        assert!(
+            matches!(err, weft_shm::ShmError::PermissionDenied { .. }),
+            "{err}"
+        );
     }
 }

@@ -36,7 +36,9 @@ impl Clock {
         }
         let (t1, i1) = (ticks(), Instant::now());
         let ns = (i1 - i0).as_nanos() as f64;
-        Self { ns_per_tick: ns / (t1.wrapping_sub(t0)).max(1) as f64 }
+        Self {
+            ns_per_tick: ns / (t1.wrapping_sub(t0)).max(1) as f64,
+        }
     }
 
     /// Nanoseconds between two tick readings.

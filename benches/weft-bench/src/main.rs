@@ -20,15 +20,33 @@ use crate::report::Outcome;
 
 /// Every scenario, with one line saying what it measures.
 const SCENARIOS: &[(&str, &str)] = &[
-    ("floor-shm", "raw cache-line ping-pong between two pinned threads: the shared-memory floor (round trip)"),
-    ("shm-pingpong", "weft SPSC round trip, 32-byte messages, two pinned processes"),
-    ("shm-throughput", "weft SPSC one-way stream, 64-byte messages, two pinned processes (msgs/s)"),
-    ("rtrb-pingpong", "rtrb round trip, 32-byte messages, two pinned threads (peer)"),
-    ("rtrb-throughput", "rtrb one-way stream, 64-byte messages, two pinned threads (peer, msgs/s)"),
+    (
+        "floor-shm",
+        "raw cache-line ping-pong between two pinned threads: the shared-memory floor (round trip)",
+    ),
+    (
+        "shm-pingpong",
+        "weft SPSC round trip, 32-byte messages, two pinned processes",
+    ),
+    (
+        "shm-throughput",
+        "weft SPSC one-way stream, 64-byte messages, two pinned processes (msgs/s)",
+    ),
+    (
+        "rtrb-pingpong",
+        "rtrb round trip, 32-byte messages, two pinned threads (peer)",
+    ),
+    (
+        "rtrb-throughput",
+        "rtrb one-way stream, 64-byte messages, two pinned threads (peer, msgs/s)",
+    ),
 ];
 
 #[derive(Parser)]
-#[command(name = "weft-bench", about = "weft latency and throughput beside the floor and peer libraries")]
+#[command(
+    name = "weft-bench",
+    about = "weft latency and throughput beside the floor and peer libraries"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -78,8 +96,15 @@ fn main() {
                 println!("{name:<18} {what}");
             }
         }
-        Cmd::Run { scenarios, json, samples } => {
-            if let Some(bad) = scenarios.iter().find(|s| !SCENARIOS.iter().any(|(n, _)| n == s)) {
+        Cmd::Run {
+            scenarios,
+            json,
+            samples,
+        } => {
+            if let Some(bad) = scenarios
+                .iter()
+                .find(|s| !SCENARIOS.iter().any(|(n, _)| n == s))
+            {
                 eprintln!("weft-bench: unknown scenario {bad:?}; `weft-bench list` shows them all");
                 std::process::exit(2);
             }

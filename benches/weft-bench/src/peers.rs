@@ -1,11 +1,8 @@
 //! Peer libraries measured in the same harness, each through its own idiomatic API.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-
 use crate::clock::{ticks, Clock};
 use crate::pin::pin;
-use crate::report::{histogram, Outcome};
+use crate::report::{histogram, Outcome, Trials, TRIALS};
 
 /// `rtrb-pingpong`: round trip of 32-byte messages through two rtrb rings between
 /// two pinned threads (rtrb is an in-process ring).
@@ -42,14 +39,19 @@ pub fn rtrb_pingpong(clock: Clock, warmup: u64, samples: u64) -> Outcome {
         }
     }
     echo.join().expect("echo thread");
-    Outcome::latency("rtrb-pingpong", 32, &h, "round trip through 2 rtrb rings, 2 pinned threads")
+    Outcome::latency(
+        "rtrb-pingpong",
+        32,
+        &h,
+        "round trip through 2 rtrb rings, 2 pinned threads",
+    )
 }
 
-/// `rtrb-throughput`: one-way stream of 64-byte messages, push/pop one at a time.
+/// `rtrb-throughput`: one-way stream of 64-byte messages, push/pop one at a time,
+/// timed as `shm-throughput` is: the median of [`TRIALS`] slices after warm-up.
 pub fn rtrb_throughput(clock: Clock, warmup: u64, samples: u64) -> Outcome {
     let (mut tx, mut rx) = rtrb::RingBuffer::<[u8; 64]>::new(4096);
     let total = warmup + samples;
-    let started = Arc::new(AtomicU64::new(0));
     let producer = std::thread::spawn(move || {
         pin(1);
         let mut msg = [0u8; 64];
@@ -58,24 +60,35 @@ pub fn rtrb_throughput(clock: Clock, warmup: u64, samples: u64) -> Outcome {
             msg[..8].copy_from_slice(&seq.to_le_bytes());
             if tx.push(msg).is_ok() {
                 seq += 1;
+            } else {
+                std::hint::spin_loop();
             }
         }
     });
     pin(0);
+    let mut trials = Trials::new(warmup, samples);
     let mut next = 0u64;
-    let mut t0 = 0;
     while next < total {
         if let Ok(m) = rx.pop() {
-            assert_eq!(u64::from_le_bytes(m[..8].try_into().unwrap_or_default()), next, "out of order");
+            assert_eq!(
+                u64::from_le_bytes(m[..8].try_into().unwrap_or_default()),
+                next,
+                "out of order"
+            );
             next += 1;
-            if next == warmup {
-                t0 = ticks();
-            }
+            trials.mark(next);
+        } else {
+            // The busy-spin idle strategy, as in the weft scenario: one PAUSE.
+            std::hint::spin_loop();
         }
     }
-    let t1 = ticks();
-    started.store(1, Ordering::Relaxed);
     producer.join().expect("producer thread");
-    let secs = clock.ns(t0, t1) as f64 / 1e9;
-    Outcome::throughput("rtrb-throughput", 64, samples, samples as f64 / secs, "one-way, rtrb push/pop, 2 pinned threads")
+    let note = format!("one-way, rtrb push/pop, 2 pinned threads, median of {TRIALS} slices");
+    Outcome::throughput(
+        "rtrb-throughput",
+        64,
+        samples,
+        trials.median_rate(clock),
+        &note,
+    )
 }

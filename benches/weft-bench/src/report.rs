@@ -16,6 +16,60 @@ pub struct Outcome {
     pub note: String,
 }
 
+/// Slices a throughput run is timed in.
+pub const TRIALS: u64 = 5;
+
+/// Timestamps at the slice boundaries of a throughput run: after `warmup`
+/// messages, then every `samples / TRIALS` messages.
+#[derive(Debug)]
+pub struct Trials {
+    warmup: u64,
+    slice: u64,
+    next_mark: u64,
+    marks: Vec<u64>,
+}
+
+impl Trials {
+    pub fn new(warmup: u64, samples: u64) -> Self {
+        let slice = (samples / TRIALS).max(1);
+        Self {
+            warmup,
+            slice,
+            next_mark: warmup,
+            marks: Vec::with_capacity(TRIALS as usize + 1),
+        }
+    }
+
+    /// Call with the count of messages received so far.
+    #[inline(always)]
+    pub fn mark(&mut self, received: u64) {
+        if received == self.next_mark {
+            self.marks.push(crate::clock::ticks());
+            self.next_mark = if self.marks.len() as u64 > TRIALS {
+                u64::MAX
+            } else {
+                self.next_mark + self.slice
+            };
+        }
+    }
+
+    /// Messages per second of the median slice.
+    pub fn median_rate(&self, clock: crate::clock::Clock) -> f64 {
+        let mut rates: Vec<f64> = self
+            .marks
+            .windows(2)
+            .map(|w| self.slice as f64 * 1e9 / clock.ns(w[0], w[1]).max(1) as f64)
+            .collect();
+        assert!(
+            !rates.is_empty(),
+            "run too short to time (warm-up {})",
+            self.warmup
+        );
+        rates.sort_by(f64::total_cmp);
+        rates[rates.len() / 2]
+    }
+}
+
 /// A histogram of nanoseconds, 3 significant digits, up to 100 s.
 pub fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 100_000_000_000, 3).expect("valid bounds")
@@ -34,7 +88,13 @@ impl Outcome {
         }
     }
 
-    pub fn throughput(scenario: &str, msg_bytes: usize, samples: u64, msgs_per_s: f64, note: &str) -> Self {
+    pub fn throughput(
+        scenario: &str,
+        msg_bytes: usize,
+        samples: u64,
+        msgs_per_s: f64,
+        note: &str,
+    ) -> Self {
         Self {
             scenario: scenario.into(),
             msg_bytes,
@@ -46,7 +106,10 @@ impl Outcome {
     }
 
     pub fn json(&self) -> String {
-        let lat = |i: usize| self.latency.map_or("null".to_string(), |l| l[i].to_string());
+        let lat = |i: usize| {
+            self.latency
+                .map_or("null".to_string(), |l| l[i].to_string())
+        };
         format!(
             "{{\"scenario\":\"{}\",\"msg_bytes\":{},\"samples\":{},\"p50_ns\":{},\"p90_ns\":{},\"p99_ns\":{},\"p99_9_ns\":{},\"p99_99_ns\":{},\"max_ns\":{},\"msgs_per_s\":{},\"note\":\"{}\"}}",
             self.scenario,
@@ -85,8 +148,19 @@ pub fn print_table(outcomes: &[Outcome]) {
             o.msgs_per_s.map_or("-".to_string(), |r| format!("{r:.0}")),
         );
     }
-    let p50 = |name: &str| outcomes.iter().find(|o| o.scenario == name).and_then(|o| o.latency).map(|l| l[0] as f64);
-    let rate = |name: &str| outcomes.iter().find(|o| o.scenario == name).and_then(|o| o.msgs_per_s);
+    let p50 = |name: &str| {
+        outcomes
+            .iter()
+            .find(|o| o.scenario == name)
+            .and_then(|o| o.latency)
+            .map(|l| l[0] as f64)
+    };
+    let rate = |name: &str| {
+        outcomes
+            .iter()
+            .find(|o| o.scenario == name)
+            .and_then(|o| o.msgs_per_s)
+    };
     let mut ratios = Vec::new();
     if let (Some(a), Some(f)) = (p50("shm-pingpong"), p50("floor-shm")) {
         ratios.push(format!("shm-pingpong p50 / floor-shm p50 = {:.2}", a / f));

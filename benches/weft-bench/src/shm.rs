@@ -11,7 +11,7 @@ use weft_shm::{ClaimError, PollError, ShmError, ShmOptions};
 
 use crate::clock::{ticks, Clock};
 use crate::pin::pin;
-use crate::report::{histogram, Outcome};
+use crate::report::{histogram, Outcome, Trials, TRIALS};
 
 /// An atomic alone on its 128-byte slot.
 #[repr(align(128))]
@@ -45,7 +45,12 @@ pub fn floor(clock: Clock, warmup: u64, samples: u64) -> Outcome {
         }
     }
     echo.join().expect("echo thread");
-    Outcome::latency("floor-shm", 8, &h, "round trip, one atomic store each way, 2 pinned threads")
+    Outcome::latency(
+        "floor-shm",
+        8,
+        &h,
+        "round trip, one atomic store each way, 2 pinned threads",
+    )
 }
 
 fn bench_opts() -> ShmOptions {
@@ -58,7 +63,11 @@ fn unique(tag: &str) -> String {
 
 fn spawn_child(args: &[String]) -> Child {
     let exe = std::env::current_exe().expect("own executable");
-    Command::new(exe).arg("__child").args(args).spawn().expect("spawn benchmark child")
+    Command::new(exe)
+        .arg("__child")
+        .args(args)
+        .spawn()
+        .expect("spawn benchmark child")
 }
 
 /// Attaches as soon as the other process has created the region.
@@ -67,7 +76,9 @@ fn attach_retry<T>(f: impl Fn() -> Result<T, ShmError>) -> T {
     loop {
         match f() {
             Ok(t) => return t,
-            Err(ShmError::NotFound { .. } | ShmError::NotInitialized { .. }) if Instant::now() < deadline => {
+            Err(ShmError::NotFound { .. } | ShmError::NotInitialized { .. })
+                if Instant::now() < deadline =>
+            {
                 std::thread::sleep(Duration::from_millis(1))
             }
             Err(e) => panic!("attach: {e}"),
@@ -80,7 +91,8 @@ fn attach_retry<T>(f: impl Fn() -> Result<T, ShmError>) -> T {
 pub fn pingpong(clock: Clock, warmup: u64, samples: u64, bytes: usize) -> Outcome {
     let opts = bench_opts();
     let (ping, pong) = (unique("ping"), unique("pong"));
-    let mut tx = Producer::create(&opts, &ping, &SpscConfig::new(64 * 1024)).expect("create ping ring");
+    let mut tx =
+        Producer::create(&opts, &ping, &SpscConfig::new(64 * 1024)).expect("create ping ring");
     let mut child = spawn_child(&["echo".into(), ping.clone(), pong.clone()]);
     let mut rx = attach_retry(|| Consumer::attach(&opts, &pong));
     pin(0);
@@ -94,7 +106,9 @@ pub fn pingpong(clock: Clock, warmup: u64, samples: u64, bytes: usize) -> Outcom
         claim.commit();
         let mut got = 0;
         while got != i {
-            let _ = rx.poll(1, |f| got = u64::from_le_bytes(f.payload()[..8].try_into().unwrap_or_default()));
+            let _ = rx.poll(1, |f| {
+                got = u64::from_le_bytes(f.payload()[..8].try_into().unwrap_or_default())
+            });
         }
         let t1 = ticks();
         if i > warmup {
@@ -103,40 +117,57 @@ pub fn pingpong(clock: Clock, warmup: u64, samples: u64, bytes: usize) -> Outcom
     }
     drop(tx);
     child.wait().expect("echo child");
-    Outcome::latency("shm-pingpong", bytes, &h, "round trip through 2 SPSC rings, 2 pinned processes")
+    Outcome::latency(
+        "shm-pingpong",
+        bytes,
+        &h,
+        "round trip through 2 SPSC rings, 2 pinned processes",
+    )
 }
 
 /// `shm-throughput`: one-way stream of `bytes`-byte messages from a producer
-/// process to this (consumer) process; messages per second after warm-up.
+/// process to this (consumer) process. After warm-up the stream is timed in
+/// [`TRIALS`] equal slices; the result is the median slice's rate.
 pub fn throughput(clock: Clock, warmup: u64, samples: u64, bytes: usize) -> Outcome {
     let opts = bench_opts();
     let name = unique("stream");
     let total = warmup + samples;
-    let mut rx = Consumer::create(&opts, &name, &SpscConfig::new(256 * 1024)).expect("create stream ring");
-    let mut child = spawn_child(&["produce".into(), name.clone(), total.to_string(), bytes.to_string()]);
+    let mut rx =
+        Consumer::create(&opts, &name, &SpscConfig::new(256 * 1024)).expect("create stream ring");
+    let mut child = spawn_child(&[
+        "produce".into(),
+        name.clone(),
+        total.to_string(),
+        bytes.to_string(),
+    ]);
     pin(0);
+    let mut trials = Trials::new(warmup, samples);
     let mut next = 0u64;
-    let mut t0 = 0;
     loop {
         let r = rx.poll(usize::MAX, |f| {
             let seq = u64::from_le_bytes(f.payload()[..8].try_into().unwrap_or_default());
             assert_eq!(seq, next, "frames out of order");
             next += 1;
+            trials.mark(next);
         });
-        if next >= warmup && t0 == 0 {
-            t0 = ticks();
-        }
         match r {
             Err(PollError::Closed) => break,
             Err(e) => panic!("poll: {e}"),
+            // The busy-spin idle strategy, as in the rtrb scenario: one PAUSE.
+            Ok(0) => std::hint::spin_loop(),
             Ok(_) => {}
         }
     }
-    let t1 = ticks();
     child.wait().expect("producer child");
     assert_eq!(next, total, "every frame arrived");
-    let secs = clock.ns(t0, t1) as f64 / 1e9;
-    Outcome::throughput("shm-throughput", bytes, samples, samples as f64 / secs, "one-way, SPSC ring, 2 pinned processes")
+    let note = format!("one-way, SPSC ring, 2 pinned processes, median of {TRIALS} slices");
+    Outcome::throughput(
+        "shm-throughput",
+        bytes,
+        samples,
+        trials.median_rate(clock),
+        &note,
+    )
 }
 
 /// The other process of a two-process scenario.
@@ -146,10 +177,13 @@ pub fn child(args: &[String]) {
     match args {
         [role, ping, pong] if role == "echo" => {
             let mut rx = attach_retry(|| Consumer::attach(&opts, ping));
-            let mut tx = Producer::create(&opts, pong, &SpscConfig::new(64 * 1024)).expect("create pong ring");
+            let mut tx = Producer::create(&opts, pong, &SpscConfig::new(64 * 1024))
+                .expect("create pong ring");
             loop {
                 match rx.poll(1, |f| {
-                    let mut c = tx.try_claim(f.payload().len(), f.type_id()).expect("pong ring has room");
+                    let mut c = tx
+                        .try_claim(f.payload().len(), f.type_id())
+                        .expect("pong ring has room");
                     c.payload_mut().copy_from_slice(f.payload());
                     c.commit();
                 }) {
@@ -171,7 +205,7 @@ pub fn child(args: &[String]) {
                         c.commit();
                         seq += 1;
                     }
-                    Err(ClaimError::Full) => {}
+                    Err(ClaimError::Full) => std::hint::spin_loop(),
                     Err(e) => panic!("claim: {e}"),
                 }
             }

@@ -93,7 +93,13 @@ pub struct BroadcastConfig {
 impl BroadcastConfig {
     /// A ring of `capacity` bytes for up to `max_consumers` consumers.
     pub fn new(capacity: usize, max_consumers: usize, mode: Mode) -> Self {
-        Self { capacity, max_payload: None, max_consumers, mode, eviction_timeout: Duration::from_secs(1) }
+        Self {
+            capacity,
+            max_payload: None,
+            max_consumers,
+            mode,
+            eviction_timeout: Duration::from_secs(1),
+        }
     }
 
     fn validate(&self) -> Result<usize, crate::ShmError> {
@@ -180,7 +186,11 @@ pub fn channel(config: BroadcastConfig) -> Result<Producer, crate::ShmError> {
     let max_payload = config.validate()?;
     let mem = Mem::heap(config.max_consumers, config.capacity);
     let _ = mem.ctrl().producer.take(ProcessId::current());
-    let params = Params { max_payload, mode: config.mode, eviction_timeout_ns: config.eviction_timeout.as_nanos() as u64 };
+    let params = Params {
+        max_payload,
+        mode: config.mode,
+        eviction_timeout_ns: config.eviction_timeout.as_nanos() as u64,
+    };
     Ok(Producer::new(mem, params))
 }
 
@@ -193,7 +203,11 @@ mod shm {
     impl Producer {
         /// Creates region `name` holding an empty broadcast ring and returns its
         /// producer. The eviction timeout is `opts.liveness_timeout`.
-        pub fn create(opts: &ShmOptions, name: &str, config: &BroadcastConfig) -> Result<Self, ShmError> {
+        pub fn create(
+            opts: &ShmOptions,
+            name: &str,
+            config: &BroadcastConfig,
+        ) -> Result<Self, ShmError> {
             let max_payload = config.validate()?;
             let spec = RegionSpec {
                 kind: RingKind::Broadcast,
@@ -206,7 +220,10 @@ mod shm {
             let region = Region::create(opts, name, spec)?;
             let mem = ring_mem::<Control, Slot>(region)?;
             let _ = mem.ctrl().producer.take(ProcessId::current());
-            mem.keep_alive().downcast_ref::<Region>().expect("mapped").mark_initialized();
+            mem.keep_alive()
+                .downcast_ref::<Region>()
+                .expect("mapped")
+                .mark_initialized();
             let params = Params {
                 max_payload,
                 mode: config.mode,
@@ -225,15 +242,26 @@ mod shm {
             let info = *region.info();
             let path = region.path().to_owned();
             if info.slots == 0 || info.slots > 1024 || info.flags > 1 {
-                return Err(ShmError::Corrupt { path, what: "broadcast slots or flags".into() });
+                return Err(ShmError::Corrupt {
+                    path,
+                    what: "broadcast slots or flags".into(),
+                });
             }
             let mem = ring_mem::<Control, Slot>(region)?;
             let params = Params {
                 max_payload: info.max_payload as usize,
-                mode: if info.flags == 1 { Mode::Overwrite } else { Mode::Reliable },
+                mode: if info.flags == 1 {
+                    Mode::Overwrite
+                } else {
+                    Mode::Reliable
+                },
                 eviction_timeout_ns: info.liveness_timeout_ns,
             };
-            Consumer::join(mem, params).ok_or(ShmError::RoleTaken { path, role: "broadcast consumer slot", pid: 0 })
+            Consumer::join(mem, params).ok_or(ShmError::RoleTaken {
+                path,
+                role: "broadcast consumer slot",
+                pid: 0,
+            })
         }
     }
 }
@@ -256,7 +284,15 @@ impl Producer {
     fn new(mem: Mem, params: Params) -> Self {
         let tail = mem.ctrl().tail.load(Ordering::Acquire);
         let watch = vec![(0, 0); mem.slots().len()];
-        Self { mem, params, tail, seq: 0, limit: tail, watch, _not_sync: PhantomData }
+        Self {
+            mem,
+            params,
+            tail,
+            seq: 0,
+            limit: tail,
+            watch,
+            _not_sync: PhantomData,
+        }
     }
 
     /// Joins a new consumer to this (heap or mapped) ring, starting at the newest
@@ -277,7 +313,11 @@ impl Producer {
 
     /// Active (joined, not evicted) consumers; scans the slots.
     pub fn consumers(&self) -> usize {
-        self.mem.slots().iter().filter(|s| s.state.load(Ordering::Acquire) == ACTIVE).count()
+        self.mem
+            .slots()
+            .iter()
+            .filter(|s| s.state.load(Ordering::Acquire) == ACTIVE)
+            .count()
     }
 
     /// Records "alive now" for consumers' [`Consumer::producer_state`].
@@ -292,7 +332,13 @@ impl Producer {
     #[inline]
     pub fn try_claim(&mut self, len: usize, type_id: u32) -> Result<Claim<'_>, ClaimError> {
         let (frame_off, pad) = self.reserve(len, type_id)?;
-        Ok(Claim { producer: self, frame_off, pad, len, type_id })
+        Ok(Claim {
+            producer: self,
+            frame_off,
+            pad,
+            len,
+            type_id,
+        })
     }
 
     /// Claims, copies `payload` in, and commits.
@@ -300,21 +346,32 @@ impl Producer {
     pub fn offer(&mut self, type_id: u32, payload: &[u8]) -> Result<(), ClaimError> {
         let (frame_off, pad) = self.reserve(payload.len(), type_id)?;
         // SAFETY: `reserve` handed us this frame's range, inside the area.
-        unsafe { self.mem.area.copy_in(frame_off + BROADCAST_HEADER_LEN, payload) };
+        unsafe {
+            self.mem
+                .area
+                .copy_in(frame_off + BROADCAST_HEADER_LEN, payload)
+        };
         self.publish(frame_off, pad, payload.len(), type_id);
         Ok(())
     }
 
     /// Sends a `Pod` value as one frame.
     #[inline]
-    pub fn offer_pod<T: bytemuck::Pod>(&mut self, type_id: u32, value: &T) -> Result<(), ClaimError> {
+    pub fn offer_pod<T: bytemuck::Pod>(
+        &mut self,
+        type_id: u32,
+        value: &T,
+    ) -> Result<(), ClaimError> {
         self.offer(type_id, bytemuck::bytes_of(value))
     }
 
     #[inline(always)]
     fn reserve(&mut self, len: usize, type_id: u32) -> Result<(usize, usize), ClaimError> {
         if len > self.params.max_payload {
-            return Err(ClaimError::TooLarge { len, max: self.params.max_payload });
+            return Err(ClaimError::TooLarge {
+                len,
+                max: self.params.max_payload,
+            });
         }
         if type_id >= FIRST_RESERVED_TYPE {
             return Err(ClaimError::ReservedType(type_id));
@@ -332,7 +389,10 @@ impl Producer {
             }
             Mode::Overwrite => {
                 // Everything below `end + 8` (the zero-ahead word) may now change.
-                self.mem.ctrl().tail_intent.store(end + 8, Ordering::Relaxed);
+                self.mem
+                    .ctrl()
+                    .tail_intent
+                    .store(end + 8, Ordering::Relaxed);
                 // SYNC POINT: orders the intent before our writes into the area;
                 // pairs with the consumers' Acquire fence before they load the intent.
                 fence(Ordering::Release);
@@ -368,7 +428,10 @@ impl Producer {
                 if *seen != progress || *since == 0 {
                     (*seen, *since) = (progress, now);
                 } else if now - *since >= self.params.eviction_timeout_ns
-                    && slot.state.compare_exchange(ACTIVE, EVICTED, Ordering::AcqRel, Ordering::Relaxed).is_ok()
+                    && slot
+                        .state
+                        .compare_exchange(ACTIVE, EVICTED, Ordering::AcqRel, Ordering::Relaxed)
+                        .is_ok()
                 {
                     self.mem.ctrl().evictions.fetch_add(1, Ordering::Relaxed);
                     *since = 0;
@@ -399,16 +462,26 @@ impl Producer {
         area.word(frame_off + 8).store(self.seq, Ordering::Relaxed);
         let first = self.tail as usize & (cap - 1);
         if pad != 0 {
-            area.word(frame_off).store(frame::pack(BROADCAST_HEADER_LEN + len, type_id), Ordering::Relaxed);
+            area.word(frame_off).store(
+                frame::pack(BROADCAST_HEADER_LEN + len, type_id),
+                Ordering::Relaxed,
+            );
             // SYNC POINT: pairs with reliable consumers' Acquire load of this header.
-            area.word(first).store(frame::pack(pad, TYPE_PADDING), Ordering::Release);
+            area.word(first)
+                .store(frame::pack(pad, TYPE_PADDING), Ordering::Release);
         } else {
             // SYNC POINT: as above.
-            area.word(first).store(frame::pack(BROADCAST_HEADER_LEN + len, type_id), Ordering::Release);
+            area.word(first).store(
+                frame::pack(BROADCAST_HEADER_LEN + len, type_id),
+                Ordering::Release,
+            );
         }
         self.seq += 1;
         // SYNC POINT: pairs with the Acquire load in `Consumer::newest`.
-        self.mem.ctrl().last.store(self.tail + pad as u64, Ordering::Release);
+        self.mem
+            .ctrl()
+            .last
+            .store(self.tail + pad as u64, Ordering::Release);
         self.tail = next;
         // SYNC POINT: pairs with overwrite consumers' Acquire load of `tail`.
         self.mem.ctrl().tail.store(next, Ordering::Release);
@@ -439,13 +512,19 @@ impl Claim<'_> {
         // SAFETY: reliable mode: no active consumer reads this range (the producer
         // stays a ring ahead of the slowest). Overwrite mode: lapped consumers may
         // still copy from it, with atomic loads, and discard the copy (seqlock).
-        unsafe { self.producer.mem.area.bytes_mut(self.frame_off + BROADCAST_HEADER_LEN, self.len) }
+        unsafe {
+            self.producer
+                .mem
+                .area
+                .bytes_mut(self.frame_off + BROADCAST_HEADER_LEN, self.len)
+        }
     }
 
     /// Publishes the frame.
     #[inline(always)]
     pub fn commit(self) {
-        self.producer.publish(self.frame_off, self.pad, self.len, self.type_id);
+        self.producer
+            .publish(self.frame_off, self.pad, self.len, self.type_id);
     }
 }
 
@@ -468,8 +547,21 @@ impl Consumer {
     fn join(mem: Mem, params: Params) -> Option<Self> {
         let me = ProcessId::current();
         let slot = mem.slots().iter().position(|s| s.peer.take(me).is_ok())?;
-        let scratch = if params.mode == Mode::Overwrite { vec![0; align8(params.max_payload)] } else { Vec::new() };
-        let mut c = Self { mem, params, slot, cursor: 0, progress: 0, expected: None, scratch, _not_sync: PhantomData };
+        let scratch = if params.mode == Mode::Overwrite {
+            vec![0; align8(params.max_payload)]
+        } else {
+            Vec::new()
+        };
+        let mut c = Self {
+            mem,
+            params,
+            slot,
+            cursor: 0,
+            progress: 0,
+            expected: None,
+            scratch,
+            _not_sync: PhantomData,
+        };
         c.activate();
         Some(c)
     }
@@ -577,7 +669,11 @@ impl Consumer {
         }
     }
 
-    fn poll_reliable<F: FnMut(Frame<'_>)>(&mut self, limit: usize, mut f: F) -> Result<usize, PollError> {
+    fn poll_reliable<F: FnMut(Frame<'_>)>(
+        &mut self,
+        limit: usize,
+        mut f: F,
+    ) -> Result<usize, PollError> {
         if self.slot().state.load(Ordering::Acquire) != ACTIVE {
             return Err(PollError::Evicted);
         }
@@ -594,13 +690,19 @@ impl Consumer {
                 break;
             }
             let Some((frame_len, type_id, payload_len)) = self.check(off, w) else {
-                result = Err(PollError::Corrupt { position: self.cursor, header: w });
+                result = Err(PollError::Corrupt {
+                    position: self.cursor,
+                    header: w,
+                });
                 break;
             };
             if type_id != TYPE_PADDING {
                 let seq = area.word(off + 8).load(Ordering::Relaxed);
                 if self.expected.is_some_and(|e| e != seq) {
-                    result = Err(PollError::Corrupt { position: self.cursor, header: w });
+                    result = Err(PollError::Corrupt {
+                        position: self.cursor,
+                        header: w,
+                    });
                     break;
                 }
                 self.expected = Some(seq + 1);
@@ -631,7 +733,11 @@ impl Consumer {
         self.closed_if_drained(area.word(self.cursor as usize).load(Ordering::Acquire) == 0)
     }
 
-    fn poll_overwrite<F: FnMut(Frame<'_>)>(&mut self, limit: usize, mut f: F) -> Result<usize, PollError> {
+    fn poll_overwrite<F: FnMut(Frame<'_>)>(
+        &mut self,
+        limit: usize,
+        mut f: F,
+    ) -> Result<usize, PollError> {
         let cap = self.mem.area.capacity() as u64;
         let mut delivered = 0;
         let mut result = Ok(());
@@ -659,7 +765,10 @@ impl Consumer {
             let checked = self.check(off, w);
             if let Some((_, type_id, payload_len)) = checked {
                 if type_id != TYPE_PADDING {
-                    self.mem.area.copy_out_racy(off + BROADCAST_HEADER_LEN, &mut self.scratch[..payload_len]);
+                    self.mem.area.copy_out_racy(
+                        off + BROADCAST_HEADER_LEN,
+                        &mut self.scratch[..payload_len],
+                    );
                 }
             }
             // SYNC POINT: pairs with the producer's Release fence after `tail_intent`.
@@ -673,7 +782,10 @@ impl Consumer {
                 continue;
             }
             let Some((frame_len, type_id, payload_len)) = checked else {
-                result = Err(PollError::Corrupt { position: self.cursor, header: w });
+                result = Err(PollError::Corrupt {
+                    position: self.cursor,
+                    header: w,
+                });
                 break;
             };
             if type_id != TYPE_PADDING {
@@ -740,7 +852,9 @@ mod tests {
 
     fn seqs(c: &mut Consumer) -> Result<Vec<u64>, PollError> {
         let mut out = Vec::new();
-        c.poll(usize::MAX, |f| out.push(u64::from_le_bytes(f.payload()[..8].try_into().unwrap())))?;
+        c.poll(usize::MAX, |f| {
+            out.push(u64::from_le_bytes(f.payload()[..8].try_into().unwrap()))
+        })?;
         Ok(out)
     }
 
@@ -780,14 +894,21 @@ mod tests {
         got_a.extend(seqs(&mut a).unwrap());
         got_b.extend(seqs(&mut b).unwrap());
         assert_eq!(got_a, (0..1000).collect::<Vec<_>>());
-        assert_eq!(got_b, (1..1000).collect::<Vec<_>>(), "b joined after frame 0");
+        assert_eq!(
+            got_b,
+            (1..1000).collect::<Vec<_>>(),
+            "b joined after frame 0"
+        );
         drop(p);
         assert_eq!(a.poll(1, |_| {}), Err(PollError::Closed));
     }
 
     #[test]
     fn a_stuck_consumer_is_evicted_and_may_rejoin() {
-        let config = BroadcastConfig { eviction_timeout: Duration::from_millis(5), ..BroadcastConfig::new(1024, 2, Mode::Reliable) };
+        let config = BroadcastConfig {
+            eviction_timeout: Duration::from_millis(5),
+            ..BroadcastConfig::new(1024, 2, Mode::Reliable)
+        };
         let mut p = channel(config).unwrap();
         let mut live = p.join().unwrap();
         let mut stuck = p.join().unwrap();
@@ -831,7 +952,11 @@ mod tests {
             }
         }
         assert!(missed > 0 && !got.is_empty());
-        assert_eq!(missed + got.len() as u64, 1000, "every frame is delivered or counted as missed");
+        assert_eq!(
+            missed + got.len() as u64,
+            1000,
+            "every frame is delivered or counted as missed"
+        );
         assert!(got.windows(2).all(|w| w[1] == w[0] + 1));
         assert_eq!(*got.last().unwrap(), 999);
         assert_eq!(c.lapped(), missed);

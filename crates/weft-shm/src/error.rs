@@ -27,7 +27,9 @@ pub enum ShmError {
         path: PathBuf,
     },
     /// The file does not start with weft's magic number.
-    #[error("{path:?} is not a weft shared-memory region (magic {found:#018x}); refusing to touch it")]
+    #[error(
+        "{path:?} is not a weft shared-memory region (magic {found:#018x}); refusing to touch it"
+    )]
     NotWeft {
         /// The file.
         path: PathBuf,

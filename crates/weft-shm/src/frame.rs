@@ -96,6 +96,10 @@ mod tests {
         let w = pack(8 + 1000, 7);
         assert_eq!(len_of(w), 1008);
         assert_eq!(type_of(w), 7);
-        assert_ne!(pack(HEADER_LEN, 0), 0, "a committed header is never the zero word");
+        assert_ne!(
+            pack(HEADER_LEN, 0),
+            0,
+            "a committed header is never the zero word"
+        );
     }
 }

@@ -44,15 +44,15 @@
 //! memory-ordering protocol.
 #![warn(missing_docs)]
 
+pub mod broadcast;
 mod error;
 pub mod frame;
 pub mod liveness;
-pub mod mpsc;
 mod mem;
+pub mod mpsc;
 mod peer;
 #[cfg(not(loom))]
 pub mod region;
-pub mod broadcast;
 pub mod spsc;
 mod sync;
 

@@ -11,14 +11,20 @@ use nix::time::{clock_gettime, ClockId};
 use nix::unistd::Pid;
 
 /// Nanoseconds of CLOCK_MONOTONIC: one clock for every process on the host.
+/// Under loom it is always 0: models must be deterministic, and the timeouts it
+/// drives (eviction, stall probes) are not part of what loom checks.
 #[inline]
 pub fn now_ns() -> u64 {
+    if cfg!(loom) {
+        return 0;
+    }
     clock_gettime(ClockId::CLOCK_MONOTONIC)
         .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
         .unwrap_or(0)
 }
 
 /// Nanoseconds since the Unix epoch, for humans reading a header.
+#[cfg_attr(loom, allow(dead_code))]
 pub(crate) fn wall_ns() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -41,7 +47,10 @@ impl ProcessId {
     /// This process.
     pub fn current() -> Self {
         let pid = std::process::id();
-        Self { pid, start: start_time(pid).unwrap_or(0) }
+        Self {
+            pid,
+            start: start_time(pid).unwrap_or(0),
+        }
     }
 
     /// Packs into one word (0 stays "nobody").
@@ -51,7 +60,10 @@ impl ProcessId {
 
     /// Unpacks a word written by [`ProcessId::to_word`]; `None` for 0.
     pub fn from_word(w: u64) -> Option<Self> {
-        (w != 0).then_some(Self { pid: w as u32, start: (w >> 32) as u32 })
+        (w != 0).then_some(Self {
+            pid: w as u32,
+            start: (w >> 32) as u32,
+        })
     }
 
     /// Whether this process still runs: the pid exists and (when the start time
@@ -103,9 +115,17 @@ mod tests {
     #[test]
     fn recycled_or_absent_pids_read_as_dead() {
         let me = ProcessId::current();
-        assert!(!ProcessId { start: me.start.wrapping_add(1), ..me }.is_alive());
+        assert!(!ProcessId {
+            start: me.start.wrapping_add(1),
+            ..me
+        }
+        .is_alive());
         assert!(!ProcessId { pid: 0, start: 0 }.is_alive());
-        assert!(!ProcessId { pid: u32::MAX, start: 0 }.is_alive());
+        assert!(!ProcessId {
+            pid: u32::MAX,
+            start: 0
+        }
+        .is_alive());
     }
 
     #[test]

@@ -12,7 +12,12 @@ use std::sync::Arc;
 
 use crate::sync::{AtomicU64, Ordering, Zeroed};
 
+/// Smallest data area: 1 KiB, or 64 bytes under loom so that a few frames wrap
+/// the ring within the model checker's budget.
+pub(crate) const MIN_CAPACITY: usize = if cfg!(loom) { 64 } else { 1024 };
+
 /// Rounds `n` up to a multiple of `align` (a power of two).
+#[cfg_attr(loom, allow(dead_code))] // used by the mapped layouts only
 #[inline(always)]
 pub(crate) const fn align_up(n: usize, align: usize) -> usize {
     (n + align - 1) & !(align - 1)
@@ -80,7 +85,8 @@ impl Area {
         for (i, chunk) in src.chunks(8).enumerate() {
             let mut w = [0u8; 8];
             w[..chunk.len()].copy_from_slice(chunk);
-            self.word(off + i * 8).store(u64::from_le_bytes(w), Ordering::Relaxed);
+            self.word(off + i * 8)
+                .store(u64::from_le_bytes(w), Ordering::Relaxed);
         }
     }
 
@@ -174,9 +180,15 @@ impl<C, S> Clone for RingMem<C, S> {
             slots: self.slots,
             n_slots: self.n_slots,
             #[cfg(not(loom))]
-            area: Area { base: self.area.base, mask: self.area.mask },
+            area: Area {
+                base: self.area.base,
+                mask: self.area.mask,
+            },
             #[cfg(loom)]
-            area: Area { words: self.area.words.clone(), mask: self.area.mask },
+            area: Area {
+                words: self.area.words.clone(),
+                mask: self.area.mask,
+            },
             keep: self.keep.clone(),
         }
     }
@@ -198,12 +210,14 @@ impl<C, S> RingMem<C, S> {
     }
 
     /// The value that keeps the memory alive (a region, for mapped rings).
+    #[cfg_attr(loom, allow(dead_code))]
     pub(crate) fn keep_alive(&self) -> &KeepAlive {
         &self.keep
     }
 }
 
 /// Where the control block, the slots and the data area sit inside one block.
+#[cfg_attr(loom, allow(dead_code))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct RingLayout {
     pub(crate) ctrl_off: usize,
@@ -214,6 +228,7 @@ pub(crate) struct RingLayout {
     pub(crate) total: usize,
 }
 
+#[cfg_attr(loom, allow(dead_code))]
 impl RingLayout {
     /// The layout of a ring with control `C`, `n_slots` of `S` and `capacity` data
     /// bytes, starting at `start` (a multiple of 4096). The data area starts on a
@@ -223,11 +238,18 @@ impl RingLayout {
         let slots_off = align_up(ctrl_off + std::mem::size_of::<C>(), 128);
         let data_off = align_up(slots_off + n_slots * std::mem::size_of::<S>(), 4096);
         let total = align_up(data_off + capacity, 4096);
-        Self { ctrl_off, slots_off, n_slots, data_off, capacity, total }
+        Self {
+            ctrl_off,
+            slots_off,
+            n_slots,
+            data_off,
+            capacity,
+            total,
+        }
     }
 }
 
-impl<C: Zeroed, S: Zeroed> RingMem<C, S> {
+impl<C: Zeroed + 'static, S: Zeroed + 'static> RingMem<C, S> {
     /// A ring over fresh zeroed heap memory (loom: fresh zeroed loom atomics).
     pub(crate) fn heap(n_slots: usize, capacity: usize) -> Self {
         debug_assert!(capacity.is_power_of_two() && capacity >= 64);
@@ -248,12 +270,18 @@ impl<C: Zeroed, S: Zeroed> RingMem<C, S> {
             let words: Arc<[AtomicU64]> = (0..capacity / 8).map(|_| AtomicU64::new(0)).collect();
             let ctrl_ptr = NonNull::from(&*ctrl);
             let slots_ptr = NonNull::new(slots.as_ptr() as *mut S).unwrap_or(NonNull::dangling());
-            let keep: KeepAlive = Arc::new(LoomBlock { _ctrl: ctrl, _slots: slots });
+            let keep: KeepAlive = Arc::new(LoomBlock {
+                _ctrl: ctrl,
+                _slots: slots,
+            });
             Self {
                 ctrl: ctrl_ptr,
                 slots: slots_ptr,
                 n_slots,
-                area: Area { words, mask: capacity - 1 },
+                area: Area {
+                    words,
+                    mask: capacity - 1,
+                },
                 keep,
             }
         }
@@ -312,7 +340,9 @@ impl HeapBlock {
             .expect("ring sizes are validated before allocation");
         // SAFETY: the layout has a non-zero size.
         let raw = unsafe { std::alloc::alloc_zeroed(layout) };
-        let Some(ptr) = NonNull::new(raw) else { std::alloc::handle_alloc_error(layout) };
+        let Some(ptr) = NonNull::new(raw) else {
+            std::alloc::handle_alloc_error(layout)
+        };
         Self { ptr, layout }
     }
 }

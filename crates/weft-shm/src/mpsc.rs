@@ -40,7 +40,9 @@
 use std::marker::PhantomData;
 
 use crate::error::{ClaimError, PollError};
-use crate::frame::{self, align8, Frame, FIRST_RESERVED_TYPE, HEADER_LEN, TYPE_PADDING, TYPE_PENDING};
+use crate::frame::{
+    self, align8, Frame, FIRST_RESERVED_TYPE, HEADER_LEN, TYPE_PADDING, TYPE_PENDING,
+};
 use crate::liveness::{now_ns, ProcessId};
 use crate::mem::RingMem;
 use crate::peer::{PeerState, PeerWords};
@@ -66,7 +68,11 @@ pub struct MpscConfig {
 impl MpscConfig {
     /// A ring of `capacity` bytes for up to `max_producers` producers.
     pub fn new(capacity: usize, max_producers: usize) -> Self {
-        Self { capacity, max_payload: None, max_producers }
+        Self {
+            capacity,
+            max_payload: None,
+            max_producers,
+        }
     }
 
     fn validate(&self) -> Result<Params, crate::ShmError> {
@@ -76,7 +82,8 @@ impl MpscConfig {
                 self.max_producers
             )));
         }
-        let default = (self.capacity / (4 * (self.max_producers + 2))).saturating_sub(HEADER_LEN) & !7;
+        let default =
+            (self.capacity / (4 * (self.max_producers + 2))).saturating_sub(HEADER_LEN) & !7;
         let max_payload = self.max_payload.unwrap_or(default.max(8));
         Params::new(self.capacity, max_payload, self.max_producers)
     }
@@ -93,13 +100,20 @@ impl Params {
     fn new(capacity: usize, max_payload: usize, producers: usize) -> Result<Self, crate::ShmError> {
         let max_frame = align8(HEADER_LEN + max_payload);
         let slack = producers * max_frame;
-        if !capacity.is_power_of_two() || capacity < 1024 || max_payload == 0 || 2 * max_frame + slack > capacity {
+        if !capacity.is_power_of_two()
+            || capacity < crate::mem::MIN_CAPACITY
+            || max_payload == 0
+            || 2 * max_frame + slack > capacity
+        {
             return Err(crate::ShmError::InvalidConfig(format!(
                 "MPSC capacity {capacity} with {producers} producers and max payload {max_payload}: \
                  need a power of two >= 1024 and (producers + 2) maximum frames to fit"
             )));
         }
-        Ok(Self { max_payload, slack: slack as u64 })
+        Ok(Self {
+            max_payload,
+            slack: slack as u64,
+        })
     }
 }
 
@@ -137,7 +151,11 @@ pub(crate) struct Slot {
 
 impl Zeroed for Slot {
     fn zeroed() -> Self {
-        Self { pending_len: Zeroed::zeroed(), pending_pos: Zeroed::zeroed(), peer: Zeroed::zeroed() }
+        Self {
+            pending_len: Zeroed::zeroed(),
+            pending_pos: Zeroed::zeroed(),
+            peer: Zeroed::zeroed(),
+        }
     }
 }
 
@@ -159,7 +177,11 @@ mod shm {
 
     impl Consumer {
         /// Creates region `name` holding an empty MPSC ring and returns its consumer.
-        pub fn create(opts: &ShmOptions, name: &str, config: &MpscConfig) -> Result<Self, ShmError> {
+        pub fn create(
+            opts: &ShmOptions,
+            name: &str,
+            config: &MpscConfig,
+        ) -> Result<Self, ShmError> {
             let params = config.validate()?;
             let spec = RegionSpec {
                 kind: RingKind::Mpsc,
@@ -172,7 +194,10 @@ mod shm {
             let region = Region::create(opts, name, spec)?;
             let mem = ring_mem::<Control, Slot>(region)?;
             let _ = mem.ctrl().consumer.take(ProcessId::current());
-            mem.keep_alive().downcast_ref::<Region>().expect("mapped").mark_initialized();
+            mem.keep_alive()
+                .downcast_ref::<Region>()
+                .expect("mapped")
+                .mark_initialized();
             Ok(Self::new(mem, params))
         }
     }
@@ -184,10 +209,21 @@ mod shm {
             let region = Region::attach(opts, name, RingKind::Mpsc)?;
             let info = *region.info();
             let path = region.path().to_owned();
-            let params = Params::new(info.capacity as usize, info.max_payload as usize, info.slots as usize)
-                .map_err(|e| ShmError::Corrupt { path: path.clone(), what: e.to_string() })?;
+            let params = Params::new(
+                info.capacity as usize,
+                info.max_payload as usize,
+                info.slots as usize,
+            )
+            .map_err(|e| ShmError::Corrupt {
+                path: path.clone(),
+                what: e.to_string(),
+            })?;
             let mem = ring_mem::<Control, Slot>(region)?;
-            Producer::join(mem, params).ok_or(ShmError::RoleTaken { path, role: "MPSC producer slot", pid: 0 })
+            Producer::join(mem, params).ok_or(ShmError::RoleTaken {
+                path,
+                role: "MPSC producer slot",
+                pid: 0,
+            })
         }
     }
 }
@@ -212,7 +248,13 @@ impl Producer {
             .iter()
             .position(|s| s.pending_len.load(Ordering::Acquire) == 0 && s.peer.take(me).is_ok())?;
         let cached_head = mem.ctrl().head.load(Ordering::Acquire);
-        Some(Self { mem, params, slot, cached_head, _not_sync: PhantomData })
+        Some(Self {
+            mem,
+            params,
+            slot,
+            cached_head,
+            _not_sync: PhantomData,
+        })
     }
 
     fn slot(&self) -> &Slot {
@@ -230,7 +272,13 @@ impl Producer {
     #[inline]
     pub fn try_claim(&mut self, len: usize, type_id: u32) -> Result<Claim<'_>, ClaimError> {
         let pos = self.reserve(len, type_id)?;
-        Ok(Claim { producer: self, pos, len, type_id, committed: false })
+        Ok(Claim {
+            producer: self,
+            pos,
+            len,
+            type_id,
+            committed: false,
+        })
     }
 
     /// Claims, copies `payload` in, and commits.
@@ -244,14 +292,21 @@ impl Producer {
 
     /// Sends a `Pod` value as one frame.
     #[inline]
-    pub fn offer_pod<T: bytemuck::Pod>(&mut self, type_id: u32, value: &T) -> Result<(), ClaimError> {
+    pub fn offer_pod<T: bytemuck::Pod>(
+        &mut self,
+        type_id: u32,
+        value: &T,
+    ) -> Result<(), ClaimError> {
         self.offer(type_id, bytemuck::bytes_of(value))
     }
 
     #[inline]
     fn reserve(&mut self, len: usize, type_id: u32) -> Result<u64, ClaimError> {
         if len > self.params.max_payload {
-            return Err(ClaimError::TooLarge { len, max: self.params.max_payload });
+            return Err(ClaimError::TooLarge {
+                len,
+                max: self.params.max_payload,
+            });
         }
         if type_id >= FIRST_RESERVED_TYPE {
             return Err(ClaimError::ReservedType(type_id));
@@ -267,7 +322,11 @@ impl Producer {
                 // everything below it is read and zeroed.
                 self.cached_head = ctrl.head.load(Ordering::Acquire);
                 if tail + frame_len + self.params.slack > self.cached_head + cap {
-                    return Err(if ctrl.consumer.is_closed() { ClaimError::Closed } else { ClaimError::Full });
+                    return Err(if ctrl.consumer.is_closed() {
+                        ClaimError::Closed
+                    } else {
+                        ClaimError::Full
+                    });
                 }
             }
             let slot = &self.mem.slots()[self.slot];
@@ -278,7 +337,10 @@ impl Producer {
             let pos = ctrl.tail.fetch_add(frame_len, Ordering::AcqRel);
             let off = pos as usize & (cap as usize - 1);
             if off as u64 + frame_len <= cap {
-                area.word(off).store(frame::pack(HEADER_LEN + len, TYPE_PENDING), Ordering::Release);
+                area.word(off).store(
+                    frame::pack(HEADER_LEN + len, TYPE_PENDING),
+                    Ordering::Release,
+                );
                 slot.pending_pos.store(pos, Ordering::Release);
                 return Ok(pos);
             }
@@ -287,9 +349,11 @@ impl Producer {
             let first = cap as usize - off;
             let rest = frame_len as usize - first;
             if rest > 0 {
-                area.word(0).store(frame::pack(rest, TYPE_PADDING), Ordering::Release);
+                area.word(0)
+                    .store(frame::pack(rest, TYPE_PADDING), Ordering::Release);
             }
-            area.word(off).store(frame::pack(first, TYPE_PADDING), Ordering::Release);
+            area.word(off)
+                .store(frame::pack(first, TYPE_PADDING), Ordering::Release);
             slot.pending_len.store(0, Ordering::Release);
         }
     }
@@ -322,7 +386,12 @@ impl Claim<'_> {
     pub fn payload_mut(&mut self) -> &mut [u8] {
         // SAFETY: the add gave this claim exclusive use of its range, inside the area
         // (frames never cross the end), until it is committed.
-        unsafe { self.producer.mem.area.bytes_mut(self.off() + HEADER_LEN, self.len) }
+        unsafe {
+            self.producer
+                .mem
+                .area
+                .bytes_mut(self.off() + HEADER_LEN, self.len)
+        }
     }
 
     /// Copies `src` into the start of the payload.
@@ -345,7 +414,11 @@ impl Claim<'_> {
     fn finish(&mut self, header: u64) {
         let off = self.off();
         // SYNC POINT: pairs with the consumer's Acquire load of this header.
-        self.producer.mem.area.word(off).store(header, Ordering::Release);
+        self.producer
+            .mem
+            .area
+            .word(off)
+            .store(header, Ordering::Release);
         self.producer.slot().pending_len.store(0, Ordering::Release);
         self.committed = true;
     }
@@ -377,7 +450,15 @@ pub struct Consumer {
 impl Consumer {
     fn new(mem: Mem, params: Params) -> Self {
         let head = mem.ctrl().head.load(Ordering::Acquire);
-        Self { mem, params, head, empty_polls: 0, stuck_since: 0, last_probe: 0, _not_sync: PhantomData }
+        Self {
+            mem,
+            params,
+            head,
+            empty_polls: 0,
+            stuck_since: 0,
+            last_probe: 0,
+            _not_sync: PhantomData,
+        }
     }
 
     /// A new producer for this (heap or mapped) ring; `None` if every slot is taken.
@@ -397,7 +478,10 @@ impl Consumer {
 
     /// State of the producer in slot `i` (not for the hot path).
     pub fn producer_state(&self, i: usize, liveness_timeout_ns: u64) -> Option<PeerState> {
-        self.mem.slots().get(i).map(|s| s.peer.state(liveness_timeout_ns))
+        self.mem
+            .slots()
+            .get(i)
+            .map(|s| s.peer.state(liveness_timeout_ns))
     }
 
     /// Hands up to `limit` frames, in claim order and in place, to `f`, then zeroes
@@ -407,7 +491,11 @@ impl Consumer {
     /// Errors: [`PollError::SkippedDeadProducer`] (the next poll carries on),
     /// [`PollError::Corrupt`].
     #[inline]
-    pub fn poll<F: FnMut(Frame<'_>)>(&mut self, limit: usize, mut f: F) -> Result<usize, PollError> {
+    pub fn poll<F: FnMut(Frame<'_>)>(
+        &mut self,
+        limit: usize,
+        mut f: F,
+    ) -> Result<usize, PollError> {
         let area = &self.mem.area;
         let cap = area.capacity();
         let start = self.head;
@@ -424,8 +512,14 @@ impl Consumer {
             let len = frame::len_of(w);
             let frame_len = align8(len);
             let type_id = frame::type_of(w);
-            if len < HEADER_LEN || off + frame_len > cap || (type_id != TYPE_PADDING && len - HEADER_LEN > self.params.max_payload) {
-                result = Err(PollError::Corrupt { position: self.head, header: w });
+            if len < HEADER_LEN
+                || off + frame_len > cap
+                || (type_id != TYPE_PADDING && len - HEADER_LEN > self.params.max_payload)
+            {
+                result = Err(PollError::Corrupt {
+                    position: self.head,
+                    header: w,
+                });
                 break;
             }
             if type_id == TYPE_PENDING {
@@ -447,7 +541,10 @@ impl Consumer {
                 f(Frame::new(type_id, payload));
                 delivered += 1;
             } else if type_id != TYPE_PADDING {
-                result = Err(PollError::Corrupt { position: self.head, header: w });
+                result = Err(PollError::Corrupt {
+                    position: self.head,
+                    header: w,
+                });
                 break;
             }
             area.zero(off, frame_len);
@@ -466,7 +563,9 @@ impl Consumer {
         result?;
         if stuck.is_none() {
             self.empty_polls += 1;
-            if self.empty_polls % STALL_CHECK_EVERY != 0 || self.mem.ctrl().tail.load(Ordering::Acquire) <= self.head {
+            if self.empty_polls % STALL_CHECK_EVERY != 0
+                || self.mem.ctrl().tail.load(Ordering::Acquire) <= self.head
+            {
                 return Ok(0);
             }
         }
@@ -529,7 +628,11 @@ impl Consumer {
         slot.peer.release();
         ctrl.skipped.fetch_add(1, Ordering::Relaxed);
         self.stuck_since = 0;
-        Err(PollError::SkippedDeadProducer { position: head, len, pid: holder.map_or(0, |p| p.pid) })
+        Err(PollError::SkippedDeadProducer {
+            position: head,
+            len,
+            pid: holder.map_or(0, |p| p.pid),
+        })
     }
 }
 
@@ -548,7 +651,11 @@ mod tests {
     fn config_is_checked() {
         assert!(channel(MpscConfig::new(1000, 2)).is_err());
         assert!(channel(MpscConfig::new(1024, 0)).is_err());
-        assert!(channel(MpscConfig { max_payload: Some(512), ..MpscConfig::new(1024, 2) }).is_err());
+        assert!(channel(MpscConfig {
+            max_payload: Some(512),
+            ..MpscConfig::new(1024, 2)
+        })
+        .is_err());
         let c = channel(MpscConfig::new(1 << 16, 4)).unwrap();
         assert_eq!(c.max_payload(), 2720);
     }
@@ -581,7 +688,10 @@ mod tests {
         while next.iter().sum::<u64>() < 60_000 {
             c.poll(64, |f| {
                 let id = f.type_id() as usize;
-                assert_eq!(u64::from_le_bytes(f.payload()[..8].try_into().unwrap()), next[id]);
+                assert_eq!(
+                    u64::from_le_bytes(f.payload()[..8].try_into().unwrap()),
+                    next[id]
+                );
                 assert_eq!(f.payload().len(), 16 + (next[id] % 50) as usize);
                 next[id] += 1;
             })
@@ -604,8 +714,14 @@ mod tests {
 
     fn simulate_death(c: &Consumer, slot: usize) {
         // A pid that cannot exist (above pid_max's ceiling), as a crashed producer.
-        let dead = ProcessId { pid: 0x7FFF_FFF0, start: 1 };
-        c.mem.slots()[slot].peer.holder.store(dead.to_word(), Ordering::Release);
+        let dead = ProcessId {
+            pid: 0x7FFF_FFF0,
+            start: 1,
+        };
+        c.mem.slots()[slot]
+            .peer
+            .holder
+            .store(dead.to_word(), Ordering::Release);
     }
 
     fn poll_until_skip(c: &mut Consumer) -> PollError {
@@ -628,7 +744,14 @@ mod tests {
         other.offer(2, b"next").unwrap();
         simulate_death(&c, 0);
         let err = poll_until_skip(&mut c);
-        assert_eq!(err, PollError::SkippedDeadProducer { position: 0, len: 32, pid: 0x7FFF_FFF0 });
+        assert_eq!(
+            err,
+            PollError::SkippedDeadProducer {
+                position: 0,
+                len: 32,
+                pid: 0x7FFF_FFF0
+            }
+        );
         let mut got = Vec::new();
         assert_eq!(c.poll(10, |f| got.push(f.payload().to_vec())), Ok(1));
         assert_eq!(got, vec![b"next".to_vec()]);
@@ -648,7 +771,14 @@ mod tests {
         simulate_death(&c, p.slot);
         std::mem::forget(p);
         let err = poll_until_skip(&mut c);
-        assert_eq!(err, PollError::SkippedDeadProducer { position: 0, len: 24, pid: 0x7FFF_FFF0 });
+        assert_eq!(
+            err,
+            PollError::SkippedDeadProducer {
+                position: 0,
+                len: 24,
+                pid: 0x7FFF_FFF0
+            }
+        );
     }
 
     proptest! {

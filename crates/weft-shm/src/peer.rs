@@ -67,17 +67,25 @@ pub(crate) enum Taken {
 }
 
 impl PeerWords {
-    /// Takes the role for `me`: free → me, or dead holder → me. A role closed
-    /// cleanly stays closed. `Err(pid)` names a live holder (or 0 if closed).
+    /// Takes the role for `me`: free (never taken, or closed cleanly) → me, or
+    /// dead holder → me; a closed role is reopened. `Err(pid)` names a live holder.
     pub(crate) fn take(&self, me: ProcessId) -> Result<Taken, u32> {
-        if self.closed.load(Ordering::Acquire) != 0 {
-            return Err(0);
-        }
         let mut current = 0;
         loop {
-            match self.holder.compare_exchange(current, me.to_word(), Ordering::AcqRel, Ordering::Acquire) {
-                Ok(0) => return Ok(Taken::Fresh),
-                Ok(old) => return Ok(Taken::FromDead(ProcessId::from_word(old).expect("non-zero"))),
+            match self.holder.compare_exchange(
+                current,
+                me.to_word(),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(old) => {
+                    self.heartbeat.store(0, Ordering::Relaxed);
+                    self.closed.store(0, Ordering::Release);
+                    return Ok(match ProcessId::from_word(old) {
+                        None => Taken::Fresh,
+                        Some(dead) => Taken::FromDead(dead),
+                    });
+                }
                 Err(actual) => match ProcessId::from_word(actual) {
                     Some(holder) if holder.is_alive() => return Err(holder.pid),
                     _ => current = actual,
@@ -92,11 +100,13 @@ impl PeerWords {
         self.holder.store(0, Ordering::Release);
     }
 
-    /// Marks the end closed (final) on a clean drop.
+    /// Marks the end closed on a clean drop and frees the role, so that a restarted
+    /// process may take it again (and reopen the ring).
     pub(crate) fn close(&self) {
         // SYNC POINT: pairs with the Acquire load in `state`/`is_closed`: a peer that
         // sees `closed` sees every frame committed before it.
         self.closed.store(1, Ordering::Release);
+        self.holder.store(0, Ordering::Release);
     }
 
     /// Whether the holder closed its end.

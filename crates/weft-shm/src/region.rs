@@ -145,7 +145,10 @@ impl Default for ShmOptions {
 impl ShmOptions {
     /// The defaults with another directory.
     pub fn in_dir(dir: impl Into<PathBuf>) -> Self {
-        Self { dir: dir.into(), ..Self::default() }
+        Self {
+            dir: dir.into(),
+            ..Self::default()
+        }
     }
 
     /// The file of region `name`, after checking the name: 1 to 200 characters of
@@ -154,7 +157,9 @@ impl ShmOptions {
         let ok = !name.is_empty()
             && name.len() <= 200
             && !name.starts_with('.')
-            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
         if !ok {
             return Err(ShmError::InvalidConfig(format!(
                 "region name {name:?}: expected 1 to 200 characters of A-Z a-z 0-9 . _ -, not starting with '.'"
@@ -199,10 +204,20 @@ pub(crate) struct RegionSpec {
 
 fn io_err(op: &'static str, path: &Path, source: std::io::Error) -> ShmError {
     match source.kind() {
-        ErrorKind::NotFound => ShmError::NotFound { path: path.to_owned() },
-        ErrorKind::PermissionDenied => ShmError::PermissionDenied { path: path.to_owned() },
-        ErrorKind::AlreadyExists => ShmError::AlreadyExists { path: path.to_owned() },
-        _ => ShmError::Io { op, path: path.to_owned(), source },
+        ErrorKind::NotFound => ShmError::NotFound {
+            path: path.to_owned(),
+        },
+        ErrorKind::PermissionDenied => ShmError::PermissionDenied {
+            path: path.to_owned(),
+        },
+        ErrorKind::AlreadyExists => ShmError::AlreadyExists {
+            path: path.to_owned(),
+        },
+        _ => ShmError::Io {
+            op,
+            path: path.to_owned(),
+            source,
+        },
     }
 }
 
@@ -210,7 +225,11 @@ impl Region {
     /// Creates region `name` exclusively, sized and prefaulted per `spec`. The
     /// header is complete but not yet marked initialized: the ring sets up its
     /// control block, then calls [`Region::mark_initialized`].
-    pub(crate) fn create(opts: &ShmOptions, name: &str, spec: RegionSpec) -> Result<Self, ShmError> {
+    pub(crate) fn create(
+        opts: &ShmOptions,
+        name: &str,
+        spec: RegionSpec,
+    ) -> Result<Self, ShmError> {
         let path = opts.path_of(name)?;
         if !opts.dir.is_dir() {
             std::fs::DirBuilder::new()
@@ -234,11 +253,17 @@ impl Region {
         made
     }
 
-    fn lay_out(opts: &ShmOptions, path: &Path, file: &File, spec: RegionSpec) -> Result<Self, ShmError> {
+    fn lay_out(
+        opts: &ShmOptions,
+        path: &Path,
+        file: &File,
+        spec: RegionSpec,
+    ) -> Result<Self, ShmError> {
         // The umask may have narrowed the mode; set exactly what was asked.
         file.set_permissions(std::fs::Permissions::from_mode(opts.mode))
             .map_err(|e| io_err("chmod", path, e))?;
-        file.set_len(spec.total_len as u64).map_err(|e| io_err("size", path, e))?;
+        file.set_len(spec.total_len as u64)
+            .map_err(|e| io_err("size", path, e))?;
         let mut mo = MmapOptions::new();
         mo.len(spec.total_len);
         if opts.prefault {
@@ -273,7 +298,13 @@ impl Region {
         // SAFETY: the mapping is at least one header long and page-aligned; nobody
         // reads the info before `initialized` is set.
         unsafe { (map.as_mut_ptr() as *mut RegionInfo).write(info) };
-        let region = Self { path: path.to_owned(), map, info, remove_on_drop: opts.remove_on_drop, huge_pages };
+        let region = Self {
+            path: path.to_owned(),
+            map,
+            info,
+            remove_on_drop: opts.remove_on_drop,
+            huge_pages,
+        };
         region.heartbeat();
         if opts.mlock {
             region.lock()?;
@@ -296,7 +327,11 @@ impl Region {
         let region = Self::open_validated(&path)?;
         let found = RingKind::from_u32(region.info.kind).expect("validated");
         if found != kind {
-            return Err(ShmError::WrongKind { path, found: found.name(), expected: kind.name() });
+            return Err(ShmError::WrongKind {
+                path,
+                found: found.name(),
+                expected: kind.name(),
+            });
         }
         if opts.mlock {
             region.lock()?;
@@ -317,7 +352,11 @@ impl Region {
             .map_err(|e| io_err("open", path, e))?;
         let len = file.metadata().map_err(|e| io_err("stat", path, e))?.len();
         if len < REGION_HEADER_LEN as u64 {
-            return Err(ShmError::Truncated { path: path.to_owned(), len, expected: REGION_HEADER_LEN as u64 });
+            return Err(ShmError::Truncated {
+                path: path.to_owned(),
+                len,
+                expected: REGION_HEADER_LEN as u64,
+            });
         }
         // Map exactly the file's length: nothing beyond it is ever touched, so a
         // short file cannot raise SIGBUS.
@@ -328,13 +367,22 @@ impl Region {
         // SAFETY: the mapping is at least one header long and page-aligned;
         // `RegionInfo` is `Pod`, so any bytes are a valid value to copy out.
         let info: RegionInfo = unsafe { (map.as_ptr() as *const RegionInfo).read() };
-        let corrupt = |what: String| ShmError::Corrupt { path: path.to_owned(), what };
+        let corrupt = |what: String| ShmError::Corrupt {
+            path: path.to_owned(),
+            what,
+        };
         if info.magic == 0 {
             // Created, not yet written: the creator is between `create` and its header.
-            return Err(ShmError::NotInitialized { path: path.to_owned(), creator_pid: 0 });
+            return Err(ShmError::NotInitialized {
+                path: path.to_owned(),
+                creator_pid: 0,
+            });
         }
         if info.magic != MAGIC {
-            return Err(ShmError::NotWeft { path: path.to_owned(), found: info.magic });
+            return Err(ShmError::NotWeft {
+                path: path.to_owned(),
+                found: info.magic,
+            });
         }
         if info.layout_version != LAYOUT_VERSION {
             return Err(ShmError::VersionMismatch {
@@ -343,20 +391,36 @@ impl Region {
                 expected: LAYOUT_VERSION,
             });
         }
-        let mut region = Self { path: path.to_owned(), map, info, remove_on_drop: false, huge_pages: false };
+        let mut region = Self {
+            path: path.to_owned(),
+            map,
+            info,
+            remove_on_drop: false,
+            huge_pages: false,
+        };
         // SYNC POINT: pairs with the Release store in `mark_initialized`.
         if region.initialized().load(Ordering::Acquire) != 1 {
             let creator_pid = ProcessId::from_word(info.creator).map_or(0, |p| p.pid);
-            return Err(ShmError::NotInitialized { path: path.to_owned(), creator_pid });
+            return Err(ShmError::NotInitialized {
+                path: path.to_owned(),
+                creator_pid,
+            });
         }
         // Re-read now that `initialized` is acquired.
         // SAFETY: as above.
         let info: RegionInfo = unsafe { (region.map.as_ptr() as *const RegionInfo).read() };
         if info.total_len > len {
-            return Err(ShmError::Truncated { path: path.to_owned(), len, expected: info.total_len });
+            return Err(ShmError::Truncated {
+                path: path.to_owned(),
+                len,
+                expected: info.total_len,
+            });
         }
         if info.total_len != len {
-            return Err(corrupt(format!("file is {len} bytes, header says {}", info.total_len)));
+            return Err(corrupt(format!(
+                "file is {len} bytes, header says {}",
+                info.total_len
+            )));
         }
         if info.header_len != REGION_HEADER_LEN as u64 {
             return Err(corrupt(format!("header length {}", info.header_len)));
@@ -365,10 +429,16 @@ impl Region {
             return Err(corrupt(format!("unknown ring kind {}", info.kind)));
         }
         if !info.capacity.is_power_of_two() || info.capacity < 64 || info.capacity > len {
-            return Err(corrupt(format!("data capacity {} is not a power of two within the file", info.capacity)));
+            return Err(corrupt(format!(
+                "data capacity {} is not a power of two within the file",
+                info.capacity
+            )));
         }
         if info.max_payload == 0 || info.max_payload >= info.capacity {
-            return Err(corrupt(format!("max payload {} for capacity {}", info.max_payload, info.capacity)));
+            return Err(corrupt(format!(
+                "max payload {} for capacity {}",
+                info.max_payload, info.capacity
+            )));
         }
         region.info = info;
         Ok(region)
@@ -397,8 +467,17 @@ impl Region {
             Err(ShmError::NotInitialized { creator_pid, .. }) => {
                 // Only the creator writes an uninitialised region; if it still runs,
                 // it may be about to finish.
-                if creator_pid != 0 && (ProcessId { pid: creator_pid, start: 0 }).is_alive() {
-                    return Err(ShmError::OwnerAlive { path, pid: creator_pid });
+                if creator_pid != 0
+                    && (ProcessId {
+                        pid: creator_pid,
+                        start: 0,
+                    })
+                    .is_alive()
+                {
+                    return Err(ShmError::OwnerAlive {
+                        path,
+                        pid: creator_pid,
+                    });
                 }
             }
             Err(e) => return Err(e),
@@ -460,12 +539,20 @@ impl Region {
 
     fn lock(&self) -> Result<(), ShmError> {
         self.map.lock().map_err(|source| {
-            let limit = match nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_MEMLOCK) {
-                Ok((soft, _)) if soft == nix::sys::resource::RLIM_INFINITY => "unlimited".to_string(),
-                Ok((soft, _)) => format!("{soft} bytes"),
-                Err(e) => format!("unknown ({e})"),
-            };
-            ShmError::Mlock { path: self.path.clone(), len: self.map.len(), limit, source }
+            let limit =
+                match nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_MEMLOCK) {
+                    Ok((soft, _)) if soft == nix::sys::resource::RLIM_INFINITY => {
+                        "unlimited".to_string()
+                    }
+                    Ok((soft, _)) => format!("{soft} bytes"),
+                    Err(e) => format!("unknown ({e})"),
+                };
+            ShmError::Mlock {
+                path: self.path.clone(),
+                len: self.map.len(),
+                limit,
+                source,
+            }
         })
     }
 }
@@ -480,7 +567,11 @@ impl Drop for Region {
 
 fn thp_shmem_allows_advise() -> bool {
     std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/shmem_enabled")
-        .map(|s| ["[advise]", "[within_size]", "[always]", "[force]"].iter().any(|m| s.contains(m)))
+        .map(|s| {
+            ["[advise]", "[within_size]", "[always]", "[force]"]
+                .iter()
+                .any(|m| s.contains(m))
+        })
         .unwrap_or(false)
 }
 
@@ -492,12 +583,18 @@ fn advise_huge(map: &MmapRaw) -> bool {
 /// its data area, after checking the header's sizes agree with this layout.
 pub(crate) fn ring_mem<C, S>(region: Region) -> Result<crate::mem::RingMem<C, S>, ShmError> {
     let info = *region.info();
-    let layout = crate::mem::RingLayout::new::<C, S>(REGION_HEADER_LEN, info.slots as usize, info.capacity as usize);
+    let layout = crate::mem::RingLayout::new::<C, S>(
+        REGION_HEADER_LEN,
+        info.slots as usize,
+        info.capacity as usize,
+    );
     if layout.total as u64 != info.total_len {
         return Err(ShmError::Corrupt {
             path: region.path().to_owned(),
-            what: format!("total length {} does not match a ring of capacity {} with {} slots ({})",
-                info.total_len, info.capacity, info.slots, layout.total),
+            what: format!(
+                "total length {} does not match a ring of capacity {} with {} slots ({})",
+                info.total_len, info.capacity, info.slots, layout.total
+            ),
         });
     }
     let base = region.base();
@@ -509,4 +606,260 @@ pub(crate) fn ring_mem<C, S>(region: Region) -> Result<crate::mem::RingMem<C, S>
 /// The total file length of a ring with control `C` and `slots` of `S`.
 pub(crate) fn ring_len<C, S>(slots: usize, capacity: usize) -> usize {
     crate::mem::RingLayout::new::<C, S>(REGION_HEADER_LEN, slots, capacity).total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spsc::{Consumer, Producer, SpscConfig};
+    use std::io::{Seek, SeekFrom, Write};
+    use std::os::unix::fs::MetadataExt;
+
+    struct Dir(PathBuf);
+    impl Dir {
+        fn new(tag: &str) -> Self {
+            let p = PathBuf::from(format!("/dev/shm/weft-unit-{}-{tag}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&p);
+            Self(p)
+        }
+        fn opts(&self) -> ShmOptions {
+            ShmOptions {
+                remove_on_drop: false,
+                ..ShmOptions::in_dir(&self.0)
+            }
+        }
+        /// A valid SPSC region named `r`, left on disk.
+        fn region(&self) -> PathBuf {
+            drop(Producer::create(&self.opts(), "r", &SpscConfig::new(4096)).unwrap());
+            self.0.join("r")
+        }
+    }
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn patch(path: &Path, at: u64, bytes: &[u8]) {
+        let mut f = OpenOptions::new().write(true).open(path).unwrap();
+        f.seek(SeekFrom::Start(at)).unwrap();
+        f.write_all(bytes).unwrap();
+    }
+
+    fn attach(d: &Dir) -> ShmError {
+        Consumer::attach(&d.opts(), "r").unwrap_err()
+    }
+
+    #[test]
+    fn created_exclusively_with_mode_0600_and_removed_on_drop() {
+        let d = Dir::new("create");
+        let opts = ShmOptions::in_dir(&d.0);
+        let p = Producer::create(&opts, "r", &SpscConfig::new(4096)).unwrap();
+        let meta = std::fs::metadata(d.0.join("r")).unwrap();
+        assert_eq!(meta.mode() & 0o777, 0o600);
+        assert_eq!(
+            meta.len() as usize,
+            p.region().unwrap().info().total_len as usize
+        );
+        assert!(matches!(
+            Producer::create(&opts, "r", &SpscConfig::new(4096)),
+            Err(ShmError::AlreadyExists { .. })
+        ));
+        drop(p);
+        assert!(
+            !d.0.join("r").exists(),
+            "the creator removes its file on drop"
+        );
+    }
+
+    #[test]
+    fn names_and_sizes_are_checked() {
+        let d = Dir::new("names");
+        for bad in ["", "../x", "a/b", ".hidden", &"x".repeat(201)] {
+            let e = Producer::create(&d.opts(), bad, &SpscConfig::new(4096)).unwrap_err();
+            assert!(matches!(e, ShmError::InvalidConfig(_)), "{bad:?}: {e}");
+        }
+        for cap in [0, 1000, 512] {
+            assert!(matches!(
+                Producer::create(&d.opts(), "r", &SpscConfig::new(cap)),
+                Err(ShmError::InvalidConfig(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn missing_empty_short_and_foreign_files_are_typed_errors() {
+        let d = Dir::new("foreign");
+        std::fs::create_dir_all(&d.0).unwrap();
+        assert!(matches!(attach(&d), ShmError::NotFound { .. }));
+        std::fs::write(d.0.join("r"), b"").unwrap();
+        assert!(matches!(attach(&d), ShmError::Truncated { len: 0, .. }));
+        std::fs::write(d.0.join("r"), [1u8; 100]).unwrap();
+        assert!(matches!(attach(&d), ShmError::Truncated { len: 100, .. }));
+        std::fs::write(d.0.join("r"), vec![0xAB; 8192]).unwrap();
+        assert!(matches!(
+            attach(&d),
+            ShmError::NotWeft {
+                found: 0xABAB_ABAB_ABAB_ABAB,
+                ..
+            }
+        ));
+        std::fs::write(d.0.join("r"), vec![0; 8192]).unwrap();
+        assert!(
+            matches!(attach(&d), ShmError::NotInitialized { creator_pid: 0, .. }),
+            "all zeros: created, header not yet written"
+        );
+    }
+
+    #[test]
+    fn version_initialization_and_size_are_checked() {
+        let d = Dir::new("version");
+        let path = d.region();
+        assert!(Consumer::attach(&d.opts(), "r").is_ok());
+
+        patch(&path, 8, &2u32.to_le_bytes());
+        assert!(matches!(
+            attach(&d),
+            ShmError::VersionMismatch {
+                found: 2,
+                expected: 1,
+                ..
+            }
+        ));
+        patch(&path, 8, &LAYOUT_VERSION.to_le_bytes());
+
+        patch(&path, INITIALIZED_OFF as u64, &0u32.to_le_bytes());
+        assert!(
+            matches!(attach(&d), ShmError::NotInitialized { creator_pid, .. } if creator_pid == std::process::id())
+        );
+        patch(&path, INITIALIZED_OFF as u64, &1u32.to_le_bytes());
+
+        let len = std::fs::metadata(&path).unwrap().len();
+        OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(len - 4096)
+            .unwrap();
+        assert!(matches!(attach(&d), ShmError::Truncated { expected, .. } if expected == len));
+        OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(len + 4096)
+            .unwrap();
+        assert!(matches!(attach(&d), ShmError::Corrupt { .. }));
+        OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(len)
+            .unwrap();
+
+        patch(&path, 32, &3000u64.to_le_bytes()); // capacity not a power of two
+        assert!(matches!(attach(&d), ShmError::Corrupt { .. }));
+        patch(&path, 32, &4096u64.to_le_bytes());
+        patch(&path, 12, &9u32.to_le_bytes()); // unknown kind
+        assert!(matches!(attach(&d), ShmError::Corrupt { .. }));
+        patch(&path, 12, &(RingKind::Broadcast as u32).to_le_bytes());
+        assert!(matches!(
+            attach(&d),
+            ShmError::WrongKind {
+                found: "broadcast",
+                expected: "spsc",
+                ..
+            }
+        ));
+        patch(&path, 12, &(RingKind::Spsc as u32).to_le_bytes());
+        assert!(
+            Consumer::attach(&d.opts(), "r").is_ok(),
+            "restored, the region is usable again"
+        );
+    }
+
+    #[test]
+    fn roles_are_single_holder() {
+        let d = Dir::new("roles");
+        let _p = Producer::create(&d.opts(), "r", &SpscConfig::new(4096)).unwrap();
+        assert!(matches!(
+            Producer::attach(&d.opts(), "r"),
+            Err(ShmError::RoleTaken {
+                role: "SPSC producer",
+                ..
+            })
+        ));
+        let c = Consumer::attach(&d.opts(), "r").unwrap();
+        assert!(matches!(
+            Consumer::attach(&d.opts(), "r"),
+            Err(ShmError::RoleTaken { .. })
+        ));
+        drop(c);
+        assert!(
+            Consumer::attach(&d.opts(), "r").is_ok(),
+            "a cleanly closed end may be taken again (restart)"
+        );
+    }
+
+    #[test]
+    fn reclaim_refuses_live_creators_and_removes_dead_ones() {
+        let d = Dir::new("reclaim");
+        let path = d.region();
+        assert!(matches!(
+            Region::reclaim(&d.opts(), "r"),
+            Err(ShmError::OwnerAlive { .. })
+        ));
+        let region = Region::open(&path).unwrap();
+        assert_eq!(region.creator_state(), CreatorState::Alive);
+        drop(region);
+        let dead = ProcessId {
+            pid: 0x7FFF_FFF0,
+            start: 1,
+        };
+        patch(&path, 56, &dead.to_word().to_le_bytes());
+        assert_eq!(
+            Region::open(&path).unwrap().creator_state(),
+            CreatorState::Dead
+        );
+        Region::reclaim(&d.opts(), "r").unwrap();
+        assert!(!path.exists());
+        std::fs::write(&path, vec![0xAB; 8192]).unwrap();
+        assert!(
+            matches!(
+                Region::reclaim(&d.opts(), "r"),
+                Err(ShmError::NotWeft { .. })
+            ),
+            "foreign files are never deleted"
+        );
+        assert!(path.exists());
+    }
+
+    #[test]
+    fn a_silent_creator_reads_as_stale() {
+        let d = Dir::new("stale");
+        let path = d.region();
+        patch(&path, 72, &1u64.to_le_bytes()); // liveness timeout 1 ns
+        patch(&path, HEARTBEAT_OFF as u64, &1u64.to_le_bytes());
+        assert_eq!(
+            Region::open(&path).unwrap().creator_state(),
+            CreatorState::Stale
+        );
+    }
+
+    #[test]
+    fn mlock_and_huge_pages_options() {
+        let d = Dir::new("mlock");
+        let opts = ShmOptions {
+            mlock: true,
+            huge_pages: true,
+            ..ShmOptions::in_dir(&d.0)
+        };
+        match Producer::create(&opts, "r", &SpscConfig::new(4096)) {
+            Ok(p) => {
+                let want = thp_shmem_allows_advise();
+                assert_eq!(p.region().unwrap().huge_pages(), want);
+            }
+            Err(ShmError::Mlock { limit, .. }) => assert!(!limit.is_empty()),
+            Err(e) => panic!("{e}"),
+        }
+    }
 }

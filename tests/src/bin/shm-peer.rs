@@ -36,7 +36,9 @@ fn fail(msg: &str) -> ! {
 }
 
 fn arg<T: std::str::FromStr>(args: &[String], i: usize) -> T {
-    args.get(i).and_then(|a| a.parse().ok()).unwrap_or_else(|| fail(&format!("argument {i} missing or invalid")))
+    args.get(i)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| fail(&format!("argument {i} missing or invalid")))
 }
 
 fn attach_retry<T>(f: impl Fn() -> Result<T, ShmError>) -> T {
@@ -44,7 +46,9 @@ fn attach_retry<T>(f: impl Fn() -> Result<T, ShmError>) -> T {
     loop {
         match f() {
             Ok(t) => return t,
-            Err(ShmError::NotFound { .. } | ShmError::NotInitialized { .. }) if std::time::Instant::now() < deadline => {
+            Err(ShmError::NotFound { .. } | ShmError::NotInitialized { .. })
+                if std::time::Instant::now() < deadline =>
+            {
                 std::thread::sleep(Duration::from_millis(1))
             }
             Err(e) => fail(&format!("attach: {e}")),
@@ -64,7 +68,8 @@ fn main() {
     let role = args.first().map(String::as_str).unwrap_or("");
     match role {
         "spsc-produce" => {
-            let (name, count, seed): (String, u64, u64) = (arg(&args, 1), arg(&args, 2), arg(&args, 3));
+            let (name, count, seed): (String, u64, u64) =
+                (arg(&args, 1), arg(&args, 2), arg(&args, 3));
             let mut tx = attach_retry(|| spsc::Producer::attach(&opts, &name));
             say("ready");
             for seq in 0..count {
@@ -96,7 +101,8 @@ fn main() {
         "bc-trickle" => {
             let name: String = arg(&args, 1);
             let config = broadcast::BroadcastConfig::new(1 << 14, 4, broadcast::Mode::Reliable);
-            let mut tx = broadcast::Producer::create(&opts, &name, &config).unwrap_or_else(|e| fail(&format!("create: {e}")));
+            let mut tx = broadcast::Producer::create(&opts, &name, &config)
+                .unwrap_or_else(|e| fail(&format!("create: {e}")));
             say("ready");
             for seq in 0u64.. {
                 let _ = tx.offer(1, &seq.to_le_bytes());
@@ -105,7 +111,8 @@ fn main() {
             }
         }
         "bc-consume" => {
-            let (name, count, seed): (String, u64, u64) = (arg(&args, 1), arg(&args, 2), arg(&args, 3));
+            let (name, count, seed): (String, u64, u64) =
+                (arg(&args, 1), arg(&args, 2), arg(&args, 3));
             let mut rx = attach_retry(|| broadcast::Consumer::attach(&opts, &name));
             say("ready");
             let mut next = 0u64;
@@ -113,7 +120,9 @@ fn main() {
                 let r = rx.poll(256, |f| {
                     let seq = seq_of(f.payload()).unwrap_or(u64::MAX);
                     if seq != next || !frame_matches(seed, seq, f.payload()) {
-                        fail(&format!("frame {seq} arrived where {next} was due, or is corrupt"));
+                        fail(&format!(
+                            "frame {seq} arrived where {next} was due, or is corrupt"
+                        ));
                     }
                     next += 1;
                 });
@@ -165,7 +174,8 @@ fn main() {
             hang();
         }
         "mpsc-produce" => {
-            let (name, id, count, seed): (String, u32, u64, u64) = (arg(&args, 1), arg(&args, 2), arg(&args, 3), arg(&args, 4));
+            let (name, id, count, seed): (String, u32, u64, u64) =
+                (arg(&args, 1), arg(&args, 2), arg(&args, 3), arg(&args, 4));
             let mut tx = attach_retry(|| mpsc::Producer::attach(&opts, &name));
             say("ready");
             let mut buf = vec![0u8; 256];
@@ -185,7 +195,9 @@ fn main() {
         "mpsc-claim-hang" => {
             let name: String = arg(&args, 1);
             let mut tx = attach_retry(|| mpsc::Producer::attach(&opts, &name));
-            let claim = tx.try_claim(100, 9).unwrap_or_else(|e| fail(&format!("claim: {e}")));
+            let claim = tx
+                .try_claim(100, 9)
+                .unwrap_or_else(|e| fail(&format!("claim: {e}")));
             say("claimed");
             std::mem::forget(claim);
             hang();
@@ -197,6 +209,8 @@ fn main() {
                 Err(e) => say(&format!("error {e:?}")),
             }
         }
-        _ => fail(&format!("unknown role {role:?}; see the doc comment of shm-peer")),
+        _ => fail(&format!(
+            "unknown role {role:?}; see the doc comment of shm-peer"
+        )),
     }
 }

@@ -1,0 +1,233 @@
+//! Model checks of the three ring algorithms with loom, over tiny rings so that a
+//! few frames wrap. Run with:
+//!
+//! ```text
+//! RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 cargo test --release -p weft-shm --test loom
+//! ```
+//!
+//! Under loom every word of the data area is a loom atomic and payloads are copied
+//! with relaxed word accesses, so a missing Release/Acquire shows up as a stale
+//! payload or header that the assertions catch.
+//!
+//! Loom explores every value a load may return, so an unbounded spin loop is an
+//! unbounded model. Each thread therefore makes a bounded number of attempts, and
+//! the checks are the safety properties: whatever a consumer receives while the
+//! others run is intact, in order, and a prefix of what was sent. Once every thread
+//! has joined, a final poll must deliver the rest: nothing is lost.
+#![cfg(loom)]
+
+use loom::thread;
+use weft_shm::broadcast::{self, BroadcastConfig, Mode};
+use weft_shm::mpsc::{self, MpscConfig};
+use weft_shm::spsc::{self, SpscConfig};
+use weft_shm::{ClaimError, Frame, PollError};
+
+const ATTEMPTS: usize = 3;
+
+fn model<F: Fn() + Sync + Send + 'static>(f: F) {
+    let mut builder = loom::model::Builder::new();
+    builder.max_branches = 20_000;
+    builder.check(f);
+}
+
+/// Payload of frame `i`: eight copies of `i`, so a torn or stale copy shows.
+fn payload(i: u8) -> [u8; 8] {
+    [i; 8]
+}
+
+/// Checks a frame is intact and is the next one expected.
+fn expect_next(next: &mut u8) -> impl FnMut(Frame<'_>) + '_ {
+    move |f| {
+        let p = f.payload();
+        assert!(
+            p.len() == 8 && p.iter().all(|&b| b == p[0]),
+            "torn frame {p:?}"
+        );
+        assert_eq!(p[0], *next, "frame out of order");
+        *next += 1;
+    }
+}
+
+/// Polls, treating `Closed` (a bounded producer gave up and dropped) as empty.
+fn poll_some<F: FnMut(Frame<'_>)>(poll: impl FnOnce(F) -> Result<usize, PollError>, f: F) {
+    match poll(f) {
+        Ok(_) | Err(PollError::Closed) => {}
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// Offers frames 1..=n, each up to ATTEMPTS times; returns how many went out.
+fn offer_some(n: u8, mut offer: impl FnMut(u8) -> Result<(), ClaimError>) -> u8 {
+    for i in 1..=n {
+        let mut sent = false;
+        for _ in 0..ATTEMPTS {
+            match offer(i) {
+                Ok(()) => {
+                    sent = true;
+                    break;
+                }
+                Err(ClaimError::Full) => thread::yield_now(),
+                Err(e) => panic!("{e}"),
+            }
+        }
+        if !sent {
+            return i - 1;
+        }
+    }
+    n
+}
+
+#[test]
+fn spsc_frames_arrive_in_order_across_the_wrap() {
+    model(|| {
+        let (mut tx, mut rx) = spsc::channel(SpscConfig {
+            capacity: 64,
+            max_payload: Some(8),
+        })
+        .unwrap();
+        let producer = thread::spawn(move || offer_some(4, |i| tx.offer(1, &payload(i))));
+        let mut next = 1;
+        for _ in 0..ATTEMPTS {
+            poll_some(|f| rx.poll(4, f), expect_next(&mut next));
+            thread::yield_now();
+        }
+        let sent = producer.join().unwrap();
+        while next <= sent {
+            poll_some(|f| rx.poll(4, f), expect_next(&mut next));
+        }
+        assert_eq!(next, sent + 1);
+        assert_eq!(rx.poll(1, |_| {}), Err(PollError::Closed));
+    });
+}
+
+#[test]
+fn reliable_broadcast_two_consumers_get_every_frame() {
+    model(|| {
+        let config = BroadcastConfig {
+            max_payload: Some(8),
+            ..BroadcastConfig::new(64, 2, Mode::Reliable)
+        };
+        let mut tx = broadcast::channel(config).unwrap();
+        let mut a = tx.join().unwrap();
+        let mut b = tx.join().unwrap();
+        let reader = thread::spawn(move || {
+            let mut next = 1;
+            for _ in 0..ATTEMPTS {
+                poll_some(|f| a.poll(4, f), expect_next(&mut next));
+                thread::yield_now();
+            }
+            (a, next)
+        });
+        let producer = thread::spawn(move || offer_some(3, |i| tx.offer(1, &payload(i))));
+        let mut next_b = 1;
+        poll_some(|f| b.poll(4, f), expect_next(&mut next_b));
+        let sent = producer.join().unwrap();
+        let (mut a, mut next_a) = reader.join().unwrap();
+        poll_some(|f| a.poll(4, f), expect_next(&mut next_a));
+        poll_some(|f| b.poll(4, f), expect_next(&mut next_b));
+        assert_eq!(
+            (next_a, next_b),
+            (sent + 1, sent + 1),
+            "every consumer got every frame sent"
+        );
+    });
+}
+
+#[test]
+fn a_consumer_joining_mid_stream_sees_an_intact_suffix() {
+    model(|| {
+        let config = BroadcastConfig {
+            max_payload: Some(8),
+            ..BroadcastConfig::new(64, 2, Mode::Reliable)
+        };
+        let mut tx = broadcast::channel(config).unwrap();
+        let mut first = tx.join().unwrap();
+        let (joiner_tx, joiner_rx) = loom::sync::mpsc::channel();
+        let producer = thread::spawn(move || {
+            let sent = offer_some(3, |i| tx.offer(1, &payload(i)));
+            joiner_tx.send(()).unwrap();
+            (tx, sent)
+        });
+        let mut next = 1;
+        poll_some(|f| first.poll(4, f), expect_next(&mut next));
+        let _ = joiner_rx;
+        let (tx, sent) = producer.join().unwrap();
+        let mut late = tx.join().unwrap();
+        assert_eq!(
+            late.poll(4, |_| panic!("nothing was published after the join")),
+            Ok(0)
+        );
+        poll_some(|f| first.poll(4, f), expect_next(&mut next));
+        assert_eq!(next, sent + 1);
+    });
+}
+
+#[test]
+fn overwrite_broadcast_never_hands_out_a_torn_frame() {
+    model(|| {
+        let config = BroadcastConfig {
+            max_payload: Some(8),
+            ..BroadcastConfig::new(64, 1, Mode::Overwrite)
+        };
+        let mut tx = broadcast::channel(config).unwrap();
+        let mut rx = tx.join().unwrap();
+        let producer = thread::spawn(move || {
+            for i in 1..=3u8 {
+                tx.offer(1, &payload(i)).unwrap();
+            }
+        });
+        let mut last = 0;
+        for _ in 0..2 {
+            let r = rx.poll(4, |f| {
+                let p = f.payload();
+                assert!(
+                    p.len() == 8 && p.iter().all(|&b| b == p[0]),
+                    "torn frame {p:?}"
+                );
+                assert!(p[0] > last, "frame {} after {last}", p[0]);
+                last = p[0];
+            });
+            match r {
+                Ok(_) | Err(PollError::Lapped { .. } | PollError::Closed) => {}
+                Err(e) => panic!("{e}"),
+            }
+            thread::yield_now();
+        }
+        producer.join().unwrap();
+    });
+}
+
+#[test]
+fn mpsc_two_producers_each_in_order() {
+    model(|| {
+        let mut rx = mpsc::channel(MpscConfig {
+            capacity: 64,
+            max_payload: Some(8),
+            max_producers: 2,
+        })
+        .unwrap();
+        let producers: Vec<_> = (0..2u8)
+            .map(|id| {
+                let mut tx = rx.producer().unwrap();
+                thread::spawn(move || offer_some(2, |i| tx.offer(id as u32, &payload(i + 10 * id))))
+            })
+            .collect();
+        let mut next = [1u8, 11];
+        let check = |rx: &mut mpsc::Consumer, next: &mut [u8; 2]| {
+            rx.poll(4, |f| {
+                let id = f.type_id() as usize;
+                expect_next(&mut next[id])(f);
+            })
+            .unwrap();
+        };
+        check(&mut rx, &mut next);
+        let sent: Vec<u8> = producers.into_iter().map(|p| p.join().unwrap()).collect();
+        check(&mut rx, &mut next);
+        check(&mut rx, &mut next);
+        assert_eq!(
+            next,
+            [sent[0] + 1, sent[1] + 11],
+            "every frame sent arrived"
+        );
+    });
+}
