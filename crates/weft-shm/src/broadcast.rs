@@ -730,7 +730,8 @@ impl Consumer {
             return Ok(delivered);
         }
         result?;
-        self.closed_if_drained(area.word(self.cursor as usize).load(Ordering::Acquire) == 0)
+        let cursor = self.cursor as usize;
+        self.closed_if_drained(|| area.word(cursor).load(Ordering::Acquire) == 0)
     }
 
     fn poll_overwrite<F: FnMut(Frame<'_>)>(
@@ -808,7 +809,7 @@ impl Consumer {
             return Ok(delivered);
         }
         result?;
-        self.closed_if_drained(self.mem.ctrl().tail.load(Ordering::Acquire) <= self.cursor)
+        self.closed_if_drained(|| self.mem.ctrl().tail.load(Ordering::Acquire) <= self.cursor)
     }
 
     /// Validates a header word at `off`: (frame length, type id, payload length).
@@ -829,8 +830,11 @@ impl Consumer {
         ok.then_some((frame_len, type_id, len.saturating_sub(BROADCAST_HEADER_LEN)))
     }
 
-    fn closed_if_drained(&self, drained: bool) -> Result<usize, PollError> {
-        if drained && self.mem.ctrl().producer.is_closed() {
+    /// `Closed` if the producer has closed and nothing is left. The order matters:
+    /// `closed` is loaded (Acquire) first, then `drained` looks again, so frames the
+    /// producer published just before closing are never mistaken for "drained".
+    fn closed_if_drained(&self, drained: impl FnOnce() -> bool) -> Result<usize, PollError> {
+        if self.mem.ctrl().producer.is_closed() && drained() {
             return Err(PollError::Closed);
         }
         Ok(0)

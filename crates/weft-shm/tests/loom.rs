@@ -231,3 +231,32 @@ fn mpsc_two_producers_each_in_order() {
         );
     });
 }
+
+#[test]
+fn closed_is_reported_only_after_every_frame_is_read() {
+    model(|| {
+        let config = BroadcastConfig {
+            max_payload: Some(8),
+            ..BroadcastConfig::new(64, 1, Mode::Reliable)
+        };
+        let mut tx = broadcast::channel(config).unwrap();
+        let mut rx = tx.join().unwrap();
+        let producer = thread::spawn(move || offer_some(2, |i| tx.offer(1, &payload(i))));
+        let mut next = 1;
+        let mut closed = false;
+        for _ in 0..ATTEMPTS {
+            match rx.poll(4, expect_next(&mut next)) {
+                Ok(_) => thread::yield_now(),
+                Err(PollError::Closed) => {
+                    closed = true;
+                    break;
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        let sent = producer.join().unwrap();
+        if closed {
+            assert_eq!(next, sent + 1, "Closed reported with frames unread");
+        }
+    });
+}
