@@ -1,0 +1,123 @@
+//! After warm-up, publishing and receiving on every ring allocates nothing: a
+//! counting global allocator proves it. Counts are per thread, so other tests
+//! running in parallel do not disturb the count.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+
+use weft_shm::broadcast::{self, BroadcastConfig, Mode};
+use weft_shm::mpsc::{self, MpscConfig};
+use weft_shm::spsc::{self, SpscConfig};
+
+struct Counting;
+
+thread_local! {
+    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+}
+
+// SAFETY: defers to the system allocator; only counts on the side.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let _ = ALLOCATIONS.try_with(|c| c.set(c.get() + 1));
+        // SAFETY: same contract as ours.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as ours.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let _ = ALLOCATIONS.try_with(|c| c.set(c.get() + 1));
+        // SAFETY: same contract as ours.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn allocations_during(f: impl FnOnce()) -> u64 {
+    let before = ALLOCATIONS.with(Cell::get);
+    f();
+    ALLOCATIONS.with(Cell::get) - before
+}
+
+const ROUNDS: u64 = 100_000;
+
+#[test]
+fn the_counter_counts() {
+    assert_eq!(
+        allocations_during(|| drop(std::hint::black_box(vec![1u8; 10]))),
+        1
+    );
+}
+
+#[test]
+fn spsc_publish_and_receive_allocate_nothing() {
+    let (mut tx, mut rx) = spsc::channel(SpscConfig::new(1 << 16)).unwrap();
+    let mut work = |n: u64| {
+        for i in 0..n {
+            let mut claim = tx.try_claim(48, 1).unwrap();
+            claim.payload_mut()[..8].copy_from_slice(&i.to_le_bytes());
+            claim.commit();
+            tx.offer_pod(2, &i).unwrap();
+            {
+                let mut batch = tx.batch();
+                batch.offer(3, &[1; 16]).unwrap();
+                batch.offer(3, &[2; 16]).unwrap();
+            }
+            let mut got = 0;
+            while got < 4 {
+                got += rx.poll(16, |f| assert!(f.payload().len() >= 8)).unwrap();
+            }
+        }
+    };
+    work(1_000);
+    assert_eq!(allocations_during(|| work(ROUNDS)), 0);
+}
+
+#[test]
+fn broadcast_publish_and_receive_allocate_nothing() {
+    for mode in [Mode::Reliable, Mode::Overwrite] {
+        let mut tx = broadcast::channel(BroadcastConfig::new(1 << 16, 2, mode)).unwrap();
+        let mut a = tx.join().unwrap();
+        let mut b = tx.join().unwrap();
+        let mut work = |n: u64| {
+            for i in 0..n {
+                tx.offer(1, &i.to_le_bytes()).unwrap();
+                let mut claim = tx.try_claim(32, 2).unwrap();
+                claim.payload_mut()[0] = 1;
+                claim.commit();
+                for c in [&mut a, &mut b] {
+                    let mut got = 0;
+                    while got < 2 {
+                        got += c.poll(16, |f| assert!(!f.payload().is_empty())).unwrap();
+                    }
+                }
+            }
+        };
+        work(1_000);
+        assert_eq!(allocations_during(|| work(ROUNDS)), 0, "{mode:?}");
+    }
+}
+
+#[test]
+fn mpsc_publish_and_receive_allocate_nothing() {
+    let mut rx = mpsc::channel(MpscConfig::new(1 << 16, 2)).unwrap();
+    let mut p1 = rx.producer().unwrap();
+    let mut p2 = rx.producer().unwrap();
+    let mut work = |n: u64| {
+        for i in 0..n {
+            p1.offer(1, &i.to_le_bytes()).unwrap();
+            let mut claim = p2.try_claim(24, 2).unwrap();
+            claim.payload_mut()[0] = 7;
+            claim.commit();
+            let mut got = 0;
+            while got < 2 {
+                got += rx.poll(16, |f| assert!(!f.payload().is_empty())).unwrap();
+            }
+        }
+    };
+    work(1_000);
+    assert_eq!(allocations_during(|| work(ROUNDS)), 0);
+}
