@@ -197,7 +197,7 @@ pub fn channel(config: BroadcastConfig) -> Result<Producer, crate::ShmError> {
 #[cfg(not(loom))]
 mod shm {
     use super::*;
-    use crate::region::{ring_len, ring_mem, Region, RegionSpec, RingKind, ShmOptions};
+    use crate::region::{attach_ring, create_ring, RegionSpec, RingKind, ShmOptions};
     use crate::ShmError;
 
     impl Producer {
@@ -211,19 +211,14 @@ mod shm {
             let max_payload = config.validate()?;
             let spec = RegionSpec {
                 kind: RingKind::Broadcast,
-                total_len: ring_len::<Control, Slot>(config.max_consumers, config.capacity),
                 capacity: config.capacity,
                 max_payload,
                 slots: config.max_consumers as u32,
                 flags: (config.mode == Mode::Overwrite) as u32,
             };
-            let region = Region::create(opts, name, spec)?;
-            let mem = ring_mem::<Control, Slot>(region)?;
-            let _ = mem.ctrl().producer.take(ProcessId::current());
-            mem.keep_alive()
-                .downcast_ref::<Region>()
-                .expect("mapped")
-                .mark_initialized();
+            let mem = create_ring(opts, name, spec, |mem: &Mem| {
+                let _ = mem.ctrl().producer.take(ProcessId::current());
+            })?;
             let params = Params {
                 max_payload,
                 mode: config.mode,
@@ -238,16 +233,13 @@ mod shm {
         /// newest position (frames published before the join are not delivered).
         /// Fails with [`ShmError::RoleTaken`] when every slot is in use.
         pub fn attach(opts: &ShmOptions, name: &str) -> Result<Self, ShmError> {
-            let region = Region::attach(opts, name, RingKind::Broadcast)?;
-            let info = *region.info();
-            let path = region.path().to_owned();
+            let (mem, info, path) = attach_ring::<Control, Slot>(opts, name, RingKind::Broadcast)?;
             if info.slots == 0 || info.slots > 1024 || info.flags > 1 {
                 return Err(ShmError::Corrupt {
                     path,
                     what: "broadcast slots or flags".into(),
                 });
             }
-            let mem = ring_mem::<Control, Slot>(region)?;
             let params = Params {
                 max_payload: info.max_payload as usize,
                 mode: if info.flags == 1 {

@@ -172,7 +172,7 @@ pub fn channel(config: MpscConfig) -> Result<Consumer, crate::ShmError> {
 #[cfg(not(loom))]
 mod shm {
     use super::*;
-    use crate::region::{ring_len, ring_mem, Region, RegionSpec, RingKind, ShmOptions};
+    use crate::region::{attach_ring, create_ring, RegionSpec, RingKind, ShmOptions};
     use crate::ShmError;
 
     impl Consumer {
@@ -185,19 +185,14 @@ mod shm {
             let params = config.validate()?;
             let spec = RegionSpec {
                 kind: RingKind::Mpsc,
-                total_len: ring_len::<Control, Slot>(config.max_producers, config.capacity),
                 capacity: config.capacity,
                 max_payload: params.max_payload,
                 slots: config.max_producers as u32,
                 flags: 0,
             };
-            let region = Region::create(opts, name, spec)?;
-            let mem = ring_mem::<Control, Slot>(region)?;
-            let _ = mem.ctrl().consumer.take(ProcessId::current());
-            mem.keep_alive()
-                .downcast_ref::<Region>()
-                .expect("mapped")
-                .mark_initialized();
+            let mem = create_ring(opts, name, spec, |mem: &Mem| {
+                let _ = mem.ctrl().consumer.take(ProcessId::current());
+            })?;
             Ok(Self::new(mem, params))
         }
     }
@@ -206,9 +201,7 @@ mod shm {
         /// Attaches to region `name` as one more producer. Fails with
         /// [`ShmError::RoleTaken`] when every producer slot is in use.
         pub fn attach(opts: &ShmOptions, name: &str) -> Result<Self, ShmError> {
-            let region = Region::attach(opts, name, RingKind::Mpsc)?;
-            let info = *region.info();
-            let path = region.path().to_owned();
+            let (mem, info, path) = attach_ring::<Control, Slot>(opts, name, RingKind::Mpsc)?;
             let params = Params::new(
                 info.capacity as usize,
                 info.max_payload as usize,
@@ -218,7 +211,6 @@ mod shm {
                 path: path.clone(),
                 what: e.to_string(),
             })?;
-            let mem = ring_mem::<Control, Slot>(region)?;
             Producer::join(mem, params).ok_or(ShmError::RoleTaken {
                 path,
                 role: "MPSC producer slot",

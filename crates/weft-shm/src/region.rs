@@ -195,7 +195,6 @@ pub struct Region {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct RegionSpec {
     pub(crate) kind: RingKind,
-    pub(crate) total_len: usize,
     pub(crate) capacity: usize,
     pub(crate) max_payload: usize,
     pub(crate) slots: u32,
@@ -229,6 +228,7 @@ impl Region {
         opts: &ShmOptions,
         name: &str,
         spec: RegionSpec,
+        total_len: usize,
     ) -> Result<Self, ShmError> {
         let path = opts.path_of(name)?;
         if !opts.dir.is_dir() {
@@ -246,7 +246,7 @@ impl Region {
             .open(&path)
             .map_err(|e| io_err("create", &path, e))?;
         // From here on a failure must not leave a half-made file behind.
-        let made = Self::lay_out(opts, &path, &file, spec);
+        let made = Self::lay_out(opts, &path, &file, spec, total_len);
         if made.is_err() {
             let _ = std::fs::remove_file(&path);
         }
@@ -258,14 +258,15 @@ impl Region {
         path: &Path,
         file: &File,
         spec: RegionSpec,
+        total_len: usize,
     ) -> Result<Self, ShmError> {
         // The umask may have narrowed the mode; set exactly what was asked.
         file.set_permissions(std::fs::Permissions::from_mode(opts.mode))
             .map_err(|e| io_err("chmod", path, e))?;
-        file.set_len(spec.total_len as u64)
+        file.set_len(total_len as u64)
             .map_err(|e| io_err("size", path, e))?;
         let mut mo = MmapOptions::new();
-        mo.len(spec.total_len);
+        mo.len(total_len);
         if opts.prefault {
             mo.populate();
         }
@@ -275,7 +276,7 @@ impl Region {
             // MAP_POPULATE may map the pages read-only until first write; a write per
             // page allocates each tmpfs page now rather than on the hot path.
             let base = map.as_mut_ptr();
-            for off in (0..spec.total_len).step_by(4096) {
+            for off in (0..total_len).step_by(4096) {
                 // SAFETY: `off` < total_len, inside the fresh mapping nobody else
                 // has opened yet (it is not initialised); the byte is already zero.
                 unsafe { base.add(off).write_volatile(0) };
@@ -286,7 +287,7 @@ impl Region {
             layout_version: LAYOUT_VERSION,
             kind: spec.kind as u32,
             header_len: REGION_HEADER_LEN as u64,
-            total_len: spec.total_len as u64,
+            total_len: total_len as u64,
             capacity: spec.capacity as u64,
             max_payload: spec.max_payload as u64,
             slots: spec.slots,
@@ -603,9 +604,37 @@ pub(crate) fn ring_mem<C, S>(region: Region) -> Result<crate::mem::RingMem<C, S>
     Ok(unsafe { crate::mem::RingMem::from_raw(base, layout, std::sync::Arc::new(region)) })
 }
 
-/// The total file length of a ring with control `C` and `slots` of `S`.
-pub(crate) fn ring_len<C, S>(slots: usize, capacity: usize) -> usize {
-    crate::mem::RingLayout::new::<C, S>(REGION_HEADER_LEN, slots, capacity).total
+/// Creates region `name` for a ring with control `C` and `spec.slots` of `S`, maps
+/// it, lets `init` set up the control block (take the creator's role), and only
+/// then publishes the region to attachers.
+pub(crate) fn create_ring<C, S>(
+    opts: &ShmOptions,
+    name: &str,
+    spec: RegionSpec,
+    init: impl FnOnce(&crate::mem::RingMem<C, S>),
+) -> Result<crate::mem::RingMem<C, S>, ShmError> {
+    let layout =
+        crate::mem::RingLayout::new::<C, S>(REGION_HEADER_LEN, spec.slots as usize, spec.capacity);
+    let region = Region::create(opts, name, spec, layout.total)?;
+    let mem = ring_mem::<C, S>(region)?;
+    init(&mem);
+    mem.keep_alive()
+        .downcast_ref::<Region>()
+        .expect("a mapped ring is kept alive by its region")
+        .mark_initialized();
+    Ok(mem)
+}
+
+/// Attaches to region `name` holding a ring of `kind`: its memory, its header
+/// fields, and its path (for error messages).
+pub(crate) fn attach_ring<C, S>(
+    opts: &ShmOptions,
+    name: &str,
+    kind: RingKind,
+) -> Result<(crate::mem::RingMem<C, S>, RegionInfo, PathBuf), ShmError> {
+    let region = Region::attach(opts, name, kind)?;
+    let (info, path) = (*region.info(), region.path().to_owned());
+    Ok((ring_mem(region)?, info, path))
 }
 
 #[cfg(test)]

@@ -155,7 +155,7 @@ pub fn channel(config: SpscConfig) -> Result<(Producer, Consumer), crate::ShmErr
 #[cfg(not(loom))]
 mod shm {
     use super::*;
-    use crate::region::{ring_len, ring_mem, Region, RegionSpec, RingKind, ShmOptions};
+    use crate::region::{attach_ring, create_ring, Region, RegionSpec, RingKind, ShmOptions};
     use crate::ShmError;
 
     fn create(
@@ -166,28 +166,24 @@ mod shm {
         let max = config.validate()?;
         let spec = RegionSpec {
             kind: RingKind::Spsc,
-            total_len: ring_len::<Control, NoSlot>(0, config.capacity),
             capacity: config.capacity,
             max_payload: max,
             slots: 0,
             flags: 0,
         };
-        let region = Region::create(opts, name, spec)?;
-        let mem = ring_mem::<Control, NoSlot>(region)?;
-        region_of(&mem).mark_initialized();
-        Ok((mem, max))
+        Ok((create_ring(opts, name, spec, |_| {})?, max))
     }
 
     fn attach(opts: &ShmOptions, name: &str) -> Result<(Mem, usize), ShmError> {
-        let region = Region::attach(opts, name, RingKind::Spsc)?;
-        let max = region.info().max_payload as usize;
-        if region.info().slots != 0 || max > region.info().capacity as usize / 2 {
+        let (mem, info, path) = attach_ring(opts, name, RingKind::Spsc)?;
+        let max = info.max_payload as usize;
+        if info.slots != 0 || max > info.capacity as usize / 2 {
             return Err(ShmError::Corrupt {
-                path: region.path().to_owned(),
+                path,
                 what: "SPSC sizes".into(),
             });
         }
-        Ok((ring_mem(region)?, max))
+        Ok((mem, max))
     }
 
     pub(super) fn region_of(mem: &Mem) -> &Region {
