@@ -442,6 +442,46 @@ fn an_mpsc_producer_killed_between_claim_and_commit_is_skipped_and_reported() {
     assert_eq!(rx.skipped(), 1);
 }
 
+/// Runs `shm-peer` as an unprivileged user (root bypasses both file modes and
+/// RLIMIT_MEMLOCK), from a copy that user may execute. `None` when not root.
+fn peer_as_nobody(dir: &TestDir, args: &[&str]) -> Option<(String, bool)> {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    if !nix::unistd::geteuid().is_root() {
+        return None;
+    }
+    let exe = dir.0.join("shm-peer");
+    std::fs::copy(env!("CARGO_BIN_EXE_shm-peer"), &exe).unwrap();
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+    Some(Peer::spawn_cmd(Command::new(&exe).args(args).uid(65534).gid(65534)).finish())
+}
+
+#[test]
+fn mlock_beyond_the_limit_is_a_clear_error() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = TestDir::new("mlock");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let regions = dir.0.join("regions");
+    std::fs::create_dir(&regions).unwrap();
+    std::fs::set_permissions(&regions, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let Some((line, ok)) =
+        peer_as_nobody(&dir, &["mlock-create", regions.to_str().unwrap(), "locked"])
+    else {
+        eprintln!("not root: cannot drop CAP_IPC_LOCK to test the limit; skipped");
+        return;
+    };
+    assert!(ok, "peer failed: {line}");
+    assert!(
+        line.starts_with("error mlock of") && line.contains("RLIMIT_MEMLOCK is 0 bytes"),
+        "peer said {line:?}"
+    );
+    assert!(
+        !regions.join("locked").exists(),
+        "a failed create leaves no file behind"
+    );
+}
+
 #[test]
 fn another_user_gets_permission_denied_not_a_crash() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -449,21 +489,8 @@ fn another_user_gets_permission_denied_not_a_crash() {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o755)).unwrap();
     let _rx = spsc::Consumer::create(&dir.opts(), "private", &SpscConfig::new(1 << 12)).unwrap();
-    if nix::unistd::geteuid().is_root() {
-        // Root bypasses file modes: ask an unprivileged user. The peer binary is
-        // copied where that user can run it.
-        use std::os::unix::process::CommandExt;
-        let exe = dir.0.join("shm-peer");
-        std::fs::copy(env!("CARGO_BIN_EXE_shm-peer"), &exe).unwrap();
-        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let dir_arg = dir.0.to_str().unwrap().to_string();
-        let peer = Peer::spawn_cmd(
-            Command::new(&exe)
-                .args(["attach", &dir_arg, "private"])
-                .uid(65534)
-                .gid(65534),
-        );
-        let (line, ok) = peer.finish();
+    let dir_arg = dir.0.to_str().unwrap().to_string();
+    if let Some((line, ok)) = peer_as_nobody(&dir, &["attach", &dir_arg, "private"]) {
         assert!(
             ok && line.starts_with("error PermissionDenied"),
             "peer said {line:?}"

@@ -962,7 +962,7 @@ mod tests {
         /// Two reliable consumers polling at random against a model: each sees
         /// exactly the frames published since it joined, in order.
         #[test]
-        fn reliable_matches_model(ops in proptest::collection::vec((0u8..3, 0usize..200), 1..300)) {
+        fn reliable_matches_model(ops in proptest::collection::vec((0u8..3, 0usize..=200), 1..300)) {
             let mut p = channel(BroadcastConfig { max_payload: Some(200), ..BroadcastConfig::new(2048, 2, Mode::Reliable) }).unwrap();
             let mut cs = [p.join().unwrap(), p.join().unwrap()];
             let mut model: [std::collections::VecDeque<Vec<u8>>; 2] = Default::default();

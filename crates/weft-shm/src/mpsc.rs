@@ -776,7 +776,7 @@ mod tests {
     proptest! {
         /// One producer with random sizes across many wraps, against a FIFO model.
         #[test]
-        fn behaves_like_a_fifo(ops in proptest::collection::vec((any::<bool>(), 0usize..120), 1..400)) {
+        fn behaves_like_a_fifo(ops in proptest::collection::vec((any::<bool>(), 0usize..=120), 1..400)) {
             let mut c = channel(MpscConfig { max_payload: Some(120), ..MpscConfig::new(2048, 2) }).unwrap();
             let mut p = c.producer().unwrap();
             let mut model = std::collections::VecDeque::new();

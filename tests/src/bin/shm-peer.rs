@@ -12,6 +12,7 @@
 //! shm-peer mpsc-produce NAME ID COUNT SEED   one of several MPSC producers
 //! shm-peer mpsc-claim-hang NAME              claim a frame, print `claimed`, hang
 //! shm-peer attach DIR NAME                   attach an SPSC consumer, print the outcome
+//! shm-peer mlock-create DIR NAME             RLIMIT_MEMLOCK = 0, create with mlock, print the outcome
 //! ```
 #![forbid(unsafe_code)]
 
@@ -207,6 +208,20 @@ fn main() {
             match spsc::Consumer::attach(&ShmOptions::in_dir(dir), &name) {
                 Ok(_) => say("attached"),
                 Err(e) => say(&format!("error {e:?}")),
+            }
+        }
+        "mlock-create" => {
+            use nix::sys::resource::{setrlimit, Resource};
+            let (dir, name): (String, String) = (arg(&args, 1), arg(&args, 2));
+            setrlimit(Resource::RLIMIT_MEMLOCK, 0, 0)
+                .unwrap_or_else(|e| fail(&format!("setrlimit: {e}")));
+            let opts = ShmOptions {
+                mlock: true,
+                ..ShmOptions::in_dir(dir)
+            };
+            match spsc::Producer::create(&opts, &name, &spsc::SpscConfig::new(1 << 16)) {
+                Ok(_) => say("created"),
+                Err(e) => say(&format!("error {e}")),
             }
         }
         _ => fail(&format!(
