@@ -333,16 +333,19 @@ impl Producer {
         })
     }
 
-    /// Claims, copies `payload` in, and commits.
+    /// Claims, copies `payload` in, and commits. In overwrite mode the copy is made
+    /// of relaxed atomic word stores, so that lapped readers copying the same bytes
+    /// never race with plain writes (see [`Claim::payload_mut`]).
     #[inline]
     pub fn offer(&mut self, type_id: u32, payload: &[u8]) -> Result<(), ClaimError> {
         let (frame_off, pad) = self.reserve(payload.len(), type_id)?;
-        // SAFETY: `reserve` handed us this frame's range, inside the area.
-        unsafe {
-            self.mem
-                .area
-                .copy_in(frame_off + BROADCAST_HEADER_LEN, payload)
-        };
+        let at = frame_off + BROADCAST_HEADER_LEN;
+        match self.params.mode {
+            // SAFETY: `reserve` handed us this frame's range, inside the area, and no
+            // active consumer reads it before the frame is published.
+            Mode::Reliable => unsafe { self.mem.area.copy_in(at, payload) },
+            Mode::Overwrite => self.mem.area.copy_in_racy(at, payload),
+        }
         self.publish(frame_off, pad, payload.len(), type_id);
         Ok(())
     }
@@ -498,12 +501,18 @@ pub struct Claim<'p> {
 
 impl Claim<'_> {
     /// The payload, in place in the ring.
+    ///
+    /// Overwrite mode: a consumer that is being lapped may be copying these bytes
+    /// (with atomic loads) while you write them with plain stores, and will then
+    /// discard its copy. Between processes that is ordinary shared memory; between
+    /// threads of one process it is, to the letter of Rust's memory model, a data
+    /// race. [`Producer::offer`] writes with atomic stores and avoids it.
     #[cfg(not(loom))]
     #[inline(always)]
     pub fn payload_mut(&mut self) -> &mut [u8] {
-        // SAFETY: reliable mode: no active consumer reads this range (the producer
-        // stays a ring ahead of the slowest). Overwrite mode: lapped consumers may
-        // still copy from it, with atomic loads, and discard the copy (seqlock).
+        // SAFETY: the range is this claim's, inside the area. Reliable mode: no
+        // active consumer reads it (the producer stays a ring ahead of the slowest).
+        // Overwrite mode: see above; lapped readers validate and discard their copy.
         unsafe {
             self.producer
                 .mem

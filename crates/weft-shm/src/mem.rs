@@ -103,6 +103,20 @@ impl Area {
         self.copy_out_racy(off, dst);
     }
 
+    /// Copies `src` in with relaxed atomic word stores, the last word padded with
+    /// zeros: sound even while readers copy the range with
+    /// [`Area::copy_out_racy`] (the overwrite-mode broadcast producer). `off` must
+    /// be 8-aligned and the range rounded up to 8 must be the caller's to write.
+    #[inline]
+    pub(crate) fn copy_in_racy(&self, off: usize, src: &[u8]) {
+        for (i, chunk) in src.chunks(8).enumerate() {
+            let mut w = [0u8; 8];
+            w[..chunk.len()].copy_from_slice(chunk);
+            self.word(off + i * 8)
+                .store(u64::from_le_bytes(w), Ordering::Relaxed);
+        }
+    }
+
     /// Copies bytes out with relaxed atomic word loads: sound even while a writer
     /// overwrites the range (the overwrite-mode broadcast consumer validates the
     /// copy afterwards, seqlock style). `off` must be 8-aligned; the range is
