@@ -19,4 +19,52 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod receiver;
+pub mod sender;
 pub mod wire;
+
+pub use receiver::{Event, LossReason, Receiver, ReceiverConfig, ReceiverStats};
+pub use sender::{FlowControl, OfferError, Sender, SenderConfig, SenderEvent, SenderStats};
+
+/// Time, in nanoseconds since an arbitrary epoch chosen by the caller (the driver's
+/// monotonic clock, or the simulator's virtual clock).
+pub type Nanos = u64;
+
+/// Where a datagram from `poll_transmit` goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Destination {
+    /// The stream's multicast group.
+    Group,
+    /// One peer (a receiver's STATUS goes to the sender's address).
+    Unicast(std::net::SocketAddr),
+}
+
+/// A datagram written by `poll_transmit`: `buf[..len]` goes to `dest`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Transmit {
+    /// Bytes written.
+    pub len: usize,
+    /// Where they go.
+    pub dest: Destination,
+}
+
+/// SplitMix64: the protocol's only source of randomness, seeded from the config,
+/// so a run is reproducible from its seeds.
+#[derive(Clone, Debug)]
+pub struct SplitMix(u64);
+
+impl SplitMix {
+    /// A generator seeded with `seed`.
+    pub fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+}

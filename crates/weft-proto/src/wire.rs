@@ -22,7 +22,8 @@
 //! DATA (1)       +16 seq u64          sequence number of this datagram
 //!                +24 count u16        entries that follow (at least 1)
 //!                +26 flags u16        bit 0: REPAIR (a retransmission)
-//!                +28 reserved u32
+//!                +28 offset u32       datagrams since the session's first (saturating):
+//!                                     lets a receiver that missed SETUP find the start
 //!                +32 entries: len u32, flags u8 (bit 0 BEGIN, bit 1 END), 3 reserved,
 //!                    then `len` payload bytes; the next entry follows directly
 //! HEARTBEAT (2)  +16 next_seq u64     sequence number the next new DATA will carry
@@ -180,7 +181,7 @@ struct DataWire {
     seq: [u8; 8],
     count: [u8; 2],
     flags: [u8; 2],
-    reserved: [u8; 4],
+    offset: [u8; 4],
 }
 
 #[repr(C)]
@@ -255,6 +256,8 @@ pub struct Data<'a> {
     pub seq: u64,
     /// [`DATA_REPAIR`] or 0.
     pub flags: u16,
+    /// Datagrams since the session's first, saturating at `u32::MAX`.
+    pub offset: u32,
     count: u16,
     body: &'a [u8],
 }
@@ -512,9 +515,7 @@ impl<'a> Frame<'a> {
                 if flags & !DATA_REPAIR != 0 {
                     return Err(WireError::Malformed("DATA flags"));
                 }
-                if d.reserved != [0; 4] {
-                    return Err(WireError::Malformed("reserved bytes"));
-                }
+
                 let entries = &body[std::mem::size_of::<DataWire>()..];
                 let mut rest = entries;
                 for _ in 0..count {
@@ -523,9 +524,16 @@ impl<'a> Frame<'a> {
                 if !rest.is_empty() {
                     return Err(WireError::Malformed("trailing bytes"));
                 }
+                let (seq, offset) = (u64::from_le_bytes(d.seq), u32::from_le_bytes(d.offset));
+                if offset as u64 > seq {
+                    return Err(WireError::Malformed(
+                        "DATA offset beyond its sequence number",
+                    ));
+                }
                 Frame::Data(Data {
-                    seq: u64::from_le_bytes(d.seq),
+                    seq,
                     flags,
+                    offset,
                     count,
                     body: entries,
                 })
@@ -610,7 +618,7 @@ impl<'a> Frame<'a> {
                     seq: d.seq.to_le_bytes(),
                     count: d.count.to_le_bytes(),
                     flags: d.flags.to_le_bytes(),
-                    reserved: [0; 4],
+                    offset: d.offset.to_le_bytes(),
                 };
                 write(buf, COMMON_LEN, &dw)?;
                 let end = DATA_HEADER_LEN + d.body.len();
@@ -714,10 +722,22 @@ pub struct DataWriter<'b> {
 }
 
 impl<'b> DataWriter<'b> {
-    /// Starts DATA datagram `seq` in `buf` (its length is the MTU).
-    pub fn new(buf: &'b mut [u8], header: Header, seq: u64, flags: u16) -> Result<Self, WireError> {
+    /// Starts DATA datagram `seq` in `buf` (its length is the MTU); `offset` is how
+    /// many datagrams of the session precede it (saturating).
+    pub fn new(
+        buf: &'b mut [u8],
+        header: Header,
+        seq: u64,
+        offset: u32,
+        flags: u16,
+    ) -> Result<Self, WireError> {
         if flags & !DATA_REPAIR != 0 {
             return Err(WireError::Malformed("DATA flags"));
+        }
+        if offset as u64 > seq {
+            return Err(WireError::Malformed(
+                "DATA offset beyond its sequence number",
+            ));
         }
         write_common(buf, header, Kind::Data)?;
         write(
@@ -727,7 +747,7 @@ impl<'b> DataWriter<'b> {
                 seq: seq.to_le_bytes(),
                 count: [0; 2],
                 flags: flags.to_le_bytes(),
-                reserved: [0; 4],
+                offset: offset.to_le_bytes(),
             },
         )?;
         Ok(Self {
@@ -735,6 +755,24 @@ impl<'b> DataWriter<'b> {
             len: DATA_HEADER_LEN,
             count: 0,
         })
+    }
+
+    /// Continues a datagram begun with [`DataWriter::new`] in the same buffer, at the
+    /// length and entry count it had. (The sender keeps a datagram open across
+    /// several offers: its batching.)
+    pub fn resume(buf: &'b mut [u8], len: usize, count: u16) -> Self {
+        debug_assert!(len >= DATA_HEADER_LEN && len <= buf.len());
+        Self { buf, len, count }
+    }
+
+    /// Bytes written so far (the datagram's length).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether no entry has been written yet.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
     }
 
     /// Payload bytes one more entry could carry (0 if not even its header fits).
@@ -766,16 +804,16 @@ impl<'b> DataWriter<'b> {
         self.buf[start..start + payload.len()].copy_from_slice(payload);
         self.len = start + payload.len();
         self.count += 1;
+        // Keep the count current, so the buffer is a whole datagram after each push.
+        self.buf[COMMON_LEN + 8..COMMON_LEN + 10].copy_from_slice(&self.count.to_le_bytes());
         Ok(())
     }
 
-    /// Writes the entry count; returns the datagram's length. A DATA frame needs
-    /// at least one entry.
+    /// Returns the datagram's length. A DATA frame needs at least one entry.
     pub fn finish(self) -> Result<usize, WireError> {
         if self.count == 0 {
             return Err(WireError::Malformed("DATA without entries"));
         }
-        self.buf[COMMON_LEN + 8..COMMON_LEN + 10].copy_from_slice(&self.count.to_le_bytes());
         Ok(self.len)
     }
 }
@@ -823,7 +861,7 @@ mod tests {
     #[test]
     fn data_batches_and_round_trips() {
         let mut buf = [0u8; 1408];
-        let mut w = DataWriter::new(&mut buf, H, 1000, 0).unwrap();
+        let mut w = DataWriter::new(&mut buf, H, 1000, 0, 0).unwrap();
         w.push(b"first", ENTRY_BEGIN | ENTRY_END).unwrap();
         w.push(b"", ENTRY_BEGIN | ENTRY_END).unwrap();
         w.push(&[9; 100], ENTRY_BEGIN).unwrap();
@@ -849,13 +887,13 @@ mod tests {
     #[test]
     fn a_full_datagram_refuses_more() {
         let mut buf = [0u8; 64];
-        let mut w = DataWriter::new(&mut buf, H, 1, 0).unwrap();
+        let mut w = DataWriter::new(&mut buf, H, 1, 0, 0).unwrap();
         assert_eq!(w.room(), 64 - DATA_HEADER_LEN - ENTRY_HEADER_LEN);
         w.push(&[1; 24], 3).unwrap();
         assert_eq!(w.push(&[1], 3), Err(WireError::BufferTooSmall));
         assert_eq!(w.finish().unwrap(), 64);
         assert_eq!(
-            DataWriter::new(&mut [0u8; 8], H, 1, 0).err(),
+            DataWriter::new(&mut [0u8; 8], H, 1, 0, 0).err(),
             Some(WireError::BufferTooSmall)
         );
     }
@@ -975,7 +1013,7 @@ mod tests {
         #[test]
         fn mutated_frames_never_panic(items in entries(), at in any::<prop::sample::Index>(), flip in 1u8..=255, cut in any::<bool>()) {
             let mut buf = [0u8; 1408];
-            let mut w = DataWriter::new(&mut buf, H, 5, 0).unwrap();
+            let mut w = DataWriter::new(&mut buf, H, 5, 0, 0).unwrap();
             for (p, f) in &items { if w.push(p, *f).is_err() { break; } }
             let n = w.finish().unwrap();
             let mut bytes = buf[..n].to_vec();
@@ -990,7 +1028,7 @@ mod tests {
         fn data_round_trips(items in entries(), seq in any::<u64>(), repair in any::<bool>()) {
             let mut buf = [0u8; 4096];
             let flags = if repair { DATA_REPAIR } else { 0 };
-            let mut w = DataWriter::new(&mut buf, H, seq, flags).unwrap();
+            let mut w = DataWriter::new(&mut buf, H, seq, (seq % 1000) as u32, flags).unwrap();
             for (p, f) in &items { w.push(p, *f).unwrap(); }
             let n = w.finish().unwrap();
             let (h, frame) = Frame::parse(&buf[..n]).unwrap();

@@ -1,0 +1,601 @@
+//! The subscribing side of a stream: reordering, gap detection, NAKs with
+//! suppression, in-order delivery, reassembly, loss reports, session changes.
+//!
+//! ## State
+//! - A **reorder buffer** of `buffer_datagrams` MTU-sized slots, allocated once:
+//!   datagram `seq` waits in slot `seq % buffer_datagrams` until everything before
+//!   it is delivered or reported lost. `expected` is the next datagram to deliver,
+//!   `highest` one past the highest datagram known to exist (from DATA or from a
+//!   heartbeat's `next_seq`).
+//! - **NAKs.** When a gap appears, a NAK is scheduled after a random delay in
+//!   `[nak_delay_min_ns, nak_delay_max_ns]`. It is multicast, so other receivers
+//!   hear it. Each missing datagram carries a "requested until" time: set when
+//!   this receiver NAKs it, when it hears another receiver's NAK for it (that is
+//!   the suppression), or when it hears its repair. A NAK includes only datagrams
+//!   whose time has passed, and is retried with a backoff that doubles from
+//!   `nak_retry_min_ns` to `nak_retry_max_ns` while nothing arrives.
+//! - **Loss.** The sender's LOSS frames and its heartbeats' `oldest_seq` move
+//!   `gone_until`: a datagram below it that is still missing will never come.
+//!   Delivery reports each such run once as [`Event::Loss`] and carries on.
+//! - **Joining.** A receiver that first hears a session within `join_window`
+//!   datagrams of its start (default: half its reorder buffer) starts at the
+//!   session's first datagram and recovers what it missed by NAK, whichever frame
+//!   it heard first (SETUP's `initial_seq`, a DATA's `seq - offset`, or a
+//!   heartbeat's `oldest_seq`). So loss or reordering of the first datagrams never
+//!   costs a receiver that was there from the start. A receiver that first hears a
+//!   session later *joins late*: it starts at the datagram it heard (a heartbeat's
+//!   `next_seq`), reports that start in [`Event::NewSession`], and skips fragments
+//!   of a message begun before it.
+//! - **Sessions.** A frame with a new session id is a restarted publisher. The
+//!   receiver switches on a SETUP, or when the old session has been silent for
+//!   `session_switch_ns`; frames of sessions it left are ignored.
+//!
+//! Nothing allocates after [`Receiver::new`].
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+
+use crate::wire::{self, Frame, Header, SeqRange, Status};
+use crate::{Destination, Nanos, SplitMix, Transmit};
+
+/// A receiver's configuration; times are nanoseconds.
+#[derive(Clone, Debug)]
+pub struct ReceiverConfig {
+    /// The stream to receive.
+    pub stream_id: u32,
+    /// This receiver's id in NAK and STATUS (default: drawn from `seed`).
+    pub receiver_id: u64,
+    /// Seeds every random choice.
+    pub seed: u64,
+    /// Largest datagram. Default 1408.
+    pub mtu: usize,
+    /// Reorder buffer, in datagrams; also the window advertised in STATUS. Default 1024.
+    pub buffer_datagrams: usize,
+    /// Largest message to reassemble. Default 64 KiB.
+    pub max_message: usize,
+    /// NAK delay after a gap appears, uniform in [min, max]. Default 0 to 200 µs.
+    pub nak_delay_min_ns: Nanos,
+    /// See `nak_delay_min_ns`.
+    pub nak_delay_max_ns: Nanos,
+    /// NAK retry interval, doubling while nothing arrives. Default 1 ms to 50 ms.
+    pub nak_retry_min_ns: Nanos,
+    /// See `nak_retry_min_ns`.
+    pub nak_retry_max_ns: Nanos,
+    /// STATUS interval. Default 10 ms.
+    pub status_interval_ns: Nanos,
+    /// Silence after which the publisher is reported gone. Default 1 s.
+    pub publisher_timeout_ns: Nanos,
+    /// Silence of the current session after which another session may take over
+    /// without a SETUP. Default 100 ms.
+    pub session_switch_ns: Nanos,
+    /// A session first heard within this many datagrams of its start is received
+    /// from its start (capped at half the reorder buffer). Default 512.
+    pub join_window: u64,
+}
+
+impl ReceiverConfig {
+    /// Defaults for `stream_id`, with `seed` for the receiver id and random choices.
+    pub fn new(stream_id: u32, seed: u64) -> Self {
+        Self {
+            stream_id,
+            receiver_id: SplitMix::new(seed ^ 0x5EC0_4D3B_17A2_99C1).next_u64(),
+            seed,
+            mtu: 1408,
+            buffer_datagrams: 1024,
+            max_message: 64 * 1024,
+            nak_delay_min_ns: 0,
+            nak_delay_max_ns: 200_000,
+            nak_retry_min_ns: 1_000_000,
+            nak_retry_max_ns: 50_000_000,
+            status_interval_ns: 10_000_000,
+            publisher_timeout_ns: 1_000_000_000,
+            session_switch_ns: 100_000_000,
+            join_window: 512,
+        }
+    }
+}
+
+/// Why datagrams were lost.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LossReason {
+    /// The sender no longer holds them (LOSS frame or heartbeat's oldest_seq).
+    SenderEvicted,
+}
+
+/// What a receiver hands the application.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event<'a> {
+    /// One message, in order, borrowed until the next call.
+    Message(&'a [u8]),
+    /// Datagrams `range` will never arrive; messages in them (and a message
+    /// fragmented across them) are lost.
+    Loss {
+        /// Sequence numbers of the lost datagrams.
+        range: SeqRange,
+        /// Why.
+        reason: LossReason,
+    },
+    /// A publisher session started or replaced the previous one.
+    NewSession {
+        /// Its id.
+        session_id: u64,
+        /// Where delivery starts.
+        start_seq: u64,
+    },
+    /// The publisher has been silent for `publisher_timeout_ns`.
+    PublisherGone,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Control {
+    NewSession(u64, u64),
+    PublisherGone,
+}
+
+/// Counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReceiverStats {
+    /// DATA datagrams stored (new or repairs that filled a gap).
+    pub data_received: u64,
+    /// DATA that was already delivered or stored.
+    pub duplicates: u64,
+    /// Repairs that filled a gap.
+    pub repairs_received: u64,
+    /// NAKs sent.
+    pub naks_sent: u64,
+    /// Datagrams dropped: malformed, another stream, a left session.
+    pub dropped: u64,
+    /// DATA beyond the reorder buffer (dropped; NAKed later).
+    pub overflow: u64,
+    /// Datagrams reported lost.
+    pub lost: u64,
+    /// Messages delivered.
+    pub messages: u64,
+}
+
+/// The receiver state machine. See the module doc.
+#[derive(Debug)]
+pub struct Receiver {
+    cfg: ReceiverConfig,
+    rng: SplitMix,
+    session: Option<u64>,
+    left_sessions: [u64; 4],
+    sender: Option<SocketAddr>,
+    last_heard: Nanos,
+    gone_reported: bool,
+    expected: u64,
+    highest: u64,
+    gone_until: u64,
+    slots: Vec<u8>,
+    lens: Vec<u32>,
+    held: Vec<u64>,
+    requested_until: Vec<Nanos>,
+    /// Delivery position inside the datagram at `expected`: (byte offset of the
+    /// next entry, entries left); `None` until that datagram is opened.
+    cursor: Option<(usize, u16)>,
+    reasm: Vec<u8>,
+    reasm_len: usize,
+    reasm_active: bool,
+    nak_timer: Nanos,
+    nak_due: bool,
+    nak_retry: Nanos,
+    status_timer: Nanos,
+    status_due: bool,
+    control: VecDeque<Control>,
+    ranges: Vec<SeqRange>,
+    stats: ReceiverStats,
+}
+
+const NONE: u64 = u64::MAX;
+
+impl Receiver {
+    /// A receiver for `cfg.stream_id`. Allocates the reorder buffer
+    /// (`buffer_datagrams × mtu`), the reassembly buffer and every queue.
+    pub fn new(cfg: ReceiverConfig) -> Self {
+        assert!(cfg.buffer_datagrams >= 2 && cfg.mtu >= wire::DATA_HEADER_LEN);
+        let n = cfg.buffer_datagrams;
+        Self {
+            rng: SplitMix::new(cfg.seed),
+            session: None,
+            left_sessions: [0; 4],
+            sender: None,
+            last_heard: 0,
+            gone_reported: false,
+            expected: 0,
+            highest: 0,
+            gone_until: 0,
+            slots: vec![0; n * cfg.mtu],
+            lens: vec![0; n],
+            held: vec![NONE; n],
+            requested_until: vec![0; n],
+            cursor: None,
+            reasm: vec![0; cfg.max_message],
+            reasm_len: 0,
+            reasm_active: false,
+            nak_timer: 0,
+            nak_due: false,
+            nak_retry: cfg.nak_retry_min_ns,
+            status_timer: 0,
+            status_due: false,
+            control: VecDeque::with_capacity(64),
+            ranges: Vec::with_capacity(wire::MAX_NAK_RANGES),
+            stats: ReceiverStats::default(),
+            cfg,
+        }
+    }
+
+    /// This receiver's id.
+    pub fn receiver_id(&self) -> u64 {
+        self.cfg.receiver_id
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> ReceiverStats {
+        self.stats
+    }
+
+    /// The next datagram to deliver: everything below is delivered or reported lost.
+    pub fn position(&self) -> u64 {
+        self.expected
+    }
+
+    fn idx(&self, seq: u64) -> usize {
+        (seq % self.cfg.buffer_datagrams as u64) as usize
+    }
+
+    fn header(&self) -> Header {
+        Header {
+            stream_id: self.cfg.stream_id,
+            session_id: self.session.unwrap_or(0),
+        }
+    }
+
+    fn push_control(&mut self, c: Control) {
+        if self.control.len() == self.control.capacity() {
+            self.control.pop_front();
+        }
+        self.control.push_back(c);
+    }
+
+    /// Processes one datagram from the network. Malformed, foreign-stream and
+    /// left-session datagrams are dropped and counted; none can panic.
+    pub fn handle_datagram(&mut self, now: Nanos, src: SocketAddr, bytes: &[u8]) {
+        let Ok((h, frame)) = Frame::parse(bytes) else {
+            self.stats.dropped += 1;
+            return;
+        };
+        if h.stream_id != self.cfg.stream_id || self.left_sessions.contains(&h.session_id) {
+            self.stats.dropped += 1;
+            return;
+        }
+        if let Frame::Nak(nak) = frame {
+            // Another receiver's NAK (or our own, looped back): suppression.
+            if Some(h.session_id) == self.session && nak.receiver_id != self.cfg.receiver_id {
+                let until = now + self.nak_retry;
+                for r in nak.ranges() {
+                    let (from, to) = (r.from.max(self.expected), r.to.min(self.window_end()));
+                    for seq in from..to {
+                        let i = self.idx(seq);
+                        self.requested_until[i] = self.requested_until[i].max(until);
+                    }
+                }
+            }
+            return;
+        }
+        if matches!(frame, Frame::Status(_)) {
+            return; // another receiver's STATUS, if unicast ever reaches us
+        }
+        if Some(h.session_id) != self.session {
+            let window = self
+                .cfg
+                .join_window
+                .min(self.cfg.buffer_datagrams as u64 / 2);
+            let start = match frame {
+                Frame::Setup(s) => Some(s.initial_seq),
+                Frame::Data(d) if (d.offset as u64) < window => Some(d.seq - d.offset as u64),
+                Frame::Data(d) => Some(d.seq),
+                Frame::Heartbeat(hb) if hb.next_seq - hb.oldest_seq < window => Some(hb.oldest_seq),
+                Frame::Heartbeat(hb) => Some(hb.next_seq),
+                _ => None,
+            };
+            let may_switch = self.session.is_none()
+                || matches!(frame, Frame::Setup(_))
+                || now.saturating_sub(self.last_heard) >= self.cfg.session_switch_ns;
+            match start {
+                Some(start) if may_switch => self.start_session(h.session_id, start, src),
+                _ => {
+                    self.stats.dropped += 1;
+                    return;
+                }
+            }
+        }
+        self.last_heard = now;
+        self.gone_reported = false;
+        self.sender = Some(src);
+        match frame {
+            Frame::Data(d) => self.on_data(now, d, bytes),
+            Frame::Heartbeat(hb) => {
+                self.gone_until = self.gone_until.max(hb.oldest_seq);
+                self.learn_highest(now, hb.next_seq);
+            }
+            Frame::Loss(l) => {
+                self.gone_until = self.gone_until.max(l.range.to);
+                self.learn_highest(now, l.range.to);
+            }
+            Frame::Setup(_) | Frame::Nak(_) | Frame::Status(_) => {}
+        }
+    }
+
+    fn start_session(&mut self, session_id: u64, start: u64, src: SocketAddr) {
+        if let Some(old) = self.session {
+            self.left_sessions.rotate_right(1);
+            self.left_sessions[0] = old;
+        }
+        self.session = Some(session_id);
+        self.sender = Some(src);
+        self.expected = start;
+        self.highest = start;
+        self.gone_until = start;
+        self.held.fill(NONE);
+        self.cursor = None;
+        self.reasm_active = false;
+        self.nak_timer = 0;
+        self.nak_due = false;
+        self.nak_retry = self.cfg.nak_retry_min_ns;
+        self.status_due = true;
+        self.push_control(Control::NewSession(session_id, start));
+    }
+
+    fn window_end(&self) -> u64 {
+        self.expected + self.cfg.buffer_datagrams as u64
+    }
+
+    fn on_data(&mut self, now: Nanos, d: wire::Data<'_>, bytes: &[u8]) {
+        let seq = d.seq;
+        let i = self.idx(seq);
+        if seq < self.expected || self.held[i] == seq {
+            self.stats.duplicates += 1;
+            return;
+        }
+        if seq >= self.window_end() {
+            self.stats.overflow += 1;
+            self.learn_highest(now, seq + 1);
+            return;
+        }
+        let mtu = self.cfg.mtu;
+        let Some(dst) = self.slots.get_mut(i * mtu..i * mtu + bytes.len()) else {
+            self.stats.dropped += 1; // larger than our MTU
+            return;
+        };
+        dst.copy_from_slice(bytes);
+        self.lens[i] = bytes.len() as u32;
+        self.held[i] = seq;
+        self.stats.data_received += 1;
+        if d.flags & wire::DATA_REPAIR != 0 && seq < self.highest {
+            self.stats.repairs_received += 1;
+        }
+        self.learn_highest(now, seq + 1);
+    }
+
+    /// `next` datagrams exist: schedule a NAK if that opens a gap.
+    fn learn_highest(&mut self, now: Nanos, next: u64) {
+        if next > self.highest {
+            self.highest = next;
+        }
+        if self.nak_timer == 0 && !self.nak_due && self.missing_exists() {
+            let spread = self
+                .cfg
+                .nak_delay_max_ns
+                .saturating_sub(self.cfg.nak_delay_min_ns);
+            let delay = self.cfg.nak_delay_min_ns
+                + if spread == 0 {
+                    0
+                } else {
+                    self.rng.next_u64() % (spread + 1)
+                };
+            self.nak_timer = (now + delay).max(1);
+        }
+    }
+
+    fn missing_exists(&self) -> bool {
+        let end = self.highest.min(self.window_end());
+        (self.expected..end).any(|s| self.held[self.idx(s)] != s && s >= self.gone_until)
+    }
+
+    /// Runs due timers (NAK, STATUS, publisher liveness). A spurious call is a no-op.
+    pub fn handle_timeout(&mut self, now: Nanos) {
+        if self.nak_timer != 0 && now >= self.nak_timer {
+            self.nak_timer = 0;
+            self.nak_due = true;
+        }
+        if self.session.is_some() && now >= self.status_timer {
+            self.status_due = true;
+        }
+        if self.session.is_some()
+            && !self.gone_reported
+            && now.saturating_sub(self.last_heard) >= self.cfg.publisher_timeout_ns
+        {
+            self.gone_reported = true;
+            self.push_control(Control::PublisherGone);
+        }
+    }
+
+    /// When `handle_timeout` should next be called.
+    pub fn poll_timeout(&self) -> Option<Nanos> {
+        self.session?;
+        let mut t = self.status_timer.max(1);
+        if self.nak_timer != 0 {
+            t = t.min(self.nak_timer);
+        }
+        if !self.gone_reported {
+            t = t.min(self.last_heard + self.cfg.publisher_timeout_ns);
+        }
+        Some(t)
+    }
+
+    /// Writes the next datagram to send: a NAK (multicast, for suppression) or a
+    /// STATUS (unicast to the sender).
+    pub fn poll_transmit(&mut self, now: Nanos, buf: &mut [u8]) -> Option<Transmit> {
+        if self.nak_due {
+            self.nak_due = false;
+            if let Some(t) = self.build_nak(now, buf) {
+                return Some(t);
+            }
+        }
+        if self.status_due {
+            self.status_due = false;
+            self.status_timer = now + self.cfg.status_interval_ns;
+            let status = Status {
+                receiver_id: self.cfg.receiver_id,
+                position: self.expected,
+                window: self.cfg.buffer_datagrams as u64,
+            };
+            let len = Frame::Status(status).emit(self.header(), buf).ok()?;
+            let dest = self.sender.map_or(Destination::Group, Destination::Unicast);
+            return Some(Transmit { len, dest });
+        }
+        None
+    }
+
+    fn build_nak(&mut self, now: Nanos, buf: &mut [u8]) -> Option<Transmit> {
+        self.ranges.clear();
+        let end = self.highest.min(self.window_end());
+        let mut next_try = Nanos::MAX;
+        let mut seq = self.expected.max(self.gone_until);
+        while seq < end && self.ranges.len() < wire::MAX_NAK_RANGES {
+            let i = self.idx(seq);
+            if self.held[i] != seq {
+                if self.requested_until[i] <= now {
+                    self.requested_until[i] = now + self.nak_retry;
+                    match self.ranges.last_mut() {
+                        Some(r) if r.to == seq => r.to = seq + 1,
+                        _ => self.ranges.push(SeqRange {
+                            from: seq,
+                            to: seq + 1,
+                        }),
+                    }
+                } else {
+                    next_try = next_try.min(self.requested_until[i]);
+                }
+            }
+            seq += 1;
+        }
+        let sent = !self.ranges.is_empty();
+        if sent {
+            self.nak_retry = (self.nak_retry * 2).min(self.cfg.nak_retry_max_ns);
+            next_try = next_try.min(now + self.nak_retry);
+        }
+        if self.missing_exists() {
+            self.nak_timer = next_try.max(now + 1);
+        }
+        if !sent {
+            return None;
+        }
+        self.stats.naks_sent += 1;
+        let nak = wire::Nak::new(self.cfg.receiver_id, &self.ranges);
+        let len = Frame::Nak(nak).emit(self.header(), buf).ok()?;
+        Some(Transmit {
+            len,
+            dest: Destination::Group,
+        })
+    }
+
+    /// The next event: control events first, then messages in order, with loss
+    /// reports where datagrams will never come. A message is borrowed from the
+    /// receiver's buffers until the next call. Never allocates.
+    pub fn poll_event(&mut self) -> Option<Event<'_>> {
+        if let Some(c) = self.control.pop_front() {
+            return Some(match c {
+                Control::NewSession(session_id, start_seq) => Event::NewSession {
+                    session_id,
+                    start_seq,
+                },
+                Control::PublisherGone => Event::PublisherGone,
+            });
+        }
+        loop {
+            let i = self.idx(self.expected);
+            if self.held[i] != self.expected {
+                if self.expected >= self.gone_until {
+                    return None;
+                }
+                // A run of datagrams the sender no longer holds.
+                let from = self.expected;
+                while self.expected < self.gone_until
+                    && self.held[self.idx(self.expected)] != self.expected
+                {
+                    self.expected += 1;
+                }
+                self.reasm_active = false;
+                self.cursor = None;
+                self.advanced();
+                let range = SeqRange {
+                    from,
+                    to: self.expected,
+                };
+                self.stats.lost += range.len();
+                return Some(Event::Loss {
+                    range,
+                    reason: LossReason::SenderEvicted,
+                });
+            }
+            let mtu = self.cfg.mtu;
+            let base = i * mtu;
+            let len = self.lens[i] as usize;
+            let (off, left) = match self.cursor {
+                Some(c) => c,
+                None => match Frame::parse(&self.slots[base..base + len]) {
+                    Ok((_, Frame::Data(d))) => (wire::DATA_HEADER_LEN, d.len() as u16),
+                    _ => (len, 0),
+                },
+            };
+            if left == 0 {
+                self.held[i] = NONE;
+                self.expected += 1;
+                self.cursor = None;
+                self.advanced();
+                continue;
+            }
+            // The entry at `off` was checked when the datagram was parsed on arrival.
+            let entry = &self.slots[base + off..base + len];
+            let elen = u32::from_le_bytes([entry[0], entry[1], entry[2], entry[3]]) as usize;
+            let flags = entry[4];
+            let (p_from, p_to) = (
+                base + off + wire::ENTRY_HEADER_LEN,
+                base + off + wire::ENTRY_HEADER_LEN + elen,
+            );
+            self.cursor = Some((off + wire::ENTRY_HEADER_LEN + elen, left - 1));
+            let begin = flags & wire::ENTRY_BEGIN != 0;
+            let end = flags & wire::ENTRY_END != 0;
+            if begin && end {
+                self.reasm_active = false;
+                self.stats.messages += 1;
+                return Some(Event::Message(&self.slots[p_from..p_to]));
+            }
+            if begin {
+                self.reasm_len = 0;
+                self.reasm_active = true;
+            }
+            if !self.reasm_active {
+                continue; // a fragment of a message begun before we joined or before a loss
+            }
+            if self.reasm_len + elen > self.reasm.len() {
+                self.reasm_active = false; // larger than max_message: dropped
+                self.stats.dropped += 1;
+                continue;
+            }
+            self.reasm[self.reasm_len..self.reasm_len + elen]
+                .copy_from_slice(&self.slots[p_from..p_to]);
+            self.reasm_len += elen;
+            if end {
+                self.reasm_active = false;
+                self.stats.messages += 1;
+                return Some(Event::Message(&self.reasm[..self.reasm_len]));
+            }
+        }
+    }
+
+    fn advanced(&mut self) {
+        self.nak_retry = self.cfg.nak_retry_min_ns;
+    }
+}
