@@ -53,10 +53,16 @@ pub struct ReceiverConfig {
     pub buffer_datagrams: usize,
     /// Largest message to reassemble. Default 64 KiB.
     pub max_message: usize,
-    /// NAK delay after a gap appears, uniform in [min, max]. Default 0 to 200 µs.
+    /// NAK delay after a gap appears, in [min, max], skewed by `nak_delay_lambda`.
+    /// Default 0 to 200 µs.
     pub nak_delay_min_ns: Nanos,
     /// See `nak_delay_min_ns`.
     pub nak_delay_max_ns: Nanos,
+    /// Skew of the NAK delay (SRM; NORM, RFC 5740): delay = min + spread ×
+    /// ln(1 + u (e^λ − 1)) / λ for u uniform in [0, 1). Most receivers pick late
+    /// times, so one early NAK suppresses the others; about ln(group size) + 1.
+    /// 0 means uniform. Default 5.
+    pub nak_delay_lambda: f64,
     /// NAK retry interval, doubling while nothing arrives. Default 1 ms to 50 ms.
     pub nak_retry_min_ns: Nanos,
     /// See `nak_retry_min_ns`.
@@ -85,6 +91,7 @@ impl ReceiverConfig {
             max_message: 64 * 1024,
             nak_delay_min_ns: 0,
             nak_delay_max_ns: 200_000,
+            nak_delay_lambda: 5.0,
             nak_retry_min_ns: 1_000_000,
             nak_retry_max_ns: 50_000_000,
             status_interval_ns: 10_000_000,
@@ -383,18 +390,24 @@ impl Receiver {
             self.highest = next;
         }
         if self.nak_timer == 0 && !self.nak_due && self.missing_exists() {
-            let spread = self
-                .cfg
-                .nak_delay_max_ns
-                .saturating_sub(self.cfg.nak_delay_min_ns);
-            let delay = self.cfg.nak_delay_min_ns
-                + if spread == 0 {
-                    0
-                } else {
-                    self.rng.next_u64() % (spread + 1)
-                };
+            let delay = self.nak_delay();
             self.nak_timer = (now + delay).max(1);
         }
+    }
+
+    fn nak_delay(&mut self) -> Nanos {
+        let spread = self
+            .cfg
+            .nak_delay_max_ns
+            .saturating_sub(self.cfg.nak_delay_min_ns) as f64;
+        let u = (self.rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+        let lambda = self.cfg.nak_delay_lambda;
+        let fraction = if lambda > 0.0 {
+            (u * lambda.exp_m1()).ln_1p() / lambda
+        } else {
+            u
+        };
+        self.cfg.nak_delay_min_ns + (spread * fraction) as Nanos
     }
 
     fn missing_exists(&self) -> bool {
@@ -519,12 +532,18 @@ impl Receiver {
                 if self.expected >= self.gone_until {
                     return None;
                 }
-                // A run of datagrams the sender no longer holds.
+                // A run of datagrams the sender no longer holds. Only the reorder
+                // window can hold anything, so the scan stops there: a LOSS or
+                // heartbeat naming a far-away sequence number costs one step.
                 let from = self.expected;
-                while self.expected < self.gone_until
+                let window_end = self.window_end().min(self.gone_until);
+                while self.expected < window_end
                     && self.held[self.idx(self.expected)] != self.expected
                 {
                     self.expected += 1;
+                }
+                if self.expected == window_end {
+                    self.expected = self.gone_until;
                 }
                 self.reasm_active = false;
                 self.cursor = None;

@@ -243,3 +243,174 @@ fn a_thousand_seeded_random_networks_deliver_in_order_or_report_loss() {
         &failures[..failures.len().min(5)]
     );
 }
+
+/// Messages 1 ms apart, each its own datagram: message `i` is datagram `i`.
+fn spaced(n: u64) -> VecDeque<(Nanos, Vec<u8>)> {
+    (0..n).map(|i| (1 + i * MS, message(i, 100))).collect()
+}
+
+fn quiet_net() -> NetConfig {
+    let mut net = NetConfig::lossy(0.0, 100 * US);
+    net.jitter_ns = 0;
+    net
+}
+
+#[test]
+fn a_lost_nak_is_retried() {
+    let mut s = sim(10, 1, quiet_net());
+    s.drop_once.push((1, 5, false));
+    s.drop_naks = 1;
+    s.run(200 * MS, &mut spaced(20));
+    assert_eq!(s.logs[0].messages, (0..20).collect::<Vec<_>>());
+    assert_eq!(
+        s.receivers[0].stats().naks_sent,
+        2,
+        "the first NAK was lost; the retry got through"
+    );
+    assert_eq!(s.sender.stats().repairs_sent, 1);
+}
+
+#[test]
+fn a_lost_repair_is_nakked_again() {
+    let mut s = sim(11, 1, quiet_net());
+    s.drop_once.push((1, 5, false)); // the original
+    s.drop_once.push((1, 5, false)); // its first repair
+    s.run(200 * MS, &mut spaced(20));
+    assert_eq!(s.logs[0].messages, (0..20).collect::<Vec<_>>());
+    assert_eq!(s.receivers[0].stats().naks_sent, 2);
+    assert_eq!(s.sender.stats().repairs_sent, 2);
+}
+
+/// Delivery latencies in round trips: for each receiver and message, (delivered −
+/// offered) / RTT.
+fn latencies_in_rtts(s: &Sim, rtt: Nanos) -> Vec<f64> {
+    let mut v: Vec<f64> = s
+        .logs
+        .iter()
+        .flat_map(|log| {
+            log.messages
+                .iter()
+                .zip(&log.times)
+                .map(|(&m, &t)| (t - s.offered_at[m as usize]) as f64 / rtt as f64)
+        })
+        .collect();
+    v.sort_by(f64::total_cmp);
+    v
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+#[test]
+fn at_1_percent_loss_the_last_message_of_a_burst_arrives_within_2_ms_at_p99() {
+    // 8 receivers, 100 µs one way, 1 % independent loss; 400 bursts of 10 messages,
+    // 5 ms apart. Latency of each burst's last message at each receiver.
+    let mut s = sim(12, 8, NetConfig::lossy(0.01, 100 * US));
+    let mut schedule: VecDeque<_> = (0..4_000u64)
+        .map(|i| (1 + (i / 10) * 5 * MS, message(i, 64)))
+        .collect();
+    s.run(3_000 * MS, &mut schedule);
+    let mut last: Vec<Nanos> = Vec::new();
+    for log in &s.logs {
+        check_log(log, 4_000).unwrap();
+        assert!(log.losses.is_empty());
+        for (&m, &t) in log.messages.iter().zip(&log.times) {
+            if m % 10 == 9 {
+                last.push(t - s.offered_at[m as usize]);
+            }
+        }
+    }
+    last.sort_unstable();
+    let p99 = last[(last.len() - 1) * 99 / 100];
+    eprintln!(
+        "last message of a burst: p50 {} µs, p99 {} µs, max {} µs",
+        last[last.len() / 2] / US,
+        p99 / US,
+        last[last.len() - 1] / US
+    );
+    assert!(p99 < 2 * MS, "p99 {} µs", p99 / US);
+}
+
+#[test]
+fn nak_suppression_keeps_naks_per_lost_datagram_small_with_64_receivers() {
+    // NAK delay window 4 × RTT, as NORM recommends (RTT 200 µs here).
+    let mut s = Sim::new(
+        13,
+        64,
+        NetConfig::lossy(0.05, 100 * US),
+        SenderConfig::new(7, 13),
+        |i| {
+            let mut c = ReceiverConfig::new(7, 13_000 + i as u64);
+            c.nak_delay_max_ns = 800 * US;
+            c
+        },
+    );
+    s.run(2_000 * MS, &mut spaced(1_000));
+    for log in &s.logs {
+        check_log(log, 1_000).unwrap();
+    }
+    let naks: u64 = s.receivers.iter().map(|r| r.stats().naks_sent).sum();
+    let lost = s.data_dropped_seqs.len() as u64;
+    let per_lost = naks as f64 / lost as f64;
+    let without = s.data_dropped as f64 / lost as f64;
+    eprintln!(
+        "64 receivers, 5 % loss: {naks} NAKs for {lost} datagrams lost by at least one receiver = {per_lost:.2} NAKs per lost datagram \
+         (each was lost by {without:.2} receivers on average: that many NAKs without suppression)"
+    );
+    // Measured: 1.83 (6.94 without suppression). The rest are mostly retries after
+    // a lost repair (repairs see 5 % loss too). A regression guard:
+    assert!(per_lost < 2.5, "{per_lost:.2} NAKs per lost datagram");
+}
+
+/// `cargo test --release -p weft-proto --test protocol loss_rate_table -- --nocapture`
+/// prints the table in docs/protocol.md.
+#[test]
+fn loss_rate_table() {
+    let delay = 100 * US;
+    let rtt = 2 * delay;
+    let mut rows = Vec::new();
+    for receivers in [1usize, 8, 64] {
+        for loss in [0.0, 0.01, 0.05, 0.2] {
+            let n = 1_000;
+            let mut s = sim(
+                100 + receivers as u64,
+                receivers,
+                NetConfig::lossy(loss, delay),
+            );
+            s.run(5_000 * MS, &mut spaced(n));
+            let mut delivered = 0;
+            let mut losses = 0;
+            for log in &s.logs {
+                check_log(log, n).unwrap(); // in order, no duplicate, gaps only at LOSS
+                delivered += log.messages.len();
+                losses += log.losses.len();
+            }
+            let lost = s.data_dropped_seqs.len().max(1) as f64;
+            let naks: u64 = s.receivers.iter().map(|r| r.stats().naks_sent).sum();
+            let lat = latencies_in_rtts(&s, rtt);
+            rows.push(format!(
+                "| {receivers} | {:.0} % | {delivered} / {} | 0 | {losses} | {:.2} | {:.2} | {:.2} | {:.2} |",
+                loss * 100.0,
+                n as usize * receivers,
+                naks as f64 / lost,
+                s.sender.stats().repairs_sent as f64 / lost,
+                percentile(&lat, 0.5),
+                percentile(&lat, 0.99),
+            ));
+            assert_eq!(
+                losses, 0,
+                "the buffer (4096 datagrams) holds everything: no LOSS"
+            );
+            assert_eq!(delivered, n as usize * receivers);
+        }
+    }
+    println!("| receivers | loss | messages delivered | duplicates | LOSS events | NAKs per lost datagram | repairs per lost datagram | latency p50 (RTT) | latency p99 (RTT) |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for r in rows {
+        println!("{r}");
+    }
+}

@@ -13,7 +13,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::net::SocketAddr;
 
-use weft_proto::wire::SeqRange;
+use weft_proto::wire::{Frame, SeqRange};
 use weft_proto::{
     Destination, Event, Nanos, Receiver, ReceiverConfig, Sender, SenderConfig, SplitMix,
 };
@@ -112,6 +112,16 @@ pub struct Sim {
     pub logs: Vec<Log>,
     /// Datagrams put on the wire by each node (0 = sender).
     pub sent: Vec<u64>,
+    /// DATA datagrams (new or repair) the network dropped on a sender→receiver link.
+    pub data_dropped: u64,
+    /// Distinct DATA sequence numbers dropped to at least one receiver.
+    pub data_dropped_seqs: std::collections::BTreeSet<u64>,
+    /// When each message (by its sequence number) was accepted by the sender.
+    pub offered_at: Vec<Nanos>,
+    /// Scripted loss: drop DATA `seq` to receiver node `dst` once: (dst, seq, done).
+    pub drop_once: Vec<(usize, u64, bool)>,
+    /// Scripted loss: drop the next `n` NAKs receivers send.
+    pub drop_naks: u32,
     buf: Vec<u8>,
 }
 
@@ -134,6 +144,11 @@ impl Sim {
             receivers: (1..=receivers).map(&rcfg).map(Receiver::new).collect(),
             logs: vec![Log::default(); receivers],
             sent: vec![0; receivers + 1],
+            data_dropped: 0,
+            data_dropped_seqs: Default::default(),
+            offered_at: Vec::new(),
+            drop_once: Vec::new(),
+            drop_naks: 0,
             buf: vec![0; 65536],
         }
     }
@@ -149,31 +164,55 @@ impl Sim {
             .any(|&(n, from, to)| n == node && t >= from && t < to)
     }
 
-    /// Puts a datagram from `src` on the link to `dst`.
-    fn send_link(&mut self, src: usize, dst: usize, bytes: &[u8]) {
+    /// Whether the network delivers this datagram (partitions, bursts, loss).
+    fn deliverable(&mut self, src: usize, dst: usize) -> bool {
         if self.partitioned(src, self.now) || self.partitioned(dst, self.now) {
-            return;
+            return false;
         }
-        let link = src * self.receivers.len().max(1) + dst;
-        let link = link % self.burst_left.len();
+        let link = src * (self.receivers.len() + 1) + dst;
         if self.burst_left[link] > 0 {
             self.burst_left[link] -= 1;
-            return;
+            return false;
         }
         if self.chance(self.net.burst_start) {
             self.burst_left[link] = self.net.burst_len.saturating_sub(1);
-            return;
+            return false;
         }
-        let extra = if src == 0 {
-            self.net
+        let extra = match src {
+            0 => self
+                .net
                 .receiver_loss
                 .iter()
                 .find(|(n, _)| *n == dst)
-                .map_or(0.0, |(_, p)| *p)
-        } else {
-            0.0
+                .map_or(0.0, |(_, p)| *p),
+            _ => 0.0,
         };
-        if self.chance(self.net.loss) || self.chance(extra) {
+        !(self.chance(self.net.loss) || self.chance(extra))
+    }
+
+    /// Puts a datagram from `src` on the link to `dst`.
+    fn send_link(&mut self, src: usize, dst: usize, bytes: &[u8]) {
+        let data_seq = match Frame::parse(bytes) {
+            Ok((_, Frame::Data(d))) if src == 0 => Some(d.seq),
+            _ => None,
+        };
+        let scripted = data_seq.and_then(|seq| {
+            self.drop_once
+                .iter_mut()
+                .find(|d| d.0 == dst && d.1 == seq && !d.2)
+        });
+        let dropped = match scripted {
+            Some(d) => {
+                d.2 = true;
+                true
+            }
+            None => !self.deliverable(src, dst),
+        };
+        if dropped {
+            if let Some(seq) = data_seq {
+                self.data_dropped += 1;
+                self.data_dropped_seqs.insert(seq);
+            }
             return;
         }
         let copies = if self.chance(self.net.duplicate) {
@@ -211,6 +250,11 @@ impl Sim {
                 while let Some(t) = self.receivers[r].poll_transmit(self.now, &mut buf) {
                     any = true;
                     self.sent[r + 1] += 1;
+                    let is_nak = matches!(Frame::parse(&buf[..t.len]), Ok((_, Frame::Nak(_))));
+                    if is_nak && self.drop_naks > 0 {
+                        self.drop_naks -= 1;
+                        continue;
+                    }
                     match t.dest {
                         // A receiver's multicast reaches the sender and the other receivers.
                         Destination::Group => {
@@ -282,6 +326,12 @@ impl Sim {
                 if self.sender.offer(self.now, m).is_err() {
                     break;
                 }
+                let seq = u64::from_le_bytes(m[..8].try_into().expect("messages carry their seq"))
+                    as usize;
+                if self.offered_at.len() <= seq {
+                    self.offered_at.resize(seq + 1, 0);
+                }
+                self.offered_at[seq] = self.now;
                 schedule.pop_front();
             }
             self.flush();
