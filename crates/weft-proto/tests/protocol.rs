@@ -414,3 +414,19 @@ fn loss_rate_table() {
         println!("{r}");
     }
 }
+
+#[test]
+fn a_silent_publisher_is_reported_gone_once() {
+    let mut s = sim(14, 2, NetConfig::lossy(0.0, 100 * US));
+    s.run(50 * MS, &mut spaced(10));
+    assert!(
+        s.logs.iter().all(|l| l.gone == 0),
+        "heartbeats keep an idle publisher alive"
+    );
+    s.sender_dead = true;
+    s.run(3_000 * MS, &mut VecDeque::new());
+    for log in &s.logs {
+        assert_eq!(log.messages.len(), 10);
+        assert_eq!(log.gone, 1, "reported once, after the publisher timeout");
+    }
+}

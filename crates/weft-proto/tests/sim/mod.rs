@@ -122,6 +122,8 @@ pub struct Sim {
     pub drop_once: Vec<(usize, u64, bool)>,
     /// Scripted loss: drop the next `n` NAKs receivers send.
     pub drop_naks: u32,
+    /// The sender's process is gone: it sends nothing and hears nothing.
+    pub sender_dead: bool,
     buf: Vec<u8>,
 }
 
@@ -149,6 +151,7 @@ impl Sim {
             offered_at: Vec::new(),
             drop_once: Vec::new(),
             drop_naks: 0,
+            sender_dead: false,
             buf: vec![0; 65536],
         }
     }
@@ -239,7 +242,10 @@ impl Sim {
         loop {
             let mut any = false;
             let mut buf = std::mem::take(&mut self.buf);
-            while let Some(t) = self.sender.poll_transmit(self.now, &mut buf) {
+            while let Some(t) = (!self.sender_dead)
+                .then(|| self.sender.poll_transmit(self.now, &mut buf))
+                .flatten()
+            {
                 any = true;
                 self.sent[0] += 1;
                 for dst in 1..=n {
@@ -303,7 +309,7 @@ impl Sim {
     /// The time of the next arrival or timeout, if any.
     fn next_event_time(&self) -> Option<Nanos> {
         let arrivals = self.queue.peek().map(|Reverse((t, ..))| *t);
-        let timers = std::iter::once(self.sender.poll_timeout())
+        let timers = std::iter::once(self.sender.poll_timeout().filter(|_| !self.sender_dead))
             .chain(self.receivers.iter().map(Receiver::poll_timeout))
             .flatten();
         arrivals.into_iter().chain(timers).min()
@@ -349,7 +355,9 @@ impl Sim {
                 }
                 let Reverse((_, _, dst, src, bytes)) = self.queue.pop().expect("peeked");
                 if dst == 0 {
-                    self.sender.handle_datagram(self.now, addr(src), &bytes);
+                    if !self.sender_dead {
+                        self.sender.handle_datagram(self.now, addr(src), &bytes);
+                    }
                 } else {
                     self.receivers[dst - 1].handle_datagram(self.now, addr(src), &bytes);
                 }
