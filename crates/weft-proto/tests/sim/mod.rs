@@ -116,6 +116,9 @@ pub struct Sim {
     pub data_dropped: u64,
     /// Distinct DATA sequence numbers dropped to at least one receiver.
     pub data_dropped_seqs: std::collections::BTreeSet<u64>,
+    /// Per receiver, the DATA sequence numbers whose first transmission (not a
+    /// repair) was dropped on its way.
+    pub dropped_to: Vec<std::collections::BTreeSet<u64>>,
     /// When each message (by its sequence number) was accepted by the sender.
     pub offered_at: Vec<Nanos>,
     /// Scripted loss: drop DATA `seq` to receiver node `dst` once: (dst, seq, done).
@@ -148,6 +151,7 @@ impl Sim {
             sent: vec![0; receivers + 1],
             data_dropped: 0,
             data_dropped_seqs: Default::default(),
+            dropped_to: vec![Default::default(); receivers],
             offered_at: Vec::new(),
             drop_once: Vec::new(),
             drop_naks: 0,
@@ -195,9 +199,11 @@ impl Sim {
 
     /// Puts a datagram from `src` on the link to `dst`.
     fn send_link(&mut self, src: usize, dst: usize, bytes: &[u8]) {
-        let data_seq = match Frame::parse(bytes) {
-            Ok((_, Frame::Data(d))) if src == 0 => Some(d.seq),
-            _ => None,
+        let (data_seq, repair) = match Frame::parse(bytes) {
+            Ok((_, Frame::Data(d))) if src == 0 => {
+                (Some(d.seq), d.flags & weft_proto::wire::DATA_REPAIR != 0)
+            }
+            _ => (None, false),
         };
         let scripted = data_seq.and_then(|seq| {
             self.drop_once
@@ -215,6 +221,9 @@ impl Sim {
             if let Some(seq) = data_seq {
                 self.data_dropped += 1;
                 self.data_dropped_seqs.insert(seq);
+                if dst > 0 && !repair {
+                    self.dropped_to[dst - 1].insert(seq);
+                }
             }
             return;
         }
