@@ -1,7 +1,9 @@
 //! Helpers shared by the cross-process tests and their peer processes
 //! (`src/bin/shm-peer.rs`): deterministic frame sizes and contents, so that a
 //! receiver can check every byte of frame `seq` without being told what was sent.
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
+
+pub mod alloc_count;
 
 /// SplitMix64: a tiny, well-mixed, seedable generator.
 #[inline]

@@ -1,37 +1,12 @@
 //! Hostile input and hot-path allocation: random datagram sequences never make the
 //! sender or receiver panic, and after construction neither allocates per message.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::net::SocketAddr;
 
 use proptest::prelude::*;
 use weft_proto::wire::{DataWriter, Frame, Header, Heartbeat, Loss, Nak, SeqRange, Setup, Status};
 use weft_proto::{Event, Receiver, ReceiverConfig, Sender, SenderConfig};
-
-struct Counting;
-
-thread_local! {
-    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
-}
-
-// SAFETY: defers to the system allocator; only counts on the side.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let _ = ALLOCATIONS.try_with(|c| c.set(c.get() + 1));
-        // SAFETY: same contract as ours.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as ours.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let _ = ALLOCATIONS.try_with(|c| c.set(c.get() + 1));
-        // SAFETY: same contract as ours.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
+use weft_tests::alloc_count::{allocations_during, Counting};
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
@@ -157,8 +132,6 @@ fn sender_and_receiver_allocate_nothing_per_message() {
         }
     };
     round(&mut now, 100);
-    let before = ALLOCATIONS.with(Cell::get);
-    round(&mut now, 10_000);
-    assert_eq!(ALLOCATIONS.with(Cell::get) - before, 0);
+    assert_eq!(allocations_during(|| round(&mut now, 10_000)), 0);
     assert_eq!(rx.stats().messages, 2 * 10_100);
 }
