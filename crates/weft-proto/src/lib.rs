@@ -30,6 +30,28 @@ pub use sender::{FlowControl, OfferError, Sender, SenderConfig, SenderEvent, Sen
 /// monotonic clock, or the simulator's virtual clock).
 pub type Nanos = u64;
 
+/// A configuration value out of range. The message names the field and what it
+/// must be.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "invalid configuration: {}", self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Checks one condition of a configuration.
+pub(crate) fn check(ok: bool, what: impl FnOnce() -> String) -> Result<(), ConfigError> {
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError(what()))
+    }
+}
+
 /// Where a datagram from `poll_transmit` goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Destination {

@@ -36,7 +36,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 
 use crate::wire::{self, Frame, Header, SeqRange, Status};
-use crate::{Destination, Nanos, SplitMix, Transmit};
+use crate::{check, ConfigError, Destination, Nanos, SplitMix, Transmit};
 
 /// A receiver's configuration; times are nanoseconds.
 #[derive(Clone, Debug)]
@@ -197,11 +197,51 @@ const NONE: u64 = u64::MAX;
 
 impl Receiver {
     /// A receiver for `cfg.stream_id`. Allocates the reorder buffer
-    /// (`buffer_datagrams × mtu`), the reassembly buffer and every queue.
-    pub fn new(cfg: ReceiverConfig) -> Self {
-        assert!(cfg.buffer_datagrams >= 2 && cfg.mtu >= wire::DATA_HEADER_LEN);
+    /// (`buffer_datagrams × mtu`), the reassembly buffer and every queue; a value
+    /// out of range is a [`ConfigError`] naming it.
+    pub fn new(cfg: ReceiverConfig) -> Result<Self, ConfigError> {
+        let min_mtu = wire::DATA_HEADER_LEN + wire::ENTRY_HEADER_LEN + 1;
+        check((min_mtu..=u16::MAX as usize).contains(&cfg.mtu), || {
+            format!("mtu {}: expected {min_mtu} to 65535 bytes", cfg.mtu)
+        })?;
+        check((2..=1 << 24).contains(&cfg.buffer_datagrams), || {
+            format!(
+                "buffer_datagrams {}: expected 2 to 2^24",
+                cfg.buffer_datagrams
+            )
+        })?;
+        check(cfg.max_message > 0, || {
+            "max_message 0: expected at least 1 byte".into()
+        })?;
+        check(cfg.nak_delay_min_ns <= cfg.nak_delay_max_ns, || {
+            format!(
+                "nak_delay_min_ns {} > nak_delay_max_ns {}",
+                cfg.nak_delay_min_ns, cfg.nak_delay_max_ns
+            )
+        })?;
+        check(
+            cfg.nak_retry_min_ns > 0 && cfg.nak_retry_min_ns <= cfg.nak_retry_max_ns,
+            || {
+                format!(
+                    "nak_retry_min_ns {} / nak_retry_max_ns {}: expected 0 < min <= max",
+                    cfg.nak_retry_min_ns, cfg.nak_retry_max_ns
+                )
+            },
+        )?;
+        check(cfg.status_interval_ns > 0, || {
+            "status_interval_ns 0: expected more than 0".into()
+        })?;
+        check(
+            cfg.nak_delay_lambda.is_finite() && cfg.nak_delay_lambda >= 0.0,
+            || {
+                format!(
+                    "nak_delay_lambda {}: expected a finite number >= 0",
+                    cfg.nak_delay_lambda
+                )
+            },
+        )?;
         let n = cfg.buffer_datagrams;
-        Self {
+        Ok(Self {
             rng: SplitMix::new(cfg.seed),
             session: None,
             left_sessions: [0; 4],
@@ -228,7 +268,7 @@ impl Receiver {
             ranges: Vec::with_capacity(wire::MAX_NAK_RANGES),
             stats: ReceiverStats::default(),
             cfg,
-        }
+        })
     }
 
     /// This receiver's id.

@@ -26,7 +26,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 
 use crate::wire::{self, DataWriter, Frame, Header, Heartbeat, Loss, SeqRange, Setup};
-use crate::{Destination, Nanos, SplitMix, Transmit};
+use crate::{check, ConfigError, Destination, Nanos, SplitMix, Transmit};
 
 /// How the sender limits itself by its receivers' progress.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -218,19 +218,40 @@ pub struct Sender {
 
 impl Sender {
     /// A sender for `cfg.stream_id` with a session id drawn from `cfg.seed`.
-    /// Allocates the retransmit buffer (`buffer_datagrams × mtu`) and every queue.
-    pub fn new(cfg: SenderConfig) -> Self {
-        assert!(
-            cfg.mtu > wire::DATA_HEADER_LEN + wire::ENTRY_HEADER_LEN
-                && cfg.mtu <= u16::MAX as usize
-        );
-        assert!(cfg.buffer_datagrams >= 2);
+    /// Allocates the retransmit buffer (`buffer_datagrams × mtu`) and every queue;
+    /// a value out of range is a [`ConfigError`] naming it.
+    pub fn new(cfg: SenderConfig) -> Result<Self, ConfigError> {
+        let min_mtu = wire::DATA_HEADER_LEN + wire::ENTRY_HEADER_LEN + 1;
+        check((min_mtu..=u16::MAX as usize).contains(&cfg.mtu), || {
+            format!("mtu {}: expected {min_mtu} to 65535 bytes", cfg.mtu)
+        })?;
+        check((2..=1 << 24).contains(&cfg.buffer_datagrams), || {
+            format!(
+                "buffer_datagrams {}: expected 2 to 2^24",
+                cfg.buffer_datagrams
+            )
+        })?;
+        check(cfg.max_message > 0, || {
+            "max_message 0: expected at least 1 byte".into()
+        })?;
+        check(
+            cfg.heartbeat_min_ns > 0 && cfg.heartbeat_min_ns <= cfg.heartbeat_max_ns,
+            || {
+                format!(
+                    "heartbeat_min_ns {} / heartbeat_max_ns {}: expected 0 < min <= max",
+                    cfg.heartbeat_min_ns, cfg.heartbeat_max_ns
+                )
+            },
+        )?;
+        check(cfg.max_receivers > 0, || {
+            "max_receivers 0: expected at least 1".into()
+        })?;
         let payload = cfg.mtu - wire::DATA_HEADER_LEN - wire::ENTRY_HEADER_LEN;
         let mut cfg = cfg;
         cfg.max_message = cfg.max_message.min(payload * (cfg.buffer_datagrams / 2));
         let session_id = SplitMix::new(cfg.seed).next_u64() | 1;
         let n = cfg.buffer_datagrams;
-        Self {
+        Ok(Self {
             header: Header {
                 stream_id: cfg.stream_id,
                 session_id,
@@ -252,7 +273,7 @@ impl Sender {
             events: VecDeque::with_capacity(2 * cfg.max_receivers + 8),
             stats: SenderStats::default(),
             cfg,
-        }
+        })
     }
 
     /// This incarnation's session id.

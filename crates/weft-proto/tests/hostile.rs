@@ -80,8 +80,8 @@ fn datagram() -> impl Strategy<Value = Vec<u8>> {
 proptest! {
     #[test]
     fn random_datagram_sequences_never_panic(datagrams in proptest::collection::vec((datagram(), 0u64..5_000_000), 1..60)) {
-        let mut rx = Receiver::new(ReceiverConfig::new(7, 1));
-        let mut tx = Sender::new(SenderConfig::new(7, 1));
+        let mut rx = Receiver::new(ReceiverConfig::new(7, 1)).unwrap();
+        let mut tx = Sender::new(SenderConfig::new(7, 1)).unwrap();
         let mut buf = vec![0u8; 2048];
         let mut now = 1;
         for (d, dt) in &datagrams {
@@ -108,8 +108,8 @@ proptest! {
 
 #[test]
 fn sender_and_receiver_allocate_nothing_per_message() {
-    let mut tx = Sender::new(SenderConfig::new(7, 3));
-    let mut rx = Receiver::new(ReceiverConfig::new(7, 4));
+    let mut tx = Sender::new(SenderConfig::new(7, 3)).unwrap();
+    let mut rx = Receiver::new(ReceiverConfig::new(7, 4)).unwrap();
     let mut buf = vec![0u8; 2048];
     let msg = vec![5u8; 300];
     let big = vec![6u8; 5_000];
@@ -134,4 +134,30 @@ fn sender_and_receiver_allocate_nothing_per_message() {
     round(&mut now, 100);
     assert_eq!(allocations_during(|| round(&mut now, 10_000)), 0);
     assert_eq!(rx.stats().messages, 2 * 10_100);
+}
+
+#[test]
+fn bad_configurations_are_errors_that_name_the_field() {
+    let mut s = SenderConfig::new(7, 1);
+    s.mtu = 10;
+    assert_eq!(
+        Sender::new(s).unwrap_err().0,
+        "mtu 10: expected 41 to 65535 bytes"
+    );
+    let mut s = SenderConfig::new(7, 1);
+    s.buffer_datagrams = 1;
+    assert!(Sender::new(s)
+        .unwrap_err()
+        .to_string()
+        .contains("buffer_datagrams 1"));
+    let mut r = ReceiverConfig::new(7, 1);
+    r.nak_delay_min_ns = 5;
+    r.nak_delay_max_ns = 1;
+    assert!(Receiver::new(r)
+        .unwrap_err()
+        .to_string()
+        .contains("nak_delay_min_ns 5"));
+    let mut r = ReceiverConfig::new(7, 1);
+    r.nak_delay_lambda = f64::NAN;
+    assert!(Receiver::new(r).is_err());
 }

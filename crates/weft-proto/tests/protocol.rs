@@ -135,7 +135,7 @@ fn a_restarted_publisher_is_a_new_session() {
     s.run(50 * MS, &mut schedule);
     let first_session = s.sender.session_id();
     // The publisher restarts with another seed: a new session, sequence from 0.
-    s.sender = weft_proto::Sender::new(SenderConfig::new(7, 999));
+    s.sender = weft_proto::Sender::new(SenderConfig::new(7, 999)).unwrap();
     let mut schedule: VecDeque<_> = (0..10)
         .map(|i| (s.now + 1 + i * MS, message(i, 64)))
         .collect();

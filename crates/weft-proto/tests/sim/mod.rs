@@ -145,8 +145,11 @@ impl Sim {
             queue: BinaryHeap::new(),
             order: 0,
             burst_left: vec![0; (receivers + 1) * (receivers + 1)],
-            sender: Sender::new(scfg),
-            receivers: (1..=receivers).map(&rcfg).map(Receiver::new).collect(),
+            sender: Sender::new(scfg).expect("valid sender config"),
+            receivers: (1..=receivers)
+                .map(&rcfg)
+                .map(|c| Receiver::new(c).expect("valid receiver config"))
+                .collect(),
             logs: vec![Log::default(); receivers],
             sent: vec![0; receivers + 1],
             data_dropped: 0,
