@@ -52,6 +52,24 @@ pub(crate) fn check(ok: bool, what: impl FnOnce() -> String) -> Result<(), Confi
     }
 }
 
+/// The sizes both ends check the same way: MTU, buffer in datagrams, largest message.
+pub(crate) fn check_sizes(
+    mtu: usize,
+    buffer_datagrams: usize,
+    max_message: usize,
+) -> Result<(), ConfigError> {
+    let min_mtu = wire::DATA_HEADER_LEN + wire::ENTRY_HEADER_LEN + 1;
+    check((min_mtu..=u16::MAX as usize).contains(&mtu), || {
+        format!("mtu {mtu}: expected {min_mtu} to 65535 bytes")
+    })?;
+    check((2..=1 << 24).contains(&buffer_datagrams), || {
+        format!("buffer_datagrams {buffer_datagrams}: expected 2 to 2^24")
+    })?;
+    check(max_message > 0, || {
+        "max_message 0: expected at least 1 byte".into()
+    })
+}
+
 /// Where a datagram from `poll_transmit` goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Destination {

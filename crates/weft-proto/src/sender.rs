@@ -26,7 +26,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 
 use crate::wire::{self, DataWriter, Frame, Header, Heartbeat, Loss, SeqRange, Setup};
-use crate::{check, ConfigError, Destination, Nanos, SplitMix, Transmit};
+use crate::{check, check_sizes, ConfigError, Destination, Nanos, SplitMix, Transmit};
 
 /// How the sender limits itself by its receivers' progress.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -221,19 +221,7 @@ impl Sender {
     /// Allocates the retransmit buffer (`buffer_datagrams × mtu`) and every queue;
     /// a value out of range is a [`ConfigError`] naming it.
     pub fn new(cfg: SenderConfig) -> Result<Self, ConfigError> {
-        let min_mtu = wire::DATA_HEADER_LEN + wire::ENTRY_HEADER_LEN + 1;
-        check((min_mtu..=u16::MAX as usize).contains(&cfg.mtu), || {
-            format!("mtu {}: expected {min_mtu} to 65535 bytes", cfg.mtu)
-        })?;
-        check((2..=1 << 24).contains(&cfg.buffer_datagrams), || {
-            format!(
-                "buffer_datagrams {}: expected 2 to 2^24",
-                cfg.buffer_datagrams
-            )
-        })?;
-        check(cfg.max_message > 0, || {
-            "max_message 0: expected at least 1 byte".into()
-        })?;
+        check_sizes(cfg.mtu, cfg.buffer_datagrams, cfg.max_message)?;
         check(
             cfg.heartbeat_min_ns > 0 && cfg.heartbeat_min_ns <= cfg.heartbeat_max_ns,
             || {
