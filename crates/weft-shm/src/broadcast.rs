@@ -4,7 +4,7 @@
 //! ## Layout
 //! ```text
 //! +0      tail         AtomicU64  producer position (bytes since creation)  128-byte slot
-//! +128    last         AtomicU64  start of the newest frame
+//! +128    last         AtomicU64  overwrite mode: start of the newest frame
 //! +256    tail_intent  AtomicU64  overwrite mode: end of the range being written
 //! +384    evictions    AtomicU64  consumers evicted so far (reliable mode)
 //! +512    producer     PeerWords  holder, heartbeat, closed
@@ -118,8 +118,8 @@ impl BroadcastConfig {
 pub(crate) struct Control {
     /// Producer position, frame-aligned, only grows. Release after each commit.
     tail: Padded<AtomicU64>,
-    /// Start of the newest frame (Release, before `tail`): where a lapped or
-    /// joining overwrite-mode consumer resynchronises.
+    /// Overwrite mode only: start of the newest frame (Release, before `tail`),
+    /// where a lapped or joining consumer resynchronises.
     last: Padded<AtomicU64>,
     /// Overwrite mode: the producer may be writing anywhere below this position.
     tail_intent: Padded<AtomicU64>,
@@ -472,11 +472,14 @@ impl Producer {
             );
         }
         self.seq += 1;
-        // SYNC POINT: pairs with the Acquire load in `Consumer::newest`.
-        self.mem
-            .ctrl()
-            .last
-            .store(self.tail + pad as u64, Ordering::Release);
+        if self.params.mode == Mode::Overwrite {
+            // SYNC POINT: pairs with the Acquire load in `Consumer::newest` (only
+            // overwrite-mode consumers resynchronise to the newest frame).
+            self.mem
+                .ctrl()
+                .last
+                .store(self.tail + pad as u64, Ordering::Release);
+        }
         self.tail = next;
         // SYNC POINT: pairs with overwrite consumers' Acquire load of `tail`.
         self.mem.ctrl().tail.store(next, Ordering::Release);

@@ -57,19 +57,10 @@ impl Zeroed for PeerWords {
     }
 }
 
-/// Outcome of [`PeerWords::take`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Taken {
-    /// The role was free.
-    Fresh,
-    /// The role was held by a dead process; we took it over.
-    FromDead(ProcessId),
-}
-
 impl PeerWords {
     /// Takes the role for `me`: free (never taken, or closed cleanly) → me, or
     /// dead holder → me; a closed role is reopened. `Err(pid)` names a live holder.
-    pub(crate) fn take(&self, me: ProcessId) -> Result<Taken, u32> {
+    pub(crate) fn take(&self, me: ProcessId) -> Result<(), u32> {
         let mut current = 0;
         loop {
             match self.holder.compare_exchange(
@@ -78,13 +69,10 @@ impl PeerWords {
                 Ordering::AcqRel,
                 Ordering::Acquire,
             ) {
-                Ok(old) => {
+                Ok(_) => {
                     self.heartbeat.store(0, Ordering::Relaxed);
                     self.closed.store(0, Ordering::Release);
-                    return Ok(match ProcessId::from_word(old) {
-                        None => Taken::Fresh,
-                        Some(dead) => Taken::FromDead(dead),
-                    });
+                    return Ok(());
                 }
                 Err(actual) => match ProcessId::from_word(actual) {
                     Some(holder) if holder.is_alive() => return Err(holder.pid),

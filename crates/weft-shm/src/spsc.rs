@@ -195,7 +195,6 @@ mod shm {
     fn take(mem: &Mem, role: &'static str, words: &PeerWords) -> Result<(), ShmError> {
         words
             .take(crate::liveness::ProcessId::current())
-            .map(drop)
             .map_err(|pid| ShmError::RoleTaken {
                 path: region_of(mem).path().to_owned(),
                 role,
