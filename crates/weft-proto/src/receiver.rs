@@ -188,6 +188,10 @@ pub struct Receiver {
     nak_retry: Nanos,
     status_timer: Nanos,
     status_due: bool,
+    /// Delivery position carried by the last STATUS.
+    status_position: u64,
+    /// The NAK just multicast still has to go to the sender's address.
+    nak_copy_due: bool,
     control: VecDeque<Control>,
     ranges: Vec<SeqRange>,
     stats: ReceiverStats,
@@ -252,6 +256,8 @@ impl Receiver {
             nak_retry: cfg.nak_retry_min_ns,
             status_timer: 0,
             status_due: false,
+            status_position: 0,
+            nak_copy_due: false,
             control: VecDeque::with_capacity(64),
             ranges: Vec::with_capacity(wire::MAX_NAK_RANGES),
             stats: ReceiverStats::default(),
@@ -371,11 +377,13 @@ impl Receiver {
         self.expected = start;
         self.highest = start;
         self.gone_until = start;
+        self.status_position = start;
         self.held.fill(NONE);
         self.cursor = None;
         self.reasm_active = false;
         self.nak_timer = 0;
         self.nak_due = false;
+        self.nak_copy_due = false;
         self.nak_retry = self.cfg.nak_retry_min_ns;
         self.status_due = true;
         self.push_control(Control::NewSession(session_id, start));
@@ -474,9 +482,24 @@ impl Receiver {
         Some(t)
     }
 
-    /// Writes the next datagram to send: a NAK (multicast, for suppression) or a
-    /// STATUS (unicast to the sender).
+    /// Writes the next datagram to send: a NAK, twice (multicast, so other receivers
+    /// hear it and hold back theirs, then unicast to the sender's address, since a
+    /// sender need not be a member of its own group), or a STATUS (unicast to the
+    /// sender), sent every `status_interval_ns` and whenever delivery has moved a
+    /// quarter of the window since the last one, so flow control never waits a
+    /// whole interval for room.
     pub fn poll_transmit(&mut self, now: Nanos, buf: &mut [u8]) -> Option<Transmit> {
+        if self.nak_copy_due {
+            self.nak_copy_due = false;
+            if let Some(sender) = self.sender {
+                let nak = wire::Nak::new(self.cfg.receiver_id, &self.ranges);
+                let len = Frame::Nak(nak).emit(self.header(), buf).ok()?;
+                return Some(Transmit {
+                    len,
+                    dest: Destination::Unicast(sender),
+                });
+            }
+        }
         if self.nak_due {
             self.nak_due = false;
             if let Some(t) = self.build_nak(now, buf) {
@@ -486,6 +509,7 @@ impl Receiver {
         if self.status_due {
             self.status_due = false;
             self.status_timer = now + self.cfg.status_interval_ns;
+            self.status_position = self.expected;
             let status = Status {
                 receiver_id: self.cfg.receiver_id,
                 position: self.expected,
@@ -533,6 +557,7 @@ impl Receiver {
             return None;
         }
         self.stats.naks_sent += 1;
+        self.nak_copy_due = true;
         let nak = wire::Nak::new(self.cfg.receiver_id, &self.ranges);
         let len = Frame::Nak(nak).emit(self.header(), buf).ok()?;
         Some(Transmit {
@@ -644,5 +669,8 @@ impl Receiver {
 
     fn advanced(&mut self) {
         self.nak_retry = self.cfg.nak_retry_min_ns;
+        if self.expected.saturating_sub(self.status_position) >= self.cfg.buffer_datagrams as u64 / 4 {
+            self.status_due = true;
+        }
     }
 }

@@ -269,14 +269,18 @@ impl Sim {
                     any = true;
                     self.sent[r + 1] += 1;
                     let is_nak = matches!(Frame::parse(&buf[..t.len]), Ok((_, Frame::Nak(_))));
+                    // A dropped NAK loses both its copies (group, then sender).
                     if is_nak && self.drop_naks > 0 {
-                        self.drop_naks -= 1;
+                        if matches!(t.dest, Destination::Unicast(_)) {
+                            self.drop_naks -= 1;
+                        }
                         continue;
                     }
                     match t.dest {
-                        // A receiver's multicast reaches the sender and the other receivers.
+                        // A receiver's multicast reaches the other receivers; the
+                        // sender is not a member of its group (as with weft-net).
                         Destination::Group => {
-                            for dst in (0..=n).filter(|&d| d != r + 1) {
+                            for dst in (1..=n).filter(|&d| d != r + 1) {
                                 self.send_link(r + 1, dst, &buf[..t.len]);
                             }
                         }
