@@ -669,7 +669,9 @@ impl Receiver {
 
     fn advanced(&mut self) {
         self.nak_retry = self.cfg.nak_retry_min_ns;
-        if self.expected.saturating_sub(self.status_position) >= self.cfg.buffer_datagrams as u64 / 4 {
+        if self.expected.saturating_sub(self.status_position)
+            >= self.cfg.buffer_datagrams as u64 / 4
+        {
             self.status_due = true;
         }
     }

@@ -18,7 +18,9 @@
 //!   about 100 ms).
 //! - **Receivers** known from their STATUS: position and window feed flow control
 //!   (`Min`, `Max`, `None`); one silent for `receiver_timeout_ns` is dropped from
-//!   the computation and counted.
+//!   the computation and counted. Before the first STATUS, `Min` and `Max` allow
+//!   `initial_window` datagrams; once every receiver has timed out, nothing limits
+//!   the stream (its data reaches nobody).
 //!
 //! Nothing allocates after [`Sender::new`].
 
@@ -62,6 +64,11 @@ pub struct SenderConfig {
     pub nak_linger_ns: Nanos,
     /// Flow control strategy. Default `Min`.
     pub flow: FlowControl,
+    /// With `Min` or `Max`: datagrams that may be sent before the first STATUS
+    /// arrives, so a publisher's opening burst cannot overrun receivers that have
+    /// not yet said how much room they have. Default 1024 (a receiver's default
+    /// window).
+    pub initial_window: u64,
     /// A receiver silent this long leaves flow control. Default 1 s.
     pub receiver_timeout_ns: Nanos,
     /// Receivers tracked at most. Default 256.
@@ -82,6 +89,7 @@ impl SenderConfig {
             heartbeat_max_ns: 100_000_000,
             nak_linger_ns: 200_000,
             flow: FlowControl::Min,
+            initial_window: 1024,
             receiver_timeout_ns: 1_000_000_000,
             max_receivers: 256,
         }
@@ -257,7 +265,10 @@ impl Sender {
             next_hb: 0,
             hb_due: false,
             receivers: Vec::with_capacity(cfg.max_receivers),
-            flow_limit: u64::MAX,
+            flow_limit: match cfg.flow {
+                FlowControl::None => u64::MAX,
+                _ => cfg.initial_seq.saturating_add(cfg.initial_window),
+            },
             events: VecDeque::with_capacity(2 * cfg.max_receivers + 8),
             stats: SenderStats::default(),
             cfg,

@@ -1,0 +1,375 @@
+//! Batched datagram IO: `recvmmsg` and `sendmmsg`, one syscall for up to
+//! [`BATCH`] datagrams.
+//!
+//! The message headers, iovecs, address and control buffers are allocated once
+//! and point into this struct's own heap buffers, so a call only resets the few
+//! fields the kernel overwrites. nix's `recvmmsg`/`sendmmsg` wrappers rebuild the
+//! iovecs per call, never reset `msg_controllen` (so a control message, such as
+//! the socket's drop counter, is lost after the first call that carried none) and
+//! read uninitialized addresses when iterating `sendmmsg` results; these calls
+//! use libc directly instead.
+
+use std::io;
+use std::mem::{size_of, zeroed};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::os::fd::RawFd;
+
+/// Datagrams per syscall.
+pub const BATCH: usize = 32;
+
+/// Room for one `SO_RXQ_OVFL` control message (a `u32`), 8-byte aligned.
+type ControlSpace = [u64; 4];
+
+fn to_sockaddr(a: SocketAddrV4) -> libc::sockaddr_in {
+    // SAFETY: sockaddr_in is plain integers; all-zero is a valid value.
+    let mut s: libc::sockaddr_in = unsafe { zeroed() };
+    s.sin_family = libc::AF_INET as libc::sa_family_t;
+    s.sin_port = a.port().to_be();
+    s.sin_addr.s_addr = u32::from(*a.ip()).to_be();
+    s
+}
+
+fn from_sockaddr(s: &libc::sockaddr_in) -> SocketAddrV4 {
+    SocketAddrV4::new(
+        Ipv4Addr::from(u32::from_be(s.sin_addr.s_addr)),
+        u16::from_be(s.sin_port),
+    )
+}
+
+/// Receives datagrams in batches.
+#[derive(Debug)]
+pub struct RecvBatch {
+    hdrs: Box<[libc::mmsghdr]>,
+    _iovs: Box<[libc::iovec]>,
+    names: Box<[libc::sockaddr_in]>,
+    _ctrl: Box<[ControlSpace]>,
+    buf: Box<[u8]>,
+    slot: usize,
+    count: usize,
+    kernel_drops: u32,
+}
+
+// SAFETY: the raw pointers in `hdrs` and `_iovs` point only into this struct's
+// own boxed buffers, which move with it and are never shared.
+unsafe impl Send for RecvBatch {}
+
+impl RecvBatch {
+    /// Buffers for [`BATCH`] datagrams of up to `slot` bytes each; a longer one is
+    /// received truncated and reported as such.
+    pub fn new(slot: usize) -> Self {
+        let mut buf = vec![0u8; BATCH * slot].into_boxed_slice();
+        // SAFETY: sockaddr_in, iovec and mmsghdr are plain integers and pointers;
+        // all-zero is a valid value of each.
+        let mut names: Box<[libc::sockaddr_in]> = (0..BATCH).map(|_| unsafe { zeroed() }).collect();
+        let mut ctrl: Box<[ControlSpace]> = vec![[0; 4]; BATCH].into_boxed_slice();
+        let mut iovs: Box<[libc::iovec]> = (0..BATCH)
+            .map(|i| libc::iovec {
+                iov_base: buf[i * slot..].as_mut_ptr().cast(),
+                iov_len: slot,
+            })
+            .collect();
+        let hdrs = (0..BATCH)
+            .map(|i| {
+                // SAFETY: as above, all-zero is a valid mmsghdr.
+                let mut h: libc::mmsghdr = unsafe { zeroed() };
+                h.msg_hdr.msg_iov = &mut iovs[i];
+                h.msg_hdr.msg_iovlen = 1;
+                h.msg_hdr.msg_name = (&mut names[i] as *mut libc::sockaddr_in).cast();
+                h.msg_hdr.msg_control = ctrl[i].as_mut_ptr().cast();
+                h
+            })
+            .collect();
+        Self {
+            hdrs,
+            _iovs: iovs,
+            names,
+            _ctrl: ctrl,
+            buf,
+            slot,
+            count: 0,
+            kernel_drops: 0,
+        }
+    }
+
+    /// Receives up to [`BATCH`] datagrams without blocking; `Ok(0)` when none is
+    /// waiting. Never allocates.
+    pub fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
+        self.count = 0;
+        for h in self.hdrs.iter_mut() {
+            h.msg_hdr.msg_namelen = size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            h.msg_hdr.msg_controllen = size_of::<ControlSpace>() as _;
+            h.msg_hdr.msg_flags = 0;
+            h.msg_len = 0;
+        }
+        // SAFETY: every header points at live buffers of the lengths it states
+        // (iovec: `slot` bytes of `buf`; name: one sockaddr_in; control: one
+        // ControlSpace), all owned by `self`, which is borrowed mutably for the call.
+        let n = unsafe {
+            libc::recvmmsg(
+                fd,
+                self.hdrs.as_mut_ptr(),
+                BATCH as libc::c_uint,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            return match e.kind() {
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(0),
+                _ => Err(e),
+            };
+        }
+        self.count = n as usize;
+        for i in 0..self.count {
+            let h = &self.hdrs[i].msg_hdr;
+            if h.msg_controllen == 0 {
+                continue;
+            }
+            // SAFETY: the kernel filled `msg_controllen` bytes of this header's
+            // control buffer; the CMSG macros only walk inside that length.
+            unsafe {
+                let mut c = libc::CMSG_FIRSTHDR(h);
+                while !c.is_null() {
+                    if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SO_RXQ_OVFL {
+                        let drops = libc::CMSG_DATA(c).cast::<u32>().read_unaligned();
+                        self.kernel_drops = self.kernel_drops.max(drops);
+                    }
+                    c = libc::CMSG_NXTHDR(h, c);
+                }
+            }
+        }
+        Ok(self.count)
+    }
+
+    /// Datagrams received by the last [`recv`](Self::recv).
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// Whether the last `recv` got nothing.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Datagram `i` of the last `recv` and its source, or `None` if it was longer
+    /// than a slot (truncated by the kernel).
+    pub fn get(&self, i: usize) -> Option<(&[u8], SocketAddrV4)> {
+        let h = &self.hdrs[..self.count][i];
+        if h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
+            return None;
+        }
+        let len = (h.msg_len as usize).min(self.slot);
+        Some((
+            &self.buf[i * self.slot..i * self.slot + len],
+            from_sockaddr(&self.names[i]),
+        ))
+    }
+
+    /// The socket's drop counter (datagrams the kernel dropped because the receive
+    /// buffer was full), as last reported with a datagram. Needs `SO_RXQ_OVFL`.
+    pub fn kernel_drops(&self) -> u32 {
+        self.kernel_drops
+    }
+}
+
+/// Datagrams queued for one `sendmmsg`.
+#[derive(Debug)]
+pub struct SendBatch {
+    hdrs: Box<[libc::mmsghdr]>,
+    iovs: Box<[libc::iovec]>,
+    names: Box<[libc::sockaddr_in]>,
+    buf: Box<[u8]>,
+    slot: usize,
+    head: usize,
+    len: usize,
+}
+
+// SAFETY: as for RecvBatch, the raw pointers point only into owned boxed buffers.
+unsafe impl Send for SendBatch {}
+
+/// What one [`SendBatch::flush`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Flushed {
+    /// Datagrams handed to the kernel.
+    pub datagrams: usize,
+    /// Their bytes.
+    pub bytes: usize,
+    /// Datagrams the kernel took only in part.
+    pub short: usize,
+    /// Datagrams dropped on an error other than "would block".
+    pub errors: usize,
+    /// Whether the socket's send buffer was full (the rest stay queued).
+    pub would_block: bool,
+}
+
+impl SendBatch {
+    /// Room for [`BATCH`] datagrams of up to `slot` bytes.
+    pub fn new(slot: usize) -> Self {
+        let mut buf = vec![0u8; BATCH * slot].into_boxed_slice();
+        // SAFETY: all-zero is a valid sockaddr_in and mmsghdr (integers, pointers).
+        let mut names: Box<[libc::sockaddr_in]> = (0..BATCH).map(|_| unsafe { zeroed() }).collect();
+        let mut iovs: Box<[libc::iovec]> = (0..BATCH)
+            .map(|i| libc::iovec {
+                iov_base: buf[i * slot..].as_mut_ptr().cast(),
+                iov_len: 0,
+            })
+            .collect();
+        let hdrs = (0..BATCH)
+            .map(|i| {
+                // SAFETY: all-zero is a valid mmsghdr.
+                let mut h: libc::mmsghdr = unsafe { zeroed() };
+                h.msg_hdr.msg_iov = &mut iovs[i];
+                h.msg_hdr.msg_iovlen = 1;
+                h.msg_hdr.msg_name = (&mut names[i] as *mut libc::sockaddr_in).cast();
+                h.msg_hdr.msg_namelen = size_of::<libc::sockaddr_in>() as libc::socklen_t;
+                h
+            })
+            .collect();
+        Self {
+            hdrs,
+            iovs,
+            names,
+            buf,
+            slot,
+            head: 0,
+            len: 0,
+        }
+    }
+
+    /// Nothing queued.
+    pub fn is_empty(&self) -> bool {
+        self.head == self.len
+    }
+
+    /// Room for another datagram.
+    pub fn has_room(&self) -> bool {
+        self.len < BATCH
+    }
+
+    /// The next free slot, to write a datagram into before [`push`](Self::push).
+    /// Panics if there is no room (a caller bug, not input).
+    pub fn slot_mut(&mut self) -> &mut [u8] {
+        assert!(self.has_room(), "SendBatch::slot_mut without room");
+        let i = self.len;
+        &mut self.buf[i * self.slot..(i + 1) * self.slot]
+    }
+
+    /// Queues the first `len` bytes of the slot from [`slot_mut`](Self::slot_mut) for `dest`.
+    pub fn push(&mut self, len: usize, dest: SocketAddrV4) {
+        assert!(self.has_room() && len <= self.slot, "SendBatch::push");
+        let i = self.len;
+        self.iovs[i].iov_len = len;
+        self.names[i] = to_sockaddr(dest);
+        self.len += 1;
+    }
+
+    /// Sends what is queued, without blocking. Datagrams the kernel refuses with
+    /// "would block" stay queued for the next call; one refused with another error
+    /// (no route, no buffer space) is dropped and counted: the protocol repairs it
+    /// like any lost datagram. Never allocates.
+    pub fn flush(&mut self, fd: RawFd) -> Flushed {
+        let mut out = Flushed::default();
+        while self.head < self.len {
+            let pending = self.len - self.head;
+            // SAFETY: headers head..len point at live iovecs (within `buf`) and
+            // names owned by `self`, which is borrowed mutably for the call.
+            let n = unsafe {
+                libc::sendmmsg(
+                    fd,
+                    self.hdrs[self.head..].as_mut_ptr(),
+                    pending as libc::c_uint,
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                match e.kind() {
+                    io::ErrorKind::Interrupted => continue,
+                    io::ErrorKind::WouldBlock => {
+                        out.would_block = true;
+                        return out;
+                    }
+                    _ => {
+                        out.errors += 1;
+                        self.head += 1;
+                        continue;
+                    }
+                }
+            }
+            for h in &self.hdrs[self.head..self.head + n as usize] {
+                let want = self.iovs_len(h);
+                out.bytes += h.msg_len as usize;
+                if (h.msg_len as usize) < want {
+                    out.short += 1;
+                }
+            }
+            out.datagrams += n as usize;
+            self.head += n as usize;
+        }
+        self.head = 0;
+        self.len = 0;
+        out
+    }
+
+    fn iovs_len(&self, h: &libc::mmsghdr) -> usize {
+        // SAFETY: msg_iov points at one of `self.iovs` (set in `new`).
+        unsafe { (*h.msg_hdr.msg_iov).iov_len }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::UdpSocket;
+    use std::os::fd::AsRawFd;
+
+    #[test]
+    fn a_batch_round_trips_and_an_oversized_datagram_is_reported_truncated() {
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let to = match rx.local_addr().unwrap() {
+            std::net::SocketAddr::V4(a) => a,
+            _ => unreachable!(),
+        };
+        let mut send = SendBatch::new(256);
+        for i in 0..BATCH {
+            let n = i % 200 + 1;
+            send.slot_mut()[..n].fill(i as u8);
+            send.push(n, to);
+        }
+        assert!(!send.has_room());
+        let f = send.flush(tx.as_raw_fd());
+        assert_eq!((f.datagrams, f.short, f.errors), (BATCH, 0, 0));
+        assert!(send.is_empty());
+        tx.send_to(&[7u8; 300], to).unwrap();
+
+        let mut recv = RecvBatch::new(256);
+        let mut got = Vec::new();
+        let mut truncated = 0;
+        while got.len() + truncated < BATCH + 1 {
+            recv.recv(rx.as_raw_fd()).unwrap();
+            for i in 0..recv.len() {
+                match recv.get(i) {
+                    Some((d, from)) => {
+                        assert_eq!(
+                            from,
+                            match tx.local_addr().unwrap() {
+                                std::net::SocketAddr::V4(a) => a,
+                                _ => unreachable!(),
+                            }
+                        );
+                        got.push(d.to_vec());
+                    }
+                    None => truncated += 1,
+                }
+            }
+        }
+        assert_eq!(truncated, 1);
+        for (i, d) in got.iter().enumerate() {
+            assert_eq!(d.len(), i % 200 + 1);
+            assert!(d.iter().all(|&b| b == i as u8));
+        }
+        assert_eq!(recv.recv(rx.as_raw_fd()).unwrap(), 0);
+    }
+}
