@@ -12,6 +12,7 @@ mod peers;
 mod pin;
 mod report;
 mod shm;
+mod udp;
 
 use clap::{Parser, Subcommand};
 
@@ -40,6 +41,26 @@ const SCENARIOS: &[(&str, &str)] = &[
         "rtrb-throughput",
         "rtrb one-way stream, 64-byte messages, two pinned threads (peer, msgs/s)",
     ),
+    (
+        "floor-udp",
+        "raw UDP ping-pong of 64-byte datagrams on loopback, busy-polled: the network floor (round trip)",
+    ),
+    (
+        "floor-mcast",
+        "floor-udp over multicast groups on 127.0.0.1, raw sockets: the kernel's multicast cost (round trip)",
+    ),
+    (
+        "udp-pingpong",
+        "weft round trip over multicast on 127.0.0.1, 32-byte messages, two pinned threads",
+    ),
+    (
+        "mcast-throughput",
+        "weft one-way multicast stream on 127.0.0.1, 64-byte messages batched per datagram (msgs/s)",
+    ),
+    (
+        "udp-raw-throughput",
+        "one 64-byte datagram per send on loopback: the per-datagram floor (msgs/s)",
+    ),
 ];
 
 #[derive(Parser)]
@@ -64,8 +85,9 @@ enum Cmd {
         /// One JSON object per scenario per line instead of a table.
         #[arg(long)]
         json: bool,
-        /// Measured samples: round trips for latency scenarios (default 500000),
-        /// messages for throughput scenarios (default 20000000).
+        /// Measured samples: round trips for latency scenarios (default 500000;
+        /// 50000 over UDP), messages for throughput scenarios (default 20000000;
+        /// 5000000 for mcast-throughput, 1000000 for udp-raw-throughput).
         #[arg(long)]
         samples: Option<u64>,
     },
@@ -85,6 +107,11 @@ fn run(name: &str, clock: Clock, samples: Option<u64>) -> Outcome {
         "shm-throughput" => shm::throughput(clock, thr_warm, thr, 64),
         "rtrb-pingpong" => peers::rtrb_pingpong(clock, lat_warm, lat),
         "rtrb-throughput" => peers::rtrb_throughput(clock, thr_warm, thr),
+        "floor-udp" => udp::floor(clock, lat_warm / 10, lat / 10),
+        "floor-mcast" => udp::floor_mcast(clock, lat_warm / 10, lat / 10),
+        "udp-pingpong" => udp::pingpong(clock, lat_warm / 10, lat / 10, 32),
+        "mcast-throughput" => udp::mcast_throughput(clock, thr_warm / 4, thr / 4, 64),
+        "udp-raw-throughput" => udp::raw_throughput(clock, thr_warm / 20, thr / 20),
         _ => unreachable!("checked against SCENARIOS"),
     }
 }

@@ -171,6 +171,15 @@ pub fn print_table(outcomes: &[Outcome]) {
     if let (Some(a), Some(b)) = (rate("shm-throughput"), rate("rtrb-throughput")) {
         ratios.push(format!("shm-throughput / rtrb-throughput = {:.2}", a / b));
     }
+    if let (Some(a), Some(f)) = (p50("udp-pingpong"), p50("floor-udp")) {
+        ratios.push(format!("udp-pingpong p50 / floor-udp p50 = {:.2}", a / f));
+    }
+    if let (Some(a), Some(b)) = (rate("mcast-throughput"), rate("udp-raw-throughput")) {
+        ratios.push(format!(
+            "mcast-throughput / udp-raw-throughput = {:.2}",
+            a / b
+        ));
+    }
     for r in ratios {
         println!("{r}");
     }

@@ -1,0 +1,324 @@
+//! Network scenarios on loopback: the raw UDP floors and weft's multicast channel,
+//! each between two threads pinned to cores 0 and 1, busy-polling.
+
+use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use weft_net::{ChannelConfig, Publication, Subscription};
+use weft_proto::{Event, ReceiverConfig, SenderConfig};
+
+use crate::clock::{ticks, Clock};
+use crate::pin::pin;
+use crate::report::{histogram, Outcome, Trials, TRIALS};
+
+/// A port no socket on loopback holds right now.
+fn free_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("bind an ephemeral port")
+        .port()
+}
+
+fn group(last: u8) -> SocketAddrV4 {
+    SocketAddrV4::new(Ipv4Addr::new(239, 77, 100, last), free_port())
+}
+
+fn loopback_pair() -> (UdpSocket, UdpSocket) {
+    let a = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let b = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    a.connect(b.local_addr().expect("addr")).expect("connect");
+    b.connect(a.local_addr().expect("addr")).expect("connect");
+    a.set_nonblocking(true).expect("nonblocking");
+    b.set_nonblocking(true).expect("nonblocking");
+    (a, b)
+}
+
+/// Busy-polls `s` until a datagram arrives.
+fn spin_recv(s: &UdpSocket, buf: &mut [u8]) -> usize {
+    loop {
+        match s.recv(buf) {
+            Ok(n) => return n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::hint::spin_loop(),
+            Err(e) => panic!("recv: {e}"),
+        }
+    }
+}
+
+/// `floor-udp`: two pinned threads bounce a 64-byte datagram over loopback UDP,
+/// busy-polling non-blocking sockets: one `send` and one `recv` per hop. The
+/// network floor for `udp-pingpong`.
+pub fn floor(clock: Clock, warmup: u64, samples: u64) -> Outcome {
+    let (a, b) = loopback_pair();
+    let total = warmup + samples;
+    let echo = std::thread::spawn(move || {
+        pin(1);
+        let mut buf = [0u8; 64];
+        for _ in 0..total {
+            let n = spin_recv(&b, &mut buf);
+            b.send(&buf[..n]).expect("send");
+        }
+    });
+    pin(0);
+    let mut h = histogram();
+    let mut buf = [0u8; 64];
+    for i in 0..total {
+        buf[..8].copy_from_slice(&i.to_le_bytes());
+        let t0 = ticks();
+        a.send(&buf).expect("send");
+        spin_recv(&a, &mut buf);
+        let t1 = ticks();
+        if i >= warmup {
+            h.saturating_record(clock.ns(t0, t1));
+        }
+    }
+    echo.join().expect("echo thread");
+    Outcome::latency(
+        "floor-udp",
+        64,
+        &h,
+        "round trip, raw UDP on loopback, busy-polled, 2 pinned threads",
+    )
+}
+
+/// A socket joined to `group` on loopback, sending to `to`.
+fn raw_mcast(group: SocketAddrV4, to: SocketAddrV4) -> (socket2::Socket, socket2::SockAddr) {
+    let opts = weft_net::SocketOptions::default();
+    let (s, _) = weft_net::group_socket(group, &opts).expect("group socket");
+    (s, to.into())
+}
+
+/// `floor-mcast`: `floor-udp` over two multicast groups on 127.0.0.1 (raw
+/// sockets, no weft): what the kernel's multicast path costs beside unicast.
+pub fn floor_mcast(clock: Clock, warmup: u64, samples: u64) -> Outcome {
+    let (ping, pong) = (group(4), group(5));
+    let (a, a_to) = raw_mcast(pong, ping);
+    let (b, b_to) = raw_mcast(ping, pong);
+    let total = warmup + samples;
+    let spin = |s: &socket2::Socket, buf: &mut [u8]| loop {
+        use std::io::Read;
+        match (&*s).read(buf) {
+            Ok(n) => return n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::hint::spin_loop(),
+            Err(e) => panic!("recv: {e}"),
+        }
+    };
+    let echo = std::thread::spawn(move || {
+        pin(1);
+        let mut buf = [0u8; 64];
+        for _ in 0..total {
+            let n = spin(&b, &mut buf);
+            b.send_to(&buf[..n], &b_to).expect("send");
+        }
+    });
+    pin(0);
+    let mut h = histogram();
+    let mut buf = [0u8; 64];
+    for i in 0..total {
+        buf[..8].copy_from_slice(&i.to_le_bytes());
+        let t0 = ticks();
+        a.send_to(&buf, &a_to).expect("send");
+        spin(&a, &mut buf);
+        let t1 = ticks();
+        if i >= warmup {
+            h.saturating_record(clock.ns(t0, t1));
+        }
+    }
+    echo.join().expect("echo thread");
+    Outcome::latency(
+        "floor-mcast",
+        64,
+        &h,
+        "round trip, raw multicast on 127.0.0.1 (no weft), busy-polled, 2 pinned threads",
+    )
+}
+
+/// A publication on `out` and a subscription on `inn`: one side of a ping-pong.
+fn side(out: SocketAddrV4, inn: SocketAddrV4, seed: u64) -> (Publication, Subscription) {
+    let publ = Publication::open(&ChannelConfig::new(out), SenderConfig::new(1, seed))
+        .expect("open publication");
+    let sub = Subscription::open(&ChannelConfig::new(inn), ReceiverConfig::new(1, seed + 1))
+        .expect("open subscription");
+    (publ, sub)
+}
+
+/// Spins `sub` (and now and then `publ`, for its STATUS and heartbeats) until a
+/// message arrives; copies it into `buf` and returns its length.
+fn await_message(publ: &mut Publication, sub: &mut Subscription, buf: &mut [u8]) -> usize {
+    let mut spins = 0u32;
+    loop {
+        sub.do_work();
+        while let Some(e) = sub.poll_event() {
+            match e {
+                Event::Message(m) => {
+                    buf[..m.len()].copy_from_slice(m);
+                    return m.len();
+                }
+                Event::NewSession { .. } => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        spins = spins.wrapping_add(1);
+        if spins % 64 == 0 {
+            publ.do_work();
+        }
+    }
+}
+
+/// `udp-pingpong`: round trip of 32-byte messages through two weft channels
+/// (multicast on 127.0.0.1, one per direction) between two pinned threads.
+pub fn pingpong(clock: Clock, warmup: u64, samples: u64, bytes: usize) -> Outcome {
+    let (ping, pong) = (group(1), group(2));
+    let total = warmup + samples;
+    // Both subscriptions exist before either side publishes.
+    let (mut a_pub, mut a_sub) = side(ping, pong, 10);
+    let (mut b_pub, mut b_sub) = side(pong, ping, 20);
+    let echo = std::thread::spawn(move || {
+        pin(1);
+        let mut buf = vec![0u8; 64 * 1024];
+        for _ in 0..total {
+            let n = await_message(&mut b_pub, &mut b_sub, &mut buf);
+            while b_pub.offer(&buf[..n]).is_err() {
+                b_pub.do_work();
+            }
+            b_pub.do_work();
+        }
+        // Let the last replies' repairs, if any, go out.
+        for _ in 0..1000 {
+            b_pub.do_work();
+            b_sub.do_work();
+        }
+    });
+    pin(0);
+    let mut h = histogram();
+    let mut msg = vec![0u8; bytes.max(8)];
+    let mut buf = vec![0u8; 64 * 1024];
+    for i in 0..total {
+        msg[..8].copy_from_slice(&i.to_le_bytes());
+        let t0 = ticks();
+        while a_pub.offer(&msg).is_err() {
+            a_pub.do_work();
+        }
+        a_pub.do_work();
+        let n = await_message(&mut a_pub, &mut a_sub, &mut buf);
+        let t1 = ticks();
+        assert_eq!(&buf[..n], &msg[..], "reply {i}");
+        if i >= warmup {
+            h.saturating_record(clock.ns(t0, t1));
+        }
+    }
+    echo.join().expect("echo thread");
+    Outcome::latency(
+        "udp-pingpong",
+        bytes,
+        &h,
+        "round trip, weft multicast channel each way on 127.0.0.1, 2 pinned threads",
+    )
+}
+
+/// `mcast-throughput`: one-way stream of `bytes`-byte messages over a weft channel
+/// (multicast on 127.0.0.1), batched many to a datagram, sent with `sendmmsg` and
+/// received with `recvmmsg`; reliable (flow control `Min`: the publisher never
+/// outruns the subscriber, nothing is lost). Median of [`TRIALS`] slices.
+pub fn mcast_throughput(clock: Clock, warmup: u64, samples: u64, bytes: usize) -> Outcome {
+    let ch = ChannelConfig::new(group(3));
+    let total = warmup + samples;
+    let mut sub = Subscription::open(&ch, ReceiverConfig::new(1, 31)).expect("subscription");
+    let mut publ = Publication::open(&ch, SenderConfig::new(1, 30)).expect("publication");
+    let stop = Arc::new(AtomicBool::new(false));
+    let producer = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            pin(1);
+            let mut msg = vec![0u8; bytes.max(8)];
+            let mut seq = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                for _ in 0..256 {
+                    msg[..8].copy_from_slice(&seq.to_le_bytes());
+                    if publ.offer(&msg).is_err() {
+                        break;
+                    }
+                    seq += 1;
+                }
+                publ.do_work();
+            }
+            publ.stats()
+        })
+    };
+    pin(0);
+    let mut trials = Trials::new(warmup, samples);
+    let mut next = 0u64;
+    while next < total {
+        sub.do_work();
+        while let Some(e) = sub.poll_event() {
+            match e {
+                Event::Message(m) => {
+                    let seq = u64::from_le_bytes(m[..8].try_into().unwrap_or_default());
+                    assert_eq!(seq, next, "messages out of order");
+                    next += 1;
+                    trials.mark(next);
+                }
+                Event::NewSession { .. } => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let stats = producer.join().expect("producer thread");
+    let note = format!(
+        "one-way, weft multicast on 127.0.0.1, {:.1} messages per datagram, median of {TRIALS} slices",
+        sub.stats().proto.messages as f64 / sub.stats().proto.data_received.max(1) as f64
+    );
+    let _ = stats;
+    Outcome::throughput(
+        "mcast-throughput",
+        bytes,
+        samples,
+        trials.median_rate(clock),
+        &note,
+    )
+}
+
+/// `udp-raw-throughput`: one 64-byte datagram per `send` on loopback, received one
+/// per `recv`; the rate the receiver sees (datagrams the kernel drops when the
+/// receiver falls behind do not count). The per-datagram floor. Median of
+/// [`TRIALS`] slices.
+pub fn raw_throughput(clock: Clock, warmup: u64, samples: u64) -> Outcome {
+    let (a, b) = loopback_pair();
+    let total = warmup + samples;
+    let stop = Arc::new(AtomicBool::new(false));
+    let sender = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            pin(1);
+            let mut buf = [0u8; 64];
+            let mut seq = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                buf[..8].copy_from_slice(&seq.to_le_bytes());
+                match a.send(&buf) {
+                    Ok(_) => seq += 1,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::hint::spin_loop(),
+                    Err(e) => panic!("send: {e}"),
+                }
+            }
+        })
+    };
+    pin(0);
+    let mut trials = Trials::new(warmup, samples);
+    let mut buf = [0u8; 64];
+    let mut got = 0u64;
+    while got < total {
+        spin_recv(&b, &mut buf);
+        got += 1;
+        trials.mark(got);
+    }
+    stop.store(true, Ordering::Relaxed);
+    sender.join().expect("sender thread");
+    Outcome::throughput(
+        "udp-raw-throughput",
+        64,
+        samples,
+        trials.median_rate(clock),
+        &format!("one 64-byte datagram per send and per recv, loopback, median of {TRIALS} slices"),
+    )
+}
