@@ -308,8 +308,9 @@ impl Hosts {
             sh(&["ip", "-n", &ns, "link", "set", "eth0", "up"])?;
             sh(&["ip", "-n", &ns, "link", "set", "lo", "up"])?;
         }
-        let table = "table bridge weft { chain forward_drop { type filter hook forward priority 0; policy accept; } }";
-        sh(&["ip", "netns", "exec", &sw, "nft", table])?;
+        let nft = |cmd: &str| sh(&["ip", "netns", "exec", &sw, "nft", cmd]);
+        nft("add table bridge weft")?;
+        nft("add chain bridge weft forward_drop { type filter hook forward priority 0; policy accept; }")?;
         Ok(hosts)
     }
 
@@ -390,8 +391,11 @@ fn multi_host_unavailable() -> Option<String> {
         return Some("not root: network namespaces need root (CI runs as root)".into());
     }
     for tool in ["ip", "nft"] {
-        if sh(&[tool, "--version"]).is_err() && sh(&[tool, "-v"]).is_err() {
-            panic!("{tool} is missing although running as root: run scripts/setup (it installs iproute2 and nftables)");
+        if sh(&["sh", "-c", &format!("command -v {tool}")]).is_err() {
+            panic!(
+                "{tool} is missing although running as root: run scripts/setup \
+                 (it installs iproute2 and nftables)"
+            );
         }
     }
     None
