@@ -5,6 +5,16 @@
 
 pub mod alloc_count;
 
+/// `n` scaled by `WEFT_TEST_SCALE` (default 1.0, at least 1), so slow tools can
+/// shrink a test's counts without changing its structure.
+pub fn scaled(n: u64) -> u64 {
+    let scale: f64 = std::env::var("WEFT_TEST_SCALE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1.0);
+    ((n as f64 * scale) as u64).max(1)
+}
+
 /// SplitMix64: a tiny, well-mixed, seedable generator.
 #[inline]
 pub fn splitmix(mut x: u64) -> u64 {

@@ -11,15 +11,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-static SERIAL: Mutex<()> = Mutex::new(());
+use weft_tests::scaled;
 
-fn scaled(n: u64) -> u64 {
-    let scale: f64 = std::env::var("WEFT_TEST_SCALE")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1.0);
-    ((n as f64 * scale) as u64).max(1)
-}
+static SERIAL: Mutex<()> = Mutex::new(());
 
 /// A `net-peer` process whose output lines are collected by a thread; killed on drop.
 struct Peer {

@@ -14,17 +14,9 @@ use weft_shm::broadcast::{self, BroadcastConfig, Mode};
 use weft_shm::mpsc::{self, MpscConfig};
 use weft_shm::spsc::{self, SpscConfig};
 use weft_shm::{ClaimError, GoneReason, PeerState, PollError, ShmOptions};
-use weft_tests::{fill_frame, frame_matches, seq_of, size_of_frame};
+use weft_tests::{fill_frame, frame_matches, scaled, seq_of, size_of_frame};
 
 static SERIAL: Mutex<()> = Mutex::new(());
-
-fn scaled(n: u64) -> u64 {
-    let scale: f64 = std::env::var("WEFT_TEST_SCALE")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1.0);
-    ((n as f64 * scale) as u64).max(1)
-}
 
 /// A private weft directory for one test, removed on drop.
 struct TestDir(PathBuf);

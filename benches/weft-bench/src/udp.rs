@@ -242,7 +242,6 @@ pub fn mcast_throughput(clock: Clock, warmup: u64, samples: u64, bytes: usize) -
                 }
                 publ.do_work();
             }
-            publ.stats()
         })
     };
     pin(0);
@@ -264,12 +263,11 @@ pub fn mcast_throughput(clock: Clock, warmup: u64, samples: u64, bytes: usize) -
         }
     }
     stop.store(true, Ordering::Relaxed);
-    let stats = producer.join().expect("producer thread");
+    producer.join().expect("producer thread");
     let note = format!(
         "one-way, weft multicast on 127.0.0.1, {:.1} messages per datagram, median of {TRIALS} slices",
         sub.stats().proto.messages as f64 / sub.stats().proto.data_received.max(1) as f64
     );
-    let _ = stats;
     Outcome::throughput(
         "mcast-throughput",
         bytes,

@@ -331,10 +331,10 @@ impl SendBatch {
                     }
                 }
             }
-            for h in &self.hdrs[self.head..self.head + n as usize] {
-                let want = self.iovs_len(h);
+            let sent = self.head..self.head + n as usize;
+            for (h, iov) in self.hdrs[sent.clone()].iter().zip(&self.iovs[sent]) {
                 out.bytes += h.msg_len as usize;
-                if (h.msg_len as usize) < want {
+                if (h.msg_len as usize) < iov.iov_len {
                     out.short += 1;
                 }
             }
@@ -344,11 +344,6 @@ impl SendBatch {
         self.head = 0;
         self.len = 0;
         out
-    }
-
-    fn iovs_len(&self, h: &libc::mmsghdr) -> usize {
-        // SAFETY: msg_iov points at one of `self.iovs` (set in `new`).
-        unsafe { (*h.msg_hdr.msg_iov).iov_len }
     }
 }
 
