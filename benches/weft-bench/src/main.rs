@@ -54,6 +54,10 @@ const SCENARIOS: &[(&str, &str)] = &[
         "weft round trip over multicast on 127.0.0.1, 32-byte messages, two pinned threads",
     ),
     (
+        "udp-interleaved",
+        "floor-udp, floor-mcast and udp-pingpong in alternating blocks on the same threads (3 rows)",
+    ),
+    (
         "mcast-throughput",
         "weft one-way multicast stream on 127.0.0.1, 64-byte messages batched per datagram (msgs/s)",
     ),
@@ -96,12 +100,13 @@ enum Cmd {
     Child { args: Vec<String> },
 }
 
-fn run(name: &str, clock: Clock, samples: Option<u64>) -> Outcome {
+fn run(name: &str, clock: Clock, samples: Option<u64>) -> Vec<Outcome> {
     let lat = samples.unwrap_or(500_000);
     let lat_warm = (lat / 5).max(10_000);
     let thr = samples.unwrap_or(20_000_000);
     let thr_warm = (thr / 10).max(100_000);
-    match name {
+    let one = match name {
+        "udp-interleaved" => return udp::interleaved(clock, lat_warm / 10, lat / 10),
         "floor-shm" => shm::floor(clock, lat_warm, lat),
         "shm-pingpong" => shm::pingpong(clock, lat_warm, lat, 32),
         "shm-throughput" => shm::throughput(clock, thr_warm, thr, 64),
@@ -113,7 +118,8 @@ fn run(name: &str, clock: Clock, samples: Option<u64>) -> Outcome {
         "mcast-throughput" => udp::mcast_throughput(clock, thr_warm / 4, thr / 4, 64),
         "udp-raw-throughput" => udp::raw_throughput(clock, thr_warm / 20, thr / 20),
         _ => unreachable!("checked against SCENARIOS"),
-    }
+    };
+    vec![one]
 }
 
 fn main() {
@@ -138,11 +144,12 @@ fn main() {
             let clock = Clock::calibrate();
             let mut outcomes = Vec::new();
             for name in &scenarios {
-                let o = run(name, clock, samples);
-                if json {
-                    println!("{}", o.json());
+                for o in run(name, clock, samples) {
+                    if json {
+                        println!("{}", o.json());
+                    }
+                    outcomes.push(o);
                 }
-                outcomes.push(o);
             }
             if !json {
                 report::print_table(&outcomes);

@@ -129,13 +129,13 @@ impl Outcome {
 
 pub fn print_table(outcomes: &[Outcome]) {
     println!(
-        "{:<18} {:>6} {:>10} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9} {:>14}",
+        "{:<24} {:>6} {:>10} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9} {:>14}",
         "scenario", "bytes", "samples", "p50 ns", "p90", "p99", "p99.9", "p99.99", "max", "msgs/s"
     );
     for o in outcomes {
         let l = |i: usize| o.latency.map_or("-".to_string(), |l| l[i].to_string());
         println!(
-            "{:<18} {:>6} {:>10} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9} {:>14}",
+            "{:<24} {:>6} {:>10} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9} {:>14}",
             o.scenario,
             o.msg_bytes,
             o.samples,
@@ -173,6 +173,18 @@ pub fn print_table(outcomes: &[Outcome]) {
     }
     if let (Some(a), Some(f)) = (p50("udp-pingpong"), p50("floor-udp")) {
         ratios.push(format!("udp-pingpong p50 / floor-udp p50 = {:.2}", a / f));
+    }
+    if let (Some(w), Some(m), Some(u)) = (
+        p50("interleaved-udp-pingpong"),
+        p50("interleaved-floor-mcast"),
+        p50("interleaved-floor-udp"),
+    ) {
+        ratios.push(format!(
+            "interleaved: udp-pingpong / floor-udp = {:.2}, udp-pingpong / floor-mcast = {:.2}, floor-mcast / floor-udp = {:.2}",
+            w / u,
+            w / m,
+            m / u
+        ));
     }
     if let (Some(a), Some(b)) = (rate("mcast-throughput"), rate("udp-raw-throughput")) {
         ratios.push(format!(

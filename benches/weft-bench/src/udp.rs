@@ -88,6 +88,18 @@ fn raw_mcast(group: SocketAddrV4, to: SocketAddrV4) -> (socket2::Socket, socket2
     (s, to.into())
 }
 
+/// Busy-polls a raw socket until a datagram arrives.
+fn spin_read(s: &socket2::Socket, buf: &mut [u8]) -> usize {
+    use std::io::Read;
+    loop {
+        match (&*s).read(buf) {
+            Ok(n) => return n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::hint::spin_loop(),
+            Err(e) => panic!("recv: {e}"),
+        }
+    }
+}
+
 /// `floor-mcast`: `floor-udp` over two multicast groups on 127.0.0.1 (raw
 /// sockets, no weft): what the kernel's multicast path costs beside unicast.
 pub fn floor_mcast(clock: Clock, warmup: u64, samples: u64) -> Outcome {
@@ -95,14 +107,7 @@ pub fn floor_mcast(clock: Clock, warmup: u64, samples: u64) -> Outcome {
     let (a, a_to) = raw_mcast(pong, ping);
     let (b, b_to) = raw_mcast(ping, pong);
     let total = warmup + samples;
-    let spin = |s: &socket2::Socket, buf: &mut [u8]| loop {
-        use std::io::Read;
-        match (&*s).read(buf) {
-            Ok(n) => return n,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::hint::spin_loop(),
-            Err(e) => panic!("recv: {e}"),
-        }
-    };
+    let spin = spin_read;
     let echo = std::thread::spawn(move || {
         pin(1);
         let mut buf = [0u8; 64];
@@ -319,4 +324,96 @@ pub fn raw_throughput(clock: Clock, warmup: u64, samples: u64) -> Outcome {
         trials.median_rate(clock),
         &format!("one 64-byte datagram per send and per recv, loopback, median of {TRIALS} slices"),
     )
+}
+
+/// Round trips per block of [`interleaved`].
+const BLOCK: u64 = 2_000;
+
+/// `udp-interleaved`: `floor-udp`, `floor-mcast` and `udp-pingpong` in alternating
+/// blocks of [`BLOCK`] round trips on the same two pinned threads, so all three
+/// see the same machine state. This VM's round trip drifts between levels for
+/// seconds at a time; scenarios run one after the other can land on different
+/// levels, interleaved ones cannot. Returns one outcome per kind, named
+/// `interleaved-…`.
+pub fn interleaved(clock: Clock, warmup: u64, samples: u64) -> Vec<Outcome> {
+    let blocks = (warmup + samples).div_ceil(BLOCK);
+    let warm_blocks = warmup.div_ceil(BLOCK);
+    let (ua, ub) = loopback_pair();
+    let (m_ping, m_pong) = (group(6), group(7));
+    let (ma, ma_to) = raw_mcast(m_pong, m_ping);
+    let (mb, mb_to) = raw_mcast(m_ping, m_pong);
+    let (w_ping, w_pong) = (group(8), group(9));
+    let (mut a_pub, mut a_sub) = side(w_ping, w_pong, 30);
+    let (mut b_pub, mut b_sub) = side(w_pong, w_ping, 40);
+    let echo = std::thread::spawn(move || {
+        pin(1);
+        let mut buf = vec![0u8; 64 * 1024];
+        for _ in 0..blocks {
+            for _ in 0..BLOCK {
+                let n = spin_recv(&ub, &mut buf);
+                ub.send(&buf[..n]).expect("send");
+            }
+            for _ in 0..BLOCK {
+                let n = spin_read(&mb, &mut buf);
+                mb.send_to(&buf[..n], &mb_to).expect("send");
+            }
+            for _ in 0..BLOCK {
+                let n = await_message(&mut b_pub, &mut b_sub, &mut buf);
+                while b_pub.offer(&buf[..n]).is_err() {
+                    b_pub.do_work();
+                }
+                b_pub.do_work();
+            }
+        }
+        for _ in 0..1000 {
+            b_pub.do_work();
+            b_sub.do_work();
+        }
+    });
+    pin(0);
+    let mut h = [histogram(), histogram(), histogram()];
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut raw = [0u8; 64];
+    let mut msg = [0u8; 32];
+    for b in 0..blocks {
+        let keep = b >= warm_blocks;
+        let record = |h: &mut hdrhistogram::Histogram<u64>, t0: u64| {
+            if keep {
+                h.saturating_record(clock.ns(t0, ticks()));
+            }
+        };
+        for i in 0..BLOCK {
+            raw[..8].copy_from_slice(&i.to_le_bytes());
+            let t0 = ticks();
+            ua.send(&raw).expect("send");
+            spin_recv(&ua, &mut buf);
+            record(&mut h[0], t0);
+        }
+        for i in 0..BLOCK {
+            raw[..8].copy_from_slice(&i.to_le_bytes());
+            let t0 = ticks();
+            ma.send_to(&raw, &ma_to).expect("send");
+            spin_read(&ma, &mut buf);
+            record(&mut h[1], t0);
+        }
+        for i in 0..BLOCK {
+            msg[..8].copy_from_slice(&(b * BLOCK + i).to_le_bytes());
+            let t0 = ticks();
+            while a_pub.offer(&msg).is_err() {
+                a_pub.do_work();
+            }
+            a_pub.do_work();
+            let n = await_message(&mut a_pub, &mut a_sub, &mut buf);
+            record(&mut h[2], t0);
+            assert_eq!(&buf[..n], &msg[..], "reply {i} of block {b}");
+        }
+    }
+    echo.join().expect("echo thread");
+    let note =
+        "interleaved in blocks of 2000 round trips with the other two kinds, same 2 pinned threads";
+    vec![
+        Outcome::latency("interleaved-floor-udp", 64, &h[0], note),
+        Outcome::latency("interleaved-floor-mcast", 64, &h[1], note),
+        Outcome::latency("interleaved-udp-pingpong", 32, &h[2], note),
+    ]
 }
