@@ -1,0 +1,850 @@
+//! Agents: threads that run [`Task`]s in duty cycles, with an idle strategy, on
+//! a pinned core, measuring how much of their time was work.
+//!
+//! A duty cycle calls `do_work(now)` once on every task the agent hosts, in
+//! order, and passes the total work count to the agent's [`Idler`]. Three
+//! threading modes ([`ThreadingMode`]): a thread per agent, one thread for all
+//! agents, or none (the application calls [`Agents::invoke`]).
+//!
+//! **Moving a task** ([`Agents::move_task`]) is lossless by construction: the
+//! source agent takes the task out of its list between two duty cycles (a safe
+//! point, never inside `do_work`), and hands the same object, with all its
+//! state, to the target agent, which adds it between two of its cycles. The
+//! task is never run by two agents at once and never skipped: it simply does
+//! not run while in transit (one duty cycle of each agent at most).
+//!
+//! **Cost**: a duty cycle reads the monotonic clock once per task plus once
+//! (about 25–30 ns each here) and does a handful of relaxed stores to counters
+//! only this agent writes; it takes no lock and allocates nothing. Commands
+//! (add, move) go through a mutex-guarded inbox that the agent looks at only
+//! when an atomic flag says it holds something.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::idle::{IdleStrategy, Idler};
+
+/// A unit of work an agent runs: receiving a channel, sending a stream,
+/// feeding the gateway, housekeeping.
+pub trait Task: Send {
+    /// A short label for accounting and tools (`udp-recv 239.1.2.3:40456/7`).
+    fn name(&self) -> &str;
+
+    /// Does a bounded amount of work and returns how much (messages or
+    /// datagrams moved; 0 means it found nothing to do). `now_ns` is monotonic
+    /// nanoseconds since the agents started. Must not block.
+    fn do_work(&mut self, now_ns: u64) -> usize;
+}
+
+/// A task taken out of the agents, with its id ([`Agents::take_tasks`]).
+pub type TakenTask = (TaskId, Box<dyn Task>);
+
+/// Identifies a task for its whole life, across moves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TaskId(pub u64);
+
+impl std::fmt::Display for TaskId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "task {}", self.0)
+    }
+}
+
+/// How agents get threads.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ThreadingMode {
+    /// One thread per agent, pinned to the agent's core if it has one.
+    #[default]
+    Dedicated,
+    /// One thread runs every agent's duty cycle in turn (pinned to the first
+    /// agent's core, if any), idling with the shared strategy when none had work.
+    Shared,
+    /// No threads: the application calls [`Agents::invoke`] from its own loop.
+    Invoker,
+}
+
+/// One agent's settings.
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    /// A label for tools (`net-rx`, `gateway`).
+    pub name: String,
+    /// The CPU to pin the agent's thread to (`Dedicated` mode); `None`: not pinned.
+    pub core: Option<usize>,
+    /// What to do after a cycle with no work (`Dedicated` mode).
+    pub idle: IdleStrategy,
+    /// A duty cycle longer than this counts as slow (see [`AgentStats::slow_cycles`]).
+    /// Default 100 µs.
+    pub slow_cycle: Duration,
+}
+
+impl AgentConfig {
+    /// An unpinned agent with [`IdleStrategy::backoff`] and a 100 µs slow-cycle threshold.
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            core: None,
+            idle: IdleStrategy::backoff(),
+            slow_cycle: Duration::from_micros(100),
+        }
+    }
+}
+
+/// Errors of agent setup and control.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// No agent has this index.
+    #[error("no agent {0} (there are {1})")]
+    NoSuchAgent(usize, usize),
+    /// No task has this id (it never existed, or it was taken out).
+    #[error("no {0}")]
+    NoSuchTask(TaskId),
+    /// The configured core does not exist on this machine.
+    #[error("agent {agent:?}: core {core} does not exist (this machine has cores {available:?})")]
+    NoSuchCore {
+        /// The agent's name.
+        agent: String,
+        /// The core asked for.
+        core: usize,
+        /// The cores there are.
+        available: Vec<usize>,
+    },
+    /// The kernel refused to pin the thread (a cpuset or affinity mask excludes the core).
+    #[error("agent {agent:?}: could not pin its thread to core {core} (check the process's CPU affinity and cpuset)")]
+    Pin {
+        /// The agent's name.
+        agent: String,
+        /// The core asked for.
+        core: usize,
+    },
+    /// The call needs stopped agents (or started ones) and they are not.
+    #[error("agents are {0}")]
+    WrongState(&'static str),
+    /// A thread could not be spawned.
+    #[error("spawning the thread of agent {agent:?}: {source}")]
+    Spawn {
+        /// The agent's name.
+        agent: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An agent's thread panicked (a task's `do_work` panicked); its tasks are lost.
+    #[error("the thread of agent {0:?} panicked")]
+    Panicked(String),
+    /// The task is between agents (just added, or an earlier move is not done);
+    /// try again once that has finished.
+    #[error("{0} is between agents (just added, or an earlier move is not done); try again")]
+    InTransit(TaskId),
+    /// A move did not finish in time (the agents may be stopped, or a task's
+    /// `do_work` never returns).
+    #[error("moving {0} did not finish within {1:?}")]
+    MoveTimeout(TaskId, Duration),
+}
+
+/// Counters of one agent, as read by [`Agents::agent_stats`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AgentStats {
+    /// The agent's name.
+    pub name: String,
+    /// Its pinned core.
+    pub core: Option<usize>,
+    /// Duty cycles run.
+    pub duty_cycles: u64,
+    /// Nanoseconds in duty cycles that did work.
+    pub busy_ns: u64,
+    /// Nanoseconds in duty cycles that found nothing, plus in the idle strategy.
+    pub idle_ns: u64,
+    /// The longest duty cycle, ns.
+    pub max_cycle_ns: u64,
+    /// Duty cycles longer than the agent's `slow_cycle`.
+    pub slow_cycles: u64,
+    /// Tasks hosted now.
+    pub tasks: usize,
+}
+
+impl AgentStats {
+    /// `busy / (busy + idle)`, 0 to 1: how much of the agent's thread was work
+    /// (a busy-spinning thread shows 100 % in `top` whatever this says).
+    pub fn utilization(&self) -> f64 {
+        let total = self.busy_ns + self.idle_ns;
+        if total == 0 {
+            0.0
+        } else {
+            self.busy_ns as f64 / total as f64
+        }
+    }
+}
+
+/// Counters of one task, as read by [`Agents::task_stats`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TaskStats {
+    /// Its id.
+    pub id: TaskId,
+    /// Its name.
+    pub name: String,
+    /// The agent hosting it; `None` while it moves.
+    pub agent: Option<usize>,
+    /// Calls of `do_work`.
+    pub calls: u64,
+    /// Nanoseconds in `do_work` calls that did work.
+    pub busy_ns: u64,
+    /// Nanoseconds in all `do_work` calls (including ones that found nothing).
+    pub total_ns: u64,
+    /// Sum of the work counts it returned (messages or datagrams).
+    pub work: u64,
+}
+
+/// Where a move stands.
+#[derive(Debug)]
+pub struct MoveTicket {
+    id: TaskId,
+    state: Arc<AtomicU8>,
+}
+
+const MOVE_PENDING: u8 = 0;
+const MOVE_DONE: u8 = 1;
+const MOVE_FAILED: u8 = 2;
+
+impl MoveTicket {
+    /// Whether the target agent has adopted the task (it runs there from its next cycle).
+    pub fn is_done(&self) -> bool {
+        self.state.load(Ordering::Acquire) == MOVE_DONE
+    }
+
+    /// Waits (sleeping 20 µs between looks) until the move is done; fails with
+    /// [`AgentError::InTransit`] if the source agent no longer had the task (a
+    /// concurrent move took it). In
+    /// `Invoker` mode call [`Agents::invoke`] instead: nothing else runs the agents.
+    pub fn wait(&self, timeout: Duration) -> Result<(), AgentError> {
+        let start = Instant::now();
+        loop {
+            match self.state.load(Ordering::Acquire) {
+                MOVE_DONE => return Ok(()),
+                MOVE_FAILED => return Err(AgentError::InTransit(self.id)),
+                _ if start.elapsed() >= timeout => {
+                    return Err(AgentError::MoveTimeout(self.id, timeout))
+                }
+                _ => std::thread::sleep(Duration::from_micros(20)),
+            }
+        }
+    }
+}
+
+/// A counter written by one thread only: a plain load and store, no atomic
+/// read-modify-write; readers see a recent value.
+#[derive(Debug, Default)]
+struct Counter(AtomicU64);
+
+impl Counter {
+    #[inline(always)]
+    fn add(&self, n: u64) {
+        self.0.store(
+            self.0.load(Ordering::Relaxed).wrapping_add(n),
+            Ordering::Relaxed,
+        );
+    }
+    #[inline(always)]
+    fn max(&self, n: u64) {
+        if n > self.0.load(Ordering::Relaxed) {
+            self.0.store(n, Ordering::Relaxed);
+        }
+    }
+    fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+const IN_TRANSIT: usize = usize::MAX;
+
+#[derive(Debug)]
+struct TaskCounters {
+    name: String,
+    agent: AtomicUsize,
+    calls: Counter,
+    busy_ns: Counter,
+    total_ns: Counter,
+    work: Counter,
+}
+
+struct Hosted {
+    id: TaskId,
+    task: Box<dyn Task>,
+    counters: Arc<TaskCounters>,
+}
+
+enum Command {
+    Adopt(Hosted, Option<Arc<AtomicU8>>),
+    Release {
+        id: TaskId,
+        to: usize,
+        ticket: Arc<AtomicU8>,
+    },
+}
+
+/// The part of an agent other threads see.
+#[derive(Debug)]
+struct Shared {
+    name: String,
+    core: Option<usize>,
+    pending: AtomicBool,
+    inbox: Mutex<Vec<Command>>,
+    duty_cycles: Counter,
+    busy_ns: Counter,
+    idle_ns: Counter,
+    max_cycle_ns: Counter,
+    slow_cycles: Counter,
+    tasks: AtomicUsize,
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Command::Adopt(h, _) => write!(f, "Adopt({})", h.id),
+            Command::Release { id, to, .. } => write!(f, "Release({id} to agent {to})"),
+        }
+    }
+}
+
+/// What all agents share: their public halves, the task directory, the clock.
+#[derive(Debug)]
+struct Registry {
+    agents: Box<[Shared]>,
+    directory: Mutex<Vec<(TaskId, Arc<TaskCounters>)>>,
+    next_id: AtomicU64,
+    epoch: Instant,
+    stop: AtomicBool,
+}
+
+/// Commands an inbox holds without growing.
+const INBOX: usize = 64;
+
+impl Registry {
+    #[inline(always)]
+    fn now_ns(&self) -> u64 {
+        self.epoch.elapsed().as_nanos() as u64
+    }
+
+    fn post(&self, agent: usize, cmd: Command) {
+        let a = &self.agents[agent];
+        let mut inbox = a.inbox.lock().unwrap_or_else(PoisonError::into_inner);
+        inbox.push(cmd);
+        a.pending.store(true, Ordering::Release);
+    }
+}
+
+/// One agent: its tasks, its idle strategy, its counters. Runs on whatever
+/// thread calls [`duty_cycle`](Self::duty_cycle).
+struct Agent {
+    index: usize,
+    reg: Arc<Registry>,
+    tasks: Vec<Hosted>,
+    commands: Vec<Command>,
+    idler: Idler,
+    slow_cycle_ns: u64,
+    cycle_end: u64,
+}
+
+impl Agent {
+    /// Applies pending commands, then calls every task once. Returns the work done.
+    fn duty_cycle(&mut self) -> usize {
+        let me = &self.reg.agents[self.index];
+        if me.pending.load(Ordering::Acquire) {
+            self.apply_commands();
+        }
+        let me = &self.reg.agents[self.index];
+        let start = self.reg.now_ns();
+        let mut t = start;
+        let mut work = 0;
+        for h in &mut self.tasks {
+            let w = h.task.do_work(t);
+            let t2 = self.reg.now_ns();
+            let c = &h.counters;
+            c.calls.add(1);
+            c.total_ns.add(t2 - t);
+            if w > 0 {
+                c.busy_ns.add(t2 - t);
+                c.work.add(w as u64);
+            }
+            work += w;
+            t = t2;
+        }
+        let len = t - start;
+        me.duty_cycles.add(1);
+        if work > 0 {
+            me.busy_ns.add(len);
+        } else {
+            me.idle_ns.add(len);
+        }
+        me.max_cycle_ns.max(len);
+        if len > self.slow_cycle_ns {
+            me.slow_cycles.add(1);
+        }
+        self.cycle_end = t;
+        work
+    }
+
+    /// Idles after a cycle that did `work` and counts the time as idle.
+    fn idle(&mut self, work: usize) {
+        self.idler.idle(work);
+        if work == 0 {
+            let now = self.reg.now_ns();
+            self.reg.agents[self.index]
+                .idle_ns
+                .add(now.saturating_sub(self.cycle_end));
+        }
+    }
+
+    fn apply_commands(&mut self) {
+        let me = &self.reg.agents[self.index];
+        {
+            let mut inbox = me.inbox.lock().unwrap_or_else(PoisonError::into_inner);
+            me.pending.store(false, Ordering::Relaxed);
+            std::mem::swap(&mut *inbox, &mut self.commands);
+        }
+        let mut commands = std::mem::take(&mut self.commands);
+        for cmd in commands.drain(..) {
+            match cmd {
+                Command::Adopt(h, ticket) => {
+                    h.counters.agent.store(self.index, Ordering::Relaxed);
+                    self.tasks.push(h);
+                    if let Some(t) = ticket {
+                        t.store(MOVE_DONE, Ordering::Release);
+                    }
+                }
+                Command::Release { id, to, ticket } => {
+                    match self.tasks.iter().position(|h| h.id == id) {
+                        Some(i) => {
+                            let h = self.tasks.remove(i);
+                            h.counters.agent.store(IN_TRANSIT, Ordering::Relaxed);
+                            self.reg.post(to, Command::Adopt(h, Some(ticket)));
+                        }
+                        None => ticket.store(MOVE_FAILED, Ordering::Release),
+                    }
+                }
+            }
+        }
+        self.commands = commands;
+        self.reg.agents[self.index]
+            .tasks
+            .store(self.tasks.len(), Ordering::Relaxed);
+    }
+}
+
+/// A set of agents, their tasks, and the threads that run them.
+pub struct Agents {
+    reg: Arc<Registry>,
+    mode: ThreadingMode,
+    shared_idle: IdleStrategy,
+    parked: Vec<Agent>,
+    threads: Vec<(String, JoinHandle<Vec<Agent>>)>,
+}
+
+impl std::fmt::Debug for Agents {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Agents")
+            .field("mode", &self.mode)
+            .field("agents", &self.reg.agents.len())
+            .field("running", &!self.threads.is_empty())
+            .finish()
+    }
+}
+
+impl Agents {
+    /// Agents with no tasks yet, not running. `shared_idle` is the idle
+    /// strategy of the one thread in `Shared` mode. Checks that configured
+    /// cores exist.
+    pub fn new(
+        configs: Vec<AgentConfig>,
+        mode: ThreadingMode,
+        shared_idle: IdleStrategy,
+    ) -> Result<Self, AgentError> {
+        let available: Vec<usize> = core_affinity::get_core_ids()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|c| c.id)
+            .collect();
+        for c in &configs {
+            if let Some(core) = c.core {
+                if !available.contains(&core) {
+                    return Err(AgentError::NoSuchCore {
+                        agent: c.name.clone(),
+                        core,
+                        available,
+                    });
+                }
+            }
+        }
+        let reg = Arc::new(Registry {
+            agents: configs
+                .iter()
+                .map(|c| Shared {
+                    name: c.name.clone(),
+                    core: c.core,
+                    pending: AtomicBool::new(false),
+                    inbox: Mutex::new(Vec::with_capacity(INBOX)),
+                    duty_cycles: Counter::default(),
+                    busy_ns: Counter::default(),
+                    idle_ns: Counter::default(),
+                    max_cycle_ns: Counter::default(),
+                    slow_cycles: Counter::default(),
+                    tasks: AtomicUsize::new(0),
+                })
+                .collect(),
+            directory: Mutex::new(Vec::new()),
+            next_id: AtomicU64::new(1),
+            epoch: Instant::now(),
+            stop: AtomicBool::new(false),
+        });
+        let parked = configs
+            .iter()
+            .enumerate()
+            .map(|(index, c)| Agent {
+                index,
+                reg: reg.clone(),
+                tasks: Vec::with_capacity(INBOX),
+                commands: Vec::with_capacity(INBOX),
+                idler: Idler::new(c.idle),
+                slow_cycle_ns: c.slow_cycle.as_nanos() as u64,
+                cycle_end: 0,
+            })
+            .collect();
+        Ok(Self {
+            reg,
+            mode,
+            shared_idle,
+            parked,
+            threads: Vec::new(),
+        })
+    }
+
+    /// The number of agents.
+    pub fn len(&self) -> usize {
+        self.reg.agents.len()
+    }
+
+    /// Whether there are no agents.
+    pub fn is_empty(&self) -> bool {
+        self.reg.agents.is_empty()
+    }
+
+    /// The threading mode.
+    pub fn mode(&self) -> ThreadingMode {
+        self.mode
+    }
+
+    fn check_agent(&self, agent: usize) -> Result<(), AgentError> {
+        if agent < self.len() {
+            Ok(())
+        } else {
+            Err(AgentError::NoSuchAgent(agent, self.len()))
+        }
+    }
+
+    /// Gives `task` to `agent`; it runs from that agent's next duty cycle
+    /// (running or not yet started). Allocates (the directory entry): setup,
+    /// not hot path.
+    pub fn add_task(&self, agent: usize, task: Box<dyn Task>) -> Result<TaskId, AgentError> {
+        self.check_agent(agent)?;
+        let id = TaskId(self.reg.next_id.fetch_add(1, Ordering::Relaxed));
+        let counters = Arc::new(TaskCounters {
+            name: task.name().to_string(),
+            agent: AtomicUsize::new(IN_TRANSIT),
+            calls: Counter::default(),
+            busy_ns: Counter::default(),
+            total_ns: Counter::default(),
+            work: Counter::default(),
+        });
+        self.reg
+            .directory
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((id, counters.clone()));
+        self.reg
+            .post(agent, Command::Adopt(Hosted { id, task, counters }, None));
+        Ok(id)
+    }
+
+    /// Moves task `id` to agent `to` at the next safe point of both agents (see
+    /// the module doc); returns at once with a ticket to wait on. Moving a task to
+    /// the agent that has it is done at once.
+    pub fn move_task(&self, id: TaskId, to: usize) -> Result<MoveTicket, AgentError> {
+        self.check_agent(to)?;
+        let from = self
+            .reg
+            .directory
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .find(|(i, _)| *i == id)
+            .map(|(_, c)| c.agent.load(Ordering::Relaxed))
+            .ok_or(AgentError::NoSuchTask(id))?;
+        if from == IN_TRANSIT {
+            // Not adopted yet (just added, or mid-move): it cannot be released
+            // until an agent holds it.
+            return Err(AgentError::InTransit(id));
+        }
+        let state = Arc::new(AtomicU8::new(MOVE_PENDING));
+        if from == to {
+            state.store(MOVE_DONE, Ordering::Release);
+        } else {
+            self.reg.post(
+                from,
+                Command::Release {
+                    id,
+                    to,
+                    ticket: state.clone(),
+                },
+            );
+        }
+        Ok(MoveTicket { id, state })
+    }
+
+    /// Starts the threads of the threading mode (none in `Invoker` mode). Pins
+    /// each thread before it runs a cycle; a failed pin stops them all and is
+    /// returned.
+    pub fn start(&mut self) -> Result<(), AgentError> {
+        if !self.threads.is_empty() {
+            return Err(AgentError::WrongState("already running"));
+        }
+        self.reg.stop.store(false, Ordering::Relaxed);
+        let groups: Vec<Vec<Agent>> = match self.mode {
+            ThreadingMode::Invoker => return Ok(()),
+            ThreadingMode::Dedicated => self.parked.drain(..).map(|a| vec![a]).collect(),
+            ThreadingMode::Shared => vec![std::mem::take(&mut self.parked)],
+        };
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), AgentError>>();
+        let mut spawned = 0;
+        let mut first_error = None;
+        for group in groups {
+            let Some(first) = group.first() else { continue };
+            let shared = &self.reg.agents[first.index];
+            let (name, core) = (shared.name.clone(), shared.core);
+            let idle = Idler::new(self.shared_idle);
+            let ready = ready_tx.clone();
+            let reg = self.reg.clone();
+            let thread_name = format!("weft-{name}");
+            let spawn = std::thread::Builder::new().name(thread_name).spawn({
+                let name = name.clone();
+                move || run_thread(group, core, &name, idle, reg, ready)
+            });
+            match spawn {
+                Ok(h) => {
+                    self.threads.push((name, h));
+                    spawned += 1;
+                }
+                Err(source) => {
+                    first_error = Some(AgentError::Spawn {
+                        agent: name,
+                        source,
+                    });
+                    break;
+                }
+            }
+        }
+        for _ in 0..spawned {
+            if let Ok(Err(e)) = ready_rx.recv() {
+                first_error.get_or_insert(e);
+            }
+        }
+        if let Some(e) = first_error {
+            let _ = self.stop();
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// One duty cycle of every agent, in order, on the calling thread; returns
+    /// the total work. For `Invoker` mode (or any mode while stopped). Never
+    /// allocates unless a command (add, move) is being applied.
+    pub fn invoke(&mut self) -> usize {
+        self.parked.iter_mut().map(Agent::duty_cycle).sum()
+    }
+
+    /// Stops and joins the threads; the agents keep their tasks and can be
+    /// started again. Reports the first agent whose thread panicked.
+    pub fn stop(&mut self) -> Result<(), AgentError> {
+        self.reg.stop.store(true, Ordering::Relaxed);
+        let mut result = Ok(());
+        for (name, h) in self.threads.drain(..) {
+            match h.join() {
+                Ok(agents) => self.parked.extend(agents),
+                Err(_) => {
+                    if result.is_ok() {
+                        result = Err(AgentError::Panicked(name));
+                    }
+                }
+            }
+        }
+        self.parked.sort_by_key(|a| a.index);
+        result
+    }
+
+    /// Counters of every agent, by index. Reads atomics; allocates the names.
+    pub fn agent_stats(&self) -> Vec<AgentStats> {
+        self.reg
+            .agents
+            .iter()
+            .map(|a| AgentStats {
+                name: a.name.clone(),
+                core: a.core,
+                duty_cycles: a.duty_cycles.get(),
+                busy_ns: a.busy_ns.get(),
+                idle_ns: a.idle_ns.get(),
+                max_cycle_ns: a.max_cycle_ns.get(),
+                slow_cycles: a.slow_cycles.get(),
+                tasks: a.tasks.load(Ordering::Relaxed),
+            })
+            .collect()
+    }
+
+    /// Counters of every task ever added, in the order they were added.
+    pub fn task_stats(&self) -> Vec<TaskStats> {
+        self.reg
+            .directory
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(id, c)| {
+                let agent = c.agent.load(Ordering::Relaxed);
+                TaskStats {
+                    id: *id,
+                    name: c.name.clone(),
+                    agent: (agent != IN_TRANSIT).then_some(agent),
+                    calls: c.calls.get(),
+                    busy_ns: c.busy_ns.get(),
+                    total_ns: c.total_ns.get(),
+                    work: c.work.get(),
+                }
+            })
+            .collect()
+    }
+
+    /// Stops the agents and takes every task out, with its id (to inspect or
+    /// drop it). Tasks still in an inbox (added or mid-move) are included.
+    pub fn take_tasks(&mut self) -> Result<Vec<TakenTask>, AgentError> {
+        self.stop()?;
+        let mut out = Vec::new();
+        // Apply pending adoptions first, so tasks in transit are found too.
+        for a in &mut self.parked {
+            if a.reg.agents[a.index].pending.load(Ordering::Acquire) {
+                a.apply_commands();
+            }
+        }
+        for a in &mut self.parked {
+            if a.reg.agents[a.index].pending.load(Ordering::Acquire) {
+                a.apply_commands();
+            }
+            out.extend(a.tasks.drain(..).map(|h| (h.id, h.task)));
+            a.reg.agents[a.index].tasks.store(0, Ordering::Relaxed);
+        }
+        self.reg
+            .directory
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+        out.sort_by_key(|(id, _)| *id);
+        Ok(out)
+    }
+}
+
+impl Drop for Agents {
+    fn drop(&mut self) {
+        let _ = self.stop();
+    }
+}
+
+/// The body of an agent thread: pin, report, run duty cycles until stopped.
+fn run_thread(
+    mut group: Vec<Agent>,
+    core: Option<usize>,
+    name: &str,
+    mut shared_idle: Idler,
+    reg: Arc<Registry>,
+    ready: std::sync::mpsc::Sender<Result<(), AgentError>>,
+) -> Vec<Agent> {
+    if let Some(core) = core {
+        if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
+            let _ = ready.send(Err(AgentError::Pin {
+                agent: name.to_string(),
+                core,
+            }));
+            return group;
+        }
+    }
+    let _ = ready.send(Ok(()));
+    drop(ready);
+    if let [agent] = group.as_mut_slice() {
+        while !reg.stop.load(Ordering::Relaxed) {
+            let work = agent.duty_cycle();
+            agent.idle(work);
+        }
+    } else {
+        let n = group.len().max(1) as u64;
+        while !reg.stop.load(Ordering::Relaxed) {
+            let work: usize = group.iter_mut().map(Agent::duty_cycle).sum();
+            shared_idle.idle(work);
+            if work == 0 {
+                // The thread's idle time, shared out evenly among its agents.
+                let end = group.iter().map(|a| a.cycle_end).max().unwrap_or(0);
+                let idle = reg.now_ns().saturating_sub(end) / n;
+                for a in &group {
+                    reg.agents[a.index].idle_ns.add(idle);
+                }
+            }
+        }
+    }
+    group
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Does nothing, ever.
+    struct Nothing;
+
+    impl Task for Nothing {
+        fn name(&self) -> &str {
+            "nothing"
+        }
+        fn do_work(&mut self, _now_ns: u64) -> usize {
+            0
+        }
+    }
+
+    #[test]
+    fn bad_agent_core_and_task_are_errors() {
+        let e = Agents::new(
+            vec![AgentConfig {
+                core: Some(4096),
+                ..AgentConfig::new("x")
+            }],
+            ThreadingMode::Dedicated,
+            IdleStrategy::BusySpin,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("core 4096 does not exist"), "{e}");
+        let mut agents = Agents::new(
+            vec![AgentConfig::new("x")],
+            ThreadingMode::Invoker,
+            IdleStrategy::BusySpin,
+        )
+        .unwrap();
+        assert!(matches!(
+            agents.add_task(3, Box::new(Nothing)),
+            Err(AgentError::NoSuchAgent(3, 1))
+        ));
+        assert!(matches!(
+            agents.move_task(TaskId(99), 0),
+            Err(AgentError::NoSuchTask(TaskId(99)))
+        ));
+        let id = agents.add_task(0, Box::new(Nothing)).unwrap();
+        assert!(matches!(
+            agents.move_task(id, 0),
+            Err(AgentError::InTransit(_))
+        ));
+        agents.invoke();
+        assert!(agents.move_task(id, 0).unwrap().is_done());
+    }
+}

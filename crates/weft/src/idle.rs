@@ -1,0 +1,147 @@
+//! Idle strategies: what an agent's thread does after a duty cycle that found
+//! no work. Each trades wake-up latency against the CPU it leaves to others.
+
+use std::time::Duration;
+
+/// What to do when a duty cycle did no work.
+///
+/// On a host with as many busy threads as cores (two spinning agents on a
+/// 2-core machine), only `BusySpin` keeps latency flat, and it leaves nothing
+/// for a third thread: give every other agent `Backoff` or `Sleep`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IdleStrategy {
+    /// Spin with a CPU pause hint. Lowest latency; holds the core at 100 %.
+    BusySpin,
+    /// `sched_yield` each time: another runnable thread on the core gets it,
+    /// otherwise about a microsecond per call.
+    Yield,
+    /// `spins` pauses, then `yields` yields, then sleeps starting at `min_park`
+    /// and doubling up to `max_park`; any work resets it to spinning. Costs at
+    /// most `max_park` of extra latency once fully backed off.
+    Backoff {
+        /// Spins before yielding.
+        spins: u32,
+        /// Yields before parking.
+        yields: u32,
+        /// First sleep.
+        min_park: Duration,
+        /// Longest sleep.
+        max_park: Duration,
+    },
+    /// Sleep this long after every idle cycle (a floor on latency: use for
+    /// housekeeping, not for traffic).
+    Sleep(Duration),
+}
+
+impl IdleStrategy {
+    /// `Backoff` with 100 spins, 50 yields and sleeps from 1 µs to 1 ms.
+    pub const fn backoff() -> Self {
+        IdleStrategy::Backoff {
+            spins: 100,
+            yields: 50,
+            min_park: Duration::from_micros(1),
+            max_park: Duration::from_millis(1),
+        }
+    }
+}
+
+impl Default for IdleStrategy {
+    /// [`IdleStrategy::backoff`]: safe on any core count.
+    fn default() -> Self {
+        Self::backoff()
+    }
+}
+
+/// An [`IdleStrategy`] with its state (how far it has backed off).
+#[derive(Clone, Debug)]
+pub struct Idler {
+    strategy: IdleStrategy,
+    count: u32,
+    park: Duration,
+}
+
+impl Idler {
+    /// Starts at the spinning end.
+    pub fn new(strategy: IdleStrategy) -> Self {
+        Self {
+            strategy,
+            count: 0,
+            park: Duration::ZERO,
+        }
+    }
+
+    /// The strategy.
+    pub fn strategy(&self) -> IdleStrategy {
+        self.strategy
+    }
+
+    /// Called after each duty cycle with its work count: returns at once when
+    /// `work > 0` (and resets the backoff), otherwise idles one step. Never
+    /// allocates.
+    #[inline]
+    pub fn idle(&mut self, work: usize) {
+        if work > 0 {
+            self.count = 0;
+            self.park = Duration::ZERO;
+            return;
+        }
+        match self.strategy {
+            IdleStrategy::BusySpin => std::hint::spin_loop(),
+            IdleStrategy::Yield => std::thread::yield_now(),
+            IdleStrategy::Sleep(d) => std::thread::sleep(d),
+            IdleStrategy::Backoff {
+                spins,
+                yields,
+                min_park,
+                max_park,
+            } => {
+                if self.count < spins {
+                    self.count += 1;
+                    std::hint::spin_loop();
+                } else if self.count < spins.saturating_add(yields) {
+                    self.count += 1;
+                    std::thread::yield_now();
+                } else {
+                    self.park = if self.park.is_zero() {
+                        min_park
+                    } else {
+                        (self.park * 2).min(max_park)
+                    };
+                    std::thread::sleep(self.park);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_spins_then_yields_then_parks_longer_and_resets_on_work() {
+        let mut i = Idler::new(IdleStrategy::Backoff {
+            spins: 2,
+            yields: 1,
+            min_park: Duration::from_micros(1),
+            max_park: Duration::from_micros(4),
+        });
+        for _ in 0..3 {
+            i.idle(0);
+        }
+        assert_eq!(i.park, Duration::ZERO, "spins and yields do not park");
+        let parks: Vec<_> = (0..4)
+            .map(|_| {
+                i.idle(0);
+                i.park
+            })
+            .collect();
+        assert_eq!(
+            parks,
+            [1, 2, 4, 4].map(Duration::from_micros),
+            "doubling, capped"
+        );
+        i.idle(1);
+        assert_eq!((i.count, i.park), (0, Duration::ZERO));
+    }
+}

@@ -1,0 +1,172 @@
+//! The weft API end to end: agents running tasks in every threading mode and
+//! idle strategy, and tasks moved between agents while messages flow.
+
+use std::time::{Duration, Instant};
+
+use weft::{AgentConfig, AgentError, Agents, IdleStrategy, Task, ThreadingMode};
+use weft_shm::spsc;
+
+/// Forwards 8-byte sequence numbers from one ring to another, up to 64 per call.
+struct Forward {
+    rx: spsc::Consumer,
+    tx: spsc::Producer,
+}
+
+impl Task for Forward {
+    fn name(&self) -> &str {
+        "forward"
+    }
+    fn do_work(&mut self, _now_ns: u64) -> usize {
+        let mut n = 0;
+        while n < 64 {
+            // Claim first, so a frame is only taken when it can be passed on.
+            let Ok(mut claim) = self.tx.try_claim(8, 1) else {
+                break;
+            };
+            let mut got = false;
+            let _ = self.rx.poll(1, |f| {
+                claim.payload_mut().copy_from_slice(f.payload());
+                got = true;
+            });
+            if !got {
+                break; // the claim drops uncommitted: abandoned
+            }
+            claim.commit();
+            n += 1;
+        }
+        n
+    }
+}
+
+/// Does nothing, ever.
+struct Nothing;
+
+impl Task for Nothing {
+    fn name(&self) -> &str {
+        "nothing"
+    }
+    fn do_work(&mut self, _now_ns: u64) -> usize {
+        0
+    }
+}
+
+fn rings() -> (
+    (spsc::Producer, spsc::Consumer),
+    (spsc::Producer, spsc::Consumer),
+) {
+    let cfg = spsc::SpscConfig::new(64 * 1024);
+    (
+        spsc::channel(cfg).unwrap(),
+        spsc::channel(cfg).unwrap(),
+    )
+}
+
+/// 1,000,000 sequence numbers pass through a task that is moved between two
+/// agents (each on its own thread) every 2,000 messages or so: every number
+/// arrives once, in order.
+#[test]
+fn moving_a_task_while_a_million_messages_flow_loses_and_duplicates_nothing() {
+    let total = weft_tests::scaled(1_000_000);
+    let ((mut src, rx), (tx, mut sink)) = rings();
+    let mut agents = Agents::new(
+        vec![AgentConfig::new("a"), AgentConfig::new("b")],
+        ThreadingMode::Dedicated,
+        IdleStrategy::backoff(),
+    )
+    .unwrap();
+    let id = agents.add_task(0, Box::new(Forward { rx, tx })).unwrap();
+    agents.add_task(1, Box::new(Nothing)).unwrap();
+    agents.start().unwrap();
+    let (mut sent, mut next, mut moves, mut to) = (0u64, 0u64, 0u64, 1usize);
+    let mut last_move = 0;
+    let started = Instant::now();
+    while next < total {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "stalled at {next}"
+        );
+        while sent < total && src.offer(1, &sent.to_le_bytes()).is_ok() {
+            sent += 1;
+        }
+        let _ = sink.poll(256, |f| {
+            let v = u64::from_le_bytes(f.payload().try_into().unwrap());
+            assert_eq!(v, next, "after {moves} moves");
+            next += 1;
+        });
+        if next >= last_move + 2_000 {
+            last_move = next;
+            match agents.move_task(id, to) {
+                Ok(t) => {
+                    t.wait(Duration::from_secs(10)).unwrap();
+                    moves += 1;
+                    to = 1 - to;
+                }
+                Err(AgentError::InTransit(_)) => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+        std::thread::yield_now();
+    }
+    assert!(moves >= total / 4_000, "only {moves} moves");
+    let stats = agents.task_stats();
+    assert_eq!(stats[0].work, total, "{stats:?}");
+    assert_eq!(stats[0].agent, Some(1 - to));
+    agents.stop().unwrap();
+    let tasks = agents.take_tasks().unwrap();
+    assert_eq!(tasks.len(), 2, "both tasks still exist");
+    eprintln!("{total} messages, {moves} moves");
+}
+
+/// Every mode runs every task, and the accounting adds up: the working task
+/// has busy time and the idle one none; every call is counted.
+#[test]
+fn every_threading_mode_runs_its_tasks_and_accounts_for_them() {
+    for mode in [
+        ThreadingMode::Invoker,
+        ThreadingMode::Shared,
+        ThreadingMode::Dedicated,
+    ] {
+        for idle in [
+            IdleStrategy::BusySpin,
+            IdleStrategy::Yield,
+            IdleStrategy::backoff(),
+            IdleStrategy::Sleep(Duration::from_micros(50)),
+        ] {
+            let ((mut src, rx), (tx, mut sink)) = rings();
+            let mut cfg = [AgentConfig::new("work"), AgentConfig::new("idle")];
+            for c in &mut cfg {
+                c.idle = idle;
+            }
+            let mut agents = Agents::new(cfg.to_vec(), mode, idle).unwrap();
+            agents.add_task(0, Box::new(Forward { rx, tx })).unwrap();
+            agents.add_task(1, Box::new(Nothing)).unwrap();
+            agents.start().unwrap();
+            let total = 20_000u64;
+            let (mut sent, mut next) = (0u64, 0u64);
+            while next < total {
+                while sent < total && src.offer(1, &sent.to_le_bytes()).is_ok() {
+                    sent += 1;
+                }
+                if mode == ThreadingMode::Invoker {
+                    agents.invoke();
+                } else {
+                    std::thread::yield_now();
+                }
+                let _ = sink.poll(256, |f| {
+                    assert_eq!(f.payload(), next.to_le_bytes());
+                    next += 1;
+                });
+            }
+            agents.stop().unwrap();
+            let (a, t) = (agents.agent_stats(), agents.task_stats());
+            assert_eq!(t[0].work, total, "{mode:?} {idle:?}");
+            assert!(t[0].busy_ns > 0 && t[0].busy_ns <= t[0].total_ns);
+            assert_eq!((t[1].work, t[1].busy_ns), (0, 0));
+            assert!(a[0].busy_ns > 0 && a[1].busy_ns == 0, "{a:?}");
+            assert!(a[0].duty_cycles >= t[0].calls.min(1));
+            assert_eq!(t[0].calls, a[0].duty_cycles, "one call per cycle");
+            assert!((0.0..=1.0).contains(&a[0].utilization()));
+            assert_eq!((a[0].tasks, a[1].tasks), (1, 1));
+        }
+    }
+}
