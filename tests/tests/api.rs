@@ -55,10 +55,7 @@ fn rings() -> (
     (spsc::Producer, spsc::Consumer),
 ) {
     let cfg = spsc::SpscConfig::new(64 * 1024);
-    (
-        spsc::channel(cfg).unwrap(),
-        spsc::channel(cfg).unwrap(),
-    )
+    (spsc::channel(cfg).unwrap(), spsc::channel(cfg).unwrap())
 }
 
 /// 1,000,000 sequence numbers pass through a task that is moved between two
@@ -169,4 +166,151 @@ fn every_threading_mode_runs_its_tasks_and_accounts_for_them() {
             assert_eq!((a[0].tasks, a[1].tasks), (1, 1));
         }
     }
+}
+
+/// A node in a fresh temporary directory.
+fn node(threading: ThreadingMode) -> (weft::Node, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!(
+        "weft-api-{}-{}",
+        std::process::id(),
+        NEXT_DIR.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    let cfg = weft::NodeConfig {
+        dir: dir.clone(),
+        threading,
+        shm_capacity: 64 * 1024,
+        ..weft::NodeConfig::default()
+    };
+    (weft::Node::new(cfg).unwrap(), dir)
+}
+
+static NEXT_DIR: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// A multicast group on loopback with a port nobody holds.
+fn udp_uri() -> String {
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    format!("udp://239.77.50.{}:{port}", port % 200 + 1)
+}
+
+/// Polls `sub` (and runs the node's work in invoker mode) until `want` messages
+/// arrived; returns every event seen, messages as their u64 value.
+fn receive(
+    node: &mut weft::Node,
+    sub: &mut weft::Subscription,
+    want: usize,
+) -> (Vec<u64>, Vec<String>) {
+    let (mut msgs, mut events) = (Vec::new(), Vec::new());
+    let started = Instant::now();
+    while msgs.len() < want {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "got {} of {want}: {events:?}",
+            msgs.len()
+        );
+        node.do_work();
+        sub.poll(64, |e| match e {
+            weft::Event::Message(m) => msgs.push(u64::from_le_bytes(m.try_into().unwrap())),
+            other => events.push(format!("{other:?}")),
+        })
+        .unwrap();
+    }
+    (msgs, events)
+}
+
+/// Both transports, same calls: not connected before a subscriber; a new
+/// session when it connects; then every message in order, through `offer`,
+/// `offer_pod` and `try_claim`; and the publisher's departure is reported.
+#[test]
+fn shm_and_udp_channels_have_the_same_shape() {
+    for mode in [ThreadingMode::Invoker, ThreadingMode::Dedicated] {
+        let (mut node, dir) = node(mode);
+        for uri in ["shm:prices".to_string(), udp_uri()] {
+            let mut publ = node.publication(&uri, 7).unwrap();
+            assert_eq!(
+                publ.offer(&0u64.to_le_bytes()),
+                Err(weft::PublishError::NotConnected),
+                "{uri}"
+            );
+            let mut sub = node.subscription(&uri, 7).unwrap();
+            let mut events = Vec::new();
+            let started = Instant::now();
+            while !publ.is_connected() {
+                assert!(
+                    started.elapsed() < Duration::from_secs(10),
+                    "{uri}: never connected"
+                );
+                node.do_work();
+                sub.poll(16, |e| events.push(format!("{e:?}"))).unwrap();
+            }
+            let total = 3000u64;
+            let mut got = Vec::new();
+            let mut i = 0u64;
+            while i < total {
+                assert!(
+                    started.elapsed() < Duration::from_secs(30),
+                    "{uri}: stuck at {i}"
+                );
+                node.do_work();
+                let r = match i % 3 {
+                    0 => publ.offer(&i.to_le_bytes()),
+                    1 => publ.offer_pod(&i),
+                    _ => publ.try_claim(8).map(|mut c| {
+                        c.payload_mut().copy_from_slice(&i.to_le_bytes());
+                        c.commit()
+                    }),
+                };
+                match r {
+                    Ok(()) => i += 1,
+                    Err(weft::PublishError::BackPressured) => {}
+                    Err(e) => panic!("{uri}: {e} at {i}"),
+                }
+                sub.poll(64, |e| match e {
+                    weft::Event::Message(m) => got.push(u64::from_le_bytes(m.try_into().unwrap())),
+                    other => events.push(format!("{other:?}")),
+                })
+                .unwrap();
+            }
+            let (rest, more) = receive(
+                &mut node,
+                &mut sub,
+                (total as usize).saturating_sub(got.len()),
+            );
+            got.extend(rest);
+            events.extend(more);
+            assert_eq!(got, (0..total).collect::<Vec<_>>(), "{uri} {mode:?}");
+            assert!(
+                events.len() == 1 && events[0].starts_with("NewSession"),
+                "{uri}: {events:?}"
+            );
+            drop(publ);
+            let started = Instant::now();
+            let mut gone = false;
+            while !gone {
+                assert!(
+                    started.elapsed() < Duration::from_secs(10),
+                    "{uri}: publisher never gone"
+                );
+                node.do_work();
+                sub.poll(16, |e| gone |= e == weft::Event::PublisherGone)
+                    .unwrap();
+            }
+        }
+        node.close().unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+#[test]
+fn a_bad_uri_is_an_error_that_quotes_it() {
+    let (mut node, dir) = node(ThreadingMode::Invoker);
+    let e = node.publication("udp://239.1.2.3:x", 1).unwrap_err();
+    assert!(e.to_string().contains("\"x\": expected a port"), "{e}");
+    let e = node.subscription("tcp://host:1", 1).unwrap_err();
+    assert!(e.to_string().contains("shm:"), "{e}");
+    drop(node);
+    let _ = std::fs::remove_dir_all(&dir);
 }

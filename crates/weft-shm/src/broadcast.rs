@@ -258,6 +258,20 @@ mod shm {
     }
 }
 
+/// Joins consumers to a ring; see [`Producer::joiner`]. `Send`.
+#[derive(Debug)]
+pub struct Joiner {
+    mem: Mem,
+    params: Params,
+}
+
+impl Joiner {
+    /// Joins a new consumer at the newest position; `None` if every slot is taken.
+    pub fn join(&self) -> Option<Consumer> {
+        Consumer::join(self.mem.clone(), self.params)
+    }
+}
+
 /// The producer. `Send`, not `Sync`. Dropping it closes the ring.
 #[derive(Debug)]
 pub struct Producer {
@@ -291,6 +305,16 @@ impl Producer {
     /// position; `None` if every slot is taken.
     pub fn join(&self) -> Option<Consumer> {
         Consumer::join(self.mem.clone(), self.params)
+    }
+
+    /// A handle that joins consumers to this ring later, from any thread, after
+    /// the producer has moved elsewhere. It holds no consumer slot (so it never
+    /// holds the producer back) and keeps the ring's memory alive.
+    pub fn joiner(&self) -> Joiner {
+        Joiner {
+            mem: self.mem.clone(),
+            params: self.params,
+        }
     }
 
     /// Largest payload.
@@ -654,6 +678,14 @@ impl Consumer {
     /// The producer's liveness (probes its process; not for the hot path).
     pub fn producer_state(&self, liveness_timeout_ns: u64) -> PeerState {
         self.mem.ctrl().producer.state(liveness_timeout_ns)
+    }
+
+    /// The process holding the producer end (pid and start time), if any: it
+    /// identifies a publisher session. One atomic load.
+    pub fn producer_id(&self) -> Option<crate::liveness::ProcessId> {
+        crate::liveness::ProcessId::from_word(
+            self.mem.ctrl().producer.holder.load(Ordering::Acquire),
+        )
     }
 
     /// Hands up to `limit` frames, in order, to `f`: in place in reliable mode, as a

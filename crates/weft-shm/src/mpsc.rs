@@ -220,6 +220,20 @@ mod shm {
     }
 }
 
+/// Makes producers for a ring; see [`Consumer::joiner`]. `Send`.
+#[derive(Debug)]
+pub struct Joiner {
+    mem: Mem,
+    params: Params,
+}
+
+impl Joiner {
+    /// A new producer; `None` if every slot is taken.
+    pub fn producer(&self) -> Option<Producer> {
+        Producer::join(self.mem.clone(), self.params)
+    }
+}
+
 /// One producer. `Send`, not `Sync`; make one per thread. Dropping it frees its slot.
 #[derive(Debug)]
 pub struct Producer {
@@ -456,6 +470,16 @@ impl Consumer {
     /// A new producer for this (heap or mapped) ring; `None` if every slot is taken.
     pub fn producer(&self) -> Option<Producer> {
         Producer::join(self.mem.clone(), self.params)
+    }
+
+    /// A handle that makes producers for this ring later, from any thread, after
+    /// the consumer has moved elsewhere. It holds no producer slot and keeps the
+    /// ring's memory alive.
+    pub fn joiner(&self) -> Joiner {
+        Joiner {
+            mem: self.mem.clone(),
+            params: self.params,
+        }
     }
 
     /// Largest payload.

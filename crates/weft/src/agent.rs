@@ -36,6 +36,13 @@ pub trait Task: Send {
     /// datagrams moved; 0 means it found nothing to do). `now_ns` is monotonic
     /// nanoseconds since the agents started. Must not block.
     fn do_work(&mut self, now_ns: u64) -> usize;
+
+    /// Whether the task has finished for good: its agent drops it after the
+    /// current duty cycle (on the agent's thread) and its stats show no agent.
+    /// Default: never.
+    fn is_done(&self) -> bool {
+        false
+    }
 }
 
 /// A task taken out of the agents, with its id ([`Agents::take_tasks`]).
@@ -183,8 +190,10 @@ pub struct TaskStats {
     pub id: TaskId,
     /// Its name.
     pub name: String,
-    /// The agent hosting it; `None` while it moves.
+    /// The agent hosting it; `None` while it moves, and once finished.
     pub agent: Option<usize>,
+    /// It said it was done and was dropped.
+    pub finished: bool,
     /// Calls of `do_work`.
     pub calls: u64,
     /// Nanoseconds in `do_work` calls that did work.
@@ -256,6 +265,7 @@ impl Counter {
 }
 
 const IN_TRANSIT: usize = usize::MAX;
+const FINISHED: usize = usize::MAX - 1;
 
 #[derive(Debug)]
 struct TaskCounters {
@@ -352,12 +362,13 @@ impl Agent {
         if me.pending.load(Ordering::Acquire) {
             self.apply_commands();
         }
-        let me = &self.reg.agents[self.index];
         let start = self.reg.now_ns();
         let mut t = start;
         let mut work = 0;
+        let mut finished = false;
         for h in &mut self.tasks {
             let w = h.task.do_work(t);
+            finished |= h.task.is_done();
             let t2 = self.reg.now_ns();
             let c = &h.counters;
             c.calls.add(1);
@@ -369,6 +380,10 @@ impl Agent {
             work += w;
             t = t2;
         }
+        if finished {
+            self.drop_finished();
+        }
+        let me = &self.reg.agents[self.index];
         let len = t - start;
         me.duty_cycles.add(1);
         if work > 0 {
@@ -393,6 +408,20 @@ impl Agent {
                 .idle_ns
                 .add(now.saturating_sub(self.cycle_end));
         }
+    }
+
+    /// Drops the tasks that say they are done (deallocating on this thread).
+    fn drop_finished(&mut self) {
+        self.tasks.retain(|h| {
+            let done = h.task.is_done();
+            if done {
+                h.counters.agent.store(FINISHED, Ordering::Relaxed);
+            }
+            !done
+        });
+        self.reg.agents[self.index]
+            .tasks
+            .store(self.tasks.len(), Ordering::Relaxed);
     }
 
     fn apply_commands(&mut self) {
@@ -579,6 +608,9 @@ impl Agents {
             .find(|(i, _)| *i == id)
             .map(|(_, c)| c.agent.load(Ordering::Relaxed))
             .ok_or(AgentError::NoSuchTask(id))?;
+        if from == FINISHED {
+            return Err(AgentError::NoSuchTask(id));
+        }
         if from == IN_TRANSIT {
             // Not adopted yet (just added, or mid-move): it cannot be released
             // until an agent holds it.
@@ -710,7 +742,8 @@ impl Agents {
                 TaskStats {
                     id: *id,
                     name: c.name.clone(),
-                    agent: (agent != IN_TRANSIT).then_some(agent),
+                    agent: (agent < FINISHED).then_some(agent),
+                    finished: agent == FINISHED,
                     calls: c.calls.get(),
                     busy_ns: c.busy_ns.get(),
                     total_ns: c.total_ns.get(),

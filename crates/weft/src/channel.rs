@@ -1,0 +1,447 @@
+//! Publications and subscriptions: the same shape over shared memory and UDP.
+//!
+//! A shared-memory channel is one broadcast ring in a file: the publication
+//! writes in place, every subscription reads in place. A UDP channel runs on a
+//! worker agent: publications write into an in-process MPSC ring that the
+//! agent's send task drains into the protocol, and the agent's receive task
+//! republishes what arrives into an in-process broadcast ring that every
+//! subscription of this process reads (one network receive for all of them).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use weft_shm::{broadcast, mpsc, ClaimError, PeerState, PollError, ShmOptions};
+
+use crate::uri::ChannelUri;
+
+/// Frame type of an application message in weft's rings.
+pub(crate) const TYPE_MESSAGE: u32 = 0;
+/// Frame types weft uses for events inside its rings (below weft-shm's own).
+pub(crate) const TYPE_LOSS: u32 = 0xFFFF_FE01;
+pub(crate) const TYPE_NEW_SESSION: u32 = 0xFFFF_FE02;
+pub(crate) const TYPE_PUBLISHER_GONE: u32 = 0xFFFF_FE03;
+
+/// Why a message was not published. Nothing was written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PublishError {
+    /// Subscribers (or the network's flow control) are a full buffer behind:
+    /// try again later. Back-pressure is never hidden in an unbounded queue.
+    #[error("back-pressured: the subscribers are a full buffer behind")]
+    BackPressured,
+    /// No subscriber is there to receive it (shared memory: none joined; UDP:
+    /// no receiver has reported status yet, or all timed out).
+    #[error("not connected: no subscriber")]
+    NotConnected,
+    /// The channel is closed.
+    #[error("the channel is closed")]
+    Closed,
+    /// Longer than [`Publication::max_message`].
+    #[error("message of {len} bytes is larger than the channel's maximum of {max}")]
+    TooLarge {
+        /// The message's length.
+        len: usize,
+        /// The largest allowed.
+        max: usize,
+    },
+}
+
+/// What a subscription hands out, in order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event<'a> {
+    /// One message, read in place; valid during the callback.
+    Message(&'a [u8]),
+    /// UDP: datagrams `from..to` (transport sequence numbers) will never
+    /// arrive; the messages in them are lost. Never a silent gap.
+    Loss {
+        /// First lost datagram.
+        from: u64,
+        /// One past the last.
+        to: u64,
+    },
+    /// A publisher session started (first contact, or a restarted publisher
+    /// replacing the old one). Shared memory: `session_id` is the publisher's
+    /// pid in the low 32 bits and its process start time in the high 32.
+    NewSession {
+        /// Identifies the session.
+        session_id: u64,
+    },
+    /// The publisher has been silent past the liveness timeout, or closed the channel.
+    PublisherGone,
+}
+
+/// A claimed message: write it in place, then [`commit`](Self::commit).
+/// Dropping it abandons the message.
+#[derive(Debug)]
+pub enum Claim<'p> {
+    /// In a shared-memory ring.
+    #[doc(hidden)]
+    Shm(broadcast::Claim<'p>),
+    /// In the ring to the UDP send task.
+    #[doc(hidden)]
+    Udp(mpsc::Claim<'p>),
+}
+
+impl Claim<'_> {
+    /// The message's bytes, in place (stale contents: write all of them).
+    #[inline]
+    pub fn payload_mut(&mut self) -> &mut [u8] {
+        match self {
+            Claim::Shm(c) => c.payload_mut(),
+            Claim::Udp(c) => c.payload_mut(),
+        }
+    }
+
+    /// Publishes the message.
+    #[inline]
+    pub fn commit(self) {
+        match self {
+            Claim::Shm(c) => c.commit(),
+            Claim::Udp(c) => c.commit(),
+        }
+    }
+}
+
+/// Offers between two checks of a shared-memory channel's subscriber count
+/// while connected (the check reads every consumer slot).
+const RECHECK_EVERY: u32 = 1024;
+
+#[derive(Debug)]
+pub(crate) enum PubInner {
+    Shm {
+        ring: broadcast::Producer,
+        connected: bool,
+        until_check: u32,
+    },
+    Udp {
+        tx: mpsc::Producer,
+        connected: Arc<AtomicBool>,
+        max: usize,
+        _user: UserGuard,
+    },
+}
+
+/// The sending end of a channel. `Send`, not `Sync`: one per thread.
+#[derive(Debug)]
+pub struct Publication {
+    pub(crate) uri: ChannelUri,
+    pub(crate) stream: u32,
+    pub(crate) inner: PubInner,
+}
+
+impl Publication {
+    /// The channel.
+    pub fn uri(&self) -> &ChannelUri {
+        &self.uri
+    }
+
+    /// The stream id.
+    pub fn stream(&self) -> u32 {
+        self.stream
+    }
+
+    /// The largest message, in bytes.
+    pub fn max_message(&self) -> usize {
+        match &self.inner {
+            PubInner::Shm { ring, .. } => ring.max_payload(),
+            PubInner::Udp { max, .. } => *max,
+        }
+    }
+
+    /// Whether a subscriber is there (see [`PublishError::NotConnected`]).
+    /// Shared memory: counts the ring's consumers (one load per slot).
+    pub fn is_connected(&self) -> bool {
+        match &self.inner {
+            PubInner::Shm { ring, .. } => ring.consumers() > 0,
+            PubInner::Udp { connected, .. } => connected.load(Ordering::Acquire),
+        }
+    }
+
+    /// [`is_connected`](Self::is_connected) as the hot path sees it: a shared-memory
+    /// publication re-counts its subscribers on every offer while it has none,
+    /// and every [`RECHECK_EVERY`] offers while it has some.
+    #[inline]
+    fn connected_now(&mut self) -> bool {
+        match &mut self.inner {
+            PubInner::Shm {
+                ring,
+                connected,
+                until_check,
+            } => {
+                if !*connected || *until_check == 0 {
+                    *connected = ring.consumers() > 0;
+                    *until_check = RECHECK_EVERY;
+                }
+                *until_check -= 1;
+                *connected
+            }
+            PubInner::Udp { connected, .. } => connected.load(Ordering::Acquire),
+        }
+    }
+
+    /// Claims `len` bytes to write in place. No allocation, lock or syscall.
+    #[inline]
+    pub fn try_claim(&mut self, len: usize) -> Result<Claim<'_>, PublishError> {
+        let max = self.max_message();
+        if len > max {
+            return Err(PublishError::TooLarge { len, max });
+        }
+        if !self.connected_now() {
+            return Err(PublishError::NotConnected);
+        }
+        let err = |e: ClaimError| match e {
+            ClaimError::Full => PublishError::BackPressured,
+            ClaimError::TooLarge { .. } => PublishError::TooLarge { len, max },
+            _ => PublishError::Closed,
+        };
+        match &mut self.inner {
+            PubInner::Shm { ring, .. } => ring
+                .try_claim(len, TYPE_MESSAGE)
+                .map(Claim::Shm)
+                .map_err(err),
+            PubInner::Udp { tx, .. } => {
+                tx.try_claim(len, TYPE_MESSAGE).map(Claim::Udp).map_err(err)
+            }
+        }
+    }
+
+    /// Copies `msg` in and publishes it.
+    #[inline]
+    pub fn offer(&mut self, msg: &[u8]) -> Result<(), PublishError> {
+        let mut c = self.try_claim(msg.len())?;
+        c.payload_mut().copy_from_slice(msg);
+        c.commit();
+        Ok(())
+    }
+
+    /// Publishes a plain-data value as its bytes.
+    #[inline]
+    pub fn offer_pod<T: bytemuck::Pod>(&mut self, value: &T) -> Result<(), PublishError> {
+        self.offer(bytemuck::bytes_of(value))
+    }
+}
+
+/// Why a subscription cannot go on.
+#[derive(Debug, thiserror::Error)]
+pub enum SubscribeError {
+    /// The ring holds data no weft writer produced; the subscription stopped
+    /// there rather than hand out garbage.
+    #[error("channel {uri}: {source}")]
+    Corrupt {
+        /// The channel.
+        uri: String,
+        /// What was found.
+        #[source]
+        source: PollError,
+    },
+}
+
+#[derive(Debug)]
+pub(crate) enum SubInner {
+    /// A shared-memory channel; `None` until its file exists (and again after
+    /// its publisher is gone, until a new one creates it).
+    Shm {
+        ring: Option<broadcast::Consumer>,
+        name: String,
+        opts: ShmOptions,
+        liveness_ns: u64,
+        empty_polls: u32,
+    },
+    Udp {
+        ring: broadcast::Consumer,
+        _user: UserGuard,
+    },
+}
+
+/// The receiving end of a channel. `Send`, not `Sync`.
+#[derive(Debug)]
+pub struct Subscription {
+    pub(crate) uri: ChannelUri,
+    pub(crate) stream: u32,
+    pub(crate) inner: SubInner,
+}
+
+/// Empty polls between two liveness checks of a shared-memory publisher (each
+/// probes its process: a syscall kept off the path while messages flow).
+const PROBE_EVERY: u32 = 1 << 14;
+
+impl Subscription {
+    /// The channel.
+    pub fn uri(&self) -> &ChannelUri {
+        &self.uri
+    }
+
+    /// The stream id.
+    pub fn stream(&self) -> u32 {
+        self.stream
+    }
+
+    /// Whether a publisher's ring is attached (UDP: always).
+    pub fn is_connected(&self) -> bool {
+        match &self.inner {
+            SubInner::Shm { ring, .. } => ring.is_some(),
+            SubInner::Udp { .. } => true,
+        }
+    }
+
+    /// Hands up to `limit` events, in order, to `f`, reading messages in place.
+    /// Returns how many. While messages flow: no allocation, lock or syscall.
+    /// A shared-memory subscription whose publisher is not there yet looks for
+    /// its file now and then (a few syscalls, only while there is nothing to read).
+    pub fn poll<F: FnMut(Event<'_>)>(
+        &mut self,
+        limit: usize,
+        mut f: F,
+    ) -> Result<usize, SubscribeError> {
+        match &mut self.inner {
+            SubInner::Udp { ring, .. } => {
+                let r = ring.poll(limit, |frame| {
+                    if let Some(e) = decode(frame.type_id(), frame.payload()) {
+                        f(e)
+                    }
+                });
+                match r {
+                    Ok(n) => Ok(n),
+                    // The node's receive task outlives its subscriptions; a
+                    // reliable ring evicts only a stuck reader: rejoin.
+                    Err(PollError::Evicted) => {
+                        ring.rejoin();
+                        Ok(0)
+                    }
+                    Err(PollError::Closed) => Ok(0),
+                    Err(e) => Err(SubscribeError::Corrupt {
+                        uri: self.uri.to_string(),
+                        source: e,
+                    }),
+                }
+            }
+            SubInner::Shm {
+                ring,
+                name,
+                opts,
+                liveness_ns,
+                empty_polls,
+            } => {
+                let Some(r) = ring else {
+                    *empty_polls += 1;
+                    if *empty_polls >= PROBE_EVERY || *empty_polls == 1 {
+                        *empty_polls = 1;
+                        if let Ok(c) = broadcast::Consumer::attach(opts, name) {
+                            let session_id = c.producer_id().map_or(0, |p| p.to_word());
+                            *ring = Some(c);
+                            *empty_polls = 0;
+                            f(Event::NewSession { session_id });
+                            return Ok(1);
+                        }
+                    }
+                    return Ok(0);
+                };
+                let result = r.poll(limit, |frame| f(Event::Message(frame.payload())));
+                match result {
+                    Ok(0) => {
+                        *empty_polls += 1;
+                        if *empty_polls >= PROBE_EVERY {
+                            *empty_polls = 0;
+                            if matches!(r.producer_state(*liveness_ns), PeerState::Gone(_)) {
+                                *ring = None;
+                                f(Event::PublisherGone);
+                                return Ok(1);
+                            }
+                        }
+                        Ok(0)
+                    }
+                    Ok(n) => {
+                        *empty_polls = 0;
+                        Ok(n)
+                    }
+                    Err(PollError::Closed) => {
+                        *ring = None;
+                        *empty_polls = 0;
+                        f(Event::PublisherGone);
+                        Ok(1)
+                    }
+                    Err(PollError::Evicted) => {
+                        // Too slow for too long: the publisher went on without
+                        // us. Rejoin at the newest message and say what was lost
+                        // (the count is not known here).
+                        r.rejoin();
+                        f(Event::Loss { from: 0, to: 0 });
+                        Ok(1)
+                    }
+                    Err(e) => Err(SubscribeError::Corrupt {
+                        uri: self.uri.to_string(),
+                        source: e,
+                    }),
+                }
+            }
+        }
+    }
+}
+
+/// A frame of weft's in-process ring as an event; `None` for a frame of a
+/// type weft does not write (skipped).
+fn decode(type_id: u32, p: &[u8]) -> Option<Event<'_>> {
+    let word = |i: usize| -> u64 {
+        p.get(i * 8..i * 8 + 8)
+            .map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
+    };
+    match type_id {
+        TYPE_MESSAGE => Some(Event::Message(p)),
+        TYPE_LOSS => Some(Event::Loss {
+            from: word(0),
+            to: word(1),
+        }),
+        TYPE_NEW_SESSION => Some(Event::NewSession {
+            session_id: word(0),
+        }),
+        TYPE_PUBLISHER_GONE => Some(Event::PublisherGone),
+        _ => None,
+    }
+}
+
+/// How many publications (or subscriptions) of this process use one UDP
+/// channel, shared with the agent task that runs it. The task closes the
+/// channel (count 0 → [`Users::CLOSED`]) when the last one is gone, and a
+/// later publication then opens a new one (a new session).
+#[derive(Debug, Default)]
+pub(crate) struct Users(std::sync::atomic::AtomicUsize);
+
+impl Users {
+    const CLOSED: usize = usize::MAX;
+
+    /// Counts one more user; `false` if the channel closed (open a new one).
+    pub(crate) fn join(self: &Arc<Self>) -> Option<UserGuard> {
+        self.0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n != Self::CLOSED).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| UserGuard(self.clone()))
+    }
+
+    /// Users now.
+    pub(crate) fn count(&self) -> usize {
+        self.0.load(Ordering::Acquire)
+    }
+
+    /// Closes the channel if nobody uses it; `true` if it did.
+    pub(crate) fn try_close(&self) -> bool {
+        self.0
+            .compare_exchange(0, Self::CLOSED, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    /// Whether the channel is closed.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.count() == Self::CLOSED
+    }
+}
+
+/// One user of a UDP channel; dropping it counts the user out.
+#[derive(Debug)]
+pub(crate) struct UserGuard(Arc<Users>);
+
+impl Drop for UserGuard {
+    fn drop(&mut self) {
+        self.0 .0.fetch_sub(1, Ordering::AcqRel);
+    }
+}

@@ -1,0 +1,371 @@
+//! `Node`: one process's weft context. It owns the agents, opens channels by
+//! URI, and hands out publications and subscriptions.
+
+use std::net::SocketAddrV4;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use weft_net::{ChannelConfig, Interface, SocketOptions};
+use weft_proto::{ReceiverConfig, SenderConfig};
+use weft_shm::{broadcast, mpsc, Region, ShmError, ShmOptions};
+
+use crate::agent::{AgentConfig, AgentError, AgentStats, Agents, TaskStats};
+use crate::channel::{PubInner, Publication, SubInner, Subscription, Users};
+use crate::config::NodeConfig;
+use crate::udp::{RecvTask, SendTask};
+use crate::uri::{ChannelUri, ShmUri, UdpUri};
+use crate::Error;
+
+/// A UDP channel this node sends on: where publications join.
+struct UdpSend {
+    group: SocketAddrV4,
+    stream: u32,
+    joiner: mpsc::Joiner,
+    connected: Arc<AtomicBool>,
+    max: usize,
+    users: Arc<Users>,
+}
+
+/// A UDP channel this node receives: where subscriptions join.
+struct UdpRecv {
+    group: SocketAddrV4,
+    stream: u32,
+    joiner: broadcast::Joiner,
+    users: Arc<Users>,
+}
+
+/// One process's weft context: configuration, agents, channels.
+///
+/// Opening a channel allocates and makes syscalls (files, sockets, threads);
+/// publishing and receiving afterwards do neither on shared memory, and on UDP
+/// only the agents make the socket calls.
+pub struct Node {
+    cfg: NodeConfig,
+    shm: ShmOptions,
+    agents: Agents,
+    sends: Vec<UdpSend>,
+    recvs: Vec<UdpRecv>,
+    next_agent: usize,
+    seed: u64,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("dir", &self.cfg.dir)
+            .field("agents", &self.agents)
+            .field("udp_sends", &self.sends.len())
+            .field("udp_receives", &self.recvs.len())
+            .finish()
+    }
+}
+
+impl Node {
+    /// Checks `cfg`, creates the agents and starts their threads (none in
+    /// `Invoker` mode: call [`do_work`](Self::do_work)).
+    pub fn new(cfg: NodeConfig) -> Result<Self, Error> {
+        cfg.validate().map_err(Error::Config)?;
+        let agents = (0..cfg.agents)
+            .map(|i| AgentConfig {
+                name: format!("agent-{i}"),
+                core: (!cfg.cores.is_empty()).then(|| cfg.cores[i % cfg.cores.len()]),
+                idle: cfg.idle,
+                slow_cycle: cfg.slow_cycle,
+            })
+            .collect();
+        let mut agents = Agents::new(agents, cfg.threading, cfg.idle)?;
+        agents.start()?;
+        let shm = ShmOptions {
+            prefault: cfg.prefault,
+            mlock: cfg.mlock,
+            liveness_timeout: cfg.liveness_timeout,
+            ..ShmOptions::in_dir(&cfg.dir)
+        };
+        let seed = std::process::id() as u64 ^ weft_shm::liveness::now_ns().rotate_left(17);
+        Ok(Self {
+            cfg,
+            shm,
+            agents,
+            sends: Vec::new(),
+            recvs: Vec::new(),
+            next_agent: 0,
+            seed,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &NodeConfig {
+        &self.cfg
+    }
+
+    /// The agents: their counters, their tasks' counters, and task moves.
+    pub fn agents(&self) -> &Agents {
+        &self.agents
+    }
+
+    /// One duty cycle of every agent on this thread: the whole of the node's
+    /// background work in `Invoker` mode. Returns the work done.
+    pub fn do_work(&mut self) -> usize {
+        self.agents.invoke()
+    }
+
+    /// Counters of every agent.
+    pub fn agent_stats(&self) -> Vec<AgentStats> {
+        self.agents.agent_stats()
+    }
+
+    /// Counters of every task.
+    pub fn task_stats(&self) -> Vec<TaskStats> {
+        self.agents.task_stats()
+    }
+
+    /// Stops the agent threads (also done on drop).
+    pub fn close(mut self) -> Result<(), AgentError> {
+        self.agents.stop()
+    }
+
+    fn next_seed(&mut self) -> u64 {
+        self.seed = self.seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        self.seed
+    }
+
+    fn pick_agent(&mut self) -> usize {
+        let a = self.next_agent % self.agents.len();
+        self.next_agent += 1;
+        a
+    }
+
+    /// A publication on `uri` (see [`crate::uri`]), stream `stream`.
+    ///
+    /// Shared memory: creates the channel's ring file (`NAME.STREAM` in the
+    /// node's directory); a file left by a dead publisher is removed first, one
+    /// of a live publisher is an error naming its pid. UDP: the first
+    /// publication of a channel opens its socket and gives its send task to an
+    /// agent; later ones share it.
+    pub fn publication(&mut self, uri: &str, stream: u32) -> Result<Publication, Error> {
+        let parsed: ChannelUri = uri.parse()?;
+        let inner = match &parsed {
+            ChannelUri::Shm(s) => self.shm_publication(s, stream)?,
+            ChannelUri::Udp(u) => self.udp_publication(uri, u, stream)?,
+        };
+        Ok(Publication {
+            uri: parsed,
+            stream,
+            inner,
+        })
+    }
+
+    /// A subscription to `uri`, stream `stream`. Shared memory: attaches when
+    /// the publisher's ring exists (now or at a later poll). UDP: the first
+    /// subscription of a channel joins the group and gives its receive task to
+    /// an agent; later ones read the same local ring.
+    pub fn subscription(&mut self, uri: &str, stream: u32) -> Result<Subscription, Error> {
+        let parsed: ChannelUri = uri.parse()?;
+        let inner = match &parsed {
+            ChannelUri::Shm(s) => SubInner::Shm {
+                ring: None,
+                name: shm_name(s, stream),
+                opts: self.shm.clone(),
+                liveness_ns: self.cfg.liveness_timeout.as_nanos() as u64,
+                empty_polls: 0,
+            },
+            ChannelUri::Udp(u) => self.udp_subscription(uri, u, stream)?,
+        };
+        Ok(Subscription {
+            uri: parsed,
+            stream,
+            inner,
+        })
+    }
+
+    fn shm_publication(&mut self, s: &ShmUri, stream: u32) -> Result<PubInner, Error> {
+        let name = shm_name(s, stream);
+        let config = broadcast::BroadcastConfig::new(
+            s.capacity.unwrap_or(self.cfg.shm_capacity),
+            self.cfg.shm_max_subscribers,
+            broadcast::Mode::Reliable,
+        );
+        let ring = match broadcast::Producer::create(&self.shm, &name, &config) {
+            Err(ShmError::AlreadyExists { .. }) => {
+                // A crashed publisher's file: reclaim refuses a live one.
+                Region::reclaim(&self.shm, &name)?;
+                broadcast::Producer::create(&self.shm, &name, &config)?
+            }
+            other => other?,
+        };
+        Ok(PubInner::Shm {
+            ring,
+            connected: false,
+            until_check: 0,
+        })
+    }
+
+    fn socket_options(&self, u: &UdpUri) -> SocketOptions {
+        let d = &self.cfg.udp;
+        SocketOptions {
+            interface: u.interface.clone().unwrap_or_else(|| {
+                d.interface
+                    .parse::<Interface>()
+                    .unwrap_or_else(|e| match e {})
+            }),
+            ttl: u.ttl.unwrap_or(d.ttl) as u32,
+            loopback: u.loopback.unwrap_or(d.loopback),
+            rcvbuf: d.rcvbuf,
+            sndbuf: d.sndbuf,
+        }
+    }
+
+    fn udp_publication(&mut self, uri: &str, u: &UdpUri, stream: u32) -> Result<PubInner, Error> {
+        self.sends.retain(|s| !s.users.is_closed());
+        let existing = self
+            .sends
+            .iter()
+            .find(|s| s.group == u.group && s.stream == stream);
+        if let Some(s) = existing {
+            if let Some(user) = s.users.join() {
+                let tx = s.joiner.producer().ok_or_else(|| {
+                    Error::Config(format!(
+                        "{uri} stream {stream}: all {} publication slots are in use (max_publications)",
+                        self.cfg.max_publications
+                    ))
+                })?;
+                return Ok(PubInner::Udp {
+                    tx,
+                    connected: s.connected.clone(),
+                    max: s.max,
+                    _user: user,
+                });
+            }
+            // Closed just now by its task: open a new one below.
+            self.sends.retain(|s| !s.users.is_closed());
+        }
+        let mut proto = SenderConfig::new(stream, self.next_seed());
+        proto.mtu = u.mtu.unwrap_or(self.cfg.udp.mtu);
+        proto.receiver_timeout_ns = self.cfg.liveness_timeout.as_nanos() as u64;
+        let channel = ChannelConfig {
+            group: u.group,
+            socket: self.socket_options(u),
+            control_port: u.control_port.unwrap_or(0),
+            loss: None,
+        };
+        let proto_max = proto.max_message;
+        let net = weft_net::Publication::open(&channel, proto)?;
+        let rx = mpsc::channel(mpsc::MpscConfig::new(
+            self.cfg.local_ring,
+            self.cfg.max_publications,
+        ))?;
+        let max = rx.max_payload().min(proto_max);
+        let joiner = rx.joiner();
+        let tx = joiner
+            .producer()
+            .ok_or_else(|| Error::Config("no publication slot".into()))?;
+        let connected = Arc::new(AtomicBool::new(false));
+        let users = Arc::new(Users::default());
+        let user = users
+            .join()
+            .ok_or_else(|| Error::Config("closed at birth".into()))?;
+        let task = SendTask {
+            name: format!("udp-send {} stream {stream}", u.group),
+            rx,
+            net,
+            pending: Vec::with_capacity(max),
+            has_pending: false,
+            connected: connected.clone(),
+            skipped: 0,
+            users: users.clone(),
+            linger_ns: self.cfg.liveness_timeout.as_nanos() as u64 / 4,
+            linger_until: 0,
+            done: false,
+        };
+        let agent = self.pick_agent();
+        self.agents.add_task(agent, Box::new(task))?;
+        self.sends.push(UdpSend {
+            group: u.group,
+            stream,
+            joiner,
+            connected: connected.clone(),
+            max,
+            users,
+        });
+        Ok(PubInner::Udp {
+            tx,
+            connected,
+            max,
+            _user: user,
+        })
+    }
+
+    fn udp_subscription(&mut self, uri: &str, u: &UdpUri, stream: u32) -> Result<SubInner, Error> {
+        let full = || {
+            Error::Config(format!(
+                "{uri} stream {stream}: all subscription slots of the local ring are in use (shm_max_subscribers)"
+            ))
+        };
+        self.recvs.retain(|r| !r.users.is_closed());
+        if let Some(r) = self
+            .recvs
+            .iter()
+            .find(|r| r.group == u.group && r.stream == stream)
+        {
+            if let Some(user) = r.users.join() {
+                return Ok(SubInner::Udp {
+                    ring: r.joiner.join().ok_or_else(full)?,
+                    _user: user,
+                });
+            }
+            self.recvs.retain(|r| !r.users.is_closed());
+        }
+        let mut proto = ReceiverConfig::new(stream, self.next_seed());
+        proto.mtu = u.mtu.unwrap_or(self.cfg.udp.mtu);
+        proto.publisher_timeout_ns = self.cfg.liveness_timeout.as_nanos() as u64;
+        let out = broadcast::channel(broadcast::BroadcastConfig {
+            eviction_timeout: self.cfg.liveness_timeout,
+            ..broadcast::BroadcastConfig::new(
+                self.cfg.local_ring,
+                self.cfg.shm_max_subscribers,
+                broadcast::Mode::Reliable,
+            )
+        })?;
+        let channel = ChannelConfig {
+            group: u.group,
+            socket: self.socket_options(u),
+            control_port: 0,
+            loss: None,
+        };
+        let max = out.max_payload().min(proto.max_message);
+        let net = weft_net::Subscription::open(&channel, proto)?;
+        let joiner = out.joiner();
+        let consumer = joiner.join().ok_or_else(full)?;
+        let users = Arc::new(Users::default());
+        let user = users
+            .join()
+            .ok_or_else(|| Error::Config("closed at birth".into()))?;
+        let task = RecvTask {
+            name: format!("udp-recv {} stream {stream}", u.group),
+            net,
+            out,
+            pending: Vec::with_capacity(max),
+            pending_type: None,
+            oversize: 0,
+            users: users.clone(),
+            done: false,
+        };
+        let agent = self.pick_agent();
+        self.agents.add_task(agent, Box::new(task))?;
+        self.recvs.push(UdpRecv {
+            group: u.group,
+            stream,
+            joiner,
+            users,
+        });
+        Ok(SubInner::Udp {
+            ring: consumer,
+            _user: user,
+        })
+    }
+}
+
+/// The ring file of a shared-memory channel's stream.
+fn shm_name(s: &ShmUri, stream: u32) -> String {
+    format!("{}.{stream}", s.name)
+}

@@ -1,0 +1,179 @@
+//! The agent tasks that run a UDP channel: one sends (drains the publications'
+//! MPSC ring into the protocol and the socket), one receives (runs the
+//! subscription socket and republishes messages and events into a broadcast
+//! ring for every local subscriber).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use weft_net::{Publication as NetPublication, Subscription as NetSubscription};
+use weft_proto::{Event as ProtoEvent, OfferError};
+use weft_shm::{broadcast, mpsc, ClaimError, PollError};
+
+use crate::agent::Task;
+use crate::channel::{Users, TYPE_LOSS, TYPE_MESSAGE, TYPE_NEW_SESSION, TYPE_PUBLISHER_GONE};
+
+/// Frames taken from the publications' ring per duty cycle.
+const SEND_BURST: usize = 256;
+/// Events republished per duty cycle.
+const RECV_BURST: usize = 256;
+
+/// Sends one UDP stream.
+pub(crate) struct SendTask {
+    pub(crate) name: String,
+    pub(crate) rx: mpsc::Consumer,
+    pub(crate) net: NetPublication,
+    /// A message taken from the ring that the protocol refused (back-pressure):
+    /// it goes first next time, so nothing taken is ever dropped.
+    pub(crate) pending: Vec<u8>,
+    pub(crate) has_pending: bool,
+    pub(crate) connected: Arc<AtomicBool>,
+    /// Frames of publishers that died mid-claim (skipped by the ring).
+    pub(crate) skipped: u64,
+    /// The publications using the channel.
+    pub(crate) users: Arc<Users>,
+    /// How long the protocol keeps running (repairs, last data) after the last
+    /// publication is gone and everything was handed over.
+    pub(crate) linger_ns: u64,
+    pub(crate) linger_until: u64,
+    pub(crate) done: bool,
+}
+
+impl Task for SendTask {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn is_done(&self) -> bool {
+        self.done
+    }
+
+    fn do_work(&mut self, now_ns: u64) -> usize {
+        let mut work = 0;
+        let mut drained = false;
+        if self.has_pending {
+            match self.net.offer(&self.pending) {
+                Ok(()) => {
+                    self.has_pending = false;
+                    work += 1;
+                }
+                Err(OfferError::BackPressured) => {}
+                // Checked against max_message when the publication claimed it.
+                Err(OfferError::TooLarge) => self.has_pending = false,
+            }
+        }
+        while !self.has_pending && work < SEND_BURST {
+            let (net, pending, has_pending) =
+                (&mut self.net, &mut self.pending, &mut self.has_pending);
+            match self.rx.poll(1, |f| {
+                if net.offer(f.payload()) == Err(OfferError::BackPressured) {
+                    pending.clear();
+                    pending.extend_from_slice(f.payload()); // within capacity: no allocation
+                    *has_pending = true;
+                }
+            }) {
+                Ok(0) => {
+                    drained = true;
+                    break;
+                }
+                Ok(n) => work += n,
+                Err(PollError::SkippedDeadProducer { .. }) => self.skipped += 1,
+                Err(_) => break,
+            }
+        }
+        work += self.net.do_work();
+        while self.net.poll_event().is_some() {}
+        let connected = self.net.sender().receivers() > 0;
+        if connected != self.connected.load(Ordering::Relaxed) {
+            self.connected.store(connected, Ordering::Release);
+        }
+        // The last publication is gone and everything it sent is handed over:
+        // keep serving repairs for the linger time, then fall silent, so the
+        // receivers see the publisher go.
+        if self.users.count() == 0 && drained && !self.has_pending {
+            if self.linger_until == 0 {
+                self.linger_until = now_ns + self.linger_ns;
+            } else if now_ns >= self.linger_until && self.users.try_close() {
+                self.done = true;
+            }
+        } else {
+            self.linger_until = 0;
+        }
+        work
+    }
+}
+
+/// Receives one UDP stream for every local subscriber.
+pub(crate) struct RecvTask {
+    pub(crate) name: String,
+    pub(crate) net: NetSubscription,
+    pub(crate) out: broadcast::Producer,
+    /// An event the ring refused (subscribers a full ring behind): it goes first
+    /// next time. Meanwhile the protocol holds the rest, and its flow control
+    /// holds the publisher back.
+    pub(crate) pending: Vec<u8>,
+    pub(crate) pending_type: Option<u32>,
+    /// Messages larger than the local ring's largest frame, dropped.
+    pub(crate) oversize: u64,
+    /// The subscriptions reading the local ring; the task ends (leaving the
+    /// group) when the last one is gone.
+    pub(crate) users: Arc<Users>,
+    pub(crate) done: bool,
+}
+
+impl Task for RecvTask {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn is_done(&self) -> bool {
+        self.done
+    }
+
+    fn do_work(&mut self, _now_ns: u64) -> usize {
+        if self.users.count() == 0 && self.users.try_close() {
+            self.done = true;
+            return 0;
+        }
+        let mut work = 0;
+        if let Some(t) = self.pending_type {
+            if self.out.offer(t, &self.pending).is_ok() {
+                self.pending_type = None;
+                work += 1;
+            }
+        }
+        work += self.net.do_work();
+        let mut words = [0u8; 16];
+        while self.pending_type.is_none() && work < RECV_BURST {
+            let Some(e) = self.net.poll_event() else {
+                break;
+            };
+            let (t, bytes): (u32, &[u8]) = match e {
+                ProtoEvent::Message(m) => (TYPE_MESSAGE, m),
+                ProtoEvent::Loss { range, .. } => {
+                    words[..8].copy_from_slice(&range.from.to_le_bytes());
+                    words[8..].copy_from_slice(&range.to.to_le_bytes());
+                    (TYPE_LOSS, &words)
+                }
+                ProtoEvent::NewSession { session_id, .. } => {
+                    words[..8].copy_from_slice(&session_id.to_le_bytes());
+                    (TYPE_NEW_SESSION, &words[..8])
+                }
+                ProtoEvent::PublisherGone => (TYPE_PUBLISHER_GONE, &words[..0]),
+            };
+            match self.out.offer(t, bytes) {
+                Ok(()) => {}
+                // Larger than this node's local ring takes (the publisher's node
+                // allows more): dropped and counted, never stuck on.
+                Err(ClaimError::TooLarge { .. }) => self.oversize += 1,
+                Err(_) => {
+                    self.pending.clear();
+                    self.pending.extend_from_slice(bytes); // within capacity: no allocation
+                    self.pending_type = Some(t);
+                }
+            }
+            work += 1;
+        }
+        work
+    }
+}
