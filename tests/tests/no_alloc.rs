@@ -89,3 +89,61 @@ fn mpsc_publish_and_receive_allocate_nothing() {
     work(1_000);
     assert_eq!(allocations_during(|| work(ROUNDS)), 0);
 }
+
+/// Through the weft API, in invoker mode so the agents' work (sockets, protocol,
+/// rings) runs on this thread and is counted too: publish, run the node,
+/// receive. Shared memory and UDP multicast on loopback.
+#[test]
+fn node_publish_and_receive_allocate_nothing_on_either_transport() {
+    let dir = std::env::temp_dir().join(format!("weft-noalloc-{}", std::process::id()));
+    let mut node = weft::Node::new(weft::NodeConfig {
+        dir: dir.clone(),
+        threading: weft::ThreadingMode::Invoker,
+        ..weft::NodeConfig::default()
+    })
+    .unwrap();
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    for uri in ["shm:noalloc".to_string(), format!("udp://239.77.51.1:{port}")] {
+        let mut publ = node.publication(&uri, 1).unwrap();
+        let mut sub = node.subscription(&uri, 1).unwrap();
+        while !publ.is_connected() {
+            node.do_work();
+            sub.poll(16, |_| {}).unwrap();
+        }
+        let mut next = 0u64;
+        let mut work = |n: u64| {
+            for i in 0..n {
+                let v = next + i;
+                loop {
+                    match publ.offer_pod(&v) {
+                        Ok(()) => break,
+                        Err(weft::PublishError::BackPressured) => {
+                            node.do_work();
+                        }
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+                let mut got = false;
+                while !got {
+                    node.do_work();
+                    sub.poll(16, |e| {
+                        if let weft::Event::Message(m) = e {
+                            assert_eq!(m, v.to_le_bytes());
+                            got = true;
+                        }
+                    })
+                    .unwrap();
+                }
+            }
+            next += n;
+        };
+        work(2_000);
+        assert_eq!(allocations_during(|| work(ROUNDS)), 0, "{uri}");
+    }
+    drop(node);
+    let _ = std::fs::remove_dir_all(&dir);
+}
