@@ -107,7 +107,10 @@ fn node_publish_and_receive_allocate_nothing_on_either_transport() {
         .local_addr()
         .unwrap()
         .port();
-    for uri in ["shm:noalloc".to_string(), format!("udp://239.77.51.1:{port}")] {
+    for uri in [
+        "shm:noalloc".to_string(),
+        format!("udp://239.77.51.1:{port}"),
+    ] {
         let mut publ = node.publication(&uri, 1).unwrap();
         let mut sub = node.subscription(&uri, 1).unwrap();
         while !publ.is_connected() {

@@ -71,6 +71,22 @@ pub enum ThreadingMode {
     Invoker,
 }
 
+impl std::str::FromStr for ThreadingMode {
+    type Err = String;
+
+    /// `dedicated`, `shared` or `invoker`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "dedicated" => Ok(Self::Dedicated),
+            "shared" => Ok(Self::Shared),
+            "invoker" => Ok(Self::Invoker),
+            _ => Err(format!(
+                "threading mode {s:?}: expected dedicated, shared or invoker"
+            )),
+        }
+    }
+}
+
 /// One agent's settings.
 #[derive(Clone, Debug)]
 pub struct AgentConfig {

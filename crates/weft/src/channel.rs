@@ -245,6 +245,8 @@ pub(crate) enum SubInner {
         opts: ShmOptions,
         liveness_ns: u64,
         empty_polls: u32,
+        /// When the last attach attempt or liveness probe ran (monotonic ns).
+        last_probe: u64,
     },
     Udp {
         ring: broadcast::Consumer,
@@ -260,9 +262,11 @@ pub struct Subscription {
     pub(crate) inner: SubInner,
 }
 
-/// Empty polls between two liveness checks of a shared-memory publisher (each
-/// probes its process: a syscall kept off the path while messages flow).
-const PROBE_EVERY: u32 = 1 << 14;
+/// Empty polls between two looks at the clock by a shared-memory subscription
+/// (to attach to its publisher's ring, or to probe that it is alive).
+const CLOCK_EVERY: u32 = 64;
+/// How often a subscription without a ring looks for its file.
+const ATTACH_EVERY_NS: u64 = 5_000_000;
 
 impl Subscription {
     /// The channel.
@@ -320,15 +324,14 @@ impl Subscription {
                 opts,
                 liveness_ns,
                 empty_polls,
+                last_probe,
             } => {
                 let Some(r) = ring else {
-                    *empty_polls += 1;
-                    if *empty_polls >= PROBE_EVERY || *empty_polls == 1 {
-                        *empty_polls = 1;
+                    if *last_probe == 0 || probe_due(empty_polls, last_probe, ATTACH_EVERY_NS) {
+                        *last_probe = weft_shm::liveness::now_ns();
                         if let Ok(c) = broadcast::Consumer::attach(opts, name) {
                             let session_id = c.producer_id().map_or(0, |p| p.to_word());
                             *ring = Some(c);
-                            *empty_polls = 0;
                             f(Event::NewSession { session_id });
                             return Ok(1);
                         }
@@ -338,14 +341,12 @@ impl Subscription {
                 let result = r.poll(limit, |frame| f(Event::Message(frame.payload())));
                 match result {
                     Ok(0) => {
-                        *empty_polls += 1;
-                        if *empty_polls >= PROBE_EVERY {
-                            *empty_polls = 0;
-                            if matches!(r.producer_state(*liveness_ns), PeerState::Gone(_)) {
-                                *ring = None;
-                                f(Event::PublisherGone);
-                                return Ok(1);
-                            }
+                        if probe_due(empty_polls, last_probe, *liveness_ns / 4)
+                            && matches!(r.producer_state(*liveness_ns), PeerState::Gone(_))
+                        {
+                            *ring = None;
+                            f(Event::PublisherGone);
+                            return Ok(1);
                         }
                         Ok(0)
                     }
@@ -355,7 +356,6 @@ impl Subscription {
                     }
                     Err(PollError::Closed) => {
                         *ring = None;
-                        *empty_polls = 0;
                         f(Event::PublisherGone);
                         Ok(1)
                     }
@@ -375,6 +375,23 @@ impl Subscription {
             }
         }
     }
+}
+
+/// Counts an empty poll; every [`CLOCK_EVERY`] of them looks at the clock and
+/// says whether `every_ns` have passed since `last_probe` (then resets it).
+#[inline]
+fn probe_due(empty_polls: &mut u32, last_probe: &mut u64, every_ns: u64) -> bool {
+    *empty_polls += 1;
+    if *empty_polls < CLOCK_EVERY {
+        return false;
+    }
+    *empty_polls = 0;
+    let now = weft_shm::liveness::now_ns();
+    if now.saturating_sub(*last_probe) < every_ns {
+        return false;
+    }
+    *last_probe = now;
+    true
 }
 
 /// A frame of weft's in-process ring as an event; `None` for a frame of a

@@ -138,3 +138,138 @@ impl NodeConfig {
         Ok(())
     }
 }
+
+/// The file form of [`NodeConfig`]: every key optional, unknown keys refused
+/// (a typo is an error, not a silent default). Durations carry a unit.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    dir: Option<PathBuf>,
+    cores: Option<Vec<usize>>,
+    agents: Option<usize>,
+    threading: Option<String>,
+    idle: Option<String>,
+    slow_cycle: Option<String>,
+    shm_capacity: Option<usize>,
+    shm_max_subscribers: Option<usize>,
+    prefault: Option<bool>,
+    mlock: Option<bool>,
+    liveness_timeout: Option<String>,
+    local_ring: Option<usize>,
+    max_publications: Option<usize>,
+    udp: Option<FileUdp>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileUdp {
+    interface: Option<String>,
+    ttl: Option<u8>,
+    loopback: Option<bool>,
+    mtu: Option<usize>,
+    rcvbuf: Option<usize>,
+    sndbuf: Option<usize>,
+}
+
+impl NodeConfig {
+    /// Reads settings from TOML text; keys left out keep their defaults. The
+    /// keys are the field names; durations are strings with a unit (`"100us"`,
+    /// `"1s"`); `threading` is `dedicated`, `shared` or `invoker`; `idle` is
+    /// `busy-spin`, `yield`, `backoff` or `sleep:DURATION`. UDP defaults go in a
+    /// `[udp]` table. Errors name the key (and for syntax, the line).
+    ///
+    /// ```
+    /// let cfg = weft::NodeConfig::from_toml("agents = 2\nidle = \"busy-spin\"\n[udp]\nttl = 4\n")?;
+    /// assert_eq!((cfg.agents, cfg.udp.ttl), (2, 4));
+    /// # Ok::<(), String>(())
+    /// ```
+    pub fn from_toml(text: &str) -> Result<Self, String> {
+        let f: FileConfig = toml::from_str(text).map_err(|e| e.to_string())?;
+        let d = NodeConfig::default();
+        let dur = |key: &str, v: Option<String>, default: Duration| match v {
+            None => Ok(default),
+            Some(s) => crate::idle::parse_duration(&s).map_err(|e| format!("{key}: {e}")),
+        };
+        let u = f.udp.unwrap_or_default();
+        let cfg = NodeConfig {
+            dir: f.dir.unwrap_or(d.dir),
+            cores: f.cores.unwrap_or(d.cores),
+            agents: f.agents.unwrap_or(d.agents),
+            threading: match f.threading {
+                None => d.threading,
+                Some(s) => s.parse().map_err(|e| format!("threading: {e}"))?,
+            },
+            idle: match f.idle {
+                None => d.idle,
+                Some(s) => s.parse().map_err(|e| format!("idle: {e}"))?,
+            },
+            slow_cycle: dur("slow_cycle", f.slow_cycle, d.slow_cycle)?,
+            shm_capacity: f.shm_capacity.unwrap_or(d.shm_capacity),
+            shm_max_subscribers: f.shm_max_subscribers.unwrap_or(d.shm_max_subscribers),
+            prefault: f.prefault.unwrap_or(d.prefault),
+            mlock: f.mlock.unwrap_or(d.mlock),
+            liveness_timeout: dur("liveness_timeout", f.liveness_timeout, d.liveness_timeout)?,
+            local_ring: f.local_ring.unwrap_or(d.local_ring),
+            max_publications: f.max_publications.unwrap_or(d.max_publications),
+            udp: UdpDefaults {
+                interface: u.interface.unwrap_or(d.udp.interface),
+                ttl: u.ttl.unwrap_or(d.udp.ttl),
+                loopback: u.loopback.unwrap_or(d.udp.loopback),
+                mtu: u.mtu.unwrap_or(d.udp.mtu),
+                rcvbuf: u.rcvbuf.unwrap_or(d.udp.rcvbuf),
+                sndbuf: u.sndbuf.unwrap_or(d.udp.sndbuf),
+            },
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// [`from_toml`](Self::from_toml) on a file; errors name the file.
+    pub fn from_toml_file(path: &std::path::Path) -> Result<Self, crate::Error> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| crate::Error::Config(format!("{}: {e}", path.display())))?;
+        Self::from_toml(&text).map_err(|e| crate::Error::Config(format!("{}: {e}", path.display())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_overrides_some_keys_and_keeps_the_defaults_of_the_rest() {
+        let cfg = NodeConfig::from_toml(
+            r#"
+            cores = [1]
+            threading = "shared"
+            idle = "sleep:50us"
+            liveness_timeout = "250ms"
+            [udp]
+            interface = "eth0"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(cfg.cores, [1]);
+        assert_eq!(cfg.threading, ThreadingMode::Shared);
+        assert_eq!(cfg.idle, IdleStrategy::Sleep(Duration::from_micros(50)));
+        assert_eq!(cfg.liveness_timeout, Duration::from_millis(250));
+        assert_eq!(cfg.udp.interface, "eth0");
+        assert_eq!(cfg.udp.mtu, UdpDefaults::default().mtu);
+        assert_eq!(cfg.agents, 1);
+    }
+
+    #[test]
+    fn mistakes_in_a_file_are_named() {
+        for (text, says) in [
+            ("agnets = 2", "agnets"),
+            ("idle = \"spin\"", "busy-spin"),
+            ("slow_cycle = \"100\"", "unit"),
+            ("shm_capacity = 1000", "power of two"),
+            ("[udp]\nmtu = 10", "udp.mtu"),
+            ("agents = ", "line 1"),
+        ] {
+            let e = NodeConfig::from_toml(text).unwrap_err();
+            assert!(e.contains(says), "{text:?}: {e}");
+        }
+    }
+}

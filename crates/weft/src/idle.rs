@@ -52,6 +52,44 @@ impl Default for IdleStrategy {
     }
 }
 
+impl std::str::FromStr for IdleStrategy {
+    type Err = String;
+
+    /// `busy-spin`, `yield`, `backoff` (the defaults of [`IdleStrategy::backoff`]),
+    /// or `sleep:DURATION` with a unit (`sleep:50us`, `sleep:1ms`).
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "busy-spin" => Ok(Self::BusySpin),
+            "yield" => Ok(Self::Yield),
+            "backoff" => Ok(Self::backoff()),
+            _ => match s.strip_prefix("sleep:") {
+                Some(d) => parse_duration(d).map(Self::Sleep),
+                None => Err(format!(
+                    "idle strategy {s:?}: expected busy-spin, yield, backoff or sleep:DURATION (e.g. sleep:50us)"
+                )),
+            },
+        }
+    }
+}
+
+/// `DURATION` with a unit: `ns`, `us`, `ms` or `s` (`250us`, `1s`).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("duration {s:?}: expected a whole number and a unit, e.g. 50us"))?;
+    match unit {
+        "ns" => Ok(Duration::from_nanos(n)),
+        "us" => Ok(Duration::from_micros(n)),
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        _ => Err(format!(
+            "duration {s:?}: expected a unit of ns, us, ms or s"
+        )),
+    }
+}
+
 /// An [`IdleStrategy`] with its state (how far it has backed off).
 #[derive(Clone, Debug)]
 pub struct Idler {

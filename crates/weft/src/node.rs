@@ -168,6 +168,7 @@ impl Node {
                 opts: self.shm.clone(),
                 liveness_ns: self.cfg.liveness_timeout.as_nanos() as u64,
                 empty_polls: 0,
+                last_probe: 0,
             },
             ChannelUri::Udp(u) => self.udp_subscription(uri, u, stream)?,
         };

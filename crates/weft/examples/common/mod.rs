@@ -1,0 +1,110 @@
+//! Command-line handling shared by the examples: `--name value` pairs, and the
+//! node settings every example takes.
+#![allow(dead_code)] // each example uses part of it
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+/// `--key value` pairs; exits with a usage message on anything else.
+pub struct Args {
+    map: HashMap<String, String>,
+    usage: &'static str,
+}
+
+impl Args {
+    pub fn parse(usage: &'static str) -> Self {
+        let mut map = HashMap::new();
+        let mut it = std::env::args().skip(1);
+        while let Some(k) = it.next() {
+            let Some(key) = k.strip_prefix("--") else {
+                fail(usage, &format!("unexpected {k:?}"))
+            };
+            let Some(v) = it.next() else {
+                fail(usage, &format!("--{key} needs a value"))
+            };
+            map.insert(key.to_string(), v);
+        }
+        Self { map, usage }
+    }
+
+    pub fn get<T: std::str::FromStr>(&self, key: &str, default: T) -> T
+    where
+        T::Err: std::fmt::Display,
+    {
+        match self.map.get(key) {
+            None => default,
+            Some(v) => v
+                .parse()
+                .unwrap_or_else(|e| fail(self.usage, &format!("--{key} {v:?}: {e}"))),
+        }
+    }
+
+    pub fn string(&self, key: &str, default: &str) -> String {
+        self.map
+            .get(key)
+            .cloned()
+            .unwrap_or_else(|| default.to_string())
+    }
+
+    /// The node settings: `--dir`, `--threading`, `--idle`, `--config FILE`.
+    pub fn node_config(&self) -> weft::NodeConfig {
+        let mut cfg = match self.map.get("config") {
+            Some(path) => weft::NodeConfig::from_toml_file(path.as_ref())
+                .unwrap_or_else(|e| fail(self.usage, &e.to_string())),
+            None => weft::NodeConfig::default(),
+        };
+        if let Some(d) = self.map.get("dir") {
+            cfg.dir = d.into();
+        }
+        cfg.threading = self.get("threading", cfg.threading);
+        cfg.idle = self.get("idle", cfg.idle);
+        cfg
+    }
+}
+
+pub fn fail(usage: &str, why: &str) -> ! {
+    eprintln!("error: {why}\nusage: {usage}");
+    std::process::exit(2)
+}
+
+/// Runs `step` (which returns whether it made progress) with the node's idle
+/// strategy until it returns `Some`, doing the node's work itself in invoker
+/// mode; gives up after `timeout`.
+pub fn wait_for<T>(
+    node: &mut weft::Node,
+    timeout: Duration,
+    what: &str,
+    mut step: impl FnMut(&mut weft::Node) -> (usize, Option<T>),
+) -> T {
+    let mut idler = weft::Idler::new(node.config().idle);
+    let start = Instant::now();
+    loop {
+        let mut work = 0;
+        if node.config().threading == weft::ThreadingMode::Invoker {
+            work += node.do_work();
+        }
+        let (w, done) = step(node);
+        if let Some(t) = done {
+            return t;
+        }
+        work += w;
+        if start.elapsed() > timeout {
+            eprintln!("error: timed out after {timeout:?} waiting for {what}");
+            std::process::exit(1);
+        }
+        idler.idle(work);
+    }
+}
+
+/// Keeps the node's work going for `d` (in invoker mode nothing else sends what
+/// was offered last, or answers repair requests), then returns.
+pub fn linger(node: &mut weft::Node, d: Duration) {
+    let start = Instant::now();
+    while start.elapsed() < d {
+        if node.config().threading == weft::ThreadingMode::Invoker {
+            node.do_work();
+        } else {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
