@@ -338,7 +338,13 @@ impl Subscription {
                     }
                     return Ok(0);
                 };
-                let result = r.poll(limit, |frame| f(Event::Message(frame.payload())));
+                // Events come through too: a gateway republishes a UDP
+                // stream's losses and session changes into its ring.
+                let result = r.poll(limit, |frame| {
+                    if let Some(e) = decode(frame.type_id(), frame.payload()) {
+                        f(e)
+                    }
+                });
                 match result {
                     Ok(0) => {
                         if probe_due(empty_polls, last_probe, *liveness_ns / 4)
@@ -456,6 +462,13 @@ impl Users {
 /// One user of a UDP channel; dropping it counts the user out.
 #[derive(Debug)]
 pub(crate) struct UserGuard(Arc<Users>);
+
+impl UserGuard {
+    /// The count this guard is one of.
+    pub(crate) fn users(&self) -> Arc<Users> {
+        self.0.clone()
+    }
+}
 
 impl Drop for UserGuard {
     fn drop(&mut self) {

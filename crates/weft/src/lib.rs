@@ -28,7 +28,7 @@ pub use agent::{
 pub use channel::{Claim, Event, Publication, PublishError, SubscribeError, Subscription};
 pub use config::{NodeConfig, UdpDefaults};
 pub use idle::{IdleStrategy, Idler};
-pub use node::Node;
+pub use node::{Gateway, Node};
 pub use uri::{ChannelUri, ShmUri, UdpUri, UriError};
 
 /// Everything that can go wrong setting weft up. Each message names what was

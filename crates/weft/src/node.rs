@@ -10,7 +10,7 @@ use weft_proto::{ReceiverConfig, SenderConfig};
 use weft_shm::{broadcast, mpsc, Region, ShmError, ShmOptions};
 
 use crate::agent::{AgentConfig, AgentError, AgentStats, Agents, TaskStats};
-use crate::channel::{PubInner, Publication, SubInner, Subscription, Users};
+use crate::channel::{PubInner, Publication, SubInner, Subscription, UserGuard, Users};
 use crate::config::NodeConfig;
 use crate::udp::{RecvTask, SendTask};
 use crate::uri::{ChannelUri, ShmUri, UdpUri};
@@ -316,9 +316,6 @@ impl Node {
             }
             self.recvs.retain(|r| !r.users.is_closed());
         }
-        let mut proto = ReceiverConfig::new(stream, self.next_seed());
-        proto.mtu = u.mtu.unwrap_or(self.cfg.udp.mtu);
-        proto.publisher_timeout_ns = self.cfg.liveness_timeout.as_nanos() as u64;
         let out = broadcast::channel(broadcast::BroadcastConfig {
             eviction_timeout: self.cfg.liveness_timeout,
             ..broadcast::BroadcastConfig::new(
@@ -327,6 +324,33 @@ impl Node {
                 broadcast::Mode::Reliable,
             )
         })?;
+        let joiner = out.joiner();
+        let consumer = joiner.join().ok_or_else(full)?;
+        let user = self.spawn_recv_task(u, stream, out, "udp-recv")?;
+        self.recvs.push(UdpRecv {
+            group: u.group,
+            stream,
+            joiner,
+            users: user.users(),
+        });
+        Ok(SubInner::Udp {
+            ring: consumer,
+            _user: user,
+        })
+    }
+
+    /// Joins `u`'s group and gives an agent the task that republishes it into
+    /// `out`; returns the first user of the task (it ends when all are gone).
+    fn spawn_recv_task(
+        &mut self,
+        u: &UdpUri,
+        stream: u32,
+        out: broadcast::Producer,
+        kind: &str,
+    ) -> Result<UserGuard, Error> {
+        let mut proto = ReceiverConfig::new(stream, self.next_seed());
+        proto.mtu = u.mtu.unwrap_or(self.cfg.udp.mtu);
+        proto.publisher_timeout_ns = self.cfg.liveness_timeout.as_nanos() as u64;
         let channel = ChannelConfig {
             group: u.group,
             socket: self.socket_options(u),
@@ -335,35 +359,80 @@ impl Node {
         };
         let max = out.max_payload().min(proto.max_message);
         let net = weft_net::Subscription::open(&channel, proto)?;
-        let joiner = out.joiner();
-        let consumer = joiner.join().ok_or_else(full)?;
         let users = Arc::new(Users::default());
         let user = users
             .join()
             .ok_or_else(|| Error::Config("closed at birth".into()))?;
         let task = RecvTask {
-            name: format!("udp-recv {} stream {stream}", u.group),
+            name: format!("{kind} {} stream {stream}", u.group),
             net,
             out,
             pending: Vec::with_capacity(max),
             pending_type: None,
             oversize: 0,
-            users: users.clone(),
+            users,
             done: false,
         };
         let agent = self.pick_agent();
         self.agents.add_task(agent, Box::new(task))?;
-        self.recvs.push(UdpRecv {
-            group: u.group,
-            stream,
-            joiner,
-            users,
-        });
-        Ok(SubInner::Udp {
-            ring: consumer,
-            _user: user,
-        })
+        Ok(user)
     }
+
+    /// Republishes UDP channel `udp` (stream `stream`) into the shared-memory
+    /// channel `shm` (same stream), so any number of local processes subscribe
+    /// to it at the cost of one network receive. Messages, losses, session
+    /// changes and the publisher's departure all pass through, in order. The
+    /// ring is reliable: the slowest live local subscriber holds the stream back
+    /// (through UDP flow control); one stuck past the liveness timeout is evicted.
+    pub fn gateway_in(&mut self, udp: &str, shm: &str, stream: u32) -> Result<Gateway, Error> {
+        let (ChannelUri::Udp(u), ChannelUri::Shm(s)) = (udp.parse()?, shm.parse()?) else {
+            return Err(Error::Config(format!(
+                "gateway_in({udp:?}, {shm:?}): expected a udp:// URI, then a shm: URI"
+            )));
+        };
+        let PubInner::Shm { ring, .. } = self.shm_publication(&s, stream)? else {
+            unreachable!("shm_publication makes shared-memory rings")
+        };
+        let user = self.spawn_recv_task(&u, stream, ring, "gateway-in")?;
+        Ok(Gateway { _user: user })
+    }
+
+    /// Publishes what local processes publish on shared-memory channel `shm`
+    /// (stream `stream`) to UDP channel `udp` (same stream). Attaches when the
+    /// local publisher's ring exists, and again after a restart. Only messages
+    /// go on: the far side has its own session, loss and liveness events.
+    pub fn gateway_out(&mut self, shm: &str, udp: &str, stream: u32) -> Result<Gateway, Error> {
+        let (ChannelUri::Shm(_), ChannelUri::Udp(_)) = (shm.parse()?, udp.parse()?) else {
+            return Err(Error::Config(format!(
+                "gateway_out({shm:?}, {udp:?}): expected a shm: URI, then a udp:// URI"
+            )));
+        };
+        let sub = self.subscription(shm, stream)?;
+        let publ = self.publication(udp, stream)?;
+        let users = Arc::new(Users::default());
+        let user = users
+            .join()
+            .ok_or_else(|| Error::Config("closed at birth".into()))?;
+        let task = crate::udp::ForwardTask {
+            name: format!("gateway-out {shm} stream {stream}"),
+            pending: Vec::with_capacity(publ.max_message()),
+            has_pending: false,
+            sub,
+            publ,
+            users,
+            done: false,
+        };
+        let agent = self.pick_agent();
+        self.agents.add_task(agent, Box::new(task))?;
+        Ok(Gateway { _user: user })
+    }
+}
+
+/// A running gateway; dropping it stops it (its agent drops the task).
+#[derive(Debug)]
+#[must_use = "dropping a Gateway stops it"]
+pub struct Gateway {
+    _user: UserGuard,
 }
 
 /// The ring file of a shared-memory channel's stream.

@@ -177,3 +177,62 @@ impl Task for RecvTask {
         work
     }
 }
+
+/// Forwards a local stream to another channel (the outbound gateway): reads a
+/// subscription, offers into a publication; a message the publication refuses
+/// waits here, and nothing more is read until it is taken.
+pub(crate) struct ForwardTask {
+    pub(crate) name: String,
+    pub(crate) sub: crate::channel::Subscription,
+    pub(crate) publ: crate::channel::Publication,
+    pub(crate) pending: Vec<u8>,
+    pub(crate) has_pending: bool,
+    pub(crate) users: Arc<Users>,
+    pub(crate) done: bool,
+}
+
+impl Task for ForwardTask {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn is_done(&self) -> bool {
+        self.done
+    }
+
+    fn do_work(&mut self, _now_ns: u64) -> usize {
+        if self.users.count() == 0 && self.users.try_close() {
+            self.done = true;
+            return 0;
+        }
+        let mut work = 0;
+        if self.has_pending {
+            if self.publ.offer(&self.pending).is_err() {
+                return 0;
+            }
+            self.has_pending = false;
+            work += 1;
+        }
+        while !self.has_pending && work < SEND_BURST {
+            let (publ, pending, has_pending) =
+                (&mut self.publ, &mut self.pending, &mut self.has_pending);
+            let n = self
+                .sub
+                .poll(1, |e| {
+                    if let crate::channel::Event::Message(m) = e {
+                        if publ.offer(m).is_err() {
+                            pending.clear();
+                            pending.extend_from_slice(m); // within capacity: no allocation
+                            *has_pending = true;
+                        }
+                    }
+                })
+                .unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            work += n;
+        }
+        work
+    }
+}

@@ -96,3 +96,76 @@ fn ping_pong_runs_in_every_threading_mode_and_idle_strategy() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Runs an example with `args`; it must exit 0 and print every `expect`ed line part.
+fn run(name: &str, args: &[&str], expect: &[&str]) {
+    let out = Command::new(example(name))
+        .args(args)
+        .output()
+        .expect("run example");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{name} {args:?}: {:?}\n{stdout}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for e in expect {
+        assert!(stdout.contains(e), "{name}: no {e:?} in\n{stdout}");
+    }
+    eprintln!("{stdout}");
+}
+
+/// Three subscriber processes read one gateway's shared-memory ring; every
+/// quote arrives at each, in order.
+#[test]
+fn market_data_reaches_every_local_subscriber_through_one_gateway() {
+    let dir = std::env::temp_dir().join(format!("weft-md-{}", std::process::id()));
+    let udp = format!("udp://239.77.54.1:{}", free_port());
+    run(
+        "market_data",
+        &[
+            "--role",
+            "all",
+            "--subscribers",
+            "3",
+            "--count",
+            "20000",
+            "--udp",
+            &udp,
+            "--dir",
+            dir.to_str().unwrap(),
+        ],
+        &[
+            "subscriber 0: 20000 quotes in order",
+            "subscriber 1: 20000 quotes in order",
+            "subscriber 2: 20000 quotes in order",
+            "gateway: 20000 quotes received once",
+        ],
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Four sensor threads share one UDP channel; the sink gets each one's
+/// samples in order.
+#[test]
+fn telemetry_from_several_publishers_reaches_the_sink_in_order() {
+    let udp = format!("udp://239.77.55.1:{}", free_port());
+    run(
+        "telemetry_sink",
+        &[
+            "--role",
+            "all",
+            "--sensors",
+            "4",
+            "--count",
+            "20000",
+            "--udp",
+            &udp,
+        ],
+        &[
+            "sink: sensor 0: 20000 samples in order",
+            "sink: sensor 3: 20000 samples in order",
+        ],
+    );
+}

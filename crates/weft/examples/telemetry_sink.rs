@@ -1,0 +1,168 @@
+//! A telemetry sink: several sensor threads in one process publish samples on
+//! one UDP channel (each has its own publication; they share the channel's
+//! sender through a lock-free MPSC ring), and a sink process aggregates them,
+//! checking that each sensor's samples arrive in order.
+//!
+//! ```text
+//! cargo run --release -p weft --example telemetry_sink -- --role all --sensors 4 --count 50000
+//! ```
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{fail, linger, wait_for, Args};
+use weft::{Event, Node, PublishError};
+
+const USAGE: &str =
+    "telemetry_sink --role all|sensors|sink [--udp URI] [--sensors N] [--count N-per-sensor] \
+[--threading …] [--idle …] [--dir DIR] [--config FILE]";
+const STREAM: u32 = 9;
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// One sample.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+struct Sample {
+    sensor: u32,
+    _pad: u32,
+    seq: u64,
+    value: f64,
+}
+
+fn main() {
+    let args = Args::parse(USAGE);
+    let udp = args.string("udp", "udp://239.77.55.1:40455");
+    let sensors: u32 = args.get("sensors", 4);
+    let count: u64 = args.get("count", 50_000);
+    match args.string("role", "all").as_str() {
+        "sensors" => run_sensors(&args, &udp, sensors, count),
+        "sink" => sink(&args, &udp, sensors, count),
+        "all" => {
+            let exe = std::env::current_exe().expect("own path");
+            let pass = |role: &str| {
+                let mut c = Command::new(&exe);
+                c.args(["--role", role, "--udp", &udp]);
+                c.args([
+                    "--sensors",
+                    &sensors.to_string(),
+                    "--count",
+                    &count.to_string(),
+                ]);
+                for key in ["threading", "idle", "dir", "config"] {
+                    let v = args.string(key, "");
+                    if !v.is_empty() {
+                        c.arg(format!("--{key}")).arg(v);
+                    }
+                }
+                c.stdout(Stdio::inherit());
+                c.spawn()
+                    .unwrap_or_else(|e| fail(USAGE, &format!("spawn: {e}")))
+            };
+            let mut sink = pass("sink");
+            std::thread::sleep(Duration::from_millis(200));
+            let mut sensors_proc = pass("sensors");
+            let ok = sensors_proc.wait().is_ok_and(|s| s.success())
+                & sink.wait().is_ok_and(|s| s.success());
+            if !ok {
+                eprintln!("telemetry_sink: a process failed");
+                std::process::exit(1);
+            }
+        }
+        other => fail(USAGE, &format!("--role {other:?}")),
+    }
+}
+
+fn run_sensors(args: &Args, udp: &str, sensors: u32, count: u64) {
+    let mut node = Node::new(args.node_config()).unwrap_or_else(|e| fail(USAGE, &e.to_string()));
+    let invoker = node.config().threading == weft::ThreadingMode::Invoker;
+    let publications: Vec<_> = (0..sensors)
+        .map(|_| {
+            node.publication(udp, STREAM)
+                .unwrap_or_else(|e| fail(USAGE, &e.to_string()))
+        })
+        .collect();
+    // In invoker mode this thread does the node's work while the sensors run.
+    let threads: Vec<_> = publications
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut publ)| {
+            std::thread::spawn(move || {
+                let start = std::time::Instant::now();
+                for seq in 0..count {
+                    let s = Sample {
+                        sensor: i as u32,
+                        _pad: 0,
+                        seq,
+                        value: (seq as f64 * 0.001 + i as f64).sin(),
+                    };
+                    loop {
+                        match publ.offer_pod(&s) {
+                            Ok(()) => break,
+                            Err(PublishError::BackPressured | PublishError::NotConnected) => {
+                                if start.elapsed() > TIMEOUT {
+                                    eprintln!("sensor {i}: timed out (is the sink running?)");
+                                    std::process::exit(1);
+                                }
+                                std::thread::yield_now();
+                            }
+                            Err(e) => fail(USAGE, &e.to_string()),
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    while !threads.iter().all(|t| t.is_finished()) {
+        if invoker {
+            node.do_work();
+        } else {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    for t in threads {
+        t.join().expect("sensor thread");
+    }
+    println!("sensors: {sensors} × {count} samples published on one channel");
+    linger(&mut node, Duration::from_millis(300));
+}
+
+fn sink(args: &Args, udp: &str, sensors: u32, count: u64) {
+    let mut node = Node::new(args.node_config()).unwrap_or_else(|e| fail(USAGE, &e.to_string()));
+    let mut sub = node
+        .subscription(udp, STREAM)
+        .unwrap_or_else(|e| fail(USAGE, &e.to_string()));
+    let mut next = vec![0u64; sensors as usize];
+    let mut sum = vec![0f64; sensors as usize];
+    let total = sensors as u64 * count;
+    let mut got = 0u64;
+    wait_for(&mut node, TIMEOUT, "samples", |_| {
+        let n = sub
+            .poll(256, |e| match e {
+                Event::Message(m) => {
+                    let s: Sample = bytemuck::pod_read_unaligned(m);
+                    let i = s.sensor as usize;
+                    if i >= next.len() || s.seq != next[i] {
+                        eprintln!("sink: sensor {i} sample {} out of order", s.seq);
+                        std::process::exit(1);
+                    }
+                    next[i] += 1;
+                    sum[i] += s.value;
+                    got += 1;
+                }
+                Event::Loss { from, to } => {
+                    eprintln!("sink: lost datagrams {from}..{to}");
+                    std::process::exit(1);
+                }
+                _ => {}
+            })
+            .unwrap_or_else(|e| fail(USAGE, &e.to_string()));
+        (n, (got == total).then_some(()))
+    });
+    for (i, s) in sum.iter().enumerate() {
+        println!(
+            "sink: sensor {i}: {count} samples in order, mean {:.4}",
+            s / count as f64
+        );
+    }
+}
