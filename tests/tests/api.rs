@@ -314,3 +314,49 @@ fn a_bad_uri_is_an_error_that_quotes_it() {
     drop(node);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Another process's view: a move written into the node's control ring in
+/// shared memory is applied, and a move of an unknown task is refused.
+#[test]
+fn a_move_written_to_the_control_ring_is_applied() {
+    let dir = std::env::temp_dir().join(format!("weft-api-control-{}", std::process::id()));
+    let node = weft::Node::new(weft::NodeConfig {
+        dir: dir.clone(),
+        agents: 2,
+        ..weft::NodeConfig::default()
+    })
+    .unwrap();
+    let id = node.add_task(0, Box::new(Nothing)).unwrap();
+    let ring = node.control_ring().unwrap().to_string();
+    let task_agent = |node: &weft::Node| {
+        node.task_stats()
+            .into_iter()
+            .find(|t| t.id == id)
+            .unwrap()
+            .agent
+    };
+    let started = Instant::now();
+    while task_agent(&node) != Some(0) {
+        assert!(started.elapsed() < Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    weft::control::request_move(&dir, &ring, id, 1).unwrap();
+    weft::control::request_move(&dir, &ring, weft::TaskId(999_999), 1).unwrap();
+    while task_agent(&node) != Some(1) || node.control_stats().rejected() < 1 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            node.task_stats()
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(
+        (
+            node.control_stats().applied(),
+            node.control_stats().rejected()
+        ),
+        (1, 1)
+    );
+    drop(node);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -359,6 +359,57 @@ impl Registry {
     }
 }
 
+impl Registry {
+    fn move_task(&self, id: TaskId, to: usize) -> Result<MoveTicket, AgentError> {
+        if to >= self.agents.len() {
+            return Err(AgentError::NoSuchAgent(to, self.agents.len()));
+        }
+        let from = self
+            .directory
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .find(|(i, _)| *i == id)
+            .map(|(_, c)| c.agent.load(Ordering::Relaxed))
+            .ok_or(AgentError::NoSuchTask(id))?;
+        if from == FINISHED {
+            return Err(AgentError::NoSuchTask(id));
+        }
+        if from == IN_TRANSIT {
+            // Not adopted yet (just added, or mid-move): it cannot be released
+            // until an agent holds it.
+            return Err(AgentError::InTransit(id));
+        }
+        let state = Arc::new(AtomicU8::new(MOVE_PENDING));
+        if from == to {
+            state.store(MOVE_DONE, Ordering::Release);
+        } else {
+            self.post(
+                from,
+                Command::Release {
+                    id,
+                    to,
+                    ticket: state.clone(),
+                },
+            );
+        }
+        Ok(MoveTicket { id, state })
+    }
+}
+
+/// Moves tasks between the agents it came from; see [`Agents::mover`].
+#[derive(Clone, Debug)]
+pub struct Mover {
+    reg: Arc<Registry>,
+}
+
+impl Mover {
+    /// As [`Agents::move_task`].
+    pub fn move_task(&self, id: TaskId, to: usize) -> Result<MoveTicket, AgentError> {
+        self.reg.move_task(id, to)
+    }
+}
+
 /// One agent: its tasks, its idle strategy, its counters. Runs on whatever
 /// thread calls [`duty_cycle`](Self::duty_cycle).
 struct Agent {
@@ -614,38 +665,15 @@ impl Agents {
     /// the module doc); returns at once with a ticket to wait on. Moving a task to
     /// the agent that has it is done at once.
     pub fn move_task(&self, id: TaskId, to: usize) -> Result<MoveTicket, AgentError> {
-        self.check_agent(to)?;
-        let from = self
-            .reg
-            .directory
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-            .find(|(i, _)| *i == id)
-            .map(|(_, c)| c.agent.load(Ordering::Relaxed))
-            .ok_or(AgentError::NoSuchTask(id))?;
-        if from == FINISHED {
-            return Err(AgentError::NoSuchTask(id));
+        self.reg.move_task(id, to)
+    }
+
+    /// A handle that moves tasks from any thread (or task), e.g. the node's
+    /// control-ring task.
+    pub fn mover(&self) -> Mover {
+        Mover {
+            reg: self.reg.clone(),
         }
-        if from == IN_TRANSIT {
-            // Not adopted yet (just added, or mid-move): it cannot be released
-            // until an agent holds it.
-            return Err(AgentError::InTransit(id));
-        }
-        let state = Arc::new(AtomicU8::new(MOVE_PENDING));
-        if from == to {
-            state.store(MOVE_DONE, Ordering::Release);
-        } else {
-            self.reg.post(
-                from,
-                Command::Release {
-                    id,
-                    to,
-                    ticket: state.clone(),
-                },
-            );
-        }
-        Ok(MoveTicket { id, state })
     }
 
     /// Starts the threads of the threading mode (none in `Invoker` mode). Pins

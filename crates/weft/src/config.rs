@@ -45,6 +45,9 @@ pub struct NodeConfig {
     pub local_ring: usize,
     /// Publications one UDP channel can have in this process. Default 8.
     pub max_publications: usize,
+    /// Open the control ring (`control.PID` in `dir`) through which tools move
+    /// tasks between agents. Default on.
+    pub control_ring: bool,
 }
 
 /// Defaults of UDP channels.
@@ -94,6 +97,7 @@ impl Default for NodeConfig {
             udp: UdpDefaults::default(),
             local_ring: 1 << 20,
             max_publications: 8,
+            control_ring: true,
         }
     }
 }
@@ -157,6 +161,7 @@ struct FileConfig {
     liveness_timeout: Option<String>,
     local_ring: Option<usize>,
     max_publications: Option<usize>,
+    control_ring: Option<bool>,
     udp: Option<FileUdp>,
 }
 
@@ -211,6 +216,7 @@ impl NodeConfig {
             liveness_timeout: dur("liveness_timeout", f.liveness_timeout, d.liveness_timeout)?,
             local_ring: f.local_ring.unwrap_or(d.local_ring),
             max_publications: f.max_publications.unwrap_or(d.max_publications),
+            control_ring: f.control_ring.unwrap_or(d.control_ring),
             udp: UdpDefaults {
                 interface: u.interface.unwrap_or(d.udp.interface),
                 ttl: u.ttl.unwrap_or(d.udp.ttl),

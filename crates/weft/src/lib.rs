@@ -16,14 +16,15 @@
 pub mod agent;
 pub mod channel;
 pub mod config;
+pub mod control;
 pub mod idle;
 mod node;
 mod udp;
 pub mod uri;
 
 pub use agent::{
-    AgentConfig, AgentError, AgentStats, Agents, MoveTicket, TakenTask, Task, TaskId, TaskStats,
-    ThreadingMode,
+    AgentConfig, AgentError, AgentStats, Agents, MoveTicket, Mover, TakenTask, Task, TaskId,
+    TaskStats, ThreadingMode,
 };
 pub use channel::{Claim, Event, Publication, PublishError, SubscribeError, Subscription};
 pub use config::{NodeConfig, UdpDefaults};

@@ -9,9 +9,10 @@ use weft_net::{ChannelConfig, Interface, SocketOptions};
 use weft_proto::{ReceiverConfig, SenderConfig};
 use weft_shm::{broadcast, mpsc, Region, ShmError, ShmOptions};
 
-use crate::agent::{AgentConfig, AgentError, AgentStats, Agents, TaskStats};
+use crate::agent::{AgentConfig, AgentError, AgentStats, Agents, Task, TaskId, TaskStats};
 use crate::channel::{PubInner, Publication, SubInner, Subscription, UserGuard, Users};
 use crate::config::NodeConfig;
+use crate::control::{self, ControlStats, ControlTask};
 use crate::udp::{RecvTask, SendTask};
 use crate::uri::{ChannelUri, ShmUri, UdpUri};
 use crate::Error;
@@ -47,6 +48,8 @@ pub struct Node {
     recvs: Vec<UdpRecv>,
     next_agent: usize,
     seed: u64,
+    control: Arc<ControlStats>,
+    control_ring: Option<String>,
 }
 
 impl std::fmt::Debug for Node {
@@ -74,18 +77,45 @@ impl Node {
             })
             .collect();
         let mut agents = Agents::new(agents, cfg.threading, cfg.idle)?;
-        agents.start()?;
         let shm = ShmOptions {
             prefault: cfg.prefault,
             mlock: cfg.mlock,
             liveness_timeout: cfg.liveness_timeout,
             ..ShmOptions::in_dir(&cfg.dir)
         };
+        let control = Arc::new(ControlStats::default());
+        static NODES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let control_ring = cfg.control_ring.then(|| {
+            control::ring_name(
+                std::process::id(),
+                NODES.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            )
+        });
+        if let Some(name) = &control_ring {
+            let config = mpsc::MpscConfig::new(64 * 1024, 8);
+            let ring = match mpsc::Consumer::create(&shm, name, &config) {
+                // Left by an earlier process with this pid that crashed.
+                Err(ShmError::AlreadyExists { .. }) => {
+                    Region::reclaim(&shm, name)?;
+                    mpsc::Consumer::create(&shm, name, &config)?
+                }
+                other => other?,
+            };
+            let task = ControlTask {
+                ring,
+                mover: agents.mover(),
+                stats: control.clone(),
+            };
+            agents.add_task(0, Box::new(task))?;
+        }
+        agents.start()?;
         let seed = std::process::id() as u64 ^ weft_shm::liveness::now_ns().rotate_left(17);
         Ok(Self {
             cfg,
             shm,
             agents,
+            control,
+            control_ring,
             sends: Vec::new(),
             recvs: Vec::new(),
             next_agent: 0,
@@ -107,6 +137,23 @@ impl Node {
     /// background work in `Invoker` mode. Returns the work done.
     pub fn do_work(&mut self) -> usize {
         self.agents.invoke()
+    }
+
+    /// Gives an application task to agent `agent` (it runs from that agent's
+    /// next duty cycle, is accounted, and can be moved like the node's own).
+    pub fn add_task(&self, agent: usize, task: Box<dyn Task>) -> Result<TaskId, Error> {
+        Ok(self.agents.add_task(agent, task)?)
+    }
+
+    /// The name of this node's control ring in its directory (for
+    /// [`control::request_move`]); `None` if `control_ring` is off.
+    pub fn control_ring(&self) -> Option<&str> {
+        self.control_ring.as_deref()
+    }
+
+    /// What the control ring's commands did.
+    pub fn control_stats(&self) -> &ControlStats {
+        &self.control
     }
 
     /// Counters of every agent.
