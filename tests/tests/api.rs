@@ -360,3 +360,70 @@ fn a_move_written_to_the_control_ring_is_applied() {
     drop(node);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A gateway republishes a UDP stream into a shared-memory ring: a local
+/// subscriber sees the ring's own session, then the upstream publisher's
+/// session, every message in order, and the upstream publisher's departure.
+#[test]
+fn a_gateway_passes_messages_and_session_events_to_local_subscribers() {
+    let dir = std::env::temp_dir().join(format!("weft-api-gw-{}", std::process::id()));
+    let cfg = || weft::NodeConfig {
+        dir: dir.clone(),
+        ..weft::NodeConfig::default()
+    };
+    let udp = udp_uri();
+    let mut host = weft::Node::new(cfg()).unwrap();
+    let gateway = host.gateway_in(&udp, "shm:gw", 3).unwrap();
+    let mut local = host.subscription("shm:gw", 3).unwrap();
+    let mut events = Vec::new();
+    let started = Instant::now();
+    while !local.is_connected() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "never attached"
+        );
+        local.poll(16, |e| events.push(format!("{e:?}"))).unwrap();
+    }
+    let mut remote = weft::Node::new(cfg()).unwrap();
+    let mut publ = Some(remote.publication(&udp, 3).unwrap());
+    let total = 1000u64;
+    let mut got = Vec::new();
+    let mut sent = 0u64;
+    let mut gone = false;
+    while !gone {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{sent} sent, {events:?}"
+        );
+        if let Some(p) = &mut publ {
+            if p.offer_pod(&sent).is_ok() {
+                sent += 1;
+                if sent == total {
+                    // The last publication goes: after its linger the upstream
+                    // publisher falls silent, and the gateway reports it gone.
+                    publ = None;
+                }
+            }
+        }
+        local
+            .poll(64, |e| match e {
+                weft::Event::Message(m) => got.push(u64::from_le_bytes(m.try_into().unwrap())),
+                weft::Event::PublisherGone => gone = true,
+                other => events.push(format!("{other:?}")),
+            })
+            .unwrap();
+    }
+    assert_eq!(got, (0..total).collect::<Vec<_>>());
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert!(
+        events.iter().all(|e| e.starts_with("NewSession")),
+        "{events:?}"
+    );
+    assert_ne!(
+        events[0], events[1],
+        "the ring's session, then the upstream one"
+    );
+    drop(gateway);
+    drop((remote, local, host));
+    let _ = std::fs::remove_dir_all(&dir);
+}

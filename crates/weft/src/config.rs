@@ -32,8 +32,14 @@ pub struct NodeConfig {
     pub shm_max_subscribers: usize,
     /// Touch every page of a ring at creation. Default on.
     pub prefault: bool,
-    /// `mlock` rings. Default off (needs `RLIMIT_MEMLOCK`).
+    /// `mlock` shared-memory rings. Default off (needs `RLIMIT_MEMLOCK`).
     pub mlock: bool,
+    /// Lock the whole process in memory at start (`mlockall(MCL_CURRENT |
+    /// MCL_FUTURE)`): every buffer, in-process rings and socket batches
+    /// included, is faulted in when allocated and never paged out, so no page
+    /// fault lands on the hot path. Default off (needs `RLIMIT_MEMLOCK` or
+    /// `CAP_IPC_LOCK`; it locks everything the process allocates).
+    pub lock_memory: bool,
     /// A peer silent this long is gone: a shared-memory publisher, a stuck
     /// subscriber (evicted), a UDP publisher (`publisher_timeout`) or receiver.
     /// Default 1 s.
@@ -93,6 +99,7 @@ impl Default for NodeConfig {
             shm_max_subscribers: 16,
             prefault: true,
             mlock: false,
+            lock_memory: false,
             liveness_timeout: Duration::from_secs(1),
             udp: UdpDefaults::default(),
             local_ring: 1 << 20,
@@ -158,6 +165,7 @@ struct FileConfig {
     shm_max_subscribers: Option<usize>,
     prefault: Option<bool>,
     mlock: Option<bool>,
+    lock_memory: Option<bool>,
     liveness_timeout: Option<String>,
     local_ring: Option<usize>,
     max_publications: Option<usize>,
@@ -213,6 +221,7 @@ impl NodeConfig {
             shm_max_subscribers: f.shm_max_subscribers.unwrap_or(d.shm_max_subscribers),
             prefault: f.prefault.unwrap_or(d.prefault),
             mlock: f.mlock.unwrap_or(d.mlock),
+            lock_memory: f.lock_memory.unwrap_or(d.lock_memory),
             liveness_timeout: dur("liveness_timeout", f.liveness_timeout, d.liveness_timeout)?,
             local_ring: f.local_ring.unwrap_or(d.local_ring),
             max_publications: f.max_publications.unwrap_or(d.max_publications),

@@ -68,6 +68,14 @@ impl Node {
     /// `Invoker` mode: call [`do_work`](Self::do_work)).
     pub fn new(cfg: NodeConfig) -> Result<Self, Error> {
         cfg.validate().map_err(Error::Config)?;
+        if cfg.lock_memory {
+            use nix::sys::mman::{mlockall, MlockAllFlags};
+            mlockall(MlockAllFlags::MCL_CURRENT | MlockAllFlags::MCL_FUTURE).map_err(|e| {
+                Error::Config(format!(
+                    "lock_memory: mlockall failed ({e}); raise RLIMIT_MEMLOCK (ulimit -l) or grant CAP_IPC_LOCK"
+                ))
+            })?;
+        }
         let agents = (0..cfg.agents)
             .map(|i| AgentConfig {
                 name: format!("agent-{i}"),

@@ -116,6 +116,59 @@ fn run(name: &str, args: &[&str], expect: &[&str]) {
     eprintln!("{stdout}");
 }
 
+/// ping and pong read their settings from a TOML file, one of which locks
+/// the process in memory (needs root or `RLIMIT_MEMLOCK`: skipped, saying so,
+/// when the limit is too small).
+#[test]
+fn ping_pong_take_their_settings_from_a_config_file() {
+    let dir = std::env::temp_dir().join(format!("weft-examples-cfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let locked = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_MEMLOCK)
+        .is_ok_and(|(soft, _)| soft == nix::sys::resource::RLIM_INFINITY)
+        || nix::unistd::geteuid().is_root();
+    if !locked {
+        eprintln!("SKIPPED the lock_memory half: RLIMIT_MEMLOCK is limited and this is not root");
+    }
+    let config = dir.join("node.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "dir = {:?}\nthreading = \"shared\"\nidle = \"yield\"\nlock_memory = {locked}\nshm_capacity = 65536\n",
+            dir.display().to_string()
+        ),
+    )
+    .unwrap();
+    let cfg = config.to_str().unwrap();
+    let args = [
+        "--config",
+        cfg,
+        "--count",
+        "500",
+        "--ping",
+        "shm:cfg-ping",
+        "--pong",
+        "shm:cfg-pong",
+    ];
+    let mut pong = Command::new(example("pong"))
+        .args(args)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start pong");
+    run("ping", &args, &["500 round trips"]);
+    assert!(pong.wait().unwrap().success());
+    std::fs::write(&config, "agnets = 2\n").unwrap();
+    let out = Command::new(example("ping"))
+        .args(["--config", cfg])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("agnets"),
+        "names the bad key"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Three subscriber processes read one gateway's shared-memory ring; every
 /// quote arrives at each, in order.
 #[test]
