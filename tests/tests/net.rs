@@ -530,8 +530,11 @@ fn multi_host_loss_restart_publisher_death_and_partition() {
             let gone = s.wait_line("gone", LIMIT);
             let ms: u64 = gone[5..].parse().unwrap();
             eprintln!("(c) {gone} (timeout 500 ms)");
+            // The peer times from when it handled the last message; the protocol
+            // from its clock read at the start of that pass, a few µs earlier,
+            // and the peer rounds down to whole ms: 499 is on time.
             assert!(
-                ms >= 500,
+                ms >= 499,
                 "publisher reported gone before its timeout: {gone}"
             );
         }

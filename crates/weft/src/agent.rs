@@ -24,7 +24,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::idle::{IdleStrategy, Idler};
+use crate::doorbell::Doorbell;
+use crate::idle::{IdleStep, IdleStrategy, Idler};
 
 /// A unit of work an agent runs: receiving a channel, sending a stream,
 /// feeding the gateway, housekeeping.
@@ -36,6 +37,19 @@ pub trait Task: Send {
     /// datagrams moved; 0 means it found nothing to do). `now_ns` is monotonic
     /// nanoseconds since the agents started. Must not block.
     fn do_work(&mut self, now_ns: u64) -> usize;
+
+    /// A file descriptor whose readability means work for this task (a
+    /// socket): a parked agent waits in `ppoll` on it, so a datagram wakes it.
+    /// Default: none (the task is looked at when the park ends).
+    fn wait_fd(&self) -> Option<std::os::fd::RawFd> {
+        None
+    }
+
+    /// How soon the task has a timer due: a parked agent wakes by then.
+    /// Default: no timer.
+    fn timer_in(&self) -> Option<Duration> {
+        None
+    }
 
     /// Whether the task has finished for good: its agent drops it after the
     /// current duty cycle (on the agent's thread) and its stats show no agent.
@@ -313,6 +327,9 @@ enum Command {
 struct Shared {
     name: String,
     core: Option<usize>,
+    /// Set while the agent waits in `ppoll`; a publisher that sees it rings `bell`.
+    parked: AtomicBool,
+    bell: Doorbell,
     pending: AtomicBool,
     inbox: Mutex<Vec<Command>>,
     duty_cycles: Counter,
@@ -397,6 +414,29 @@ impl Registry {
     }
 }
 
+/// Wakes the agents that are parked, after a publisher put work in a ring
+/// one of them drains. Costs a fence and one load per agent; a syscall per
+/// parked agent only.
+#[derive(Clone, Debug)]
+pub(crate) struct Waker {
+    reg: Arc<Registry>,
+}
+
+impl Waker {
+    #[inline]
+    pub(crate) fn wake(&self) {
+        // SYNC POINT: pairs with the fence in `park_group`: either that agent's
+        // re-check after announcing `parked` sees our commit, or we see
+        // `parked` and ring. Never both miss.
+        std::sync::atomic::fence(Ordering::SeqCst);
+        for a in self.reg.agents.iter() {
+            if a.parked.load(Ordering::Relaxed) {
+                a.bell.ring();
+            }
+        }
+    }
+}
+
 /// Moves tasks between the agents it came from; see [`Agents::mover`].
 #[derive(Clone, Debug)]
 pub struct Mover {
@@ -464,17 +504,6 @@ impl Agent {
         }
         self.cycle_end = t;
         work
-    }
-
-    /// Idles after a cycle that did `work` and counts the time as idle.
-    fn idle(&mut self, work: usize) {
-        self.idler.idle(work);
-        if work == 0 {
-            let now = self.reg.now_ns();
-            self.reg.agents[self.index]
-                .idle_ns
-                .add(now.saturating_sub(self.cycle_end));
-        }
     }
 
     /// Drops the tasks that say they are done (deallocating on this thread).
@@ -574,19 +603,26 @@ impl Agents {
         let reg = Arc::new(Registry {
             agents: configs
                 .iter()
-                .map(|c| Shared {
-                    name: c.name.clone(),
-                    core: c.core,
-                    pending: AtomicBool::new(false),
-                    inbox: Mutex::new(Vec::with_capacity(INBOX)),
-                    duty_cycles: Counter::default(),
-                    busy_ns: Counter::default(),
-                    idle_ns: Counter::default(),
-                    max_cycle_ns: Counter::default(),
-                    slow_cycles: Counter::default(),
-                    tasks: AtomicUsize::new(0),
+                .map(|c| {
+                    Ok(Shared {
+                        name: c.name.clone(),
+                        core: c.core,
+                        parked: AtomicBool::new(false),
+                        bell: Doorbell::new().map_err(|source| AgentError::Spawn {
+                            agent: c.name.clone(),
+                            source,
+                        })?,
+                        pending: AtomicBool::new(false),
+                        inbox: Mutex::new(Vec::with_capacity(INBOX)),
+                        duty_cycles: Counter::default(),
+                        busy_ns: Counter::default(),
+                        idle_ns: Counter::default(),
+                        max_cycle_ns: Counter::default(),
+                        slow_cycles: Counter::default(),
+                        tasks: AtomicUsize::new(0),
+                    })
                 })
-                .collect(),
+                .collect::<Result<_, AgentError>>()?,
             directory: Mutex::new(Vec::new()),
             next_id: AtomicU64::new(1),
             epoch: Instant::now(),
@@ -666,6 +702,13 @@ impl Agents {
     /// the agent that has it is done at once.
     pub fn move_task(&self, id: TaskId, to: usize) -> Result<MoveTicket, AgentError> {
         self.reg.move_task(id, to)
+    }
+
+    /// A handle that wakes parked agents (for publications feeding their tasks).
+    pub(crate) fn waker(&self) -> Waker {
+        Waker {
+            reg: self.reg.clone(),
+        }
     }
 
     /// A handle that moves tasks from any thread (or task), e.g. the node's
@@ -836,7 +879,7 @@ fn run_thread(
     mut group: Vec<Agent>,
     core: Option<usize>,
     name: &str,
-    mut shared_idle: Idler,
+    shared_idle: Idler,
     reg: Arc<Registry>,
     ready: std::sync::mpsc::Sender<Result<(), AgentError>>,
 ) -> Vec<Agent> {
@@ -851,27 +894,97 @@ fn run_thread(
     }
     let _ = ready.send(Ok(()));
     drop(ready);
-    if let [agent] = group.as_mut_slice() {
-        while !reg.stop.load(Ordering::Relaxed) {
-            let work = agent.duty_cycle();
-            agent.idle(work);
+    // A lone agent idles by its own strategy; agents sharing a thread by the
+    // shared one.
+    let mut idler = match group.as_slice() {
+        [one] => one.idler.clone(),
+        _ => shared_idle,
+    };
+    let n = group.len().max(1) as u64;
+    while !reg.stop.load(Ordering::Relaxed) {
+        let work: usize = group.iter_mut().map(Agent::duty_cycle).sum();
+        match idler.step(work) {
+            IdleStep::None => continue,
+            IdleStep::Spin => std::hint::spin_loop(),
+            IdleStep::Yield => std::thread::yield_now(),
+            IdleStep::Park(d) => park_group(&mut group, &reg, d),
         }
-    } else {
-        let n = group.len().max(1) as u64;
-        while !reg.stop.load(Ordering::Relaxed) {
-            let work: usize = group.iter_mut().map(Agent::duty_cycle).sum();
-            shared_idle.idle(work);
-            if work == 0 {
-                // The thread's idle time, shared out evenly among its agents.
-                let end = group.iter().map(|a| a.cycle_end).max().unwrap_or(0);
-                let idle = reg.now_ns().saturating_sub(end) / n;
-                for a in &group {
-                    reg.agents[a.index].idle_ns.add(idle);
+        // The thread's idle time, shared out evenly among its agents.
+        let end = group.iter().map(|a| a.cycle_end).max().unwrap_or(0);
+        let idle = reg.now_ns().saturating_sub(end) / n;
+        for a in &group {
+            reg.agents[a.index].idle_ns.add(idle);
+        }
+    }
+    group
+}
+
+/// File descriptors one park waits on: the agents' doorbells, then their
+/// tasks' sockets. A task past this many is looked at when the park ends.
+const MAX_WAIT_FDS: usize = 32;
+
+/// Parks the agents of one thread for at most `d` (less if a task's timer is
+/// due sooner): announces it, looks for work once more, then waits in `ppoll`
+/// on the doorbells and the tasks' sockets. Allocates nothing.
+fn park_group(group: &mut [Agent], reg: &Registry, d: Duration) {
+    for a in group.iter() {
+        reg.agents[a.index].parked.store(true, Ordering::Relaxed);
+    }
+    // SYNC POINT: pairs with the fence in `Waker::wake`.
+    std::sync::atomic::fence(Ordering::SeqCst);
+    let work: usize = group.iter_mut().map(Agent::duty_cycle).sum();
+    if work == 0 {
+        let empty = libc::pollfd {
+            fd: -1,
+            events: 0,
+            revents: 0,
+        };
+        let mut fds = [empty; MAX_WAIT_FDS];
+        let mut n = 0;
+        let mut wait = d;
+        for a in group.iter() {
+            if n < MAX_WAIT_FDS {
+                fds[n].fd = reg.agents[a.index].bell.fd();
+                fds[n].events = libc::POLLIN;
+                n += 1;
+            }
+            for h in &a.tasks {
+                if let Some(t) = h.task.timer_in() {
+                    wait = wait.min(t);
+                }
+                if let Some(fd) = h.task.wait_fd() {
+                    if n < MAX_WAIT_FDS {
+                        fds[n].fd = fd;
+                        fds[n].events = libc::POLLIN;
+                        n += 1;
+                    }
+                }
+            }
+        }
+        let ts = libc::timespec {
+            tv_sec: wait.as_secs() as libc::time_t,
+            tv_nsec: wait.subsec_nanos() as libc::c_long,
+        };
+        // SAFETY: `fds[..n]` are initialised pollfds on this stack frame, `ts` a
+        // live timespec; the fds belong to this thread's agents and tasks, which
+        // this function borrows for the call, so none is closed meanwhile.
+        let r = unsafe { libc::ppoll(fds.as_mut_ptr(), n as libc::nfds_t, &ts, std::ptr::null()) };
+        if r > 0 {
+            for a in group.iter() {
+                let bell = &reg.agents[a.index].bell;
+                if fds
+                    .iter()
+                    .take(n)
+                    .any(|p| p.fd == bell.fd() && p.revents != 0)
+                {
+                    bell.drain();
                 }
             }
         }
     }
-    group
+    for a in group.iter() {
+        reg.agents[a.index].parked.store(false, Ordering::Relaxed);
+    }
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use weft_shm::{broadcast, mpsc, ClaimError, PeerState, PollError, ShmOptions};
 
+use crate::agent::Waker;
 use crate::uri::ChannelUri;
 
 /// Frame type of an application message in weft's rings.
@@ -72,31 +73,35 @@ pub enum Event<'a> {
 /// A claimed message: write it in place, then [`commit`](Self::commit).
 /// Dropping it abandons the message.
 #[derive(Debug)]
-pub enum Claim<'p> {
+pub struct Claim<'p>(ClaimInner<'p>);
+
+#[derive(Debug)]
+enum ClaimInner<'p> {
     /// In a shared-memory ring.
-    #[doc(hidden)]
     Shm(broadcast::Claim<'p>),
-    /// In the ring to the UDP send task.
-    #[doc(hidden)]
-    Udp(mpsc::Claim<'p>),
+    /// In the ring to the UDP send task (which the commit wakes if it is parked).
+    Udp(mpsc::Claim<'p>, &'p Waker),
 }
 
 impl Claim<'_> {
     /// The message's bytes, in place (stale contents: write all of them).
     #[inline]
     pub fn payload_mut(&mut self) -> &mut [u8] {
-        match self {
-            Claim::Shm(c) => c.payload_mut(),
-            Claim::Udp(c) => c.payload_mut(),
+        match &mut self.0 {
+            ClaimInner::Shm(c) => c.payload_mut(),
+            ClaimInner::Udp(c, _) => c.payload_mut(),
         }
     }
 
     /// Publishes the message.
     #[inline]
     pub fn commit(self) {
-        match self {
-            Claim::Shm(c) => c.commit(),
-            Claim::Udp(c) => c.commit(),
+        match self.0 {
+            ClaimInner::Shm(c) => c.commit(),
+            ClaimInner::Udp(c, waker) => {
+                c.commit();
+                waker.wake();
+            }
         }
     }
 }
@@ -116,6 +121,7 @@ pub(crate) enum PubInner {
         tx: mpsc::Producer,
         connected: Arc<AtomicBool>,
         max: usize,
+        waker: Waker,
         _user: UserGuard,
     },
 }
@@ -196,11 +202,12 @@ impl Publication {
         match &mut self.inner {
             PubInner::Shm { ring, .. } => ring
                 .try_claim(len, TYPE_MESSAGE)
-                .map(Claim::Shm)
+                .map(|c| Claim(ClaimInner::Shm(c)))
                 .map_err(err),
-            PubInner::Udp { tx, .. } => {
-                tx.try_claim(len, TYPE_MESSAGE).map(Claim::Udp).map_err(err)
-            }
+            PubInner::Udp { tx, waker, .. } => tx
+                .try_claim(len, TYPE_MESSAGE)
+                .map(|c| Claim(ClaimInner::Udp(c, waker)))
+                .map_err(err),
         }
     }
 

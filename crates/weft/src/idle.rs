@@ -118,15 +118,28 @@ impl Idler {
     /// allocates.
     #[inline]
     pub fn idle(&mut self, work: usize) {
+        match self.step(work) {
+            IdleStep::None => {}
+            IdleStep::Spin => std::hint::spin_loop(),
+            IdleStep::Yield => std::thread::yield_now(),
+            IdleStep::Park(d) => std::thread::sleep(d),
+        }
+    }
+
+    /// What [`idle`](Self::idle) would do now, advancing the backoff, without
+    /// doing it: an agent parks in `ppoll` on its tasks' sockets instead of
+    /// sleeping, so a datagram wakes it.
+    #[inline]
+    pub fn step(&mut self, work: usize) -> IdleStep {
         if work > 0 {
             self.count = 0;
             self.park = Duration::ZERO;
-            return;
+            return IdleStep::None;
         }
         match self.strategy {
-            IdleStrategy::BusySpin => std::hint::spin_loop(),
-            IdleStrategy::Yield => std::thread::yield_now(),
-            IdleStrategy::Sleep(d) => std::thread::sleep(d),
+            IdleStrategy::BusySpin => IdleStep::Spin,
+            IdleStrategy::Yield => IdleStep::Yield,
+            IdleStrategy::Sleep(d) => IdleStep::Park(d),
             IdleStrategy::Backoff {
                 spins,
                 yields,
@@ -135,21 +148,34 @@ impl Idler {
             } => {
                 if self.count < spins {
                     self.count += 1;
-                    std::hint::spin_loop();
+                    IdleStep::Spin
                 } else if self.count < spins.saturating_add(yields) {
                     self.count += 1;
-                    std::thread::yield_now();
+                    IdleStep::Yield
                 } else {
                     self.park = if self.park.is_zero() {
                         min_park
                     } else {
                         (self.park * 2).min(max_park)
                     };
-                    std::thread::sleep(self.park);
+                    IdleStep::Park(self.park)
                 }
             }
         }
     }
+}
+
+/// One step of an idle strategy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IdleStep {
+    /// There was work: go straight on.
+    None,
+    /// One CPU pause hint.
+    Spin,
+    /// One `sched_yield`.
+    Yield,
+    /// Wait this long, or until woken.
+    Park(Duration),
 }
 
 #[cfg(test)]

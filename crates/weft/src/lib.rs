@@ -17,6 +17,7 @@ pub mod agent;
 pub mod channel;
 pub mod config;
 pub mod control;
+mod doorbell;
 pub mod idle;
 mod node;
 mod udp;
@@ -28,7 +29,7 @@ pub use agent::{
 };
 pub use channel::{Claim, Event, Publication, PublishError, SubscribeError, Subscription};
 pub use config::{NodeConfig, UdpDefaults};
-pub use idle::{IdleStrategy, Idler};
+pub use idle::{IdleStep, IdleStrategy, Idler};
 pub use node::{Gateway, Node};
 pub use uri::{ChannelUri, ShmUri, UdpUri, UriError};
 

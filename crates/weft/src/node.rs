@@ -289,6 +289,7 @@ impl Node {
                     tx,
                     connected: s.connected.clone(),
                     max: s.max,
+                    waker: self.agents.waker(),
                     _user: user,
                 });
             }
@@ -347,6 +348,7 @@ impl Node {
             tx,
             connected,
             max,
+            waker: self.agents.waker(),
             _user: user,
         })
     }

@@ -3,10 +3,12 @@
 //! subscription socket and republishes messages and events into a broadcast
 //! ring for every local subscriber).
 
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
-use weft_net::{Publication as NetPublication, Subscription as NetSubscription};
+use weft_net::{Publication as NetPublication, Subscription as NetSubscription, Waitable};
 use weft_proto::{Event as ProtoEvent, OfferError};
 use weft_shm::{broadcast, mpsc, ClaimError, PollError};
 
@@ -42,6 +44,14 @@ pub(crate) struct SendTask {
 impl Task for SendTask {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    fn wait_fd(&self) -> Option<RawFd> {
+        Some(self.net.fd().as_raw_fd())
+    }
+
+    fn timer_in(&self) -> Option<Duration> {
+        self.net.time_to_timer()
     }
 
     fn is_done(&self) -> bool {
@@ -124,6 +134,14 @@ pub(crate) struct RecvTask {
 impl Task for RecvTask {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    fn wait_fd(&self) -> Option<RawFd> {
+        Some(self.net.fd().as_raw_fd())
+    }
+
+    fn timer_in(&self) -> Option<Duration> {
+        self.net.time_to_timer()
     }
 
     fn is_done(&self) -> bool {

@@ -76,7 +76,7 @@ pub fn wait_for<T>(
     what: &str,
     mut step: impl FnMut(&mut weft::Node) -> (usize, Option<T>),
 ) -> T {
-    let mut idler = weft::Idler::new(node.config().idle);
+    let mut idler = weft::Idler::new(app_idle().unwrap_or(node.config().idle));
     let start = Instant::now();
     loop {
         let mut work = 0;
@@ -107,4 +107,11 @@ pub fn linger(node: &mut weft::Node, d: Duration) {
             std::thread::sleep(Duration::from_millis(1));
         }
     }
+}
+
+/// `--app-idle`: how the example's own thread waits (default: as the agents).
+fn app_idle() -> Option<weft::IdleStrategy> {
+    let args: Vec<String> = std::env::args().collect();
+    let i = args.iter().position(|a| a == "--app-idle")?;
+    args.get(i + 1)?.parse().ok()
 }
