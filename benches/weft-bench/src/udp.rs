@@ -170,6 +170,28 @@ fn await_message(publ: &mut Publication, sub: &mut Subscription, buf: &mut [u8])
     }
 }
 
+/// Offers `msg` until the publication takes it, then sends it at once.
+fn send(publ: &mut Publication, msg: &[u8]) {
+    while publ.offer(msg).is_err() {
+        publ.do_work();
+    }
+    publ.do_work();
+}
+
+/// Echoes one message from `sub` back on `publ`.
+fn echo_one(publ: &mut Publication, sub: &mut Subscription, buf: &mut [u8]) {
+    let n = await_message(publ, sub, buf);
+    send(publ, &buf[..n]);
+}
+
+/// Lets the last replies' repairs, if any, go out.
+fn drain(publ: &mut Publication, sub: &mut Subscription) {
+    for _ in 0..1000 {
+        publ.do_work();
+        sub.do_work();
+    }
+}
+
 /// `udp-pingpong`: round trip of 32-byte messages through two weft channels
 /// (multicast on 127.0.0.1, one per direction) between two pinned threads.
 pub fn pingpong(clock: Clock, warmup: u64, samples: u64, bytes: usize) -> Outcome {
@@ -182,17 +204,9 @@ pub fn pingpong(clock: Clock, warmup: u64, samples: u64, bytes: usize) -> Outcom
         pin(1);
         let mut buf = vec![0u8; 64 * 1024];
         for _ in 0..total {
-            let n = await_message(&mut b_pub, &mut b_sub, &mut buf);
-            while b_pub.offer(&buf[..n]).is_err() {
-                b_pub.do_work();
-            }
-            b_pub.do_work();
+            echo_one(&mut b_pub, &mut b_sub, &mut buf);
         }
-        // Let the last replies' repairs, if any, go out.
-        for _ in 0..1000 {
-            b_pub.do_work();
-            b_sub.do_work();
-        }
+        drain(&mut b_pub, &mut b_sub);
     });
     pin(0);
     let mut h = histogram();
@@ -201,10 +215,7 @@ pub fn pingpong(clock: Clock, warmup: u64, samples: u64, bytes: usize) -> Outcom
     for i in 0..total {
         msg[..8].copy_from_slice(&i.to_le_bytes());
         let t0 = ticks();
-        while a_pub.offer(&msg).is_err() {
-            a_pub.do_work();
-        }
-        a_pub.do_work();
+        send(&mut a_pub, &msg);
         let n = await_message(&mut a_pub, &mut a_sub, &mut buf);
         let t1 = ticks();
         assert_eq!(&buf[..n], &msg[..], "reply {i}");
@@ -358,17 +369,10 @@ pub fn interleaved(clock: Clock, warmup: u64, samples: u64) -> Vec<Outcome> {
                 mb.send_to(&buf[..n], &mb_to).expect("send");
             }
             for _ in 0..BLOCK {
-                let n = await_message(&mut b_pub, &mut b_sub, &mut buf);
-                while b_pub.offer(&buf[..n]).is_err() {
-                    b_pub.do_work();
-                }
-                b_pub.do_work();
+                echo_one(&mut b_pub, &mut b_sub, &mut buf);
             }
         }
-        for _ in 0..1000 {
-            b_pub.do_work();
-            b_sub.do_work();
-        }
+        drain(&mut b_pub, &mut b_sub);
     });
     pin(0);
     let mut h = [histogram(), histogram(), histogram()];
@@ -399,10 +403,7 @@ pub fn interleaved(clock: Clock, warmup: u64, samples: u64) -> Vec<Outcome> {
         for i in 0..BLOCK {
             msg[..8].copy_from_slice(&(b * BLOCK + i).to_le_bytes());
             let t0 = ticks();
-            while a_pub.offer(&msg).is_err() {
-                a_pub.do_work();
-            }
-            a_pub.do_work();
+            send(&mut a_pub, &msg);
             let n = await_message(&mut a_pub, &mut a_sub, &mut buf);
             record(&mut h[2], t0);
             assert_eq!(&buf[..n], &msg[..], "reply {i} of block {b}");

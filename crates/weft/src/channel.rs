@@ -432,11 +432,18 @@ fn decode(type_id: u32, p: &[u8]) -> Option<Event<'_>> {
 /// channel, shared with the agent task that runs it. The task closes the
 /// channel (count 0 → [`Users::CLOSED`]) when the last one is gone, and a
 /// later publication then opens a new one (a new session).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Users(std::sync::atomic::AtomicUsize);
 
 impl Users {
     const CLOSED: usize = usize::MAX;
+
+    /// A new count holding its first user.
+    pub(crate) fn first() -> (Arc<Self>, UserGuard) {
+        let users = Arc::new(Self(std::sync::atomic::AtomicUsize::new(1)));
+        let guard = UserGuard(users.clone());
+        (users, guard)
+    }
 
     /// Counts one more user; `false` if the channel closed (open a new one).
     pub(crate) fn join(self: &Arc<Self>) -> Option<UserGuard> {

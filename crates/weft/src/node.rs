@@ -317,10 +317,7 @@ impl Node {
             .producer()
             .ok_or_else(|| Error::Config("no publication slot".into()))?;
         let connected = Arc::new(AtomicBool::new(false));
-        let users = Arc::new(Users::default());
-        let user = users
-            .join()
-            .ok_or_else(|| Error::Config("closed at birth".into()))?;
+        let (users, user) = Users::first();
         let task = SendTask {
             name: format!("udp-send {} stream {stream}", u.group),
             rx,
@@ -416,10 +413,7 @@ impl Node {
         };
         let max = out.max_payload().min(proto.max_message);
         let net = weft_net::Subscription::open(&channel, proto)?;
-        let users = Arc::new(Users::default());
-        let user = users
-            .join()
-            .ok_or_else(|| Error::Config("closed at birth".into()))?;
+        let (users, user) = Users::first();
         let task = RecvTask {
             name: format!("{kind} {} stream {stream}", u.group),
             net,
@@ -466,10 +460,7 @@ impl Node {
         };
         let sub = self.subscription(shm, stream)?;
         let publ = self.publication(udp, stream)?;
-        let users = Arc::new(Users::default());
-        let user = users
-            .join()
-            .ok_or_else(|| Error::Config("closed at birth".into()))?;
+        let (users, user) = Users::first();
         let task = crate::udp::ForwardTask {
             name: format!("gateway-out {shm} stream {stream}"),
             pending: Vec::with_capacity(publ.max_message()),

@@ -149,7 +149,7 @@ impl Task for RecvTask {
     }
 
     fn do_work(&mut self, _now_ns: u64) -> usize {
-        if self.users.count() == 0 && self.users.try_close() {
+        if self.users.try_close() {
             self.done = true;
             return 0;
         }
@@ -219,7 +219,7 @@ impl Task for ForwardTask {
     }
 
     fn do_work(&mut self, _now_ns: u64) -> usize {
-        if self.users.count() == 0 && self.users.try_close() {
+        if self.users.try_close() {
             self.done = true;
             return 0;
         }
