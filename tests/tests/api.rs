@@ -427,3 +427,89 @@ fn a_gateway_passes_messages_and_session_events_to_local_subscribers() {
     drop((remote, local, host));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// With `flow=none` and a seeded 30 % loss on the gateway's receive, the
+/// publisher runs ahead of repairs: whatever is lost for good reaches the
+/// local subscriber as a Loss event, never as a silent gap, and what arrives
+/// arrives in order.
+#[test]
+fn losses_pass_through_a_gateway_never_as_a_silent_gap() {
+    let dir = std::env::temp_dir().join(format!("weft-api-gwloss-{}", std::process::id()));
+    let mut lossy = weft::NodeConfig {
+        dir: dir.clone(),
+        ..weft::NodeConfig::default()
+    };
+    lossy.udp.loss = Some(weft_net::LossConfig {
+        seed: 11,
+        probability: 0.3,
+        mean_burst: 4.0,
+    });
+    let udp = udp_uri();
+    let mut host = weft::Node::new(lossy).unwrap();
+    let gateway = host.gateway_in(&udp, "shm:lossy", 5).unwrap();
+    let mut local = host.subscription("shm:lossy", 5).unwrap();
+    let started = Instant::now();
+    while !local.is_connected() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "never attached"
+        );
+        local.poll(16, |_| {}).unwrap();
+    }
+    let mut remote = weft::Node::new(weft::NodeConfig {
+        dir: dir.clone(),
+        ..weft::NodeConfig::default()
+    })
+    .unwrap();
+    let mut publ = Some(remote.publication(&format!("{udp}?flow=none"), 5).unwrap());
+    let total = weft_tests::scaled(30_000);
+    let payload = [0u8; 1000]; // one message per datagram: the buffer holds 4096
+    let (mut sent, mut received, mut losses) = (0u64, 0u64, 0u64);
+    let mut last: Option<u64> = None;
+    let mut loss_since_last = false;
+    let mut gone = false;
+    while !gone {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{sent} sent, {received} received"
+        );
+        if let Some(p) = &mut publ {
+            if let Ok(mut c) = p.try_claim(payload.len()) {
+                let b = c.payload_mut();
+                b.copy_from_slice(&payload);
+                b[..8].copy_from_slice(&sent.to_le_bytes());
+                c.commit();
+                sent += 1;
+            }
+        }
+        if sent == total {
+            publ = None;
+        }
+        local
+            .poll(64, |e| match e {
+                weft::Event::Message(m) => {
+                    let v = u64::from_le_bytes(m[..8].try_into().unwrap());
+                    let expected = last.map_or(0, |l| l + 1);
+                    assert!(
+                        v == expected || (v > expected && loss_since_last),
+                        "message {v} after {last:?} with no Loss event between"
+                    );
+                    last = Some(v);
+                    loss_since_last = false;
+                    received += 1;
+                }
+                weft::Event::Loss { .. } => {
+                    losses += 1;
+                    loss_since_last = true;
+                }
+                weft::Event::PublisherGone => gone = true,
+                weft::Event::NewSession { .. } => {}
+            })
+            .unwrap();
+    }
+    eprintln!("{sent} sent, {received} received in order, {losses} Loss events");
+    assert!(received > 0);
+    drop(gateway);
+    drop((remote, local, host));
+    let _ = std::fs::remove_dir_all(&dir);
+}

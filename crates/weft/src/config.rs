@@ -71,6 +71,12 @@ pub struct UdpDefaults {
     pub rcvbuf: usize,
     /// Requested send socket buffer, bytes. Default 1 MiB.
     pub sndbuf: usize,
+    /// How publications pace themselves by their receivers (the URI's
+    /// `flow=`). Default `Min`: nothing is lost while receivers live.
+    pub flow: weft_proto::FlowControl,
+    /// Drop received datagrams on purpose, seeded (tests and demos of loss
+    /// recovery only; not in the file form). Default none.
+    pub loss: Option<weft_net::LossConfig>,
 }
 
 impl Default for UdpDefaults {
@@ -82,6 +88,8 @@ impl Default for UdpDefaults {
             mtu: 1408,
             rcvbuf: 4 << 20,
             sndbuf: 1 << 20,
+            flow: weft_proto::FlowControl::Min,
+            loss: None,
         }
     }
 }
@@ -182,6 +190,7 @@ struct FileUdp {
     mtu: Option<usize>,
     rcvbuf: Option<usize>,
     sndbuf: Option<usize>,
+    flow: Option<String>,
 }
 
 impl NodeConfig {
@@ -233,6 +242,16 @@ impl NodeConfig {
                 mtu: u.mtu.unwrap_or(d.udp.mtu),
                 rcvbuf: u.rcvbuf.unwrap_or(d.udp.rcvbuf),
                 sndbuf: u.sndbuf.unwrap_or(d.udp.sndbuf),
+                flow: match u.flow.as_deref() {
+                    None => d.udp.flow,
+                    Some("min") => weft_proto::FlowControl::Min,
+                    Some("max") => weft_proto::FlowControl::Max,
+                    Some("none") => weft_proto::FlowControl::None,
+                    Some(other) => {
+                        return Err(format!("udp.flow {other:?}: expected min, max or none"))
+                    }
+                },
+                loss: None,
             },
         };
         cfg.validate()?;

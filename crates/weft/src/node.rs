@@ -299,6 +299,7 @@ impl Node {
         let mut proto = SenderConfig::new(stream, self.next_seed());
         proto.mtu = u.mtu.unwrap_or(self.cfg.udp.mtu);
         proto.receiver_timeout_ns = self.cfg.liveness_timeout.as_nanos() as u64;
+        proto.flow = u.flow.unwrap_or(self.cfg.udp.flow);
         let channel = ChannelConfig {
             group: u.group,
             socket: self.socket_options(u),
@@ -409,7 +410,7 @@ impl Node {
             group: u.group,
             socket: self.socket_options(u),
             control_port: 0,
-            loss: None,
+            loss: self.cfg.udp.loss,
         };
         let max = out.max_payload().min(proto.max_message);
         let net = weft_net::Subscription::open(&channel, proto)?;

@@ -5,7 +5,7 @@
 //! shm:orders
 //! shm:orders?capacity=1048576
 //! udp://239.1.2.3:40456
-//! udp://239.1.2.3:40456?interface=10.0.0.5&ttl=4&loopback=false&control_port=40457&mtu=1408
+//! udp://239.1.2.3:40456?interface=10.0.0.5&ttl=4&loopback=false&control_port=40457&mtu=1408&flow=min
 //! udp://239.1.2.3:40456?interface=eth0
 //! ```
 //!
@@ -19,6 +19,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::str::FromStr;
 
 use weft_net::Interface;
+use weft_proto::FlowControl;
 
 /// A parsed channel URI. [`Display`](fmt::Display) writes it back in canonical
 /// form (parameters in a fixed order), which parses to the same value.
@@ -55,6 +56,11 @@ pub struct UdpUri {
     pub control_port: Option<u16>,
     /// `mtu=`: largest datagram in bytes, 576–65504.
     pub mtu: Option<usize>,
+    /// `flow=`: how a publication paces itself by its receivers: `min` (never
+    /// more than the slowest live receiver's window ahead: nothing lost while
+    /// receivers live), `max` (the fastest; slower ones may get LOSS) or `none`
+    /// (only the retransmit buffer bounds repair).
+    pub flow: Option<FlowControl>,
 }
 
 /// A channel URI that could not be parsed.
@@ -128,6 +134,7 @@ impl FromStr for ChannelUri {
                 loopback: None,
                 control_port: None,
                 mtu: None,
+                flow: None,
             };
             for (key, value) in params {
                 match key {
@@ -166,10 +173,18 @@ impl FromStr for ChannelUri {
                                 .ok_or_else(|| bad(value, "an MTU in bytes, 576 to 65504"))?,
                         )
                     }
+                    "flow" => {
+                        udp.flow = Some(match value {
+                            "min" => FlowControl::Min,
+                            "max" => FlowControl::Max,
+                            "none" => FlowControl::None,
+                            _ => return Err(bad(value, "a flow control: min, max or none")),
+                        })
+                    }
                     _ => {
                         return Err(bad(
                             key,
-                            "a udp parameter: interface, ttl, loopback, control_port or mtu",
+                            "a udp parameter: interface, ttl, loopback, control_port, mtu or flow",
                         ))
                     }
                 }
@@ -265,6 +280,14 @@ impl fmt::Display for ChannelUri {
                 if let Some(m) = u.mtu {
                     param(f, "mtu", &m)?;
                 }
+                if let Some(fc) = u.flow {
+                    let name = match fc {
+                        FlowControl::Min => "min",
+                        FlowControl::Max => "max",
+                        FlowControl::None => "none",
+                    };
+                    param(f, "flow", &name)?;
+                }
             }
         }
         Ok(())
@@ -290,7 +313,7 @@ mod tests {
             })
         );
         let u = parse(
-            "udp://239.1.2.3:40456?interface=eth0&ttl=4&loopback=false&control_port=40457&mtu=1408",
+            "udp://239.1.2.3:40456?interface=eth0&ttl=4&loopback=false&control_port=40457&mtu=1408&flow=max",
         )
         .unwrap();
         assert_eq!(
@@ -302,6 +325,7 @@ mod tests {
                 loopback: Some(false),
                 control_port: Some(40457),
                 mtu: Some(1408),
+                flow: Some(FlowControl::Max),
             })
         );
         match parse("udp://239.1.2.3:1?interface=10.0.0.5").unwrap() {
@@ -345,6 +369,7 @@ mod tests {
             ("udp://239.1.2.3:5?ttl", "ttl", "key=value"),
             ("udp://239.1.2.3:5?ttl=1&ttl=2", "ttl", "at most once"),
             ("udp://239.1.2.3:5?colour=red", "colour", "interface, ttl"),
+            ("udp://239.1.2.3:5?flow=fast", "fast", "min, max or none"),
         ] {
             let e = parse(uri).expect_err(uri);
             assert_eq!(e.part, part, "{uri}: {e}");
@@ -379,9 +404,14 @@ mod tests {
             proptest::option::of(any::<bool>()),
             proptest::option::of(1u16..),
             proptest::option::of(576usize..=65504),
+            proptest::option::of(prop_oneof![
+                Just(FlowControl::Min),
+                Just(FlowControl::Max),
+                Just(FlowControl::None)
+            ]),
         )
             .prop_map(
-                |((a, rest, port), interface, ttl, loopback, control_port, mtu)| {
+                |((a, rest, port), interface, ttl, loopback, control_port, mtu, flow)| {
                     ChannelUri::Udp(UdpUri {
                         group: SocketAddrV4::new(Ipv4Addr::new(a, rest[0], rest[1], rest[2]), port),
                         interface,
@@ -389,6 +419,7 @@ mod tests {
                         loopback,
                         control_port,
                         mtu,
+                        flow,
                     })
                 },
             );
