@@ -680,6 +680,13 @@ impl Consumer {
         self.mem.ctrl().producer.state(liveness_timeout_ns)
     }
 
+    /// Whether the producer has published nothing past this consumer's
+    /// position (one Acquire load). `false` may still mean no frame for the
+    /// application (padding at the end of the ring): then `poll` returns 0.
+    pub fn is_caught_up(&self) -> bool {
+        self.mem.ctrl().tail.load(Ordering::Acquire) <= self.cursor
+    }
+
     /// The process holding the producer end (pid and start time), if any: it
     /// identifies a publisher session. One atomic load.
     pub fn producer_id(&self) -> Option<crate::liveness::ProcessId> {

@@ -10,7 +10,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{fail, wait_for, Args};
+use common::{fail, next_event, wait_for, Args};
 use weft::{Event, Node, PublishError};
 
 const USAGE: &str = "ping [--ping URI] [--pong URI] [--stream N] [--count N] [--size BYTES] [--timeout-s S] \
@@ -46,22 +46,19 @@ fn main() {
                 Err(e) => fail(USAGE, &e.to_string()),
             },
         );
-        wait_for(&mut node, timeout, "a reply", |_| {
-            let mut ok = None;
-            let n = sub
-                .poll(1, |e| match e {
-                    Event::Message(m) => {
-                        if m != &msg[..] {
-                            eprintln!("ping: reply {i} differs from what was sent");
-                            std::process::exit(1);
-                        }
-                        ok = Some(());
-                    }
-                    Event::NewSession { .. } => {}
-                    other => eprintln!("ping: {other:?}"),
-                })
-                .unwrap_or_else(|e| fail(USAGE, &e.to_string()));
-            (n, ok)
+        next_event(&mut node, &mut sub, timeout, "a reply", |e| match e {
+            Event::Message(m) => {
+                if m != &msg[..] {
+                    eprintln!("ping: reply {i} differs from what was sent");
+                    std::process::exit(1);
+                }
+                Some(())
+            }
+            Event::NewSession { .. } => None,
+            other => {
+                eprintln!("ping: {other:?}");
+                None
+            }
         });
         rtt_ns.push(t0.elapsed().as_nanos() as u64);
     }

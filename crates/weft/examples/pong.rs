@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{fail, linger, wait_for, Args};
+use common::{fail, linger, next_event, wait_for, Args};
 use weft::{Event, Node, PublishError};
 
 const USAGE: &str = "pong [--ping URI] [--pong URI] [--stream N] [--count N] [--timeout-s S] \
@@ -28,19 +28,16 @@ fn main() {
     println!("pong: ready");
     let mut buf = [0u8; 4096];
     for _ in 0..count {
-        let len = wait_for(&mut node, timeout, "a ping", |_| {
-            let mut len = None;
-            let n = sub
-                .poll(1, |e| match e {
-                    Event::Message(m) => {
-                        buf[..m.len()].copy_from_slice(m);
-                        len = Some(m.len());
-                    }
-                    Event::NewSession { .. } => {}
-                    other => eprintln!("pong: {other:?}"),
-                })
-                .unwrap_or_else(|e| fail(USAGE, &e.to_string()));
-            (n, len)
+        let len = next_event(&mut node, &mut sub, timeout, "a ping", |e| match e {
+            Event::Message(m) => {
+                buf[..m.len()].copy_from_slice(m);
+                Some(m.len())
+            }
+            Event::NewSession { .. } => None,
+            other => {
+                eprintln!("pong: {other:?}");
+                None
+            }
         });
         wait_for(&mut node, timeout, "room to reply", |_| {
             match publ.offer(&buf[..len]) {

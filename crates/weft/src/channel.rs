@@ -13,6 +13,7 @@ use std::sync::Arc;
 use weft_shm::{broadcast, mpsc, ClaimError, PeerState, PollError, ShmOptions};
 
 use crate::agent::Waker;
+use crate::doorbell::ReaderBells;
 use crate::uri::ChannelUri;
 
 /// Frame type of an application message in weft's rings.
@@ -257,8 +258,24 @@ pub(crate) enum SubInner {
     },
     Udp {
         ring: broadcast::Consumer,
+        /// This subscription's doorbell slot, if it got one.
+        bells: Arc<ReaderBells>,
+        bell: Option<usize>,
         _user: UserGuard,
     },
+}
+
+impl Drop for SubInner {
+    fn drop(&mut self) {
+        if let SubInner::Udp {
+            bells,
+            bell: Some(i),
+            ..
+        } = self
+        {
+            bells.release(*i);
+        }
+    }
 }
 
 /// The receiving end of a channel. `Send`, not `Sync`.
@@ -291,6 +308,23 @@ impl Subscription {
         match &self.inner {
             SubInner::Shm { ring, .. } => ring.is_some(),
             SubInner::Udp { .. } => true,
+        }
+    }
+
+    /// Waits until this subscription may have something to read, or for at
+    /// most `timeout`: for an idle strategy's park step, instead of sleeping.
+    /// UDP: the agent that fills the subscription's ring wakes it (a syscall
+    /// on that side only while it is parked). Shared memory: sleeps for
+    /// `timeout` (a publisher in another process cannot wake it yet).
+    pub fn park(&mut self, timeout: std::time::Duration) {
+        match &self.inner {
+            SubInner::Udp {
+                ring,
+                bells,
+                bell: Some(i),
+                ..
+            } => bells.park(*i, timeout, || !ring.is_caught_up()),
+            _ => std::thread::sleep(timeout),
         }
     }
 

@@ -13,6 +13,7 @@ use crate::agent::{AgentConfig, AgentError, AgentStats, Agents, Task, TaskId, Ta
 use crate::channel::{PubInner, Publication, SubInner, Subscription, UserGuard, Users};
 use crate::config::NodeConfig;
 use crate::control::{self, ControlStats, ControlTask};
+use crate::doorbell::ReaderBells;
 use crate::udp::{RecvTask, SendTask};
 use crate::uri::{ChannelUri, ShmUri, UdpUri};
 use crate::Error;
@@ -33,6 +34,7 @@ struct UdpRecv {
     stream: u32,
     joiner: broadcast::Joiner,
     users: Arc<Users>,
+    bells: Arc<ReaderBells>,
 }
 
 /// One process's weft context: configuration, agents, channels.
@@ -366,6 +368,8 @@ impl Node {
             if let Some(user) = r.users.join() {
                 return Ok(SubInner::Udp {
                     ring: r.joiner.join().ok_or_else(full)?,
+                    bell: r.bells.take(),
+                    bells: r.bells.clone(),
                     _user: user,
                 });
             }
@@ -381,15 +385,19 @@ impl Node {
         })?;
         let joiner = out.joiner();
         let consumer = joiner.join().ok_or_else(full)?;
-        let user = self.spawn_recv_task(u, stream, out, "udp-recv")?;
+        let bells = Arc::new(ReaderBells::new(self.cfg.shm_max_subscribers));
+        let user = self.spawn_recv_task(u, stream, out, "udp-recv", Some(bells.clone()))?;
         self.recvs.push(UdpRecv {
             group: u.group,
             stream,
             joiner,
             users: user.users(),
+            bells: bells.clone(),
         });
         Ok(SubInner::Udp {
             ring: consumer,
+            bell: bells.take(),
+            bells,
             _user: user,
         })
     }
@@ -402,6 +410,7 @@ impl Node {
         stream: u32,
         out: broadcast::Producer,
         kind: &str,
+        bells: Option<Arc<ReaderBells>>,
     ) -> Result<UserGuard, Error> {
         let mut proto = ReceiverConfig::new(stream, self.next_seed());
         proto.mtu = u.mtu.unwrap_or(self.cfg.udp.mtu);
@@ -424,6 +433,7 @@ impl Node {
             oversize: 0,
             users,
             done: false,
+            bells,
         };
         let agent = self.pick_agent();
         self.agents.add_task(agent, Box::new(task))?;
@@ -445,7 +455,8 @@ impl Node {
         let PubInner::Shm { ring, .. } = self.shm_publication(&s, stream)? else {
             unreachable!("shm_publication makes shared-memory rings")
         };
-        let user = self.spawn_recv_task(&u, stream, ring, "gateway-in")?;
+        // Its readers are other processes: they cannot be rung (they poll).
+        let user = self.spawn_recv_task(&u, stream, ring, "gateway-in", None)?;
         Ok(Gateway { _user: user })
     }
 

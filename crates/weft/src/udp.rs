@@ -14,6 +14,7 @@ use weft_shm::{broadcast, mpsc, ClaimError, PollError};
 
 use crate::agent::Task;
 use crate::channel::{Users, TYPE_LOSS, TYPE_MESSAGE, TYPE_NEW_SESSION, TYPE_PUBLISHER_GONE};
+use crate::doorbell::ReaderBells;
 
 /// Frames taken from the publications' ring per duty cycle.
 const SEND_BURST: usize = 256;
@@ -129,6 +130,8 @@ pub(crate) struct RecvTask {
     /// group) when the last one is gone.
     pub(crate) users: Arc<Users>,
     pub(crate) done: bool,
+    /// The in-process subscriptions' doorbells (none for a gateway's ring).
+    pub(crate) bells: Option<Arc<ReaderBells>>,
 }
 
 impl Task for RecvTask {
@@ -154,10 +157,12 @@ impl Task for RecvTask {
             return 0;
         }
         let mut work = 0;
+        let mut republished = 0;
         if let Some(t) = self.pending_type {
             if self.out.offer(t, &self.pending).is_ok() {
                 self.pending_type = None;
                 work += 1;
+                republished += 1;
             }
         }
         work += self.net.do_work();
@@ -180,7 +185,7 @@ impl Task for RecvTask {
                 ProtoEvent::PublisherGone => (TYPE_PUBLISHER_GONE, &words[..0]),
             };
             match self.out.offer(t, bytes) {
-                Ok(()) => {}
+                Ok(()) => republished += 1,
                 // Larger than this node's local ring takes (the publisher's node
                 // allows more): dropped and counted, never stuck on.
                 Err(ClaimError::TooLarge { .. }) => self.oversize += 1,
@@ -191,6 +196,11 @@ impl Task for RecvTask {
                 }
             }
             work += 1;
+        }
+        if republished > 0 {
+            if let Some(b) = &self.bells {
+                b.wake();
+            }
         }
         work
     }

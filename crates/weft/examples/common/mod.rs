@@ -115,3 +115,40 @@ fn app_idle() -> Option<weft::IdleStrategy> {
     let i = args.iter().position(|a| a == "--app-idle")?;
     args.get(i + 1)?.parse().ok()
 }
+
+/// Waits for the event `f` picks (it returns `Some` for it) on `sub`, idling by
+/// the app's strategy; a park step waits on the subscription itself, so the
+/// agent that fills it wakes this thread (except in invoker mode, where this
+/// thread is the agent and sleeps).
+pub fn next_event<T>(
+    node: &mut weft::Node,
+    sub: &mut weft::Subscription,
+    timeout: Duration,
+    what: &str,
+    mut f: impl FnMut(weft::Event<'_>) -> Option<T>,
+) -> T {
+    let invoker = node.config().threading == weft::ThreadingMode::Invoker;
+    let mut idler = weft::Idler::new(app_idle().unwrap_or(node.config().idle));
+    let start = Instant::now();
+    loop {
+        let mut work = if invoker { node.do_work() } else { 0 };
+        let mut out = None;
+        work += sub
+            .poll(1, |e| out = f(e))
+            .unwrap_or_else(|e| fail("", &e.to_string()));
+        if let Some(t) = out {
+            return t;
+        }
+        if start.elapsed() > timeout {
+            eprintln!("error: timed out after {timeout:?} waiting for {what}");
+            std::process::exit(1);
+        }
+        match idler.step(work) {
+            weft::IdleStep::None => {}
+            weft::IdleStep::Spin => std::hint::spin_loop(),
+            weft::IdleStep::Yield => std::thread::yield_now(),
+            weft::IdleStep::Park(d) if invoker => std::thread::sleep(d),
+            weft::IdleStep::Park(d) => sub.park(d),
+        }
+    }
+}
