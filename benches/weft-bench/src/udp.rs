@@ -8,6 +8,8 @@ use std::sync::Arc;
 use weft_net::{ChannelConfig, Publication, Subscription};
 use weft_proto::{Event, ReceiverConfig, SenderConfig};
 
+use hdrhistogram::Histogram;
+
 use crate::clock::{ticks, Clock};
 use crate::pin::pin;
 use crate::report::{histogram, Outcome, Trials, TRIALS};
@@ -45,18 +47,28 @@ fn spin_recv(s: &UdpSocket, buf: &mut [u8]) -> usize {
     }
 }
 
-/// `floor-udp`: two pinned threads bounce a 64-byte datagram over loopback UDP,
-/// busy-polling non-blocking sockets: one `send` and one `recv` per hop. The
-/// network floor for `udp-pingpong`.
-pub fn floor(clock: Clock, warmup: u64, samples: u64) -> Outcome {
-    let (a, b) = loopback_pair();
+/// A raw socket and where its datagrams go: `None` for a connected socket
+/// (`send`), `Some(group)` for a multicast one (`send_to`).
+type RawEnd = (UdpSocket, Option<SocketAddrV4>);
+
+fn send_raw((s, to): &RawEnd, buf: &[u8]) {
+    match to {
+        Some(to) => s.send_to(buf, to),
+        None => s.send(buf),
+    }
+    .expect("send");
+}
+
+/// Two pinned threads bounce a 64-byte datagram between raw sockets,
+/// busy-polling: one send and one recv per hop.
+fn raw_pingpong(clock: Clock, warmup: u64, samples: u64, a: RawEnd, b: RawEnd) -> Histogram<u64> {
     let total = warmup + samples;
     let echo = std::thread::spawn(move || {
         pin(1);
         let mut buf = [0u8; 64];
         for _ in 0..total {
-            let n = spin_recv(&b, &mut buf);
-            b.send(&buf[..n]).expect("send");
+            let n = spin_recv(&b.0, &mut buf);
+            send_raw(&b, &buf[..n]);
         }
     });
     pin(0);
@@ -65,14 +77,23 @@ pub fn floor(clock: Clock, warmup: u64, samples: u64) -> Outcome {
     for i in 0..total {
         buf[..8].copy_from_slice(&i.to_le_bytes());
         let t0 = ticks();
-        a.send(&buf).expect("send");
-        spin_recv(&a, &mut buf);
+        send_raw(&a, &buf);
+        spin_recv(&a.0, &mut buf);
         let t1 = ticks();
         if i >= warmup {
             h.saturating_record(clock.ns(t0, t1));
         }
     }
     echo.join().expect("echo thread");
+    h
+}
+
+/// `floor-udp`: two pinned threads bounce a 64-byte datagram over loopback UDP,
+/// busy-polling non-blocking connected sockets. The network floor for
+/// `udp-pingpong`.
+pub fn floor(clock: Clock, warmup: u64, samples: u64) -> Outcome {
+    let (a, b) = loopback_pair();
+    let h = raw_pingpong(clock, warmup, samples, (a, None), (b, None));
     Outcome::latency(
         "floor-udp",
         64,
@@ -81,55 +102,24 @@ pub fn floor(clock: Clock, warmup: u64, samples: u64) -> Outcome {
     )
 }
 
-/// A socket joined to `group` on loopback, sending to `to`.
-fn raw_mcast(group: SocketAddrV4, to: SocketAddrV4) -> (socket2::Socket, socket2::SockAddr) {
+/// A raw socket joined to `group` on loopback, sending to `to`.
+fn raw_mcast(group: SocketAddrV4, to: SocketAddrV4) -> RawEnd {
     let opts = weft_net::SocketOptions::default();
     let (s, _) = weft_net::group_socket(group, &opts).expect("group socket");
-    (s, to.into())
-}
-
-/// Busy-polls a raw socket until a datagram arrives.
-fn spin_read(s: &socket2::Socket, buf: &mut [u8]) -> usize {
-    use std::io::Read;
-    loop {
-        match (&*s).read(buf) {
-            Ok(n) => return n,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::hint::spin_loop(),
-            Err(e) => panic!("recv: {e}"),
-        }
-    }
+    (s.into(), Some(to))
 }
 
 /// `floor-mcast`: `floor-udp` over two multicast groups on 127.0.0.1 (raw
 /// sockets, no weft): what the kernel's multicast path costs beside unicast.
 pub fn floor_mcast(clock: Clock, warmup: u64, samples: u64) -> Outcome {
     let (ping, pong) = (group(4), group(5));
-    let (a, a_to) = raw_mcast(pong, ping);
-    let (b, b_to) = raw_mcast(ping, pong);
-    let total = warmup + samples;
-    let spin = spin_read;
-    let echo = std::thread::spawn(move || {
-        pin(1);
-        let mut buf = [0u8; 64];
-        for _ in 0..total {
-            let n = spin(&b, &mut buf);
-            b.send_to(&buf[..n], &b_to).expect("send");
-        }
-    });
-    pin(0);
-    let mut h = histogram();
-    let mut buf = [0u8; 64];
-    for i in 0..total {
-        buf[..8].copy_from_slice(&i.to_le_bytes());
-        let t0 = ticks();
-        a.send_to(&buf, &a_to).expect("send");
-        spin(&a, &mut buf);
-        let t1 = ticks();
-        if i >= warmup {
-            h.saturating_record(clock.ns(t0, t1));
-        }
-    }
-    echo.join().expect("echo thread");
+    let h = raw_pingpong(
+        clock,
+        warmup,
+        samples,
+        raw_mcast(pong, ping),
+        raw_mcast(ping, pong),
+    );
     Outcome::latency(
         "floor-mcast",
         64,
@@ -351,8 +341,8 @@ pub fn interleaved(clock: Clock, warmup: u64, samples: u64) -> Vec<Outcome> {
     let warm_blocks = warmup.div_ceil(BLOCK);
     let (ua, ub) = loopback_pair();
     let (m_ping, m_pong) = (group(6), group(7));
-    let (ma, ma_to) = raw_mcast(m_pong, m_ping);
-    let (mb, mb_to) = raw_mcast(m_ping, m_pong);
+    let ma = raw_mcast(m_pong, m_ping);
+    let mb = raw_mcast(m_ping, m_pong);
     let (w_ping, w_pong) = (group(8), group(9));
     let (mut a_pub, mut a_sub) = side(w_ping, w_pong, 30);
     let (mut b_pub, mut b_sub) = side(w_pong, w_ping, 40);
@@ -365,8 +355,8 @@ pub fn interleaved(clock: Clock, warmup: u64, samples: u64) -> Vec<Outcome> {
                 ub.send(&buf[..n]).expect("send");
             }
             for _ in 0..BLOCK {
-                let n = spin_read(&mb, &mut buf);
-                mb.send_to(&buf[..n], &mb_to).expect("send");
+                let n = spin_recv(&mb.0, &mut buf);
+                send_raw(&mb, &buf[..n]);
             }
             for _ in 0..BLOCK {
                 echo_one(&mut b_pub, &mut b_sub, &mut buf);
@@ -396,8 +386,8 @@ pub fn interleaved(clock: Clock, warmup: u64, samples: u64) -> Vec<Outcome> {
         for i in 0..BLOCK {
             raw[..8].copy_from_slice(&i.to_le_bytes());
             let t0 = ticks();
-            ma.send_to(&raw, &ma_to).expect("send");
-            spin_read(&ma, &mut buf);
+            send_raw(&ma, &raw);
+            spin_recv(&ma.0, &mut buf);
             record(&mut h[1], t0);
         }
         for i in 0..BLOCK {
