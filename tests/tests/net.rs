@@ -616,10 +616,13 @@ fn multi_host_loss_restart_publisher_death_and_partition() {
             })
             .collect();
         assert!(!losses.is_empty(), "no LOSS after a partition: {lines:?}");
-        let (from, to) = (losses[0].0, losses[losses.len() - 1].1);
-        for w in losses.windows(2) {
-            assert_eq!(w[0].1, w[1].0, "LOSS ranges not contiguous: {losses:?}");
-        }
+        // The partition's LOSS is the first run of contiguous ranges. The healed
+        // receiver is out of flow control while it catches up, so on a busy
+        // machine it can fall a buffer behind again: a later, separate LOSS,
+        // explicit like the first (net-peer fails on any silent gap).
+        let first_run = 1 + losses.windows(2).take_while(|w| w[0].1 == w[1].0).count();
+        let (from, to) = (losses[0].0, losses[first_run - 1].1);
+        let lost: u64 = losses.iter().map(|l| l.1 - l.0).sum();
         // One message per datagram, numbered from 0: datagram k carries message k.
         assert_eq!(
             losses[0].2, from,
@@ -632,10 +635,7 @@ fn multi_host_loss_restart_publisher_death_and_partition() {
             .and_then(|l| l[6..].parse().ok())
             .unwrap_or_else(|| panic!("no message after the LOSS: {lines:?}"));
         assert_eq!(after, to, "LOSS does not end where delivery resumes");
-        assert_eq!(
-            line_with(&lines, "done"),
-            format!("done {}", count - (to - from))
-        );
+        assert_eq!(line_with(&lines, "done"), format!("done {}", count - lost));
         eprintln!("(d) partitioned host lost datagrams {from}..{to} and carried on: {losses:?}");
         for s in subs {
             assert_complete(&s.finish(LIMIT), count);
