@@ -7,6 +7,7 @@
 //! ```
 #![deny(unsafe_code)]
 
+mod api;
 mod clock;
 mod peers;
 mod pin;
@@ -28,6 +29,14 @@ const SCENARIOS: &[(&str, &str)] = &[
     (
         "shm-pingpong",
         "weft SPSC round trip, 32-byte messages, two pinned processes",
+    ),
+    (
+        "api-shm-pingpong",
+        "shm-pingpong through the public API (weft::Node, shm: channels), two pinned processes",
+    ),
+    (
+        "shm-interleaved",
+        "shm-pingpong, api-shm-pingpong and the raw broadcast ring in alternating blocks between the same processes (3 rows)",
     ),
     (
         "shm-throughput",
@@ -54,8 +63,12 @@ const SCENARIOS: &[(&str, &str)] = &[
         "weft round trip over multicast on 127.0.0.1, 32-byte messages, two pinned threads",
     ),
     (
+        "api-udp-pingpong",
+        "udp-pingpong through the public API (weft::Node in invoker mode, udp: channels), two pinned threads",
+    ),
+    (
         "udp-interleaved",
-        "floor-udp, floor-mcast and udp-pingpong in alternating blocks on the same threads (3 rows)",
+        "floor-udp, floor-mcast, udp-pingpong and api-udp-pingpong in alternating blocks on the same threads (4 rows)",
     ),
     (
         "mcast-throughput",
@@ -106,9 +119,12 @@ fn run(name: &str, clock: Clock, samples: Option<u64>) -> Vec<Outcome> {
     let thr = samples.unwrap_or(20_000_000);
     let thr_warm = (thr / 10).max(100_000);
     let one = match name {
+        "shm-interleaved" => return api::shm_interleaved(clock, lat_warm, lat, 32),
         "udp-interleaved" => return udp::interleaved(clock, lat_warm / 10, lat / 10),
         "floor-shm" => shm::floor(clock, lat_warm, lat),
         "shm-pingpong" => shm::pingpong(clock, lat_warm, lat, 32),
+        "api-shm-pingpong" => api::shm_pingpong(clock, lat_warm, lat, 32),
+        "api-udp-pingpong" => api::udp_pingpong(clock, lat_warm / 10, lat / 10, 32),
         "shm-throughput" => shm::throughput(clock, thr_warm, thr, 64),
         "rtrb-pingpong" => peers::rtrb_pingpong(clock, lat_warm, lat),
         "rtrb-throughput" => peers::rtrb_throughput(clock, thr_warm, thr),

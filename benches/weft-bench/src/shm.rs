@@ -53,15 +53,15 @@ pub fn floor(clock: Clock, warmup: u64, samples: u64) -> Outcome {
     )
 }
 
-fn bench_opts() -> ShmOptions {
+pub fn bench_opts() -> ShmOptions {
     ShmOptions::default()
 }
 
-fn unique(tag: &str) -> String {
+pub fn unique(tag: &str) -> String {
     format!("bench-{}-{tag}", std::process::id())
 }
 
-fn spawn_child(args: &[String]) -> Child {
+pub fn spawn_child(args: &[String]) -> Child {
     let exe = std::env::current_exe().expect("own executable");
     Command::new(exe)
         .arg("__child")
@@ -71,7 +71,7 @@ fn spawn_child(args: &[String]) -> Child {
 }
 
 /// Attaches as soon as the other process has created the region.
-fn attach_retry<T>(f: impl Fn() -> Result<T, ShmError>) -> T {
+pub fn attach_retry<T>(f: impl Fn() -> Result<T, ShmError>) -> T {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         match f() {
@@ -209,6 +209,11 @@ pub fn child(args: &[String]) {
                     Err(e) => panic!("claim: {e}"),
                 }
             }
+        }
+        [role, ping, pong] if role == "api-echo" => crate::api::shm_echo(ping, pong),
+        [role, blocks, raw_ping, raw_pong, ping, pong] if role == "interleaved-echo" => {
+            let blocks = blocks.parse().expect("block count");
+            crate::api::shm_interleaved_echo(blocks, [raw_ping, raw_pong], [ping, pong]);
         }
         _ => panic!("unknown child role {args:?}"),
     }

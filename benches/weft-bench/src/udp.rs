@@ -10,6 +10,7 @@ use weft_proto::{Event, ReceiverConfig, SenderConfig};
 
 use hdrhistogram::Histogram;
 
+use crate::api;
 use crate::clock::{ticks, Clock};
 use crate::pin::pin;
 use crate::report::{histogram, Outcome, Trials, TRIALS};
@@ -330,8 +331,9 @@ pub fn raw_throughput(clock: Clock, warmup: u64, samples: u64) -> Outcome {
 /// Round trips per block of [`interleaved`].
 const BLOCK: u64 = 2_000;
 
-/// `udp-interleaved`: `floor-udp`, `floor-mcast` and `udp-pingpong` in alternating
-/// blocks of [`BLOCK`] round trips on the same two pinned threads, so all three
+/// `udp-interleaved`: `floor-udp`, `floor-mcast`, `udp-pingpong` and
+/// `api-udp-pingpong` in alternating
+/// blocks of [`BLOCK`] round trips on the same two pinned threads, so all four
 /// see the same machine state. This VM's round trip drifts between levels for
 /// seconds at a time; scenarios run one after the other can land on different
 /// levels, interleaved ones cannot. Returns one outcome per kind, named
@@ -346,6 +348,12 @@ pub fn interleaved(clock: Clock, warmup: u64, samples: u64) -> Vec<Outcome> {
     let (w_ping, w_pong) = (group(8), group(9));
     let (mut a_pub, mut a_sub) = side(w_ping, w_pong, 30);
     let (mut b_pub, mut b_sub) = side(w_pong, w_ping, 40);
+    let (api_ping, api_pong) = (api::udp_uri(10), api::udp_uri(11));
+    let (mut na, mut nb) = (api::invoker_node(), api::invoker_node());
+    let mut na_sub = na.subscription(&api_pong, 1).expect("pong subscription");
+    let mut nb_sub = nb.subscription(&api_ping, 1).expect("ping subscription");
+    let mut na_pub = na.publication(&api_ping, 1).expect("ping publication");
+    let mut nb_pub = nb.publication(&api_pong, 1).expect("pong publication");
     let echo = std::thread::spawn(move || {
         pin(1);
         let mut buf = vec![0u8; 64 * 1024];
@@ -361,11 +369,21 @@ pub fn interleaved(clock: Clock, warmup: u64, samples: u64) -> Vec<Outcome> {
             for _ in 0..BLOCK {
                 echo_one(&mut b_pub, &mut b_sub, &mut buf);
             }
+            for _ in 0..BLOCK {
+                assert!(
+                    api::echo_one(&mut nb, &mut nb_sub, &mut nb_pub, true),
+                    "ping publisher gone"
+                );
+                nb.do_work();
+            }
         }
         drain(&mut b_pub, &mut b_sub);
+        for _ in 0..1000 {
+            nb.do_work();
+        }
     });
     pin(0);
-    let mut h = [histogram(), histogram(), histogram()];
+    let mut h = [histogram(), histogram(), histogram(), histogram()];
     let mut buf = vec![0u8; 64 * 1024];
     let mut raw = [0u8; 64];
     let mut msg = [0u8; 32];
@@ -398,13 +416,23 @@ pub fn interleaved(clock: Clock, warmup: u64, samples: u64) -> Vec<Outcome> {
             record(&mut h[2], t0);
             assert_eq!(&buf[..n], &msg[..], "reply {i} of block {b}");
         }
+        for i in 0..BLOCK {
+            msg[..8].copy_from_slice(&(b * BLOCK + i).to_le_bytes());
+            let t0 = ticks();
+            api::offer(&mut na, &mut na_pub, &msg);
+            na.do_work();
+            let n = api::await_message(&mut na, &mut na_sub, &mut buf, true).expect("echo");
+            record(&mut h[3], t0);
+            assert_eq!(&buf[..n], &msg[..], "api reply {i} of block {b}");
+        }
     }
     echo.join().expect("echo thread");
     let note =
-        "interleaved in blocks of 2000 round trips with the other two kinds, same 2 pinned threads";
+        "interleaved in blocks of 2000 round trips with the other three kinds, same 2 pinned threads";
     vec![
         Outcome::latency("interleaved-floor-udp", 64, &h[0], note),
         Outcome::latency("interleaved-floor-mcast", 64, &h[1], note),
         Outcome::latency("interleaved-udp-pingpong", 32, &h[2], note),
+        Outcome::latency("interleaved-api-udp-pingpong", 32, &h[3], note),
     ]
 }

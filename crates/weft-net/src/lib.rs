@@ -44,6 +44,7 @@ mod socket;
 pub use batch::{Flushed, RecvBatch, SendBatch, BATCH};
 pub use endpoint::{
     ChannelConfig, IoStats, Publication, PublicationStats, Subscription, SubscriptionStats,
+    CONTROL_POLL_INTERVAL,
 };
 pub use idle::{Idle, Waitable};
 pub use loss::{LossConfig, LossInjector};

@@ -57,6 +57,15 @@ pub trait Task: Send {
     fn is_done(&self) -> bool {
         false
     }
+
+    /// Whether the task runs ahead of the others in its agent's duty cycle.
+    /// A task that moves fresh messages out (a UDP send task) says yes: its
+    /// message then leaves before the other tasks' socket reads (each a
+    /// syscall) rather than after them. Among such tasks, and among the rest,
+    /// the order is the order of arrival. Default: no.
+    fn runs_first(&self) -> bool {
+        false
+    }
 }
 
 /// A task taken out of the agents, with its id ([`Agents::take_tasks`]).
@@ -532,7 +541,13 @@ impl Agent {
             match cmd {
                 Command::Adopt(h, ticket) => {
                     h.counters.agent.store(self.index, Ordering::Relaxed);
-                    self.tasks.push(h);
+                    // After the last task that runs first, or at the end.
+                    let at = if h.task.runs_first() {
+                        self.tasks.partition_point(|t| t.task.runs_first())
+                    } else {
+                        self.tasks.len()
+                    };
+                    self.tasks.insert(at, h);
                     if let Some(t) = ticket {
                         t.store(MOVE_DONE, Ordering::Release);
                     }

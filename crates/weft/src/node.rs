@@ -307,6 +307,7 @@ impl Node {
             socket: self.socket_options(u),
             control_port: u.control_port.unwrap_or(0),
             loss: None,
+            control_poll_interval: weft_net::CONTROL_POLL_INTERVAL,
         };
         let proto_max = proto.max_message;
         let net = weft_net::Publication::open(&channel, proto)?;
@@ -420,6 +421,7 @@ impl Node {
             socket: self.socket_options(u),
             control_port: 0,
             loss: self.cfg.udp.loss,
+            control_poll_interval: weft_net::CONTROL_POLL_INTERVAL,
         };
         let max = out.max_payload().min(proto.max_message);
         let net = weft_net::Subscription::open(&channel, proto)?;

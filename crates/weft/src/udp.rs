@@ -59,6 +59,11 @@ impl Task for SendTask {
         self.done
     }
 
+    /// A fresh message leaves before the agent's other tasks read their sockets.
+    fn runs_first(&self) -> bool {
+        true
+    }
+
     fn do_work(&mut self, now_ns: u64) -> usize {
         let mut work = 0;
         let mut drained = false;
