@@ -6,7 +6,8 @@
 //! +128    head      AtomicU64  consumer position
 //! +256    skipped   AtomicU64  frames skipped because their producer died
 //! +384    consumer  PeerWords
-//! +512    slot[0..N] 128 bytes each, one per producer:
+//! +512    status    AtomicU64  a word the consumer publishes to producers (Release)
+//! +640    slot[0..N] 128 bytes each, one per producer:
 //!           pending_len AtomicU64  frame length being claimed, 0 = none
 //!           pending_pos AtomicU64  its position once known, u64::MAX before
 //!           peer        PeerWords  holder pid
@@ -127,6 +128,9 @@ pub(crate) struct Control {
     /// Frames skipped because their producer died between claim and commit.
     skipped: Padded<AtomicU64>,
     consumer: Padded<PeerWords>,
+    /// Whatever the consumer's application tells its producers (weft: whether
+    /// the UDP sender behind the ring has receivers). Release / Acquire.
+    status: Padded<AtomicU64>,
 }
 
 impl Zeroed for Control {
@@ -136,6 +140,7 @@ impl Zeroed for Control {
             head: Zeroed::zeroed(),
             skipped: Zeroed::zeroed(),
             consumer: Zeroed::zeroed(),
+            status: Zeroed::zeroed(),
         }
     }
 }
@@ -232,6 +237,23 @@ impl Joiner {
     pub fn producer(&self) -> Option<Producer> {
         Producer::join(self.mem.clone(), self.params)
     }
+
+    /// See [`Consumer::producers_elsewhere`].
+    pub fn producers_elsewhere(&self) -> usize {
+        producers_elsewhere(&self.mem)
+    }
+}
+
+/// Slots held by live processes other than this one.
+fn producers_elsewhere(mem: &Mem) -> usize {
+    let me = std::process::id();
+    mem.slots()
+        .iter()
+        .filter(|s| {
+            ProcessId::from_word(s.peer.holder.load(Ordering::Acquire)).is_some_and(|p| p.pid != me)
+                && s.peer.state(u64::MAX) == PeerState::Live
+        })
+        .count()
 }
 
 /// One producer. `Send`, not `Sync`; make one per thread. Dropping it frees its slot.
@@ -270,6 +292,26 @@ impl Producer {
     /// Largest payload.
     pub fn max_payload(&self) -> usize {
         self.params.max_payload
+    }
+
+    /// The word the consumer last published with [`Consumer::set_status`]
+    /// (0 before it did). One Acquire load.
+    #[inline]
+    pub fn consumer_status(&self) -> u64 {
+        self.mem.ctrl().status.load(Ordering::Acquire)
+    }
+
+    /// Whether the consumer dropped its end. One Acquire load of a line the
+    /// consumer writes once: cheap enough for every claim.
+    #[inline]
+    pub fn consumer_closed(&self) -> bool {
+        self.mem.ctrl().consumer.is_closed()
+    }
+
+    /// Whether the consumer is there: `Gone` once it dropped its end or its
+    /// process died. Not for the hot path: probes the process.
+    pub fn consumer_state(&self, liveness_timeout_ns: u64) -> PeerState {
+        self.mem.ctrl().consumer.state(liveness_timeout_ns)
     }
 
     /// Claims space for one frame (one atomic add, plus a second one when the frame
@@ -490,6 +532,19 @@ impl Consumer {
     /// Frames skipped so far because their producer died between claim and commit.
     pub fn skipped(&self) -> u64 {
         self.mem.ctrl().skipped.load(Ordering::Relaxed)
+    }
+
+    /// Publishes `status` to the producers ([`Producer::consumer_status`]).
+    /// One Release store.
+    #[inline]
+    pub fn set_status(&self, status: u64) {
+        self.mem.ctrl().status.store(status, Ordering::Release);
+    }
+
+    /// Producer slots held by other processes that are alive (not for the
+    /// hot path: probes each holder's process).
+    pub fn producers_elsewhere(&self) -> usize {
+        producers_elsewhere(&self.mem)
     }
 
     /// State of the producer in slot `i` (not for the hot path).

@@ -32,7 +32,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 /// "WEFTRING", little-endian.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"WEFTRING");
 /// The layout version this build writes and reads.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 /// Bytes of the region header; the ring starts here.
 pub const REGION_HEADER_LEN: usize = 4096;
 const INITIALIZED_OFF: usize = 128;
@@ -746,14 +746,11 @@ mod tests {
         let path = d.region();
         assert!(Consumer::attach(&d.opts(), "r").is_ok());
 
-        patch(&path, 8, &2u32.to_le_bytes());
+        patch(&path, 8, &(LAYOUT_VERSION + 1).to_le_bytes());
         assert!(matches!(
             attach(&d),
-            ShmError::VersionMismatch {
-                found: 2,
-                expected: 1,
-                ..
-            }
+            ShmError::VersionMismatch { found, expected, .. }
+                if found == LAYOUT_VERSION + 1 && expected == LAYOUT_VERSION
         ));
         patch(&path, 8, &LAYOUT_VERSION.to_le_bytes());
 

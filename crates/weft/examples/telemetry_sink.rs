@@ -1,10 +1,12 @@
-//! A telemetry sink: several sensor threads in one process publish samples on
-//! one UDP channel (each has its own publication; they share the channel's
-//! sender through a lock-free MPSC ring), and a sink process aggregates them,
-//! checking that each sensor's samples arrive in order.
+//! A telemetry sink: sensor threads in one or more processes publish samples
+//! on one UDP channel, and a sink process aggregates them, checking that each
+//! sensor's samples arrive in order and that the host sent them as one
+//! session. Every publication writes into the channel's lock-free MPSC ring:
+//! the first process to publish runs the sender, the others write into its
+//! ring through shared memory.
 //!
 //! ```text
-//! cargo run --release -p weft --example telemetry_sink -- --role all --sensors 4 --count 50000
+//! cargo run --release -p weft --example telemetry_sink -- --role all --processes 2 --sensors 2 --count 50000
 //! ```
 mod common;
 
@@ -15,8 +17,8 @@ use common::{fail, linger, wait_for, Args};
 use weft::{Event, Node, PublishError};
 
 const USAGE: &str =
-    "telemetry_sink --role all|sensors|sink [--udp URI] [--sensors N] [--count N-per-sensor] \
-[--threading …] [--idle …] [--dir DIR] [--config FILE]";
+    "telemetry_sink --role all|sensors|sink [--udp URI] [--processes P] [--sensors N-per-process] \
+[--first-sensor K] [--count N-per-sensor] [--threading …] [--idle …] [--dir DIR] [--config FILE]";
 const STREAM: u32 = 9;
 const TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -34,18 +36,21 @@ fn main() {
     let args = Args::parse(USAGE);
     let udp = args.string("udp", "udp://239.77.55.1:40455");
     let sensors: u32 = args.get("sensors", 4);
+    let processes: u32 = args.get("processes", 1).max(1);
     let count: u64 = args.get("count", 50_000);
     match args.string("role", "all").as_str() {
-        "sensors" => run_sensors(&args, &udp, sensors, count),
+        "sensors" => run_sensors(&args, &udp, args.get("first-sensor", 0), sensors, count),
         "sink" => sink(&args, &udp, sensors, count),
         "all" => {
             let exe = std::env::current_exe().expect("own path");
-            let pass = |role: &str| {
+            let pass = |role: &str, sensors: u32, first: u32| {
                 let mut c = Command::new(&exe);
                 c.args(["--role", role, "--udp", &udp]);
                 c.args([
                     "--sensors",
                     &sensors.to_string(),
+                    "--first-sensor",
+                    &first.to_string(),
                     "--count",
                     &count.to_string(),
                 ]);
@@ -59,11 +64,16 @@ fn main() {
                 c.spawn()
                     .unwrap_or_else(|e| fail(USAGE, &format!("spawn: {e}")))
             };
-            let mut sink = pass("sink");
+            let mut sink = pass("sink", sensors * processes, 0);
             std::thread::sleep(Duration::from_millis(200));
-            let mut sensors_proc = pass("sensors");
-            let ok = sensors_proc.wait().is_ok_and(|s| s.success())
-                & sink.wait().is_ok_and(|s| s.success());
+            let mut children: Vec<_> = (0..processes)
+                .map(|p| pass("sensors", sensors, p * sensors))
+                .collect();
+            let mut ok = true;
+            for c in &mut children {
+                ok &= c.wait().is_ok_and(|s| s.success());
+            }
+            ok &= sink.wait().is_ok_and(|s| s.success());
             if !ok {
                 eprintln!("telemetry_sink: a process failed");
                 std::process::exit(1);
@@ -73,7 +83,7 @@ fn main() {
     }
 }
 
-fn run_sensors(args: &Args, udp: &str, sensors: u32, count: u64) {
+fn run_sensors(args: &Args, udp: &str, first: u32, sensors: u32, count: u64) {
     let mut node = Node::new(args.node_config()).unwrap_or_else(|e| fail(USAGE, &e.to_string()));
     let invoker = node.config().threading == weft::ThreadingMode::Invoker;
     let publications: Vec<_> = (0..sensors)
@@ -91,7 +101,7 @@ fn run_sensors(args: &Args, udp: &str, sensors: u32, count: u64) {
                 let start = std::time::Instant::now();
                 for seq in 0..count {
                     let s = Sample {
-                        sensor: i as u32,
+                        sensor: first + i as u32,
                         _pad: 0,
                         seq,
                         value: (seq as f64 * 0.001 + i as f64).sin(),
@@ -123,7 +133,16 @@ fn run_sensors(args: &Args, udp: &str, sensors: u32, count: u64) {
     for t in threads {
         t.join().expect("sensor thread");
     }
-    println!("sensors: {sensors} × {count} samples published on one channel");
+    println!(
+        "sensors {first}..{}: {count} samples each published on one channel",
+        first + sensors
+    );
+    // If this process runs the channel's sender, sensors in other processes
+    // may still be publishing through it: serve them until they are done.
+    let start = std::time::Instant::now();
+    while node.publications_elsewhere() > 0 && start.elapsed() < TIMEOUT {
+        linger(&mut node, Duration::from_millis(20));
+    }
     linger(&mut node, Duration::from_millis(300));
 }
 
@@ -136,6 +155,7 @@ fn sink(args: &Args, udp: &str, sensors: u32, count: u64) {
     let mut sum = vec![0f64; sensors as usize];
     let total = sensors as u64 * count;
     let mut got = 0u64;
+    let mut sessions = 0;
     wait_for(&mut node, TIMEOUT, "samples", |_| {
         let n = sub
             .poll(256, |e| match e {
@@ -154,11 +174,13 @@ fn sink(args: &Args, udp: &str, sensors: u32, count: u64) {
                     eprintln!("sink: lost datagrams {from}..{to}");
                     std::process::exit(1);
                 }
-                _ => {}
+                Event::NewSession { .. } => sessions += 1,
+                Event::PublisherGone => {}
             })
             .unwrap_or_else(|e| fail(USAGE, &e.to_string()));
         (n, (got == total).then_some(()))
     });
+    println!("sink: {sessions} publisher session(s)");
     for (i, s) in sum.iter().enumerate() {
         println!(
             "sink: sensor {i}: {count} samples in order, mean {:.4}",

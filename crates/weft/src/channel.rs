@@ -7,13 +7,14 @@
 //! republishes what arrives into an in-process broadcast ring that every
 //! subscription of this process reads (one network receive for all of them).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use weft_shm::{broadcast, mpsc, ClaimError, PeerState, PollError, ShmOptions};
 
 use crate::agent::Waker;
 use crate::doorbell::ReaderBells;
+use crate::udp::SenderStatus;
 use crate::uri::ChannelUri;
 
 /// Frame type of an application message in weft's rings.
@@ -80,8 +81,9 @@ pub struct Claim<'p>(ClaimInner<'p>);
 enum ClaimInner<'p> {
     /// In a shared-memory ring.
     Shm(broadcast::Claim<'p>),
-    /// In the ring to the UDP send task (which the commit wakes if it is parked).
-    Udp(mpsc::Claim<'p>, &'p Waker),
+    /// In the ring to the UDP send task (which the commit wakes if it is
+    /// parked and in this process).
+    Udp(mpsc::Claim<'p>, Option<&'p Waker>),
 }
 
 impl Claim<'_> {
@@ -101,7 +103,9 @@ impl Claim<'_> {
             ClaimInner::Shm(c) => c.commit(),
             ClaimInner::Udp(c, waker) => {
                 c.commit();
-                waker.wake();
+                if let Some(w) = waker {
+                    w.wake();
+                }
             }
         }
     }
@@ -118,13 +122,83 @@ pub(crate) enum PubInner {
         connected: bool,
         until_check: u32,
     },
+    /// Writes into the ring of the channel's send task: this node's, or that
+    /// of another process on the host (then `waker` and `_user` are `None`).
+    /// The ring's status word says whether receivers are there and the
+    /// largest message.
     Udp {
         tx: mpsc::Producer,
-        connected: Arc<AtomicBool>,
-        max: usize,
-        waker: Waker,
-        _user: UserGuard,
+        waker: Option<Waker>,
+        _user: Option<UserGuard>,
+        /// For probing another process's sender (this node's cannot die
+        /// without this process).
+        liveness_ns: u64,
     },
+}
+
+impl PubInner {
+    fn max_message(&self) -> usize {
+        match self {
+            PubInner::Shm { ring, .. } => ring.max_payload(),
+            PubInner::Udp { tx, .. } => udp_max(tx),
+        }
+    }
+
+    /// Whether a subscriber is there, as the hot path sees it: a shared-memory
+    /// publication re-counts its subscribers on every offer while it has none,
+    /// and every [`RECHECK_EVERY`] offers while it has some.
+    #[inline]
+    fn connected_now(&mut self) -> bool {
+        match self {
+            PubInner::Shm {
+                ring,
+                connected,
+                until_check,
+            } => {
+                if !*connected || *until_check == 0 {
+                    *connected = ring.consumers() > 0;
+                    *until_check = RECHECK_EVERY;
+                }
+                *until_check -= 1;
+                *connected
+            }
+            PubInner::Udp { tx, .. } => SenderStatus(tx.consumer_status()).connected(),
+        }
+    }
+
+    #[inline]
+    fn claim(&mut self, len: usize) -> Result<Claim<'_>, PublishError> {
+        if let PubInner::Udp {
+            tx, waker: None, ..
+        } = self
+        {
+            if tx.consumer_closed() {
+                return Err(PublishError::Closed);
+            }
+        }
+        let max = self.max_message();
+        if len > max {
+            return Err(PublishError::TooLarge { len, max });
+        }
+        if !self.connected_now() {
+            return Err(PublishError::NotConnected);
+        }
+        let err = |e: ClaimError| match e {
+            ClaimError::Full => PublishError::BackPressured,
+            ClaimError::TooLarge { .. } => PublishError::TooLarge { len, max },
+            _ => PublishError::Closed,
+        };
+        match self {
+            PubInner::Shm { ring, .. } => ring
+                .try_claim(len, TYPE_MESSAGE)
+                .map(|c| Claim(ClaimInner::Shm(c)))
+                .map_err(err),
+            PubInner::Udp { tx, waker, .. } => tx
+                .try_claim(len, TYPE_MESSAGE)
+                .map(|c| Claim(ClaimInner::Udp(c, waker.as_ref())))
+                .map_err(err),
+        }
+    }
 }
 
 /// The sending end of a channel. `Send`, not `Sync`: one per thread.
@@ -133,6 +207,8 @@ pub struct Publication {
     pub(crate) uri: ChannelUri,
     pub(crate) stream: u32,
     pub(crate) inner: PubInner,
+    /// Claims refused since the last probe of another process's sender.
+    pub(crate) refusals: u32,
 }
 
 impl Publication {
@@ -148,10 +224,7 @@ impl Publication {
 
     /// The largest message, in bytes.
     pub fn max_message(&self) -> usize {
-        match &self.inner {
-            PubInner::Shm { ring, .. } => ring.max_payload(),
-            PubInner::Udp { max, .. } => *max,
-        }
+        self.inner.max_message()
     }
 
     /// Whether a subscriber is there (see [`PublishError::NotConnected`]).
@@ -159,57 +232,36 @@ impl Publication {
     pub fn is_connected(&self) -> bool {
         match &self.inner {
             PubInner::Shm { ring, .. } => ring.consumers() > 0,
-            PubInner::Udp { connected, .. } => connected.load(Ordering::Acquire),
+            PubInner::Udp { tx, .. } => SenderStatus(tx.consumer_status()).connected(),
         }
     }
 
-    /// [`is_connected`](Self::is_connected) as the hot path sees it: a shared-memory
-    /// publication re-counts its subscribers on every offer while it has none,
-    /// and every [`RECHECK_EVERY`] offers while it has some.
-    #[inline]
-    fn connected_now(&mut self) -> bool {
-        match &mut self.inner {
-            PubInner::Shm {
-                ring,
-                connected,
-                until_check,
-            } => {
-                if !*connected || *until_check == 0 {
-                    *connected = ring.consumers() > 0;
-                    *until_check = RECHECK_EVERY;
-                }
-                *until_check -= 1;
-                *connected
-            }
-            PubInner::Udp { connected, .. } => connected.load(Ordering::Acquire),
-        }
-    }
-
-    /// Claims `len` bytes to write in place. No allocation, lock or syscall.
+    /// Claims `len` bytes to write in place. No allocation, lock or syscall
+    /// while it succeeds. A UDP publication whose sender is another process
+    /// checks on every claim that the sender has not closed (one load), and
+    /// probes that process every [`RECHECK_EVERY`] refused claims (a crashed
+    /// sender shows as a ring that stays full, or never connected).
     #[inline]
     pub fn try_claim(&mut self, len: usize) -> Result<Claim<'_>, PublishError> {
-        let max = self.max_message();
-        if len > max {
-            return Err(PublishError::TooLarge { len, max });
+        if self.refusals >= RECHECK_EVERY {
+            self.refusals = 0;
+            if let PubInner::Udp {
+                tx,
+                waker: None,
+                liveness_ns,
+                ..
+            } = &self.inner
+            {
+                if tx.consumer_state(*liveness_ns) != PeerState::Live {
+                    return Err(PublishError::Closed);
+                }
+            }
         }
-        if !self.connected_now() {
-            return Err(PublishError::NotConnected);
+        let result = self.inner.claim(len);
+        if result.is_err() {
+            self.refusals += 1;
         }
-        let err = |e: ClaimError| match e {
-            ClaimError::Full => PublishError::BackPressured,
-            ClaimError::TooLarge { .. } => PublishError::TooLarge { len, max },
-            _ => PublishError::Closed,
-        };
-        match &mut self.inner {
-            PubInner::Shm { ring, .. } => ring
-                .try_claim(len, TYPE_MESSAGE)
-                .map(|c| Claim(ClaimInner::Shm(c)))
-                .map_err(err),
-            PubInner::Udp { tx, waker, .. } => tx
-                .try_claim(len, TYPE_MESSAGE)
-                .map(|c| Claim(ClaimInner::Udp(c, waker)))
-                .map_err(err),
-        }
+        result
     }
 
     /// Copies `msg` in and publishes it.
@@ -225,6 +277,16 @@ impl Publication {
     #[inline]
     pub fn offer_pod<T: bytemuck::Pod>(&mut self, value: &T) -> Result<(), PublishError> {
         self.offer(bytemuck::bytes_of(value))
+    }
+}
+
+/// The largest message of a UDP channel, as its send task published it (the
+/// ring's own limit until then).
+#[inline]
+fn udp_max(tx: &mpsc::Producer) -> usize {
+    match SenderStatus(tx.consumer_status()).max_message() {
+        0 => tx.max_payload(),
+        m => m.min(tx.max_payload()),
     }
 }
 

@@ -2,29 +2,27 @@
 //! URI, and hands out publications and subscriptions.
 
 use std::net::SocketAddrV4;
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use weft_net::{ChannelConfig, Interface, SocketOptions};
 use weft_proto::{ReceiverConfig, SenderConfig};
-use weft_shm::{broadcast, mpsc, Region, ShmError, ShmOptions};
+use weft_shm::{broadcast, mpsc, PeerState, Region, ShmError, ShmOptions};
 
 use crate::agent::{AgentConfig, AgentError, AgentStats, Agents, Task, TaskId, TaskStats};
 use crate::channel::{PubInner, Publication, SubInner, Subscription, UserGuard, Users};
 use crate::config::NodeConfig;
 use crate::control::{self, ControlStats, ControlTask};
 use crate::doorbell::ReaderBells;
-use crate::udp::{RecvTask, SendTask};
+use crate::udp::{RecvTask, SendTask, SenderStatus};
 use crate::uri::{ChannelUri, ShmUri, UdpUri};
 use crate::Error;
 
-/// A UDP channel this node sends on: where publications join.
+/// A UDP channel this node sends on: where its own publications join (those
+/// of other processes attach to the ring's file).
 struct UdpSend {
     group: SocketAddrV4,
     stream: u32,
     joiner: mpsc::Joiner,
-    connected: Arc<AtomicBool>,
-    max: usize,
     users: Arc<Users>,
 }
 
@@ -209,6 +207,7 @@ impl Node {
             uri: parsed,
             stream,
             inner,
+            refusals: 0,
         })
     }
 
@@ -274,6 +273,12 @@ impl Node {
     }
 
     fn udp_publication(&mut self, uri: &str, u: &UdpUri, stream: u32) -> Result<PubInner, Error> {
+        let slots_full = || {
+            Error::Config(format!(
+                "{uri} stream {stream}: all {} publication slots are in use (max_publications of the node that sends it)",
+                self.cfg.max_publications
+            ))
+        };
         self.sends.retain(|s| !s.users.is_closed());
         let existing = self
             .sends
@@ -281,26 +286,91 @@ impl Node {
             .find(|s| s.group == u.group && s.stream == stream);
         if let Some(s) = existing {
             if let Some(user) = s.users.join() {
-                let tx = s.joiner.producer().ok_or_else(|| {
-                    Error::Config(format!(
-                        "{uri} stream {stream}: all {} publication slots are in use (max_publications)",
-                        self.cfg.max_publications
-                    ))
-                })?;
+                let tx = s.joiner.producer().ok_or_else(slots_full)?;
                 return Ok(PubInner::Udp {
                     tx,
-                    connected: s.connected.clone(),
-                    max: s.max,
-                    waker: self.agents.waker(),
-                    _user: user,
+                    waker: Some(self.agents.waker()),
+                    _user: Some(user),
+                    liveness_ns: self.liveness_ns(),
                 });
             }
             // Closed just now by its task: open a new one below.
             self.sends.retain(|s| !s.users.is_closed());
         }
+        // Another process on this host may send the channel already: then
+        // this publication writes into that sender's ring (one session on the
+        // wire, whoever publishes). Otherwise this node becomes its sender.
+        let name = udp_send_name(u, stream);
+        let config = mpsc::MpscConfig::new(self.cfg.local_ring, self.cfg.max_publications);
+        let mut rx = None;
+        for _ in 0..1000 {
+            match mpsc::Producer::attach(&self.shm, &name) {
+                Ok(tx) => {
+                    if tx.consumer_state(self.liveness_ns()) == PeerState::Live {
+                        return Ok(PubInner::Udp {
+                            tx,
+                            waker: None,
+                            _user: None,
+                            liveness_ns: self.liveness_ns(),
+                        });
+                    }
+                    // Its sender died: replace the file. If another process
+                    // did so first (its creator is alive), attach to that one.
+                    drop(tx);
+                    match Region::reclaim(&self.shm, &name) {
+                        Ok(()) | Err(ShmError::NotFound { .. }) => {}
+                        Err(ShmError::OwnerAlive { .. }) => {
+                            std::thread::sleep(std::time::Duration::from_millis(1));
+                            continue;
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                Err(ShmError::NotFound { .. }) => {}
+                // Its creator is still setting it up.
+                Err(ShmError::NotInitialized { .. }) => {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                    continue;
+                }
+                Err(ShmError::RoleTaken { .. }) => return Err(slots_full()),
+                Err(e) => return Err(e.into()),
+            }
+            match mpsc::Consumer::create(&self.shm, &name, &config) {
+                Ok(r) => {
+                    rx = Some(r);
+                    break;
+                }
+                // Another process created it in between: attach to it.
+                Err(ShmError::AlreadyExists { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let rx = rx.ok_or_else(|| {
+            Error::Config(format!(
+                "{uri} stream {stream}: the sender's ring {name} stayed unusable for a second (a sender that closed without removing it?)"
+            ))
+        })?;
+        match self.udp_sender(u, stream, rx, name.clone()) {
+            Ok(inner) => Ok(inner),
+            Err(e) => {
+                let _ = Region::remove(&self.shm, &name);
+                Err(e)
+            }
+        }
+    }
+
+    /// Starts the send task of a UDP channel that drains `rx` (the ring file
+    /// `name`), and returns the first publication on it.
+    fn udp_sender(
+        &mut self,
+        u: &UdpUri,
+        stream: u32,
+        rx: mpsc::Consumer,
+        name: String,
+    ) -> Result<PubInner, Error> {
         let mut proto = SenderConfig::new(stream, self.next_seed());
         proto.mtu = u.mtu.unwrap_or(self.cfg.udp.mtu);
-        proto.receiver_timeout_ns = self.cfg.liveness_timeout.as_nanos() as u64;
+        proto.receiver_timeout_ns = self.liveness_ns();
         proto.flow = u.flow.unwrap_or(self.cfg.udp.flow);
         let channel = ChannelConfig {
             group: u.group,
@@ -311,27 +381,25 @@ impl Node {
         };
         let proto_max = proto.max_message;
         let net = weft_net::Publication::open(&channel, proto)?;
-        let rx = mpsc::channel(mpsc::MpscConfig::new(
-            self.cfg.local_ring,
-            self.cfg.max_publications,
-        ))?;
         let max = rx.max_payload().min(proto_max);
+        rx.set_status(SenderStatus::new(false, max).0);
         let joiner = rx.joiner();
         let tx = joiner
             .producer()
             .ok_or_else(|| Error::Config("no publication slot".into()))?;
-        let connected = Arc::new(AtomicBool::new(false));
         let (users, user) = Users::first();
         let task = SendTask {
             name: format!("udp-send {} stream {stream}", u.group),
             rx,
+            file: Some((self.shm.clone(), name)),
             net,
             pending: Vec::with_capacity(max),
             has_pending: false,
-            connected: connected.clone(),
+            connected: false,
+            max,
             skipped: 0,
             users: users.clone(),
-            linger_ns: self.cfg.liveness_timeout.as_nanos() as u64 / 4,
+            linger_ns: self.liveness_ns() / 4,
             linger_until: 0,
             done: false,
         };
@@ -341,17 +409,30 @@ impl Node {
             group: u.group,
             stream,
             joiner,
-            connected: connected.clone(),
-            max,
             users,
         });
         Ok(PubInner::Udp {
             tx,
-            connected,
-            max,
-            waker: self.agents.waker(),
-            _user: user,
+            waker: Some(self.agents.waker()),
+            _user: Some(user),
+            liveness_ns: self.liveness_ns(),
         })
+    }
+
+    /// Publications of other processes on this host that write into the
+    /// UDP senders this node runs. This node's senders serve them only while
+    /// it is open: a process that owns a shared channel should wait for this
+    /// to reach 0 before it closes its node. Probes each holder's process.
+    pub fn publications_elsewhere(&self) -> usize {
+        self.sends
+            .iter()
+            .filter(|s| !s.users.is_closed())
+            .map(|s| s.joiner.producers_elsewhere())
+            .sum()
+    }
+
+    fn liveness_ns(&self) -> u64 {
+        self.cfg.liveness_timeout.as_nanos() as u64
     }
 
     fn udp_subscription(&mut self, uri: &str, u: &UdpUri, stream: u32) -> Result<SubInner, Error> {
@@ -500,4 +581,10 @@ pub struct Gateway {
 /// The ring file of a shared-memory channel's stream.
 fn shm_name(s: &ShmUri, stream: u32) -> String {
     format!("{}.{stream}", s.name)
+}
+
+/// The file of the ring that a UDP channel's sender drains, in the node's
+/// directory: every process on the host that publishes the channel writes into it.
+fn udp_send_name(u: &UdpUri, stream: u32) -> String {
+    format!("udp-send.{}-{}.{stream}", u.group.ip(), u.group.port())
 }

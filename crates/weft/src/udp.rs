@@ -4,13 +4,12 @@
 //! ring for every local subscriber).
 
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use weft_net::{Publication as NetPublication, Subscription as NetSubscription, Waitable};
 use weft_proto::{Event as ProtoEvent, OfferError};
-use weft_shm::{broadcast, mpsc, ClaimError, PollError};
+use weft_shm::{broadcast, mpsc, ClaimError, PollError, ShmOptions};
 
 use crate::agent::Task;
 use crate::channel::{Users, TYPE_LOSS, TYPE_MESSAGE, TYPE_NEW_SESSION, TYPE_PUBLISHER_GONE};
@@ -21,16 +20,47 @@ const SEND_BURST: usize = 256;
 /// Events republished per duty cycle.
 const RECV_BURST: usize = 256;
 
+/// What a UDP channel's send task tells the publications writing into its
+/// ring, in the ring's status word: whether receivers are there (bit 0) and
+/// the largest message (the high 32 bits). Publications in other processes
+/// read it too.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct SenderStatus(pub(crate) u64);
+
+impl SenderStatus {
+    pub(crate) fn new(connected: bool, max_message: usize) -> Self {
+        Self(((max_message.min(u32::MAX as usize) as u64) << 32) | connected as u64)
+    }
+
+    /// Whether a receiver has reported status and not timed out.
+    #[inline]
+    pub(crate) fn connected(self) -> bool {
+        self.0 & 1 != 0
+    }
+
+    /// The largest message; 0 until the send task has said.
+    #[inline]
+    pub(crate) fn max_message(self) -> usize {
+        (self.0 >> 32) as usize
+    }
+}
+
 /// Sends one UDP stream.
 pub(crate) struct SendTask {
     pub(crate) name: String,
+    /// The ring every publication of the channel on this host writes into.
     pub(crate) rx: mpsc::Consumer,
+    /// The ring's file, removed when the task ends (before the ring closes,
+    /// so a process that opens the channel later creates a new one).
+    pub(crate) file: Option<(ShmOptions, String)>,
     pub(crate) net: NetPublication,
     /// A message taken from the ring that the protocol refused (back-pressure):
     /// it goes first next time, so nothing taken is ever dropped.
     pub(crate) pending: Vec<u8>,
     pub(crate) has_pending: bool,
-    pub(crate) connected: Arc<AtomicBool>,
+    /// What the status word says now.
+    pub(crate) connected: bool,
+    pub(crate) max: usize,
     /// Frames of publishers that died mid-claim (skipped by the ring).
     pub(crate) skipped: u64,
     /// The publications using the channel.
@@ -100,22 +130,50 @@ impl Task for SendTask {
         work += self.net.do_work();
         while self.net.poll_event().is_some() {}
         let connected = self.net.sender().receivers() > 0;
-        if connected != self.connected.load(Ordering::Relaxed) {
-            self.connected.store(connected, Ordering::Release);
+        if connected != self.connected {
+            self.connected = connected;
+            self.rx.set_status(SenderStatus::new(connected, self.max).0);
         }
         // The last publication is gone and everything it sent is handed over:
         // keep serving repairs for the linger time, then fall silent, so the
-        // receivers see the publisher go.
+        // receivers see the publisher go. Publications of other processes
+        // keep the sender running while their processes live (looked at once
+        // per linger time: it probes each one's process).
         if self.users.count() == 0 && drained && !self.has_pending {
             if self.linger_until == 0 {
                 self.linger_until = now_ns + self.linger_ns;
-            } else if now_ns >= self.linger_until && self.users.try_close() {
-                self.done = true;
+            } else if now_ns >= self.linger_until {
+                if self.rx.producers_elsewhere() > 0 {
+                    self.linger_until = now_ns + self.linger_ns;
+                } else if self.users.try_close() {
+                    self.finish();
+                }
             }
         } else {
             self.linger_until = 0;
         }
         work
+    }
+}
+
+impl SendTask {
+    /// Ends the task: removes the ring's file first, so no process attaches
+    /// to a ring whose sender is leaving; one that attached just before sees
+    /// the ring close and gets `PublishError::Closed`.
+    fn finish(&mut self) {
+        if let Some((opts, name)) = self.file.take() {
+            let _ = weft_shm::Region::remove(&opts, &name);
+        }
+        self.done = true;
+    }
+}
+
+impl Drop for SendTask {
+    fn drop(&mut self) {
+        // A node closed with the channel still open: the file goes too.
+        if let Some((opts, name)) = self.file.take() {
+            let _ = weft_shm::Region::remove(&opts, &name);
+        }
     }
 }
 

@@ -199,26 +199,43 @@ fn market_data_reaches_every_local_subscriber_through_one_gateway() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Four sensor threads share one UDP channel; the sink gets each one's
-/// samples in order.
+/// Four sensor threads in two processes share one UDP channel: the sink gets
+/// each one's samples in order, as one publisher session (the second process
+/// writes into the first one's sender instead of starting a session of its own).
 #[test]
-fn telemetry_from_several_publishers_reaches_the_sink_in_order() {
+fn telemetry_from_several_publisher_processes_reaches_the_sink_in_order_as_one_session() {
+    let dir = std::env::temp_dir().join(format!("weft-tm-{}", std::process::id()));
     let udp = format!("udp://239.77.55.1:{}", free_port());
     run(
         "telemetry_sink",
         &[
             "--role",
             "all",
+            "--processes",
+            "2",
             "--sensors",
-            "4",
+            "2",
             "--count",
             "20000",
             "--udp",
             &udp,
+            "--dir",
+            dir.to_str().unwrap(),
         ],
         &[
+            "sink: 1 publisher session(s)",
             "sink: sensor 0: 20000 samples in order",
             "sink: sensor 3: 20000 samples in order",
         ],
     );
+    let leftover: Vec<_> = std::fs::read_dir(&dir)
+        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(
+        !leftover
+            .iter()
+            .any(|n| n.to_string_lossy().starts_with("udp-send.")),
+        "the sender removed its ring file: {leftover:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
