@@ -239,3 +239,66 @@ fn telemetry_from_several_publisher_processes_reaches_the_sink_in_order_as_one_s
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A publication in this process writes into the UDP sender of a `pong`
+/// process (the channel's first publisher on the host). When that process is
+/// killed, the publication says `Closed` instead of taking messages nobody
+/// will send; opened again, it makes this process the channel's sender.
+#[test]
+fn a_publication_whose_sender_process_is_killed_reports_closed_and_can_take_over() {
+    use std::io::BufRead;
+    use weft::{Node, NodeConfig, PublishError, ThreadingMode};
+
+    let dir = std::env::temp_dir().join(format!("weft-crash-{}", std::process::id()));
+    let port = free_port();
+    let (ping, pong) = (
+        format!("udp://239.77.56.1:{port}"),
+        format!("udp://239.77.56.2:{port}"),
+    );
+    let mut child = Command::new(example("pong"))
+        .args(["--ping", &ping, "--pong", &pong, "--count", "1"])
+        .args(["--dir", dir.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "pong: ready");
+    let mut node = Node::new(NodeConfig {
+        dir: dir.clone(),
+        threading: ThreadingMode::Invoker,
+        control_ring: false,
+        ..NodeConfig::default()
+    })
+    .unwrap();
+    let mut publ = node.publication(&pong, 1).unwrap();
+    assert_eq!(
+        publ.offer(b"no receiver yet"),
+        Err(PublishError::NotConnected)
+    );
+
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let mut refusals = 0;
+    let closed = loop {
+        match publ.offer(b"after the crash") {
+            Err(PublishError::Closed) => break true,
+            Err(PublishError::NotConnected) if refusals < 5_000 => refusals += 1,
+            other => panic!("after {refusals} refusals: {other:?}"),
+        }
+    };
+    assert!(closed, "the dead sender is reported");
+
+    drop(publ);
+    let mut publ = node.publication(&pong, 1).unwrap();
+    for _ in 0..3_000 {
+        node.do_work();
+        assert_eq!(publ.offer(b"mine now"), Err(PublishError::NotConnected));
+    }
+    assert_eq!(node.publications_elsewhere(), 0);
+    drop(publ);
+    drop(node);
+    let _ = std::fs::remove_dir_all(&dir);
+}
