@@ -48,6 +48,9 @@ pub enum RingKind {
     Broadcast = 2,
     /// Many producers, one consumer.
     Mpsc = 3,
+    /// Not a ring: an array of 64-bit words (weft-counters' counters file),
+    /// made with [`Region::create_words`] and read through [`Words`].
+    Words = 4,
 }
 
 impl RingKind {
@@ -56,6 +59,7 @@ impl RingKind {
             1 => Some(Self::Spsc),
             2 => Some(Self::Broadcast),
             3 => Some(Self::Mpsc),
+            4 => Some(Self::Words),
             _ => None,
         }
     }
@@ -66,6 +70,7 @@ impl RingKind {
             Self::Spsc => "spsc",
             Self::Broadcast => "broadcast",
             Self::Mpsc => "mpsc",
+            Self::Words => "words",
         }
     }
 }
@@ -345,6 +350,43 @@ impl Region {
         Self::open_validated(path)
     }
 
+    /// Creates region `name` of kind [`RingKind::Words`]: `len` bytes (a power
+    /// of two, at least 1024) of zeroed 64-bit words after the header. `init`
+    /// writes the initial words; only then can other processes attach. The
+    /// creator's liveness is the region's ([`Region::creator_state`],
+    /// [`Region::heartbeat`]).
+    pub fn create_words(
+        opts: &ShmOptions,
+        name: &str,
+        len: usize,
+        init: impl FnOnce(&Words),
+    ) -> Result<Words, ShmError> {
+        if !len.is_power_of_two() || len < 1024 {
+            return Err(ShmError::InvalidConfig(format!(
+                "word region of {len} bytes: expected a power of two of at least 1024"
+            )));
+        }
+        let spec = RegionSpec {
+            kind: RingKind::Words,
+            capacity: len,
+            max_payload: 8,
+            slots: 0,
+            flags: 0,
+        };
+        let region = Self::create(opts, name, spec, REGION_HEADER_LEN + len)?;
+        let words = Words::new(region)?;
+        init(&words);
+        if let Some(r) = &words.region {
+            r.mark_initialized();
+        }
+        Ok(words)
+    }
+
+    /// Attaches to region `name` of kind [`RingKind::Words`].
+    pub fn attach_words(opts: &ShmOptions, name: &str) -> Result<Words, ShmError> {
+        Words::new(Self::attach(opts, name, RingKind::Words)?)
+    }
+
     fn open_validated(path: &Path) -> Result<Self, ShmError> {
         let file = OpenOptions::new()
             .read(true)
@@ -507,6 +549,14 @@ impl Region {
         self.heartbeat_word().store(now_ns(), Ordering::Release);
     }
 
+    /// The creator's last heartbeat (CLOCK_MONOTONIC ns); `None` if none yet.
+    pub fn heartbeat_ns(&self) -> Option<u64> {
+        match self.heartbeat_word().load(Ordering::Acquire) {
+            0 => None,
+            t => Some(t),
+        }
+    }
+
     /// Whether the creator is alive, dead, or alive but silent for longer than the
     /// liveness timeout. Costs a `kill(pid, 0)` and a read of `/proc/<pid>/stat`.
     pub fn creator_state(&self) -> CreatorState {
@@ -555,6 +605,91 @@ impl Region {
                 source,
             }
         })
+    }
+}
+
+/// A region of kind [`RingKind::Words`] seen as an array of `AtomicU64`: the
+/// safe view a counters file is built on. Cheap to clone (it shares the
+/// mapping), `Send` and `Sync`. Every access is bounds-checked against the
+/// validated header, so a corrupt file can give wrong numbers, never a fault.
+/// [`Words::private`] makes the same over private memory (no file).
+#[derive(Clone, Debug)]
+pub struct Words {
+    region: Option<std::sync::Arc<Region>>,
+    /// Keeps private memory alive.
+    _private: Option<std::sync::Arc<[AtomicU64]>>,
+    base: NonNull<AtomicU64>,
+    len: usize,
+}
+
+// SAFETY: `base` points into memory that `region` or `private` keeps alive,
+// and only atomics are handed out from it.
+unsafe impl Send for Words {}
+// SAFETY: as above: shared access is through atomics only.
+unsafe impl Sync for Words {}
+
+impl Words {
+    fn new(region: Region) -> Result<Self, ShmError> {
+        let info = *region.info();
+        if info.kind != RingKind::Words as u32
+            || info.total_len != REGION_HEADER_LEN as u64 + info.capacity
+        {
+            return Err(ShmError::Corrupt {
+                path: region.path().to_owned(),
+                what: format!(
+                    "word region of {} bytes in a file of {}",
+                    info.capacity, info.total_len
+                ),
+            });
+        }
+        // SAFETY: the header is REGION_HEADER_LEN (4096) bytes of a page-aligned
+        // mapping of `total_len` bytes, so the word area starts 8-aligned, in bounds.
+        let base = unsafe { region.base().add(REGION_HEADER_LEN) }.cast::<AtomicU64>();
+        Ok(Self {
+            len: info.capacity as usize / 8,
+            region: Some(std::sync::Arc::new(region)),
+            _private: None,
+            base,
+        })
+    }
+
+    /// `len` zeroed words in this process's heap, for counters nobody else
+    /// reads (no file).
+    pub fn private(len: usize) -> Self {
+        let words: std::sync::Arc<[AtomicU64]> =
+            (0..len.max(1)).map(|_| AtomicU64::new(0)).collect();
+        let base = NonNull::from(&words[0]);
+        Self {
+            region: None,
+            _private: Some(words),
+            base,
+            len,
+        }
+    }
+
+    /// Number of words.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether there are no words.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Word `i`; `None` past the end.
+    #[inline]
+    pub fn get(&self, i: usize) -> Option<&AtomicU64> {
+        // SAFETY: `i < len` keeps the word inside the memory that `self` keeps
+        // alive for as long as the returned reference (tied to `&self`); any
+        // bit pattern is a valid AtomicU64.
+        (i < self.len).then(|| unsafe { &*self.base.as_ptr().add(i) })
+    }
+
+    /// The region (path, header, creator liveness, heartbeat); `None` for
+    /// private words.
+    pub fn region(&self) -> Option<&Region> {
+        self.region.as_deref()
     }
 }
 

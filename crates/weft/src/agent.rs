@@ -26,6 +26,9 @@ use std::time::{Duration, Instant};
 
 use crate::doorbell::Doorbell;
 use crate::idle::{IdleStep, IdleStrategy, Idler};
+// Agent and task counters live in the node's counters file (so `weft-stat`
+// reads them live); each has one writer: a plain load and store.
+use weft_counters::{types, Counter, CountersFile};
 
 /// A unit of work an agent runs: receiving a channel, sending a stream,
 /// feeding the gateway, housekeeping.
@@ -279,29 +282,8 @@ impl MoveTicket {
     }
 }
 
-/// A counter written by one thread only: a plain load and store, no atomic
-/// read-modify-write; readers see a recent value.
-#[derive(Debug, Default)]
-struct Counter(AtomicU64);
-
-impl Counter {
-    #[inline(always)]
-    fn add(&self, n: u64) {
-        self.0.store(
-            self.0.load(Ordering::Relaxed).wrapping_add(n),
-            Ordering::Relaxed,
-        );
-    }
-    #[inline(always)]
-    fn max(&self, n: u64) {
-        if n > self.0.load(Ordering::Relaxed) {
-            self.0.store(n, Ordering::Relaxed);
-        }
-    }
-    fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
-    }
-}
+/// How often agent 0 stores the counters file's heartbeat, in ns of its clock.
+const HEARTBEAT_NS: u64 = 100_000_000;
 
 const IN_TRANSIT: usize = usize::MAX;
 const FINISHED: usize = usize::MAX - 1;
@@ -314,6 +296,8 @@ struct TaskCounters {
     busy_ns: Counter,
     total_ns: Counter,
     work: Counter,
+    /// The agent it runs on, for tools (`agent` is the in-process truth).
+    on_agent: Counter,
 }
 
 struct Hosted {
@@ -362,6 +346,9 @@ impl std::fmt::Debug for Command {
 #[derive(Debug)]
 struct Registry {
     agents: Box<[Shared]>,
+    counters: Arc<CountersFile>,
+    /// When agent 0 last stored the counters file's heartbeat (ns).
+    last_beat: AtomicU64,
     directory: Mutex<Vec<(TaskId, Arc<TaskCounters>)>>,
     next_id: AtomicU64,
     epoch: Instant,
@@ -511,6 +498,12 @@ impl Agent {
         if len > self.slow_cycle_ns {
             me.slow_cycles.add(1);
         }
+        if self.index == 0
+            && t.saturating_sub(self.reg.last_beat.load(Ordering::Relaxed)) > HEARTBEAT_NS
+        {
+            self.reg.last_beat.store(t, Ordering::Relaxed);
+            self.reg.counters.heartbeat();
+        }
         self.cycle_end = t;
         work
     }
@@ -541,6 +534,7 @@ impl Agent {
             match cmd {
                 Command::Adopt(h, ticket) => {
                     h.counters.agent.store(self.index, Ordering::Relaxed);
+                    h.counters.on_agent.set(self.index as u64);
                     // After the last task that runs first, or at the end.
                     let at = if h.task.runs_first() {
                         self.tasks.partition_point(|t| t.task.runs_first())
@@ -599,6 +593,18 @@ impl Agents {
         mode: ThreadingMode,
         shared_idle: IdleStrategy,
     ) -> Result<Self, AgentError> {
+        Self::counted(configs, mode, shared_idle, CountersFile::private(64))
+    }
+
+    /// As [`new`](Self::new), with the agents' and tasks' counters in
+    /// `counters` (a node's counters file), where tools read them live.
+    /// Agent 0 stores the file's heartbeat every 100 ms of duty cycles.
+    pub fn counted(
+        configs: Vec<AgentConfig>,
+        mode: ThreadingMode,
+        shared_idle: IdleStrategy,
+        counters: Arc<CountersFile>,
+    ) -> Result<Self, AgentError> {
         let available: Vec<usize> = core_affinity::get_core_ids()
             .unwrap_or_default()
             .into_iter()
@@ -618,7 +624,16 @@ impl Agents {
         let reg = Arc::new(Registry {
             agents: configs
                 .iter()
-                .map(|c| {
+                .enumerate()
+                .map(|(i, c)| {
+                    let counter = |t: u32, what: &str| {
+                        Counter::in_file_or_standalone(
+                            &counters,
+                            t,
+                            i as u64,
+                            &format!("{} {what}", c.name),
+                        )
+                    };
                     Ok(Shared {
                         name: c.name.clone(),
                         core: c.core,
@@ -629,16 +644,18 @@ impl Agents {
                         })?,
                         pending: AtomicBool::new(false),
                         inbox: Mutex::new(Vec::with_capacity(INBOX)),
-                        duty_cycles: Counter::default(),
-                        busy_ns: Counter::default(),
-                        idle_ns: Counter::default(),
-                        max_cycle_ns: Counter::default(),
-                        slow_cycles: Counter::default(),
+                        duty_cycles: counter(types::AGENT_DUTY_CYCLES, "duty cycles"),
+                        busy_ns: counter(types::AGENT_BUSY_NS, "busy ns"),
+                        idle_ns: counter(types::AGENT_IDLE_NS, "idle ns"),
+                        max_cycle_ns: counter(types::AGENT_MAX_CYCLE_NS, "longest cycle ns"),
+                        slow_cycles: counter(types::AGENT_SLOW_CYCLES, "slow cycles"),
                         tasks: AtomicUsize::new(0),
                     })
                 })
                 .collect::<Result<_, AgentError>>()?,
             directory: Mutex::new(Vec::new()),
+            counters,
+            last_beat: AtomicU64::new(0),
             next_id: AtomicU64::new(1),
             epoch: Instant::now(),
             stop: AtomicBool::new(false),
@@ -694,13 +711,18 @@ impl Agents {
     pub fn add_task(&self, agent: usize, task: Box<dyn Task>) -> Result<TaskId, AgentError> {
         self.check_agent(agent)?;
         let id = TaskId(self.reg.next_id.fetch_add(1, Ordering::Relaxed));
+        let name = task.name().to_string();
+        let counter = |t: u32, what: &str| {
+            Counter::in_file_or_standalone(&self.reg.counters, t, id.0, &format!("{name} {what}"))
+        };
         let counters = Arc::new(TaskCounters {
-            name: task.name().to_string(),
             agent: AtomicUsize::new(IN_TRANSIT),
-            calls: Counter::default(),
-            busy_ns: Counter::default(),
-            total_ns: Counter::default(),
-            work: Counter::default(),
+            calls: counter(types::TASK_CALLS, "calls"),
+            busy_ns: counter(types::TASK_BUSY_NS, "busy ns"),
+            total_ns: counter(types::TASK_TOTAL_NS, "total ns"),
+            work: counter(types::TASK_WORK, "work"),
+            on_agent: counter(types::TASK_AGENT, "agent"),
+            name,
         });
         self.reg
             .directory

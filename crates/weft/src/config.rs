@@ -54,6 +54,13 @@ pub struct NodeConfig {
     /// Open the control ring (`control.PID` in `dir`) through which tools move
     /// tasks between agents. Default on.
     pub control_ring: bool,
+    /// Counter records of the node's counters file (`counters.PID.N` in
+    /// `dir`, 256 bytes each), which `weft-stat` reads live; 0: no file (the
+    /// counters stay in this process). Default 1024.
+    pub counters: usize,
+    /// The process's label in its counters file (for `weft-stat`). Default:
+    /// the executable's file name.
+    pub name: String,
 }
 
 /// Defaults of UDP channels.
@@ -113,6 +120,11 @@ impl Default for NodeConfig {
             local_ring: 1 << 20,
             max_publications: 8,
             control_ring: true,
+            counters: 1024,
+            name: std::env::current_exe()
+                .ok()
+                .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+                .unwrap_or_else(|| "weft".into()),
         }
     }
 }
@@ -178,6 +190,8 @@ struct FileConfig {
     local_ring: Option<usize>,
     max_publications: Option<usize>,
     control_ring: Option<bool>,
+    counters: Option<usize>,
+    name: Option<String>,
     udp: Option<FileUdp>,
 }
 
@@ -235,6 +249,8 @@ impl NodeConfig {
             local_ring: f.local_ring.unwrap_or(d.local_ring),
             max_publications: f.max_publications.unwrap_or(d.max_publications),
             control_ring: f.control_ring.unwrap_or(d.control_ring),
+            counters: f.counters.unwrap_or(d.counters),
+            name: f.name.unwrap_or(d.name),
             udp: UdpDefaults {
                 interface: u.interface.unwrap_or(d.udp.interface),
                 ttl: u.ttl.unwrap_or(d.udp.ttl),

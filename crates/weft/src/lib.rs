@@ -32,6 +32,7 @@ pub use config::{NodeConfig, UdpDefaults};
 pub use idle::{IdleStep, IdleStrategy, Idler};
 pub use node::{Gateway, Node};
 pub use uri::{ChannelUri, ShmUri, UdpUri, UriError};
+pub use weft_counters;
 
 /// Everything that can go wrong setting weft up. Each message names what was
 /// wrong and, where it helps, what to change.

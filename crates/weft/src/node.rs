@@ -8,6 +8,8 @@ use weft_net::{ChannelConfig, Interface, SocketOptions};
 use weft_proto::{ReceiverConfig, SenderConfig};
 use weft_shm::{broadcast, mpsc, PeerState, Region, ShmError, ShmOptions};
 
+use weft_counters::{CountersConfig, CountersError, CountersFile};
+
 use crate::agent::{AgentConfig, AgentError, AgentStats, Agents, Task, TaskId, TaskStats};
 use crate::channel::{PubInner, Publication, SubInner, Subscription, UserGuard, Users};
 use crate::config::NodeConfig;
@@ -43,6 +45,7 @@ struct UdpRecv {
 pub struct Node {
     cfg: NodeConfig,
     shm: ShmOptions,
+    counters: Arc<CountersFile>,
     agents: Agents,
     sends: Vec<UdpSend>,
     recvs: Vec<UdpRecv>,
@@ -84,13 +87,26 @@ impl Node {
                 slow_cycle: cfg.slow_cycle,
             })
             .collect();
-        let mut agents = Agents::new(agents, cfg.threading, cfg.idle)?;
         let shm = ShmOptions {
             prefault: cfg.prefault,
             mlock: cfg.mlock,
             liveness_timeout: cfg.liveness_timeout,
             ..ShmOptions::in_dir(&cfg.dir)
         };
+        let counters = if cfg.counters == 0 {
+            CountersFile::private(64)
+        } else {
+            let ccfg = CountersConfig {
+                shm: shm.clone(),
+                records: cfg.counters,
+                ..CountersConfig::default()
+            };
+            CountersFile::create(&ccfg, &cfg.name).map_err(|e| match e {
+                CountersError::Shm(e) => Error::from(e),
+                other => Error::Config(other.to_string()),
+            })?
+        };
+        let mut agents = Agents::counted(agents, cfg.threading, cfg.idle, counters.clone())?;
         let control = Arc::new(ControlStats::default());
         static NODES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let control_ring = cfg.control_ring.then(|| {
@@ -121,6 +137,7 @@ impl Node {
         Ok(Self {
             cfg,
             shm,
+            counters,
             agents,
             control,
             control_ring,
@@ -129,6 +146,13 @@ impl Node {
             next_agent: 0,
             seed,
         })
+    }
+
+    /// The node's counters file (agents' and tasks' counters; add your own
+    /// with [`CountersFile::allocate`]). Its path is `None` when
+    /// `NodeConfig::counters` is 0.
+    pub fn counters(&self) -> &Arc<CountersFile> {
+        &self.counters
     }
 
     /// The configuration.
@@ -327,8 +351,9 @@ impl Node {
                     }
                 }
                 Err(ShmError::NotFound { .. }) => {}
-                // Its creator is still setting it up.
-                Err(ShmError::NotInitialized { .. }) => {
+                // Its creator is still setting it up (a file not yet sized
+                // reads as truncated).
+                Err(ShmError::NotInitialized { .. } | ShmError::Truncated { .. }) => {
                     std::thread::sleep(std::time::Duration::from_millis(1));
                     continue;
                 }

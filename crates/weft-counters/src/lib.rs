@@ -1,0 +1,691 @@
+//! Live counters in shared memory: one file per node, `counters.PID.N` in the
+//! weft directory, that any tool reads while the process runs, without
+//! touching it.
+//!
+//! ## Layout
+//! The file is a weft-shm word region ([`weft_shm::RingKind::Words`]): the
+//! common 4 KiB header (magic, layout version, creator pid and start time,
+//! heartbeat), then 64-bit words:
+//!
+//! ```text
+//! word 0        magic "WEFTCNTR"
+//! word 1        counters layout version (1)
+//! word 2        number of counter records
+//! word 3        reuse delay, ns: a freed record is not reused before this
+//! word 8..16    the process's label (64 bytes of UTF-8, zero-padded)
+//! then, from byte 128, records of 256 bytes:
+//!   +0    state    generation << 2 | state (0 free, 1 live, 2 freed, 3 being written)
+//!   +8    type id  (u32, see [`types`])
+//!   +16   key      (u64: stream, agent or task id)
+//!   +24   freed at (ns, CLOCK_MONOTONIC) once freed
+//!   +32   label    96 bytes of UTF-8, zero-padded
+//!   +128  value    the counter, alone on its 128-byte line
+//! ```
+//!
+//! ## Protocol
+//! Each counter has one writer: it stores its value with Release, and a
+//! reader loads it with Acquire. Records are allocated and freed under a
+//! mutex in the writing process (never on a hot path) and published like a
+//! seqlock: the allocator stores state "being written", writes type, key and
+//! label, then stores "live" with a new generation (Release). A reader loads
+//! the state (Acquire), reads the metadata, and keeps it only if the state is
+//! unchanged afterwards. A freed record is reused only after the reuse delay,
+//! so a reader that saw it live a moment ago never attributes a new counter's
+//! value to the old label.
+//!
+//! Writing a counter costs one relaxed load and one store to a line only
+//! that counter's writer writes; reading never blocks or slows the writer.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use weft_shm::liveness::now_ns;
+use weft_shm::{CreatorState, Region, ShmError, ShmOptions, Words};
+
+/// "WEFTCNTR", little-endian.
+pub const MAGIC: u64 = u64::from_le_bytes(*b"WEFTCNTR");
+/// The counters layout version this build writes and reads.
+pub const VERSION: u64 = 1;
+/// Bytes of a process label; longer labels are cut at a character boundary.
+pub const PROCESS_LABEL_LEN: usize = 64;
+/// Bytes of a counter label; longer labels are cut at a character boundary.
+pub const LABEL_LEN: usize = 96;
+/// Default of [`CountersConfig::reuse_delay`].
+pub const REUSE_DELAY: Duration = Duration::from_secs(1);
+
+const HEADER_WORDS: usize = 16;
+const RECORD_WORDS: usize = 32;
+const W_MAGIC: usize = 0;
+const W_VERSION: usize = 1;
+const W_RECORDS: usize = 2;
+const W_REUSE: usize = 3;
+const W_PROCESS_LABEL: usize = 8;
+const R_STATE: usize = 0;
+const R_TYPE: usize = 1;
+const R_KEY: usize = 2;
+const R_FREED_AT: usize = 3;
+const R_LABEL: usize = 4;
+const R_VALUE: usize = 16;
+
+const FREE: u64 = 0;
+const LIVE: u64 = 1;
+const FREED: u64 = 2;
+const WRITING: u64 = 3;
+
+/// Counter type ids. Stable: tools and dashboards key on them. See
+/// `docs/operations.md` for what each counts.
+pub mod types {
+    /// Duty cycles an agent ran. Key: agent index.
+    pub const AGENT_DUTY_CYCLES: u32 = 1;
+    /// Nanoseconds of cycles that found work. Key: agent index.
+    pub const AGENT_BUSY_NS: u32 = 2;
+    /// Nanoseconds of cycles that found none. Key: agent index.
+    pub const AGENT_IDLE_NS: u32 = 3;
+    /// The longest cycle, ns. Key: agent index.
+    pub const AGENT_MAX_CYCLE_NS: u32 = 4;
+    /// Cycles longer than the slow-cycle threshold. Key: agent index.
+    pub const AGENT_SLOW_CYCLES: u32 = 5;
+    /// Calls of a task's `do_work`. Key: task id.
+    pub const TASK_CALLS: u32 = 20;
+    /// Nanoseconds of calls that did work. Key: task id.
+    pub const TASK_BUSY_NS: u32 = 21;
+    /// Nanoseconds of all calls. Key: task id.
+    pub const TASK_TOTAL_NS: u32 = 22;
+    /// Work items (messages or datagrams) the task moved. Key: task id.
+    pub const TASK_WORK: u32 = 23;
+    /// The agent index the task runs on now. Key: task id.
+    pub const TASK_AGENT: u32 = 24;
+
+    /// A name for a type id, for tools; `None` for an unknown id.
+    pub fn name(type_id: u32) -> Option<&'static str> {
+        Some(match type_id {
+            AGENT_DUTY_CYCLES => "agent_duty_cycles",
+            AGENT_BUSY_NS => "agent_busy_ns",
+            AGENT_IDLE_NS => "agent_idle_ns",
+            AGENT_MAX_CYCLE_NS => "agent_max_cycle_ns",
+            AGENT_SLOW_CYCLES => "agent_slow_cycles",
+            TASK_CALLS => "task_calls",
+            TASK_BUSY_NS => "task_busy_ns",
+            TASK_TOTAL_NS => "task_total_ns",
+            TASK_WORK => "task_work",
+            TASK_AGENT => "task_agent",
+            _ => return None,
+        })
+    }
+}
+
+/// Why a counters file could not be made, read, or grown.
+#[derive(Debug, thiserror::Error)]
+pub enum CountersError {
+    /// The file system or the region header said no.
+    #[error(transparent)]
+    Shm(#[from] ShmError),
+    /// A weft region, but not a counters file of this version.
+    #[error("{path}: not a weft counters file ({what})")]
+    NotCounters {
+        /// The file.
+        path: String,
+        /// What was found.
+        what: String,
+    },
+    /// Every record is live or waiting out its reuse delay.
+    #[error("all {0} counter records are in use (raise CountersConfig::records)")]
+    Full(usize),
+}
+
+/// How a counters file is made.
+#[derive(Clone, Debug)]
+pub struct CountersConfig {
+    /// Where, with which permissions. Default: weft's directory.
+    pub shm: ShmOptions,
+    /// Counter records (each 256 bytes). Default 1024.
+    pub records: usize,
+    /// A freed record waits this long before reuse. Default [`REUSE_DELAY`].
+    pub reuse_delay: Duration,
+}
+
+impl Default for CountersConfig {
+    fn default() -> Self {
+        Self {
+            shm: ShmOptions::default(),
+            records: 1024,
+            reuse_delay: REUSE_DELAY,
+        }
+    }
+}
+
+/// The name of this process's next counters file: `counters.PID.N`, N
+/// counting the files this process made (a process may run several nodes).
+pub fn next_file_name() -> String {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("counters.{}.{n}", std::process::id())
+}
+
+/// Stores `text` (cut to `max` bytes at a character boundary) in `words`
+/// starting at word `at`, zero-padded.
+fn store_text(words: &Words, at: usize, max: usize, text: &str) {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let bytes = &text.as_bytes()[..end];
+    for i in 0..max / 8 {
+        let mut w = [0u8; 8];
+        for (j, b) in w.iter_mut().enumerate() {
+            *b = bytes.get(i * 8 + j).copied().unwrap_or(0);
+        }
+        if let Some(word) = words.get(at + i) {
+            word.store(u64::from_le_bytes(w), std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+/// Reads text stored by [`store_text`]; invalid UTF-8 is replaced.
+fn load_text(words: &Words, at: usize, max: usize) -> String {
+    let mut bytes = Vec::with_capacity(max);
+    for i in 0..max / 8 {
+        let w = words
+            .get(at + i)
+            .map_or(0, |w| w.load(std::sync::atomic::Ordering::Relaxed));
+        bytes.extend_from_slice(&w.to_le_bytes());
+    }
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
+fn record_base(i: usize) -> usize {
+    HEADER_WORDS + i * RECORD_WORDS
+}
+
+/// This process's counters file: allocates counters. `Send` and `Sync`; share
+/// it in an `Arc`.
+#[derive(Debug)]
+pub struct CountersFile {
+    words: Words,
+    records: usize,
+    reuse_delay_ns: u64,
+    alloc: Mutex<()>,
+}
+
+impl CountersFile {
+    /// Creates the next `counters.PID.N` for this process, labelled
+    /// `process_label` (the application's name). A file left by a dead
+    /// process with this pid is replaced; a live one is an error.
+    pub fn create(cfg: &CountersConfig, process_label: &str) -> Result<Arc<Self>, CountersError> {
+        let name = next_file_name();
+        let records = cfg.records.max(1);
+        let len = ((HEADER_WORDS + records * RECORD_WORDS) * 8)
+            .next_power_of_two()
+            .max(1024);
+        // Whole records that fit in the power-of-two area.
+        let records = (len / 8 - HEADER_WORDS) / RECORD_WORDS;
+        let reuse_delay_ns = cfg.reuse_delay.as_nanos() as u64;
+        let init = |w: &Words| {
+            let set = |i: usize, v: u64| {
+                if let Some(word) = w.get(i) {
+                    word.store(v, std::sync::atomic::Ordering::Relaxed);
+                }
+            };
+            set(W_MAGIC, MAGIC);
+            set(W_VERSION, VERSION);
+            set(W_RECORDS, records as u64);
+            set(W_REUSE, reuse_delay_ns);
+            store_text(w, W_PROCESS_LABEL, PROCESS_LABEL_LEN, process_label);
+        };
+        let words = match Region::create_words(&cfg.shm, &name, len, init) {
+            Err(ShmError::AlreadyExists { .. }) => {
+                Region::reclaim(&cfg.shm, &name)?;
+                Region::create_words(&cfg.shm, &name, len, init)?
+            }
+            other => other?,
+        };
+        Ok(Arc::new(Self {
+            words,
+            records,
+            reuse_delay_ns,
+            alloc: Mutex::new(()),
+        }))
+    }
+
+    /// Counters that live in this process's memory only (no file): the same
+    /// API when telemetry is off.
+    pub fn private(records: usize) -> Arc<Self> {
+        let records = records.max(1);
+        Arc::new(Self {
+            words: Words::private(HEADER_WORDS + records * RECORD_WORDS),
+            records,
+            reuse_delay_ns: 0,
+            alloc: Mutex::new(()),
+        })
+    }
+
+    /// The file, if there is one.
+    pub fn path(&self) -> Option<&std::path::Path> {
+        self.words.region().map(|r| r.path())
+    }
+
+    /// Records "alive now" (one clock read, one store): readers judge a file
+    /// whose heartbeat is older than its liveness timeout as hung.
+    pub fn heartbeat(&self) {
+        if let Some(r) = self.words.region() {
+            r.heartbeat();
+        }
+    }
+
+    /// A new counter at 0. Takes a mutex and scans the records: for set-up,
+    /// not a hot path.
+    pub fn allocate(
+        self: &Arc<Self>,
+        type_id: u32,
+        key: u64,
+        label: &str,
+    ) -> Result<Counter, CountersError> {
+        use std::sync::atomic::Ordering;
+        let _held = self.alloc.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = now_ns();
+        let w = &self.words;
+        let load = |i: usize| w.get(i).map_or(0, |x| x.load(Ordering::Relaxed));
+        let store = |i: usize, v: u64, o: Ordering| {
+            if let Some(x) = w.get(i) {
+                x.store(v, o)
+            }
+        };
+        let free = (0..self.records).find(|&i| {
+            let b = record_base(i);
+            let st = load(b + R_STATE);
+            match st & 3 {
+                FREE => true,
+                FREED => now.saturating_sub(load(b + R_FREED_AT)) >= self.reuse_delay_ns,
+                _ => false,
+            }
+        });
+        let Some(i) = free else {
+            return Err(CountersError::Full(self.records));
+        };
+        let b = record_base(i);
+        let generation = (load(b + R_STATE) >> 2) + 1;
+        store(b + R_STATE, generation << 2 | WRITING, Ordering::Relaxed);
+        // SYNC POINT: orders "being written" before the metadata stores; pairs
+        // with a reader's Acquire fence before its second state load.
+        std::sync::atomic::fence(Ordering::Release);
+        store(b + R_TYPE, type_id as u64, Ordering::Relaxed);
+        store(b + R_KEY, key, Ordering::Relaxed);
+        store(b + R_FREED_AT, 0, Ordering::Relaxed);
+        store_text(w, b + R_LABEL, LABEL_LEN, label);
+        store(b + R_VALUE, 0, Ordering::Relaxed);
+        // SYNC POINT: publishes the record; pairs with a reader's Acquire load.
+        store(b + R_STATE, (generation + 1) << 2 | LIVE, Ordering::Release);
+        Ok(Counter {
+            file: self.clone(),
+            value: b + R_VALUE,
+            record: i,
+        })
+    }
+
+    fn free(&self, record: usize) {
+        use std::sync::atomic::Ordering;
+        let _held = self.alloc.lock().unwrap_or_else(PoisonError::into_inner);
+        let b = record_base(record);
+        let Some(state) = self.words.get(b + R_STATE) else {
+            return;
+        };
+        if let Some(at) = self.words.get(b + R_FREED_AT) {
+            at.store(now_ns(), Ordering::Relaxed);
+        }
+        let generation = state.load(Ordering::Relaxed) >> 2;
+        // SYNC POINT: a reader that sees "freed" skips the record.
+        state.store((generation + 1) << 2 | FREED, Ordering::Release);
+    }
+}
+
+/// One counter: a 64-bit value with one writer. Dropping it frees its record
+/// (reused after the reuse delay).
+#[derive(Debug)]
+pub struct Counter {
+    file: Arc<CountersFile>,
+    value: usize,
+    record: usize,
+}
+
+impl Counter {
+    /// A counter no file holds (when a file is full or telemetry is off).
+    pub fn standalone() -> Self {
+        Self {
+            file: CountersFile::private(1),
+            value: record_base(0) + R_VALUE,
+            record: 0,
+        }
+    }
+
+    /// Allocates in `file`, or makes a standalone counter if it is full.
+    pub fn in_file_or_standalone(
+        file: &Arc<CountersFile>,
+        type_id: u32,
+        key: u64,
+        label: &str,
+    ) -> Self {
+        file.allocate(type_id, key, label)
+            .unwrap_or_else(|_| Self::standalone())
+    }
+
+    /// Adds `n`. One writer per counter: a load and a Release store, no
+    /// read-modify-write.
+    #[inline]
+    pub fn add(&self, n: u64) {
+        if let Some(v) = self.file.words.get(self.value) {
+            let now = v.load(std::sync::atomic::Ordering::Relaxed);
+            v.store(now.wrapping_add(n), std::sync::atomic::Ordering::Release);
+        }
+    }
+
+    /// Sets the value.
+    #[inline]
+    pub fn set(&self, value: u64) {
+        if let Some(v) = self.file.words.get(self.value) {
+            v.store(value, std::sync::atomic::Ordering::Release);
+        }
+    }
+
+    /// Raises the value to `n` if it is below.
+    #[inline]
+    pub fn max(&self, n: u64) {
+        if n > self.get() {
+            self.set(n);
+        }
+    }
+
+    /// The value.
+    #[inline]
+    pub fn get(&self) -> u64 {
+        self.file
+            .words
+            .get(self.value)
+            .map_or(0, |v| v.load(std::sync::atomic::Ordering::Acquire))
+    }
+}
+
+impl Drop for Counter {
+    fn drop(&mut self) {
+        self.file.free(self.record);
+    }
+}
+
+/// One counter as a reader sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CounterValue {
+    /// Its record index (stable while it lives).
+    pub id: usize,
+    /// See [`types`].
+    pub type_id: u32,
+    /// Stream, agent or task id.
+    pub key: u64,
+    /// Human label.
+    pub label: String,
+    /// The value when read.
+    pub value: u64,
+}
+
+/// Whether a counters file's process is still there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProcessState {
+    /// Runs, and its heartbeat (if any) is fresh.
+    Alive,
+    /// Runs, but its heartbeat is older than the liveness timeout.
+    Hung,
+    /// Gone: what is left is what it counted before it died.
+    Dead,
+}
+
+/// A counters file opened by a tool. Reading never writes to it.
+#[derive(Debug)]
+pub struct CountersReader {
+    words: Words,
+    records: usize,
+}
+
+impl CountersReader {
+    /// Opens `path`, checking the region header and the counters header.
+    pub fn open(path: &std::path::Path) -> Result<Self, CountersError> {
+        let region = Region::open(path)?;
+        let dir = path.parent().unwrap_or(std::path::Path::new("."));
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_owned();
+        drop(region);
+        let words = Region::attach_words(&ShmOptions::in_dir(dir), &name)?;
+        let not = |what: String| CountersError::NotCounters {
+            path: path.display().to_string(),
+            what,
+        };
+        let load = |i: usize| {
+            words
+                .get(i)
+                .map_or(0, |x| x.load(std::sync::atomic::Ordering::Acquire))
+        };
+        if load(W_MAGIC) != MAGIC {
+            return Err(not(format!("magic {:#x}", load(W_MAGIC))));
+        }
+        if load(W_VERSION) != VERSION {
+            return Err(not(format!(
+                "counters version {}, this build reads {VERSION}",
+                load(W_VERSION)
+            )));
+        }
+        let records = load(W_RECORDS) as usize;
+        if records == 0 || HEADER_WORDS + records * RECORD_WORDS > words.len() {
+            return Err(not(format!(
+                "{records} records do not fit in {} words",
+                words.len()
+            )));
+        }
+        Ok(Self { words, records })
+    }
+
+    /// The writing process's pid.
+    pub fn pid(&self) -> u32 {
+        self.words
+            .region()
+            .and_then(|r| weft_shm::liveness::ProcessId::from_word(r.info().creator))
+            .map_or(0, |p| p.pid)
+    }
+
+    /// When the file was made, ns since the Unix epoch.
+    pub fn created_wall_ns(&self) -> u64 {
+        self.words.region().map_or(0, |r| r.info().created_wall_ns)
+    }
+
+    /// The process's label.
+    pub fn process_label(&self) -> String {
+        load_text(&self.words, W_PROCESS_LABEL, PROCESS_LABEL_LEN)
+    }
+
+    /// Whether the writing process is alive, hung or dead. Probes the process.
+    pub fn process_state(&self) -> ProcessState {
+        match self.words.region().map(Region::creator_state) {
+            Some(CreatorState::Alive) => ProcessState::Alive,
+            Some(CreatorState::Stale) => ProcessState::Hung,
+            _ => ProcessState::Dead,
+        }
+    }
+
+    /// How long ago the process last stored its heartbeat; `None` if it
+    /// never did.
+    pub fn heartbeat_age(&self) -> Option<Duration> {
+        let beat = self.words.region()?.heartbeat_ns()?;
+        Some(Duration::from_nanos(now_ns().saturating_sub(beat)))
+    }
+
+    /// Every live counter with its value now. A record being rewritten while
+    /// read is left out of this pass.
+    pub fn counters(&self) -> Vec<CounterValue> {
+        use std::sync::atomic::{fence, Ordering};
+        let w = &self.words;
+        let load = |i: usize, o: Ordering| w.get(i).map_or(0, |x| x.load(o));
+        let mut out = Vec::new();
+        for i in 0..self.records {
+            let b = record_base(i);
+            // SYNC POINT: pairs with the allocator's Release store of "live".
+            let s1 = load(b + R_STATE, Ordering::Acquire);
+            if s1 & 3 != LIVE {
+                continue;
+            }
+            let type_id = load(b + R_TYPE, Ordering::Relaxed) as u32;
+            let key = load(b + R_KEY, Ordering::Relaxed);
+            let label = load_text(w, b + R_LABEL, LABEL_LEN);
+            // SYNC POINT: orders the metadata loads before the second state
+            // load; pairs with the allocator's Release fence.
+            fence(Ordering::Acquire);
+            if load(b + R_STATE, Ordering::Relaxed) != s1 {
+                continue;
+            }
+            out.push(CounterValue {
+                id: i,
+                type_id,
+                key,
+                label,
+                value: load(b + R_VALUE, Ordering::Acquire),
+            });
+        }
+        out
+    }
+}
+
+/// Every `counters.*` file in `dir`: its path and the reader, or why it
+/// could not be read (a corrupt or foreign file does not hide the others).
+pub fn scan(
+    dir: &std::path::Path,
+) -> Vec<(std::path::PathBuf, Result<CountersReader, CountersError>)> {
+    let mut paths: Vec<_> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| {
+                    p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.starts_with("counters."))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    paths.sort();
+    paths
+        .into_iter()
+        .map(|p| {
+            let r = CountersReader::open(&p);
+            (p, r)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(tag: &str) -> CountersConfig {
+        let dir = std::env::temp_dir().join(format!("weft-counters-{}-{tag}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        CountersConfig {
+            shm: ShmOptions::in_dir(dir),
+            records: 8,
+            reuse_delay: Duration::from_millis(50),
+        }
+    }
+
+    #[test]
+    fn a_reader_sees_labels_and_values_the_writer_set() {
+        let c = cfg("rw");
+        let file = CountersFile::create(&c, "trader-1").unwrap();
+        let a = file
+            .allocate(types::TASK_WORK, 7, "udp-send 239.1.2.3:4000/7")
+            .unwrap();
+        let b = file.allocate(types::AGENT_BUSY_NS, 0, "agent 0").unwrap();
+        a.add(5);
+        a.add(6);
+        b.set(1_000);
+        b.max(10);
+        let r = CountersReader::open(file.path().unwrap()).unwrap();
+        assert_eq!(r.pid(), std::process::id());
+        assert_eq!(r.process_label(), "trader-1");
+        assert_eq!(r.process_state(), ProcessState::Alive);
+        let got = r.counters();
+        assert_eq!(got.len(), 2);
+        assert_eq!(
+            (
+                got[0].type_id,
+                got[0].key,
+                got[0].label.as_str(),
+                got[0].value
+            ),
+            (types::TASK_WORK, 7, "udp-send 239.1.2.3:4000/7", 11)
+        );
+        assert_eq!((got[1].label.as_str(), got[1].value), ("agent 0", 1_000));
+        drop(a);
+        assert_eq!(r.counters().len(), 1, "a freed counter disappears");
+        let _ = std::fs::remove_dir_all(&c.shm.dir);
+    }
+
+    #[test]
+    fn a_freed_record_waits_out_the_reuse_delay() {
+        let c = cfg("reuse");
+        let file = CountersFile::create(&c, "p").unwrap();
+        let all: Vec<_> = (0..file.records)
+            .map(|i| file.allocate(1, i as u64, "x").unwrap())
+            .collect();
+        assert!(matches!(
+            file.allocate(1, 99, "y"),
+            Err(CountersError::Full(_))
+        ));
+        drop(all);
+        assert!(
+            matches!(file.allocate(1, 99, "y"), Err(CountersError::Full(_))),
+            "no record is reused at once"
+        );
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(file.allocate(1, 99, "y").is_ok());
+        let _ = std::fs::remove_dir_all(&c.shm.dir);
+    }
+
+    #[test]
+    fn long_labels_are_cut_at_a_character_boundary() {
+        let c = cfg("label");
+        let file = CountersFile::create(&c, &"é".repeat(100)).unwrap();
+        let _k = file.allocate(1, 0, &"ü".repeat(100)).unwrap();
+        let r = CountersReader::open(file.path().unwrap()).unwrap();
+        assert_eq!(r.process_label(), "é".repeat(32));
+        assert_eq!(r.counters()[0].label, "ü".repeat(48));
+        let _ = std::fs::remove_dir_all(&c.shm.dir);
+    }
+
+    #[test]
+    fn a_foreign_or_corrupt_file_is_an_error_and_scan_goes_on() {
+        let c = cfg("scan");
+        let file = CountersFile::create(&c, "good").unwrap();
+        let dir = c.shm.dir.clone();
+        std::fs::write(dir.join("counters.1"), b"not a weft region at all").unwrap();
+        let found = scan(&dir);
+        assert_eq!(found.len(), 2);
+        let bad = found
+            .iter()
+            .find(|(p, _)| p.ends_with("counters.1"))
+            .unwrap();
+        assert!(bad.1.is_err());
+        let good = found
+            .iter()
+            .find(|(p, _)| p == file.path().unwrap())
+            .unwrap();
+        assert_eq!(good.1.as_ref().unwrap().process_label(), "good");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn private_counters_count_without_a_file() {
+        let file = CountersFile::private(4);
+        let k = file.allocate(1, 0, "x").unwrap();
+        k.add(3);
+        assert_eq!(k.get(), 3);
+        assert!(file.path().is_none());
+    }
+}

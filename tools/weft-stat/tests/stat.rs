@@ -1,0 +1,189 @@
+//! `weft-stat` against real nodes: the counters it prints match what the node
+//! did; a process killed with `kill -9` is shown dead with its counters still
+//! readable; a corrupt file is reported and the others are still shown.
+
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use weft::agent::Task;
+use weft::{Node, NodeConfig, ThreadingMode};
+
+/// Does one unit of work per call for its first `work` calls.
+struct Fixed {
+    name: String,
+    work: u64,
+}
+
+impl Task for Fixed {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn do_work(&mut self, _now_ns: u64) -> usize {
+        if self.work > 0 {
+            self.work -= 1;
+            1
+        } else {
+            0
+        }
+    }
+}
+
+fn temp_dir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("weft-stat-{}-{tag}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn node(dir: &Path, name: &str) -> Node {
+    Node::new(NodeConfig {
+        dir: dir.to_owned(),
+        threading: ThreadingMode::Invoker,
+        control_ring: false,
+        name: name.into(),
+        ..NodeConfig::default()
+    })
+    .unwrap()
+}
+
+fn stat(dir: &Path, args: &[&str]) -> (Vec<String>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_weft-stat"))
+        .args(args)
+        .arg("--dir")
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "weft-stat {args:?} failed: {out:?}");
+    (
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The number after `"key":` in a JSON line.
+fn number(line: &str, key: &str) -> u64 {
+    let at = line.find(&format!("\"{key}\":")).unwrap() + key.len() + 3;
+    line[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect::<String>()
+        .parse()
+        .unwrap()
+}
+
+/// The value of the counter whose line has `type` and a label containing `label`.
+fn value(lines: &[String], type_name: &str, label: &str) -> u64 {
+    let line = lines
+        .iter()
+        .find(|l| l.contains(&format!("\"type\":\"{type_name}\"")) && l.contains(label))
+        .unwrap_or_else(|| panic!("no {type_name} counter labelled {label:?} in {lines:#?}"));
+    number(line, "value")
+}
+
+#[test]
+fn counters_of_a_running_node_match_what_it_did() {
+    let dir = temp_dir("live");
+    let mut node = node(&dir, "stat-live");
+    node.add_task(
+        0,
+        Box::new(Fixed {
+            name: "fixed-700".into(),
+            work: 700,
+        }),
+    )
+    .unwrap();
+    for _ in 0..2_000 {
+        node.do_work();
+    }
+    let pid = std::process::id().to_string();
+    let (lines, _) = stat(&dir, &["--once", "--json", "--pid", &pid]);
+    assert_eq!(value(&lines, "task_work", "fixed-700 work"), 700);
+    assert_eq!(value(&lines, "task_calls", "fixed-700 calls"), 2_000);
+    assert_eq!(value(&lines, "agent_duty_cycles", "duty cycles"), 2_000);
+    assert_eq!(value(&lines, "task_agent", "fixed-700 agent"), 0);
+    let busy = value(&lines, "agent_busy_ns", "busy ns");
+    let idle = value(&lines, "agent_idle_ns", "idle ns");
+    assert!(busy > 0 && idle > 0, "busy {busy} ns, idle {idle} ns");
+    // The filters.
+    let (only_work, _) = stat(&dir, &["--once", "--json", "--type", "task_work"]);
+    assert!(!only_work.is_empty());
+    assert!(only_work
+        .iter()
+        .all(|l| l.contains("\"type\":\"task_work\"")));
+    let (listed, _) = stat(&dir, &["list", "--json"]);
+    assert!(
+        listed.iter().any(|l| l.contains(&format!("\"pid\":{pid},"))
+            && l.contains("\"label\":\"stat-live\"")
+            && l.contains("\"state\":\"alive\"")),
+        "{listed:#?}"
+    );
+    drop(node);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Not a test of its own: the process `a_killed_process...` starts and kills.
+#[test]
+fn child_node_that_waits_to_be_killed() {
+    let Ok(dir) = std::env::var("WEFT_STAT_CHILD_DIR") else {
+        return;
+    };
+    let mut node = node(Path::new(&dir), "doomed");
+    node.add_task(
+        0,
+        Box::new(Fixed {
+            name: "fixed-300".into(),
+            work: 300,
+        }),
+    )
+    .unwrap();
+    for _ in 0..500 {
+        node.do_work();
+    }
+    println!("ready");
+    std::thread::sleep(std::time::Duration::from_secs(120));
+}
+
+#[test]
+fn a_killed_process_is_shown_dead_and_its_counters_stay_readable() {
+    let dir = temp_dir("dead");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "child_node_that_waits_to_be_killed",
+            "--nocapture",
+        ])
+        .env("WEFT_STAT_CHILD_DIR", &dir)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("ready") {
+        line.clear();
+        assert!(
+            out.read_line(&mut line).unwrap() > 0,
+            "the child ended early"
+        );
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // A foreign file beside it is reported, and does not hide it.
+    std::fs::write(dir.join("counters.1.0"), b"not a weft counters file").unwrap();
+    let pid = child.id().to_string();
+    let (listed, err) = stat(&dir, &["list", "--json"]);
+    assert!(err.contains("counters.1.0"), "the bad file is named: {err}");
+    assert!(
+        listed
+            .iter()
+            .any(|l| l.contains(&format!("\"pid\":{pid},")) && l.contains("\"state\":\"dead\"")),
+        "{listed:#?}"
+    );
+    let (lines, _) = stat(&dir, &["--once", "--json", "--pid", &pid]);
+    assert_eq!(value(&lines, "task_work", "fixed-300 work"), 300);
+    assert_eq!(value(&lines, "task_calls", "fixed-300 calls"), 500);
+    let _ = std::fs::remove_dir_all(&dir);
+}
