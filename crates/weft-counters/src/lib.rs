@@ -96,9 +96,98 @@ pub mod types {
     /// The agent index the task runs on now. Key: task id.
     pub const TASK_AGENT: u32 = 24;
 
+    /// UDP sender: messages taken from the publications. Key: stream id.
+    pub const UDP_SENT_MESSAGES: u32 = 40;
+    /// UDP sender: bytes handed to the socket (data, repairs, heartbeats).
+    pub const UDP_SENT_BYTES: u32 = 41;
+    /// UDP sender: new DATA datagrams sent.
+    pub const UDP_SENT_DATAGRAMS: u32 = 42;
+    /// UDP sender: repair datagrams sent.
+    pub const UDP_REPAIRS_SENT: u32 = 43;
+    /// UDP sender: NAKs received.
+    pub const UDP_NAKS_RECEIVED: u32 = 44;
+    /// UDP sender: LOSS notices sent (data asked for but no longer held).
+    pub const UDP_LOSS_NOTICES_SENT: u32 = 45;
+    /// UDP sender: offers refused by flow control (back-pressure events).
+    pub const UDP_SEND_BACK_PRESSURED: u32 = 46;
+    /// UDP sender: datagrams dropped as malformed or foreign.
+    pub const UDP_SEND_DROPPED: u32 = 47;
+    /// UDP sender: receivers in flow control now (a gauge).
+    pub const UDP_RECEIVERS: u32 = 48;
+    /// UDP sender: datagrams lost to send errors.
+    pub const UDP_SEND_ERRORS: u32 = 49;
+    /// UDP sender: receivers timed out.
+    pub const UDP_RECEIVERS_TIMED_OUT: u32 = 50;
+    /// UDP receiver: messages delivered. Key: stream id.
+    pub const UDP_RECEIVED_MESSAGES: u32 = 60;
+    /// UDP receiver: bytes received on the socket.
+    pub const UDP_RECEIVED_BYTES: u32 = 61;
+    /// UDP receiver: DATA datagrams stored.
+    pub const UDP_RECEIVED_DATAGRAMS: u32 = 62;
+    /// UDP receiver: duplicate DATA.
+    pub const UDP_DUPLICATES: u32 = 63;
+    /// UDP receiver: repairs that filled a gap.
+    pub const UDP_REPAIRS_RECEIVED: u32 = 64;
+    /// UDP receiver: NAKs sent.
+    pub const UDP_NAKS_SENT: u32 = 65;
+    /// UDP receiver: datagrams reported lost.
+    pub const UDP_DATAGRAMS_LOST: u32 = 66;
+    /// UDP receiver: datagrams dropped as malformed, foreign or of a left session.
+    pub const UDP_RECEIVE_DROPPED: u32 = 67;
+    /// UDP receiver: DATA beyond the reorder buffer (dropped, NAKed later).
+    pub const UDP_OVERFLOW: u32 = 68;
+    /// UDP receiver: datagrams the kernel dropped (receive buffer full).
+    pub const UDP_KERNEL_DROPS: u32 = 69;
+    /// UDP receiver: LOSS events handed to subscribers.
+    pub const UDP_LOSS_EVENTS: u32 = 70;
+    /// UDP receiver: datagrams the test loss injector dropped.
+    pub const UDP_INJECTED_DROPS: u32 = 71;
+    /// Shared-memory publication: messages published. Key: stream id.
+    pub const SHM_SENT_MESSAGES: u32 = 80;
+    /// Shared-memory publication: payload bytes published.
+    pub const SHM_SENT_BYTES: u32 = 81;
+    /// Shared-memory publication: claims refused because subscribers were a
+    /// full ring behind (back-pressure events).
+    pub const SHM_BACK_PRESSURED: u32 = 82;
+    /// Shared-memory subscription: messages read. Key: stream id.
+    pub const SHM_RECEIVED_MESSAGES: u32 = 83;
+    /// Shared-memory subscription: payload bytes read.
+    pub const SHM_RECEIVED_BYTES: u32 = 84;
+    /// Shared-memory subscription: times it was evicted as too slow (and rejoined).
+    pub const SHM_EVICTIONS: u32 = 85;
+
     /// A name for a type id, for tools; `None` for an unknown id.
     pub fn name(type_id: u32) -> Option<&'static str> {
         Some(match type_id {
+            UDP_SENT_MESSAGES => "udp_sent_messages",
+            UDP_SENT_BYTES => "udp_sent_bytes",
+            UDP_SENT_DATAGRAMS => "udp_sent_datagrams",
+            UDP_REPAIRS_SENT => "udp_repairs_sent",
+            UDP_NAKS_RECEIVED => "udp_naks_received",
+            UDP_LOSS_NOTICES_SENT => "udp_loss_notices_sent",
+            UDP_SEND_BACK_PRESSURED => "udp_send_back_pressured",
+            UDP_SEND_DROPPED => "udp_send_dropped",
+            UDP_RECEIVERS => "udp_receivers",
+            UDP_SEND_ERRORS => "udp_send_errors",
+            UDP_RECEIVERS_TIMED_OUT => "udp_receivers_timed_out",
+            UDP_RECEIVED_MESSAGES => "udp_received_messages",
+            UDP_RECEIVED_BYTES => "udp_received_bytes",
+            UDP_RECEIVED_DATAGRAMS => "udp_received_datagrams",
+            UDP_DUPLICATES => "udp_duplicates",
+            UDP_REPAIRS_RECEIVED => "udp_repairs_received",
+            UDP_NAKS_SENT => "udp_naks_sent",
+            UDP_DATAGRAMS_LOST => "udp_datagrams_lost",
+            UDP_RECEIVE_DROPPED => "udp_receive_dropped",
+            UDP_OVERFLOW => "udp_overflow",
+            UDP_KERNEL_DROPS => "udp_kernel_drops",
+            UDP_LOSS_EVENTS => "udp_loss_events",
+            UDP_INJECTED_DROPS => "udp_injected_drops",
+            SHM_SENT_MESSAGES => "shm_sent_messages",
+            SHM_SENT_BYTES => "shm_sent_bytes",
+            SHM_BACK_PRESSURED => "shm_back_pressured",
+            SHM_RECEIVED_MESSAGES => "shm_received_messages",
+            SHM_RECEIVED_BYTES => "shm_received_bytes",
+            SHM_EVICTIONS => "shm_evictions",
             AGENT_DUTY_CYCLES => "agent_duty_cycles",
             AGENT_BUSY_NS => "agent_busy_ns",
             AGENT_IDLE_NS => "agent_idle_ns",
@@ -408,6 +497,36 @@ impl Counter {
 impl Drop for Counter {
     fn drop(&mut self) {
         self.file.free(self.record);
+    }
+}
+
+/// Makes the counters of one thing (a stream, an agent) with a common key
+/// and label prefix: `make(type, "what")` labels it "PREFIX what".
+#[derive(Debug)]
+pub struct CounterSet<'a> {
+    file: &'a Arc<CountersFile>,
+    key: u64,
+    prefix: String,
+}
+
+impl<'a> CounterSet<'a> {
+    /// Counters keyed `key`, labelled `prefix` + what.
+    pub fn new(file: &'a Arc<CountersFile>, key: u64, prefix: impl Into<String>) -> Self {
+        Self {
+            file,
+            key,
+            prefix: prefix.into(),
+        }
+    }
+
+    /// One counter (standalone if the file is full).
+    pub fn make(&self, type_id: u32, what: &str) -> Counter {
+        Counter::in_file_or_standalone(
+            self.file,
+            type_id,
+            self.key,
+            &format!("{} {what}", self.prefix),
+        )
     }
 }
 

@@ -12,6 +12,8 @@ use std::sync::Arc;
 
 use weft_shm::{broadcast, mpsc, ClaimError, PeerState, PollError, ShmOptions};
 
+use weft_counters::{types, Counter, CounterSet};
+
 use crate::agent::Waker;
 use crate::doorbell::ReaderBells;
 use crate::udp::SenderStatus;
@@ -79,8 +81,8 @@ pub struct Claim<'p>(ClaimInner<'p>);
 
 #[derive(Debug)]
 enum ClaimInner<'p> {
-    /// In a shared-memory ring.
-    Shm(broadcast::Claim<'p>),
+    /// In a shared-memory ring; counted at commit.
+    Shm(broadcast::Claim<'p>, &'p ShmCounters, usize),
     /// In the ring to the UDP send task (which the commit wakes if it is
     /// parked and in this process).
     Udp(mpsc::Claim<'p>, Option<&'p Waker>),
@@ -91,7 +93,7 @@ impl Claim<'_> {
     #[inline]
     pub fn payload_mut(&mut self) -> &mut [u8] {
         match &mut self.0 {
-            ClaimInner::Shm(c) => c.payload_mut(),
+            ClaimInner::Shm(c, ..) => c.payload_mut(),
             ClaimInner::Udp(c, _) => c.payload_mut(),
         }
     }
@@ -100,7 +102,11 @@ impl Claim<'_> {
     #[inline]
     pub fn commit(self) {
         match self.0 {
-            ClaimInner::Shm(c) => c.commit(),
+            ClaimInner::Shm(c, counters, len) => {
+                c.commit();
+                counters.messages.add(1);
+                counters.bytes.add(len as u64);
+            }
             ClaimInner::Udp(c, waker) => {
                 c.commit();
                 if let Some(w) = waker {
@@ -115,12 +121,41 @@ impl Claim<'_> {
 /// while connected (the check reads every consumer slot).
 const RECHECK_EVERY: u32 = 1024;
 
+/// A shared-memory channel end's counters in the node's counters file:
+/// messages, payload bytes, and back-pressure events (publication) or
+/// evictions (subscription). One writer each: the thread using the end.
+#[derive(Debug)]
+pub(crate) struct ShmCounters {
+    pub(crate) messages: Counter,
+    pub(crate) bytes: Counter,
+    pub(crate) other: Counter,
+}
+
+impl ShmCounters {
+    pub(crate) fn publication(set: &CounterSet<'_>) -> Self {
+        Self {
+            messages: set.make(types::SHM_SENT_MESSAGES, "messages sent"),
+            bytes: set.make(types::SHM_SENT_BYTES, "bytes sent"),
+            other: set.make(types::SHM_BACK_PRESSURED, "back-pressure events"),
+        }
+    }
+
+    pub(crate) fn subscription(set: &CounterSet<'_>) -> Self {
+        Self {
+            messages: set.make(types::SHM_RECEIVED_MESSAGES, "messages received"),
+            bytes: set.make(types::SHM_RECEIVED_BYTES, "bytes received"),
+            other: set.make(types::SHM_EVICTIONS, "evictions"),
+        }
+    }
+}
+
 #[derive(Debug)]
 pub(crate) enum PubInner {
     Shm {
         ring: broadcast::Producer,
         connected: bool,
         until_check: u32,
+        counters: ShmCounters,
     },
     /// Writes into the ring of the channel's send task: this node's, or that
     /// of another process on the host (then `waker` and `_user` are `None`).
@@ -154,6 +189,7 @@ impl PubInner {
                 ring,
                 connected,
                 until_check,
+                ..
             } => {
                 if !*connected || *until_check == 0 {
                     *connected = ring.consumers() > 0;
@@ -189,10 +225,15 @@ impl PubInner {
             _ => PublishError::Closed,
         };
         match self {
-            PubInner::Shm { ring, .. } => ring
-                .try_claim(len, TYPE_MESSAGE)
-                .map(|c| Claim(ClaimInner::Shm(c)))
-                .map_err(err),
+            PubInner::Shm { ring, counters, .. } => match ring.try_claim(len, TYPE_MESSAGE) {
+                Ok(c) => Ok(Claim(ClaimInner::Shm(c, counters, len))),
+                Err(e) => {
+                    if e == ClaimError::Full {
+                        counters.other.add(1);
+                    }
+                    Err(err(e))
+                }
+            },
             PubInner::Udp { tx, waker, .. } => tx
                 .try_claim(len, TYPE_MESSAGE)
                 .map(|c| Claim(ClaimInner::Udp(c, waker.as_ref())))
@@ -317,6 +358,7 @@ pub(crate) enum SubInner {
         empty_polls: u32,
         /// When the last attach attempt or liveness probe ran (monotonic ns).
         last_probe: u64,
+        counters: ShmCounters,
     },
     Udp {
         ring: broadcast::Consumer,
@@ -428,6 +470,7 @@ impl Subscription {
                 liveness_ns,
                 empty_polls,
                 last_probe,
+                counters,
             } => {
                 let Some(r) = ring else {
                     if *last_probe == 0 || probe_due(empty_polls, last_probe, ATTACH_EVERY_NS) {
@@ -443,7 +486,11 @@ impl Subscription {
                 };
                 // Events come through too: a gateway republishes a UDP
                 // stream's losses and session changes into its ring.
+                let mut bytes = 0;
                 let result = r.poll(limit, |frame| {
+                    if frame.type_id() == TYPE_MESSAGE {
+                        bytes += frame.payload().len() as u64;
+                    }
                     if let Some(e) = decode(frame.type_id(), frame.payload()) {
                         f(e)
                     }
@@ -461,6 +508,9 @@ impl Subscription {
                     }
                     Ok(n) => {
                         *empty_polls = 0;
+                        // Events other than messages are rare: count them in.
+                        counters.messages.add(n as u64);
+                        counters.bytes.add(bytes);
                         Ok(n)
                     }
                     Err(PollError::Closed) => {
@@ -473,6 +523,7 @@ impl Subscription {
                         // us. Rejoin at the newest message and say what was lost
                         // (the count is not known here).
                         r.rejoin();
+                        counters.other.add(1);
                         f(Event::Loss { from: 0, to: 0 });
                         Ok(1)
                     }

@@ -8,14 +8,16 @@ use weft_net::{ChannelConfig, Interface, SocketOptions};
 use weft_proto::{ReceiverConfig, SenderConfig};
 use weft_shm::{broadcast, mpsc, PeerState, Region, ShmError, ShmOptions};
 
-use weft_counters::{CountersConfig, CountersError, CountersFile};
+use weft_counters::{CounterSet, CountersConfig, CountersError, CountersFile};
 
 use crate::agent::{AgentConfig, AgentError, AgentStats, Agents, Task, TaskId, TaskStats};
-use crate::channel::{PubInner, Publication, SubInner, Subscription, UserGuard, Users};
+use crate::channel::{
+    PubInner, Publication, ShmCounters, SubInner, Subscription, UserGuard, Users,
+};
 use crate::config::NodeConfig;
 use crate::control::{self, ControlStats, ControlTask};
 use crate::doorbell::ReaderBells;
-use crate::udp::{RecvTask, SendTask, SenderStatus};
+use crate::udp::{RecvCounters, RecvTask, SendCounters, SendTask, SenderStatus};
 use crate::uri::{ChannelUri, ShmUri, UdpUri};
 use crate::Error;
 
@@ -243,6 +245,11 @@ impl Node {
         let parsed: ChannelUri = uri.parse()?;
         let inner = match &parsed {
             ChannelUri::Shm(s) => SubInner::Shm {
+                counters: ShmCounters::subscription(&CounterSet::new(
+                    &self.counters,
+                    stream as u64,
+                    format!("{uri} stream {stream}"),
+                )),
                 ring: None,
                 name: shm_name(s, stream),
                 opts: self.shm.clone(),
@@ -278,6 +285,11 @@ impl Node {
             ring,
             connected: false,
             until_check: 0,
+            counters: ShmCounters::publication(&CounterSet::new(
+                &self.counters,
+                stream as u64,
+                format!("shm:{} stream {stream}", s.name),
+            )),
         })
     }
 
@@ -413,8 +425,15 @@ impl Node {
             .producer()
             .ok_or_else(|| Error::Config("no publication slot".into()))?;
         let (users, user) = Users::first();
+        let name_prefix = format!("udp-send {} stream {stream}", u.group);
+        let counters = SendCounters::new(&CounterSet::new(
+            &self.counters,
+            stream as u64,
+            name_prefix.clone(),
+        ));
         let task = SendTask {
-            name: format!("udp-send {} stream {stream}", u.group),
+            counters,
+            name: name_prefix,
             rx,
             file: Some((self.shm.clone(), name)),
             net,
@@ -532,8 +551,15 @@ impl Node {
         let max = out.max_payload().min(proto.max_message);
         let net = weft_net::Subscription::open(&channel, proto)?;
         let (users, user) = Users::first();
+        let name_prefix = format!("{kind} {} stream {stream}", u.group);
+        let counters = RecvCounters::new(&CounterSet::new(
+            &self.counters,
+            stream as u64,
+            name_prefix.clone(),
+        ));
         let task = RecvTask {
-            name: format!("{kind} {} stream {stream}", u.group),
+            counters,
+            name: name_prefix,
             net,
             out,
             pending: Vec::with_capacity(max),

@@ -11,6 +11,8 @@ use weft_net::{Publication as NetPublication, Subscription as NetSubscription, W
 use weft_proto::{Event as ProtoEvent, OfferError};
 use weft_shm::{broadcast, mpsc, ClaimError, PollError, ShmOptions};
 
+use weft_counters::{types, Counter, CounterSet};
+
 use crate::agent::Task;
 use crate::channel::{Users, TYPE_LOSS, TYPE_MESSAGE, TYPE_NEW_SESSION, TYPE_PUBLISHER_GONE};
 use crate::doorbell::ReaderBells;
@@ -45,8 +47,121 @@ impl SenderStatus {
     }
 }
 
+/// How often a task copies its protocol and socket counters into the node's
+/// counters file, in ns.
+const EXPORT_EVERY_NS: u64 = 1_000_000;
+
+/// A UDP sender's counters in the node's counters file.
+pub(crate) struct SendCounters {
+    messages: Counter,
+    bytes: Counter,
+    datagrams: Counter,
+    repairs: Counter,
+    naks: Counter,
+    loss_notices: Counter,
+    back_pressured: Counter,
+    dropped: Counter,
+    receivers: Counter,
+    send_errors: Counter,
+    timed_out: Counter,
+    /// Messages taken from the ring so far (not in the protocol's stats).
+    taken: u64,
+    last_export: u64,
+}
+
+impl SendCounters {
+    pub(crate) fn new(set: &CounterSet<'_>) -> Self {
+        Self {
+            messages: set.make(types::UDP_SENT_MESSAGES, "messages sent"),
+            bytes: set.make(types::UDP_SENT_BYTES, "bytes sent"),
+            datagrams: set.make(types::UDP_SENT_DATAGRAMS, "datagrams sent"),
+            repairs: set.make(types::UDP_REPAIRS_SENT, "repairs sent"),
+            naks: set.make(types::UDP_NAKS_RECEIVED, "NAKs received"),
+            loss_notices: set.make(types::UDP_LOSS_NOTICES_SENT, "loss notices sent"),
+            back_pressured: set.make(types::UDP_SEND_BACK_PRESSURED, "back-pressure events"),
+            dropped: set.make(types::UDP_SEND_DROPPED, "datagrams dropped"),
+            receivers: set.make(types::UDP_RECEIVERS, "receivers"),
+            send_errors: set.make(types::UDP_SEND_ERRORS, "send errors"),
+            timed_out: set.make(types::UDP_RECEIVERS_TIMED_OUT, "receivers timed out"),
+            taken: 0,
+            last_export: 0,
+        }
+    }
+
+    fn export(&mut self, net: &NetPublication) {
+        let st = net.stats();
+        self.messages.set(self.taken);
+        self.bytes.set(st.io.bytes_out);
+        self.datagrams.set(st.proto.data_sent);
+        self.repairs.set(st.proto.repairs_sent);
+        self.naks.set(st.proto.naks_received);
+        self.loss_notices.set(st.proto.losses_sent);
+        self.back_pressured.set(st.proto.back_pressured);
+        self.dropped.set(st.proto.dropped);
+        self.receivers.set(net.sender().receivers() as u64);
+        self.send_errors.set(st.io.send_errors);
+        self.timed_out.set(st.proto.receivers_timed_out);
+    }
+}
+
+/// A UDP receiver's counters in the node's counters file.
+pub(crate) struct RecvCounters {
+    messages: Counter,
+    bytes: Counter,
+    datagrams: Counter,
+    duplicates: Counter,
+    repairs: Counter,
+    naks: Counter,
+    lost: Counter,
+    dropped: Counter,
+    overflow: Counter,
+    kernel_drops: Counter,
+    loss_events: Counter,
+    injected: Counter,
+    losses: u64,
+    last_export: u64,
+}
+
+impl RecvCounters {
+    pub(crate) fn new(set: &CounterSet<'_>) -> Self {
+        Self {
+            messages: set.make(types::UDP_RECEIVED_MESSAGES, "messages received"),
+            bytes: set.make(types::UDP_RECEIVED_BYTES, "bytes received"),
+            datagrams: set.make(types::UDP_RECEIVED_DATAGRAMS, "datagrams received"),
+            duplicates: set.make(types::UDP_DUPLICATES, "duplicates"),
+            repairs: set.make(types::UDP_REPAIRS_RECEIVED, "repairs received"),
+            naks: set.make(types::UDP_NAKS_SENT, "NAKs sent"),
+            lost: set.make(types::UDP_DATAGRAMS_LOST, "datagrams lost"),
+            dropped: set.make(types::UDP_RECEIVE_DROPPED, "datagrams dropped"),
+            overflow: set.make(types::UDP_OVERFLOW, "beyond the reorder buffer"),
+            kernel_drops: set.make(types::UDP_KERNEL_DROPS, "kernel drops"),
+            loss_events: set.make(types::UDP_LOSS_EVENTS, "loss events"),
+            injected: set.make(types::UDP_INJECTED_DROPS, "injected drops"),
+            losses: 0,
+            last_export: 0,
+        }
+    }
+
+    fn export(&mut self, net: &NetSubscription) {
+        let st = net.stats();
+        self.messages.set(st.proto.messages);
+        self.bytes.set(st.io.bytes_in);
+        self.datagrams.set(st.proto.data_received);
+        self.duplicates.set(st.proto.duplicates);
+        self.repairs.set(st.proto.repairs_received);
+        self.naks.set(st.proto.naks_sent);
+        self.lost.set(st.proto.lost);
+        self.dropped.set(st.proto.dropped + st.io.truncated);
+        self.overflow.set(st.proto.overflow);
+        self.kernel_drops.set(st.io.kernel_drops);
+        self.loss_events.set(self.losses);
+        self.injected.set(st.io.injected_drops);
+    }
+}
+
 /// Sends one UDP stream.
 pub(crate) struct SendTask {
+    pub(crate) counters: SendCounters,
     pub(crate) name: String,
     /// The ring every publication of the channel on this host writes into.
     pub(crate) rx: mpsc::Consumer,
@@ -122,13 +237,20 @@ impl Task for SendTask {
                     drained = true;
                     break;
                 }
-                Ok(n) => work += n,
+                Ok(n) => {
+                    work += n;
+                    self.counters.taken += n as u64;
+                }
                 Err(PollError::SkippedDeadProducer { .. }) => self.skipped += 1,
                 Err(_) => break,
             }
         }
         work += self.net.do_work();
         while self.net.poll_event().is_some() {}
+        if now_ns.saturating_sub(self.counters.last_export) >= EXPORT_EVERY_NS {
+            self.counters.last_export = now_ns;
+            self.counters.export(&self.net);
+        }
         let connected = self.net.sender().receivers() > 0;
         if connected != self.connected {
             self.connected = connected;
@@ -161,6 +283,7 @@ impl SendTask {
     /// to a ring whose sender is leaving; one that attached just before sees
     /// the ring close and gets `PublishError::Closed`.
     fn finish(&mut self) {
+        self.counters.export(&self.net);
         if let Some((opts, name)) = self.file.take() {
             let _ = weft_shm::Region::remove(&opts, &name);
         }
@@ -179,6 +302,7 @@ impl Drop for SendTask {
 
 /// Receives one UDP stream for every local subscriber.
 pub(crate) struct RecvTask {
+    pub(crate) counters: RecvCounters,
     pub(crate) name: String,
     pub(crate) net: NetSubscription,
     pub(crate) out: broadcast::Producer,
@@ -214,10 +338,15 @@ impl Task for RecvTask {
         self.done
     }
 
-    fn do_work(&mut self, _now_ns: u64) -> usize {
+    fn do_work(&mut self, now_ns: u64) -> usize {
         if self.users.try_close() {
+            self.counters.export(&self.net);
             self.done = true;
             return 0;
+        }
+        if now_ns.saturating_sub(self.counters.last_export) >= EXPORT_EVERY_NS {
+            self.counters.last_export = now_ns;
+            self.counters.export(&self.net);
         }
         let mut work = 0;
         let mut republished = 0;
@@ -237,6 +366,7 @@ impl Task for RecvTask {
             let (t, bytes): (u32, &[u8]) = match e {
                 ProtoEvent::Message(m) => (TYPE_MESSAGE, m),
                 ProtoEvent::Loss { range, .. } => {
+                    self.counters.losses += 1;
                     words[..8].copy_from_slice(&range.from.to_le_bytes());
                     words[8..].copy_from_slice(&range.to.to_le_bytes());
                     (TYPE_LOSS, &words)

@@ -124,6 +124,86 @@ fn counters_of_a_running_node_match_what_it_did() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+fn udp_uri() -> String {
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    format!("udp://239.77.57.1:{port}")
+}
+
+/// Sends `count` messages of `len` bytes on `uri` and receives them all;
+/// returns both ends (their counters go when they do).
+fn send_and_receive(
+    node: &mut Node,
+    uri: &str,
+    count: u64,
+    len: usize,
+) -> (weft::Publication, weft::Subscription) {
+    let mut sub = node.subscription(uri, 5).unwrap();
+    let mut publ = node.publication(uri, 5).unwrap();
+    let msg = vec![7u8; len];
+    let (mut sent, mut got) = (0, 0);
+    let start = std::time::Instant::now();
+    while got < count {
+        assert!(
+            start.elapsed().as_secs() < 60,
+            "{uri}: {sent} sent, {got} received"
+        );
+        if sent < count && publ.offer(&msg).is_ok() {
+            sent += 1;
+        }
+        node.do_work();
+        sub.poll(64, |e| {
+            if let weft::Event::Message(m) = e {
+                assert_eq!(m.len(), len);
+                got += 1;
+            }
+        })
+        .unwrap();
+    }
+    // The tasks copy their stream counters into the file every millisecond.
+    std::thread::sleep(std::time::Duration::from_millis(3));
+    node.do_work();
+    (publ, sub)
+}
+
+#[test]
+fn stream_counters_match_what_was_sent_and_received() {
+    let dir = temp_dir("streams");
+    let mut node = node(&dir, "stat-streams");
+    let _shm = send_and_receive(&mut node, "shm:stat-test", 1_000, 40);
+    let udp = udp_uri();
+    let _udp = send_and_receive(&mut node, &udp, 2_000, 24);
+    let pid = std::process::id().to_string();
+    let (lines, _) = stat(&dir, &["--once", "--json", "--pid", &pid]);
+    assert_eq!(
+        value(&lines, "shm_sent_messages", "shm:stat-test stream 5"),
+        1_000
+    );
+    assert_eq!(
+        value(&lines, "shm_sent_bytes", "shm:stat-test stream 5"),
+        40_000
+    );
+    assert_eq!(
+        value(&lines, "shm_received_messages", "shm:stat-test stream 5"),
+        1_000
+    );
+    assert_eq!(
+        value(&lines, "shm_received_bytes", "shm:stat-test stream 5"),
+        40_000
+    );
+    assert_eq!(value(&lines, "udp_sent_messages", "stream 5"), 2_000);
+    assert_eq!(value(&lines, "udp_received_messages", "stream 5"), 2_000);
+    assert_eq!(value(&lines, "udp_datagrams_lost", "stream 5"), 0);
+    assert!(value(&lines, "udp_sent_bytes", "stream 5") >= 2_000 * 24);
+    assert_eq!(value(&lines, "udp_receivers", "stream 5"), 1);
+    drop((_shm, _udp));
+    drop(node);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Not a test of its own: the process `a_killed_process...` starts and kills.
 #[test]
 fn child_node_that_waits_to_be_killed() {
