@@ -156,6 +156,374 @@ pub mod types {
     /// Shared-memory subscription: times it was evicted as too slow (and rejoined).
     pub const SHM_EVICTIONS: u32 = 85;
 
+    /// What a counter's key identifies.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum KeyKind {
+        /// An agent index.
+        Agent,
+        /// A task id.
+        Task,
+        /// A stream id (with a channel).
+        Stream,
+    }
+
+    /// How a counter type is exported as a Prometheus metric.
+    #[derive(Clone, Copy, Debug)]
+    pub struct Metric {
+        /// The type id.
+        pub type_id: u32,
+        /// The metric name, in base units (`_seconds`, `_bytes`), `_total`
+        /// for counters.
+        pub name: &'static str,
+        /// A counter (only grows) or a gauge.
+        pub counter: bool,
+        /// Divide the raw value by this to get base units (1e9 for ns).
+        pub divisor: f64,
+        /// What the key is.
+        pub key: KeyKind,
+        /// The HELP text.
+        pub help: &'static str,
+    }
+
+    const fn m(
+        type_id: u32,
+        name: &'static str,
+        counter: bool,
+        divisor: f64,
+        key: KeyKind,
+        help: &'static str,
+    ) -> Metric {
+        Metric {
+            type_id,
+            name,
+            counter,
+            divisor,
+            key,
+            help,
+        }
+    }
+
+    /// Every counter type as a metric. The names are stable.
+    pub const METRICS: &[Metric] = &[
+        m(
+            AGENT_DUTY_CYCLES,
+            "weft_agent_duty_cycles_total",
+            true,
+            1.0,
+            KeyKind::Agent,
+            "Duty cycles the agent ran.",
+        ),
+        m(
+            AGENT_BUSY_NS,
+            "weft_agent_busy_seconds_total",
+            true,
+            1e9,
+            KeyKind::Agent,
+            "Time in duty cycles that found work.",
+        ),
+        m(
+            AGENT_IDLE_NS,
+            "weft_agent_idle_seconds_total",
+            true,
+            1e9,
+            KeyKind::Agent,
+            "Time in duty cycles that found none (spinning, not parked).",
+        ),
+        m(
+            AGENT_MAX_CYCLE_NS,
+            "weft_agent_max_cycle_seconds",
+            false,
+            1e9,
+            KeyKind::Agent,
+            "The longest duty cycle so far.",
+        ),
+        m(
+            AGENT_SLOW_CYCLES,
+            "weft_agent_slow_cycles_total",
+            true,
+            1.0,
+            KeyKind::Agent,
+            "Duty cycles longer than the slow-cycle threshold.",
+        ),
+        m(
+            TASK_CALLS,
+            "weft_task_calls_total",
+            true,
+            1.0,
+            KeyKind::Task,
+            "Calls of the task's do_work.",
+        ),
+        m(
+            TASK_BUSY_NS,
+            "weft_task_busy_seconds_total",
+            true,
+            1e9,
+            KeyKind::Task,
+            "Time in calls that did work.",
+        ),
+        m(
+            TASK_TOTAL_NS,
+            "weft_task_seconds_total",
+            true,
+            1e9,
+            KeyKind::Task,
+            "Time in all calls.",
+        ),
+        m(
+            TASK_WORK,
+            "weft_task_work_total",
+            true,
+            1.0,
+            KeyKind::Task,
+            "Messages or datagrams the task moved.",
+        ),
+        m(
+            TASK_AGENT,
+            "weft_task_agent",
+            false,
+            1.0,
+            KeyKind::Task,
+            "The agent the task runs on now.",
+        ),
+        m(
+            UDP_SENT_MESSAGES,
+            "weft_udp_sent_messages_total",
+            true,
+            1.0,
+            KeyKind::Stream,
+            "Messages a UDP sender took from its publications.",
+        ),
+        m(
+            UDP_SENT_BYTES,
+            "weft_udp_sent_bytes_total",
+            true,
+            1.0,
+            KeyKind::Stream,
+            "Bytes a UDP sender handed to its socket.",
+        ),
+        m(
+            UDP_SENT_DATAGRAMS,
+            "weft_udp_sent_datagrams_total",
+            true,
+            1.0,
+            KeyKind::Stream,
+            "New DATA datagrams sent.",
+        ),
+        m(
+            UDP_REPAIRS_SENT,
+            "weft_udp_repairs_sent_total",
+            true,
+            1.0,
+            KeyKind::Stream,
+            "Repair datagrams sent.",
+        ),
+        m(
+            UDP_NAKS_RECEIVED,
+            "weft_udp_naks_received_total",
+            true,
+            1.0,
+            KeyKind::Stream,
+            "NAKs a UDP sender received.",
+        ),
+        m(
+            UDP_LOSS_NOTICES_SENT,
+            "weft_udp_loss_notices_sent_total",
+            true,
+            1.0,
+            KeyKind::Stream,
+            "LOSS notices sent for data no longer held.",
+        ),
+        m(
+            UDP_SEND_BACK_PRESSURED,
+            "weft_udp_send_back_pressured_total",
+            true,
+            1.0,
+            KeyKind::Stream,
+            "Offers refused by flow control.",
+        ),
+        m(
+            UDP_SEND_DROPPED,
+            "weft_udp_send_dropped_total",
+            true,
+            1.0,
+            KeyKind::Stream,
+            "Malformed or foreign datagrams a sender dropped.",
+        ),
+        m(
+            UDP_RECEIVERS,
+            "weft_udp_receivers",
+            false,
+            1.0,
+            KeyKind::Stream,
+            "Receivers in the sender's flow control.",
+        ),
+        m(
+            UDP_SEND_ERRORS,
+            "weft_udp_send_errors_total",
+            true,
+            1.0,
+            KeyKind::Stream,
+            "Datagrams lost to send errors.",
+        ),
+        m(
+            UDP_RECEIVERS_TIMED_OUT,
+            "weft_udp_receivers_timed_out_total",
+            true,
+            1.0,
+            KeyKind::Stream,
+            "Receivers that timed out.",
+        ),
+        m(
+            UDP_RECEIVED_MESSAGES,
+            "weft_udp_received_messages_total",
+            true,
+            1.0,
+            KeyKind::Stream,
+            "Messages a UDP receiver delivered.",
+        ),
+        m(
+            UDP_RECEIVED_BYTES,
+            "weft_udp_received_bytes_total",
+            true,
+            1.0,
+            KeyKind::Stream,
+            "Bytes a UDP receiver read from its socket.",
+        ),
+        m(
+            UDP_RECEIVED_DATAGRAMS,
+            "weft_udp_received_datagrams_total",
+            true,
+            1.0,
+            KeyKind::Stream,
+            "DATA datagrams stored.",
+        ),
+        m(
+            UDP_DUPLICATES,
+            "weft_udp_duplicates_total",
+            true,
+            1.0,
+            KeyKind::Stream,
+            "Duplicate DATA datagrams.",
+        ),
+        m(
+            UDP_REPAIRS_RECEIVED,
+            "weft_udp_repairs_received_total",
+            true,
+            1.0,
+            KeyKind::Stream,
+            "Repairs that filled a gap.",
+        ),
+        m(
+            UDP_NAKS_SENT,
+            "weft_udp_naks_sent_total",
+            true,
+            1.0,
+            KeyKind::Stream,
+            "NAKs a UDP receiver sent.",
+        ),
+        m(
+            UDP_DATAGRAMS_LOST,
+            "weft_udp_datagrams_lost_total",
+            true,
+            1.0,
+            KeyKind::Stream,
+            "Datagrams reported lost (never a silent gap).",
+        ),
+        m(
+            UDP_RECEIVE_DROPPED,
+            "weft_udp_receive_dropped_total",
+            true,
+            1.0,
+            KeyKind::Stream,
+            "Malformed, foreign or stale datagrams a receiver dropped.",
+        ),
+        m(
+            UDP_OVERFLOW,
+            "weft_udp_overflow_total",
+            true,
+            1.0,
+            KeyKind::Stream,
+            "DATA beyond the reorder buffer (dropped, NAKed later).",
+        ),
+        m(
+            UDP_KERNEL_DROPS,
+            "weft_udp_kernel_drops_total",
+            true,
+            1.0,
+            KeyKind::Stream,
+            "Datagrams the kernel dropped for a full receive buffer.",
+        ),
+        m(
+            UDP_LOSS_EVENTS,
+            "weft_udp_loss_events_total",
+            true,
+            1.0,
+            KeyKind::Stream,
+            "LOSS events handed to subscribers.",
+        ),
+        m(
+            UDP_INJECTED_DROPS,
+            "weft_udp_injected_drops_total",
+            true,
+            1.0,
+            KeyKind::Stream,
+            "Datagrams the test loss injector dropped.",
+        ),
+        m(
+            SHM_SENT_MESSAGES,
+            "weft_shm_sent_messages_total",
+            true,
+            1.0,
+            KeyKind::Stream,
+            "Messages a shared-memory publication published.",
+        ),
+        m(
+            SHM_SENT_BYTES,
+            "weft_shm_sent_bytes_total",
+            true,
+            1.0,
+            KeyKind::Stream,
+            "Payload bytes a shared-memory publication published.",
+        ),
+        m(
+            SHM_BACK_PRESSURED,
+            "weft_shm_back_pressured_total",
+            true,
+            1.0,
+            KeyKind::Stream,
+            "Claims refused because subscribers were a full ring behind.",
+        ),
+        m(
+            SHM_RECEIVED_MESSAGES,
+            "weft_shm_received_messages_total",
+            true,
+            1.0,
+            KeyKind::Stream,
+            "Messages (and events) a shared-memory subscription read.",
+        ),
+        m(
+            SHM_RECEIVED_BYTES,
+            "weft_shm_received_bytes_total",
+            true,
+            1.0,
+            KeyKind::Stream,
+            "Payload bytes a shared-memory subscription read.",
+        ),
+        m(
+            SHM_EVICTIONS,
+            "weft_shm_evictions_total",
+            true,
+            1.0,
+            KeyKind::Stream,
+            "Times a shared-memory subscription was evicted as too slow.",
+        ),
+    ];
+
+    /// The metric of a type id.
+    pub fn metric(type_id: u32) -> Option<&'static Metric> {
+        METRICS.iter().find(|m| m.type_id == type_id)
+    }
+
     /// A name for a type id, for tools; `None` for an unknown id.
     pub fn name(type_id: u32) -> Option<&'static str> {
         Some(match type_id {
@@ -797,6 +1165,30 @@ mod tests {
             .unwrap();
         assert_eq!(good.1.as_ref().unwrap().process_label(), "good");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn every_type_has_one_valid_metric_name() {
+        let mut names = std::collections::HashSet::new();
+        for m in types::METRICS {
+            assert!(
+                types::name(m.type_id).is_some(),
+                "type {} has a name",
+                m.type_id
+            );
+            assert!(names.insert(m.name), "{} is unique", m.name);
+            assert!(m.name.starts_with("weft_"));
+            assert!(m.name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'));
+            assert_eq!(m.counter, m.name.ends_with("_total"), "{}", m.name);
+            assert!(!m.name.contains("_ns"), "{}: base units", m.name);
+        }
+        for t in 0..200 {
+            assert_eq!(
+                types::name(t).is_some(),
+                types::metric(t).is_some(),
+                "type {t}"
+            );
+        }
     }
 
     #[test]

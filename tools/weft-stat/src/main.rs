@@ -6,6 +6,7 @@
 //! weft-stat                      # every counter with its rate, refreshed each second
 //! weft-stat --once --json        # one JSON object per counter, for scripts
 //! weft-stat --pid 4242 --type task_work
+//! weft-stat serve --listen 127.0.0.1:9464   # Prometheus: GET /metrics
 //! ```
 #![deny(unsafe_code)]
 
@@ -51,6 +52,13 @@ struct Cli {
 enum Cmd {
     /// The weft processes: pid, label, state, heartbeat age, counters.
     List,
+    /// Answers `GET /metrics` in the Prometheus text format, gathered from
+    /// every live counters file at scrape time.
+    Serve {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:9464")]
+        listen: String,
+    },
 }
 
 /// One counters file, read now.
@@ -217,15 +225,140 @@ fn values(snaps: &[Snapshot]) -> HashMap<CounterKey, u64> {
         .collect()
 }
 
+/// A Prometheus label value, escaped.
+fn label_value(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// The text exposition format (version 0.0.4) of every counter in `snaps`,
+/// in base units, grouped by metric family.
+fn metrics_text(snaps: &[Snapshot]) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# HELP weft_process_up Whether the process that writes a counters file is alive (1) or hung or dead (0).\n# TYPE weft_process_up gauge"
+    );
+    for s in snaps {
+        let _ = writeln!(
+            out,
+            "weft_process_up{{process=\"{}\",pid=\"{}\"}} {}",
+            label_value(&s.label),
+            s.pid,
+            u8::from(s.state == ProcessState::Alive)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP weft_process_heartbeat_age_seconds Time since the process last stored its heartbeat.\n# TYPE weft_process_heartbeat_age_seconds gauge"
+    );
+    for s in snaps {
+        if let Some(ms) = s.heartbeat_age_ms {
+            let _ = writeln!(
+                out,
+                "weft_process_heartbeat_age_seconds{{process=\"{}\",pid=\"{}\"}} {}",
+                label_value(&s.label),
+                s.pid,
+                ms as f64 / 1e3
+            );
+        }
+    }
+    for m in types::METRICS {
+        let _ = writeln!(
+            out,
+            "# HELP {} {}\n# TYPE {} {}",
+            m.name,
+            m.help,
+            m.name,
+            if m.counter { "counter" } else { "gauge" }
+        );
+        for s in snaps {
+            for c in s.counters.iter().filter(|c| c.type_id == m.type_id) {
+                let key = match m.key {
+                    types::KeyKind::Agent => format!("agent=\"{}\"", c.key),
+                    types::KeyKind::Task => format!("task=\"{}\"", c.key),
+                    types::KeyKind::Stream => {
+                        // The label starts with the channel: "udp-send GROUP:PORT
+                        // stream S what" or "shm:NAME stream S what".
+                        let channel = c.label.split(" stream ").next().unwrap_or_default();
+                        format!("stream=\"{}\",channel=\"{}\"", c.key, label_value(channel))
+                    }
+                };
+                let v = if m.divisor == 1.0 {
+                    c.value.to_string()
+                } else {
+                    (c.value as f64 / m.divisor).to_string()
+                };
+                let _ = writeln!(
+                    out,
+                    "{}{{process=\"{}\",pid=\"{}\",{key}}} {v}",
+                    m.name,
+                    label_value(&s.label),
+                    s.pid
+                );
+            }
+        }
+    }
+    out
+}
+
+/// Serves `/metrics` until killed, one connection at a time.
+fn serve(cli: &Cli, dir: &std::path::Path, listen: &str) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind(listen).unwrap_or_else(|e| {
+        eprintln!("weft-stat: cannot listen on {listen}: {e}");
+        std::process::exit(2);
+    });
+    eprintln!("weft-stat: serving http://{listen}/metrics");
+    for conn in listener.incoming() {
+        let Ok(mut conn) = conn else { continue };
+        let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
+        let mut req = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !req.windows(4).any(|w| w == b"\r\n\r\n") && req.len() < 16 * 1024 {
+            match conn.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => req.extend_from_slice(&buf[..n]),
+            }
+        }
+        let line = String::from_utf8_lossy(&req);
+        let target = line.split_whitespace().nth(1).unwrap_or("");
+        let (status, body) = if line.starts_with("GET ")
+            && (target == "/metrics" || target.starts_with("/metrics?"))
+        {
+            ("200 OK", metrics_text(&read_all(cli, dir)))
+        } else {
+            (
+                "404 Not Found",
+                "only GET /metrics is served here\n".to_string(),
+            )
+        };
+        let _ = write!(
+            conn,
+            "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+    }
+}
+
 fn main() {
     let cli = Cli::parse();
     let dir = cli
         .dir
         .clone()
         .unwrap_or_else(|| weft_shm::ShmOptions::default().dir);
-    if let Some(Cmd::List) = cli.command {
-        list(&read_all(&cli, &dir), cli.json);
-        return;
+    match &cli.command {
+        Some(Cmd::List) => {
+            list(&read_all(&cli, &dir), cli.json);
+            return;
+        }
+        Some(Cmd::Serve { listen }) => {
+            serve(&cli, &dir, listen);
+            return;
+        }
+        None => {}
     }
     if cli.once {
         show(&read_all(&cli, &dir), &HashMap::new(), None, cli.json);

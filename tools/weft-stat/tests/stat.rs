@@ -267,3 +267,159 @@ fn a_killed_process_is_shown_dead_and_its_counters_stay_readable() {
     assert_eq!(value(&lines, "task_calls", "fixed-300 calls"), 500);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `GET path` on 127.0.0.1:`port`; the body, or `None` if nothing answers yet.
+fn http_get(port: u16, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let (head, body) = out.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.1 200").then(|| body.to_owned())
+}
+
+/// Kills a child process when the test ends, however it ends.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `weft-stat serve` passes `promtool check metrics`, and a real Prometheus
+/// server scrapes it and answers a query for a weft counter with its value.
+#[test]
+fn prometheus_scrapes_weft_stat_serve() {
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
+    for tool in ["promtool", "prometheus"] {
+        if Command::new(tool).arg("--version").output().is_err() {
+            // scripts/setup installs it as root (the README test command runs it).
+            assert!(!root, "{tool} is not installed: run scripts/setup");
+            eprintln!("skipped: {tool} is not installed and scripts/setup needs root");
+            return;
+        }
+    }
+    let dir = temp_dir("prom");
+    let mut node = node(&dir, "stat-prom");
+    node.add_task(
+        0,
+        Box::new(Fixed {
+            name: "fixed-4321".into(),
+            work: 4_321,
+        }),
+    )
+    .unwrap();
+    for _ in 0..5_000 {
+        node.do_work();
+    }
+    let port = free_tcp_port();
+    let _serve = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_weft-stat"))
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .arg("--dir")
+            .arg(&dir)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let start = std::time::Instant::now();
+    let metrics = loop {
+        if let Some(m) = http_get(port, "/metrics") {
+            break m;
+        }
+        assert!(
+            start.elapsed().as_secs() < 20,
+            "weft-stat serve never answered"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let pid = std::process::id();
+    assert!(
+        metrics.contains(&format!(
+            "weft_task_work_total{{process=\"stat-prom\",pid=\"{pid}\""
+        )),
+        "{metrics}"
+    );
+    let mut check = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        check
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(metrics.as_bytes())
+            .unwrap();
+    }
+    let checked = check.wait_with_output().unwrap();
+    assert!(
+        checked.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+
+    let prom_port = free_tcp_port();
+    let config = dir.join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: weft\n    static_configs:\n      - targets: ['127.0.0.1:{port}']\n"
+        ),
+    )
+    .unwrap();
+    let _prometheus = KillOnDrop(
+        Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("tsdb").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let query = format!("/api/v1/query?query=weft_task_work_total%7Bpid%3D%22{pid}%22%7D");
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(answer) = http_get(prom_port, &query) {
+            if answer.contains("\"4321\"") {
+                break;
+            }
+        }
+        assert!(
+            start.elapsed().as_secs() < 60,
+            "Prometheus never answered weft_task_work_total = 4321"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    drop(node);
+    let _ = std::fs::remove_dir_all(&dir);
+}
