@@ -174,7 +174,7 @@ type CounterKey = (PathBuf, usize, u32, u64);
 fn show(snaps: &[Snapshot], before: &HashMap<CounterKey, u64>, secs: Option<f64>, json: bool) {
     if !json {
         println!(
-            "{:>8} {:<6} {:<20} {:>10} {:>16} {:>14}  label",
+            "{:>8} {:<6} {:<24} {:>10} {:>16} {:>14}  label",
             "pid", "state", "type", "key", "value", "per second"
         );
     }
@@ -200,7 +200,7 @@ fn show(snaps: &[Snapshot], before: &HashMap<CounterKey, u64>, secs: Option<f64>
                 );
             } else {
                 println!(
-                    "{:>8} {:<6} {:<20} {:>10} {:>16} {:>14}  {}",
+                    "{:>8} {:<6} {:<24} {:>10} {:>16} {:>14}  {}",
                     s.pid,
                     state_name(s.state),
                     type_name(c.type_id),
