@@ -464,7 +464,7 @@ fn losses_pass_through_a_gateway_never_as_a_silent_gap() {
     let mut publ = Some(remote.publication(&format!("{udp}?flow=none"), 5).unwrap());
     let total = weft_tests::scaled(30_000);
     let payload = [0u8; 1000]; // one message per datagram: the buffer holds 4096
-    let (mut sent, mut received, mut losses) = (0u64, 0u64, 0u64);
+    let (mut sent, mut received, mut losses, mut lost_datagrams) = (0u64, 0u64, 0u64, 0u64);
     let mut last: Option<u64> = None;
     let mut loss_since_last = false;
     let mut gone = false;
@@ -498,8 +498,9 @@ fn losses_pass_through_a_gateway_never_as_a_silent_gap() {
                     loss_since_last = false;
                     received += 1;
                 }
-                weft::Event::Loss { .. } => {
+                weft::Event::Loss { from, to } => {
                     losses += 1;
+                    lost_datagrams += to - from;
                     loss_since_last = true;
                 }
                 weft::Event::PublisherGone => gone = true,
@@ -509,6 +510,15 @@ fn losses_pass_through_a_gateway_never_as_a_silent_gap() {
     }
     eprintln!("{sent} sent, {received} received in order, {losses} Loss events");
     assert!(received > 0);
+    // The host's loss report has them all, under the gateway's stream.
+    let report = weft::weft_counters::CountersReader::open(host.counters().path().unwrap())
+        .unwrap()
+        .loss_report();
+    let (events, datagrams) = report
+        .iter()
+        .filter(|l| l.stream == 5)
+        .fold((0, 0), |(e, d), l| (e + l.events, d + l.datagrams));
+    assert_eq!((events, datagrams), (losses, lost_datagrams), "{report:#?}");
     drop(gateway);
     drop((remote, local, host));
     let _ = std::fs::remove_dir_all(&dir);

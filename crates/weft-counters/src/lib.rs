@@ -12,8 +12,16 @@
 //! word 1        counters layout version (1)
 //! word 2        number of counter records
 //! word 3        reuse delay, ns: a freed record is not reused before this
+//! word 4        loss-report entries (64)
+//! word 5        error-log entries (64)
 //! word 8..16    the process's label (64 bytes of UTF-8, zero-padded)
-//! then, from byte 128, records of 256 bytes:
+//! then the loss report, 64 entries of 128 bytes:
+//!   +0 state  +8 stream  +16 source (session)  +24 first seen  +32 last seen
+//!   (wall-clock ns)  +40 loss events  +48 datagrams lost  +56 bytes lost
+//!   (estimated)  +64 channel (64 bytes of UTF-8)
+//! then the error log, 64 entries of 128 bytes:
+//!   +0 state  +8 code  +16 count  +24 first seen  +32 last seen  +40 text (88 bytes)
+//! then records of 256 bytes:
 //!   +0    state    generation << 2 | state (0 free, 1 live, 2 freed, 3 being written)
 //!   +8    type id  (u32, see [`types`])
 //!   +16   key      (u64: stream, agent or task id)
@@ -54,6 +62,27 @@ pub const LABEL_LEN: usize = 96;
 pub const REUSE_DELAY: Duration = Duration::from_secs(1);
 
 const HEADER_WORDS: usize = 16;
+/// Entries of the loss report and of the error log.
+pub const LOG_ENTRIES: usize = 64;
+const ENTRY_WORDS: usize = 16;
+const LOSS_BASE: usize = HEADER_WORDS;
+const ERROR_BASE: usize = LOSS_BASE + LOG_ENTRIES * ENTRY_WORDS;
+const RECORDS_BASE: usize = ERROR_BASE + LOG_ENTRIES * ENTRY_WORDS;
+const W_LOSS_ENTRIES: usize = 4;
+const W_ERROR_ENTRIES: usize = 5;
+const E_STATE: usize = 0;
+const E_KEY: usize = 1;
+const E_SOURCE: usize = 2;
+const E_FIRST: usize = 3;
+const E_LAST: usize = 4;
+const E_COUNT: usize = 5;
+const E_DATAGRAMS: usize = 6;
+const E_BYTES: usize = 7;
+const E_CHANNEL: usize = 8;
+const E_ERR_COUNT: usize = 2;
+const E_ERR_TEXT: usize = 5;
+/// Bytes of an error's text; longer texts are cut at a character boundary.
+pub const ERROR_TEXT_LEN: usize = 88;
 const RECORD_WORDS: usize = 32;
 const W_MAGIC: usize = 0;
 const W_VERSION: usize = 1;
@@ -652,7 +681,20 @@ fn load_text(words: &Words, at: usize, max: usize) -> String {
 }
 
 fn record_base(i: usize) -> usize {
-    HEADER_WORDS + i * RECORD_WORDS
+    RECORDS_BASE + i * RECORD_WORDS
+}
+
+fn wall_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// FNV-1a of `text`: an error's identity in the log.
+fn error_code(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// This process's counters file: allocates counters. `Send` and `Sync`; share
@@ -672,11 +714,11 @@ impl CountersFile {
     pub fn create(cfg: &CountersConfig, process_label: &str) -> Result<Arc<Self>, CountersError> {
         let name = next_file_name();
         let records = cfg.records.max(1);
-        let len = ((HEADER_WORDS + records * RECORD_WORDS) * 8)
+        let len = ((RECORDS_BASE + records * RECORD_WORDS) * 8)
             .next_power_of_two()
             .max(1024);
         // Whole records that fit in the power-of-two area.
-        let records = (len / 8 - HEADER_WORDS) / RECORD_WORDS;
+        let records = (len / 8 - RECORDS_BASE) / RECORD_WORDS;
         let reuse_delay_ns = cfg.reuse_delay.as_nanos() as u64;
         let init = |w: &Words| {
             let set = |i: usize, v: u64| {
@@ -688,6 +730,8 @@ impl CountersFile {
             set(W_VERSION, VERSION);
             set(W_RECORDS, records as u64);
             set(W_REUSE, reuse_delay_ns);
+            set(W_LOSS_ENTRIES, LOG_ENTRIES as u64);
+            set(W_ERROR_ENTRIES, LOG_ENTRIES as u64);
             store_text(w, W_PROCESS_LABEL, PROCESS_LABEL_LEN, process_label);
         };
         let words = match Region::create_words(&cfg.shm, &name, len, init) {
@@ -710,7 +754,7 @@ impl CountersFile {
     pub fn private(records: usize) -> Arc<Self> {
         let records = records.max(1);
         Arc::new(Self {
-            words: Words::private(HEADER_WORDS + records * RECORD_WORDS),
+            words: Words::private(RECORDS_BASE + records * RECORD_WORDS),
             records,
             reuse_delay_ns: 0,
             alloc: Mutex::new(()),
@@ -778,6 +822,111 @@ impl CountersFile {
             value: b + R_VALUE,
             record: i,
         })
+    }
+
+    /// An entry of the loss report for losses of `stream` from `source` (a
+    /// session id) on `channel`: the first free entry, else the one seen
+    /// least recently. Takes the mutex: call it when the first loss of a
+    /// session happens, not per message.
+    pub fn loss_report(self: &Arc<Self>, stream: u64, source: u64, channel: &str) -> LossReport {
+        use std::sync::atomic::Ordering;
+        let _held = self.alloc.lock().unwrap_or_else(PoisonError::into_inner);
+        let i = self.pick_entry(LOSS_BASE, |_| false);
+        let b = LOSS_BASE + i * ENTRY_WORDS;
+        let generation = self.begin_entry(b);
+        let w = &self.words;
+        let store = |k: usize, v: u64| {
+            if let Some(x) = w.get(b + k) {
+                x.store(v, Ordering::Relaxed)
+            }
+        };
+        store(E_KEY, stream);
+        store(E_SOURCE, source);
+        store(E_FIRST, 0);
+        store(E_LAST, 0);
+        store(E_COUNT, 0);
+        store(E_DATAGRAMS, 0);
+        store(E_BYTES, 0);
+        store_text(w, b + E_CHANNEL, 64, channel);
+        self.end_entry(b, generation);
+        LossReport {
+            file: self.clone(),
+            base: b,
+        }
+    }
+
+    /// Adds `n` occurrences of the error `text` to the error log: the entry
+    /// with the same text gets its count and last time updated, else a free
+    /// entry (or the one seen least recently) takes it. Takes the mutex:
+    /// for errors, not for every message.
+    pub fn log_error(&self, text: &str, n: u64) {
+        use std::sync::atomic::Ordering;
+        let _held = self.alloc.lock().unwrap_or_else(PoisonError::into_inner);
+        let code = error_code(text);
+        let w = &self.words;
+        let load = |i: usize| w.get(i).map_or(0, |x| x.load(Ordering::Acquire));
+        let store = |i: usize, v: u64| {
+            if let Some(x) = w.get(i) {
+                x.store(v, Ordering::Release)
+            }
+        };
+        let now = wall_ns();
+        let i = self.pick_entry(ERROR_BASE, |b| load(b + E_KEY) == code);
+        let b = ERROR_BASE + i * ENTRY_WORDS;
+        if load(b + E_STATE) & 3 == LIVE && load(b + E_KEY) == code {
+            store(b + E_ERR_COUNT, load(b + E_ERR_COUNT).saturating_add(n));
+            store(b + E_LAST, now);
+            return;
+        }
+        let generation = self.begin_entry(b);
+        store(b + E_KEY, code);
+        store(b + E_ERR_COUNT, n);
+        store(b + E_FIRST, now);
+        store(b + E_LAST, now);
+        store_text(w, b + E_ERR_TEXT, ERROR_TEXT_LEN, text);
+        self.end_entry(b, generation);
+    }
+
+    /// A live entry that `matches`, else a free one, else the one whose last
+    /// time is oldest. Under the mutex.
+    fn pick_entry(&self, base: usize, matches: impl Fn(usize) -> bool) -> usize {
+        use std::sync::atomic::Ordering;
+        let w = &self.words;
+        let load = |i: usize| w.get(i).map_or(0, |x| x.load(Ordering::Relaxed));
+        let live = |i: usize| load(base + i * ENTRY_WORDS + E_STATE) & 3 == LIVE;
+        (0..LOG_ENTRIES)
+            .find(|&i| live(i) && matches(base + i * ENTRY_WORDS))
+            .or_else(|| (0..LOG_ENTRIES).find(|&i| !live(i)))
+            .unwrap_or_else(|| {
+                (0..LOG_ENTRIES)
+                    .min_by_key(|&i| load(base + i * ENTRY_WORDS + E_LAST))
+                    .unwrap_or(0)
+            })
+    }
+
+    /// Marks entry `b` "being written"; returns its new generation.
+    fn begin_entry(&self, b: usize) -> u64 {
+        use std::sync::atomic::{fence, Ordering};
+        let Some(state) = self.words.get(b + E_STATE) else {
+            return 0;
+        };
+        let generation = (state.load(Ordering::Relaxed) >> 2) + 1;
+        state.store(generation << 2 | WRITING, Ordering::Relaxed);
+        // SYNC POINT: orders "being written" before the entry's stores; pairs
+        // with a reader's Acquire fence before its second state load.
+        fence(Ordering::Release);
+        generation
+    }
+
+    /// Publishes entry `b` (Release).
+    fn end_entry(&self, b: usize, generation: u64) {
+        if let Some(state) = self.words.get(b + E_STATE) {
+            // SYNC POINT: pairs with a reader's Acquire load of the state.
+            state.store(
+                (generation + 1) << 2 | LIVE,
+                std::sync::atomic::Ordering::Release,
+            );
+        }
     }
 
     fn free(&self, record: usize) {
@@ -898,6 +1047,77 @@ impl<'a> CounterSet<'a> {
     }
 }
 
+/// One entry of the loss report, written by the one task that receives its
+/// stream and session.
+#[derive(Debug)]
+pub struct LossReport {
+    file: Arc<CountersFile>,
+    base: usize,
+}
+
+impl LossReport {
+    /// Records one loss event of `datagrams` datagrams (about `bytes` bytes).
+    pub fn record(&self, datagrams: u64, bytes: u64) {
+        use std::sync::atomic::Ordering;
+        let w = &self.file.words;
+        let now = wall_ns();
+        let add = |k: usize, n: u64| {
+            if let Some(x) = w.get(self.base + k) {
+                x.store(
+                    x.load(Ordering::Relaxed).saturating_add(n),
+                    Ordering::Release,
+                );
+            }
+        };
+        if let Some(first) = w.get(self.base + E_FIRST) {
+            if first.load(Ordering::Relaxed) == 0 {
+                first.store(now, Ordering::Release);
+            }
+        }
+        if let Some(last) = w.get(self.base + E_LAST) {
+            last.store(now, Ordering::Release);
+        }
+        add(E_COUNT, 1);
+        add(E_DATAGRAMS, datagrams);
+        add(E_BYTES, bytes);
+    }
+}
+
+/// One entry of the loss report as a reader sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LossEntry {
+    /// The stream id.
+    pub stream: u64,
+    /// The publisher's session id.
+    pub source: u64,
+    /// The channel (its URI or group).
+    pub channel: String,
+    /// First and last loss, wall-clock ns since the Unix epoch (0: none yet).
+    pub first_wall_ns: u64,
+    /// See `first_wall_ns`.
+    pub last_wall_ns: u64,
+    /// Loss events.
+    pub events: u64,
+    /// Datagrams lost.
+    pub datagrams: u64,
+    /// Bytes lost, estimated from the stream's mean datagram size (the
+    /// receiver never saw them).
+    pub bytes: u64,
+}
+
+/// One entry of the error log as a reader sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ErrorEntry {
+    /// What happened (the entry's identity).
+    pub text: String,
+    /// How often.
+    pub count: u64,
+    /// First and last time, wall-clock ns since the Unix epoch.
+    pub first_wall_ns: u64,
+    /// See `first_wall_ns`.
+    pub last_wall_ns: u64,
+}
+
 /// One counter as a reader sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CounterValue {
@@ -961,8 +1181,16 @@ impl CountersReader {
                 load(W_VERSION)
             )));
         }
+        if load(W_LOSS_ENTRIES) != LOG_ENTRIES as u64 || load(W_ERROR_ENTRIES) != LOG_ENTRIES as u64
+        {
+            return Err(not(format!(
+                "{} loss and {} error entries, expected {LOG_ENTRIES}",
+                load(W_LOSS_ENTRIES),
+                load(W_ERROR_ENTRIES)
+            )));
+        }
         let records = load(W_RECORDS) as usize;
-        if records == 0 || HEADER_WORDS + records * RECORD_WORDS > words.len() {
+        if records == 0 || RECORDS_BASE + records * RECORD_WORDS > words.len() {
             return Err(not(format!(
                 "{records} records do not fit in {} words",
                 words.len()
@@ -1003,6 +1231,61 @@ impl CountersReader {
     pub fn heartbeat_age(&self) -> Option<Duration> {
         let beat = self.words.region()?.heartbeat_ns()?;
         Some(Duration::from_nanos(now_ns().saturating_sub(beat)))
+    }
+
+    /// Reads every live entry of a log area with `read(base)`, seqlock style.
+    fn entries<T>(&self, area: usize, read: impl Fn(usize) -> T) -> Vec<T> {
+        use std::sync::atomic::{fence, Ordering};
+        let w = &self.words;
+        let state = |b: usize, o: Ordering| w.get(b + E_STATE).map_or(0, |x| x.load(o));
+        (0..LOG_ENTRIES)
+            .filter_map(|i| {
+                let b = area + i * ENTRY_WORDS;
+                // SYNC POINT: pairs with `end_entry`'s Release store.
+                let s1 = state(b, Ordering::Acquire);
+                if s1 & 3 != LIVE {
+                    return None;
+                }
+                let t = read(b);
+                // SYNC POINT: pairs with `begin_entry`'s Release fence.
+                fence(Ordering::Acquire);
+                (state(b, Ordering::Relaxed) == s1).then_some(t)
+            })
+            .collect()
+    }
+
+    /// The loss report: one entry per (stream, session) that lost data.
+    pub fn loss_report(&self) -> Vec<LossEntry> {
+        let w = &self.words;
+        let load = |i: usize| {
+            w.get(i)
+                .map_or(0, |x| x.load(std::sync::atomic::Ordering::Acquire))
+        };
+        self.entries(LOSS_BASE, |b| LossEntry {
+            stream: load(b + E_KEY),
+            source: load(b + E_SOURCE),
+            channel: load_text(w, b + E_CHANNEL, 64),
+            first_wall_ns: load(b + E_FIRST),
+            last_wall_ns: load(b + E_LAST),
+            events: load(b + E_COUNT),
+            datagrams: load(b + E_DATAGRAMS),
+            bytes: load(b + E_BYTES),
+        })
+    }
+
+    /// The error log: distinct errors with their counts.
+    pub fn errors(&self) -> Vec<ErrorEntry> {
+        let w = &self.words;
+        let load = |i: usize| {
+            w.get(i)
+                .map_or(0, |x| x.load(std::sync::atomic::Ordering::Acquire))
+        };
+        self.entries(ERROR_BASE, |b| ErrorEntry {
+            text: load_text(w, b + E_ERR_TEXT, ERROR_TEXT_LEN),
+            count: load(b + E_ERR_COUNT),
+            first_wall_ns: load(b + E_FIRST),
+            last_wall_ns: load(b + E_LAST),
+        })
     }
 
     /// Every live counter with its value now. A record being rewritten while
@@ -1189,6 +1472,50 @@ mod tests {
                 "type {t}"
             );
         }
+    }
+
+    #[test]
+    fn the_loss_report_and_error_log_keep_first_last_and_counts() {
+        let c = cfg("logs");
+        let file = CountersFile::create(&c, "p").unwrap();
+        let report = file.loss_report(9, 0xabc, "udp://239.1.2.3:4000");
+        report.record(3, 3_000);
+        report.record(2, 2_000);
+        file.log_error("udp-recv 239.1.2.3:4000 stream 9: kernel drops", 4);
+        file.log_error("udp-recv 239.1.2.3:4000 stream 9: kernel drops", 1);
+        file.log_error("another", 1);
+        let r = CountersReader::open(file.path().unwrap()).unwrap();
+        let loss = r.loss_report();
+        assert_eq!(loss.len(), 1);
+        let l = &loss[0];
+        assert_eq!(
+            (
+                l.stream,
+                l.source,
+                l.channel.as_str(),
+                l.events,
+                l.datagrams,
+                l.bytes
+            ),
+            (9, 0xabc, "udp://239.1.2.3:4000", 2, 5, 5_000)
+        );
+        assert!(l.first_wall_ns > 0 && l.first_wall_ns <= l.last_wall_ns);
+        let errors = r.errors();
+        assert_eq!(errors.len(), 2);
+        assert_eq!(errors[0].count, 5);
+        assert_eq!(
+            errors[0].text,
+            "udp-recv 239.1.2.3:4000 stream 9: kernel drops"
+        );
+        assert!(errors[0].first_wall_ns <= errors[0].last_wall_ns);
+        // A full log reuses the entry seen least recently.
+        for i in 0..LOG_ENTRIES {
+            file.log_error(&format!("error {i}"), 1);
+        }
+        let texts: Vec<_> = r.errors().into_iter().map(|e| e.text).collect();
+        assert_eq!(texts.len(), LOG_ENTRIES);
+        assert!(texts.contains(&format!("error {}", LOG_ENTRIES - 1)));
+        let _ = std::fs::remove_dir_all(&c.shm.dir);
     }
 
     #[test]

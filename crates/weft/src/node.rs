@@ -426,11 +426,7 @@ impl Node {
             .ok_or_else(|| Error::Config("no publication slot".into()))?;
         let (users, user) = Users::first();
         let name_prefix = format!("udp-send {} stream {stream}", u.group);
-        let counters = SendCounters::new(&CounterSet::new(
-            &self.counters,
-            stream as u64,
-            name_prefix.clone(),
-        ));
+        let counters = SendCounters::new(&self.counters, stream, &name_prefix);
         let task = SendTask {
             counters,
             name: name_prefix,
@@ -441,7 +437,6 @@ impl Node {
             has_pending: false,
             connected: false,
             max,
-            skipped: 0,
             users: users.clone(),
             linger_ns: self.liveness_ns() / 4,
             linger_until: 0,
@@ -552,11 +547,7 @@ impl Node {
         let net = weft_net::Subscription::open(&channel, proto)?;
         let (users, user) = Users::first();
         let name_prefix = format!("{kind} {} stream {stream}", u.group);
-        let counters = RecvCounters::new(&CounterSet::new(
-            &self.counters,
-            stream as u64,
-            name_prefix.clone(),
-        ));
+        let counters = RecvCounters::new(&self.counters, stream, &name_prefix);
         let task = RecvTask {
             counters,
             name: name_prefix,
@@ -564,7 +555,6 @@ impl Node {
             out,
             pending: Vec::with_capacity(max),
             pending_type: None,
-            oversize: 0,
             users,
             done: false,
             bells,

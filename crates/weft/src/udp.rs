@@ -11,7 +11,7 @@ use weft_net::{Publication as NetPublication, Subscription as NetSubscription, W
 use weft_proto::{Event as ProtoEvent, OfferError};
 use weft_shm::{broadcast, mpsc, ClaimError, PollError, ShmOptions};
 
-use weft_counters::{types, Counter, CounterSet};
+use weft_counters::{types, Counter, CounterSet, CountersFile, LossReport};
 
 use crate::agent::Task;
 use crate::channel::{Users, TYPE_LOSS, TYPE_MESSAGE, TYPE_NEW_SESSION, TYPE_PUBLISHER_GONE};
@@ -67,11 +67,23 @@ pub(crate) struct SendCounters {
     /// Messages taken from the ring so far (not in the protocol's stats).
     taken: u64,
     last_export: u64,
+    /// For the error log: the file, the label prefix, and the error counts
+    /// already logged (send errors, dropped, short sends, skipped frames).
+    file: Arc<CountersFile>,
+    prefix: String,
+    logged: [u64; 4],
+    /// Frames of publishers that died mid-claim (skipped by the ring).
+    pub(crate) skipped: u64,
 }
 
 impl SendCounters {
-    pub(crate) fn new(set: &CounterSet<'_>) -> Self {
+    pub(crate) fn new(file: &Arc<CountersFile>, stream: u32, prefix: &str) -> Self {
+        let set = CounterSet::new(file, stream as u64, prefix);
         Self {
+            file: file.clone(),
+            prefix: prefix.to_owned(),
+            logged: [0; 4],
+            skipped: 0,
             messages: set.make(types::UDP_SENT_MESSAGES, "messages sent"),
             bytes: set.make(types::UDP_SENT_BYTES, "bytes sent"),
             datagrams: set.make(types::UDP_SENT_DATAGRAMS, "datagrams sent"),
@@ -101,6 +113,36 @@ impl SendCounters {
         self.receivers.set(net.sender().receivers() as u64);
         self.send_errors.set(st.io.send_errors);
         self.timed_out.set(st.proto.receivers_timed_out);
+        let now = [
+            st.io.send_errors,
+            st.proto.dropped,
+            st.io.short_sends,
+            self.skipped,
+        ];
+        const WHAT: [&str; 4] = [
+            "datagrams lost to send errors",
+            "malformed or foreign datagrams dropped",
+            "datagrams the kernel took only in part",
+            "frames of publishers that died mid-claim skipped",
+        ];
+        log_increases(&self.file, &self.prefix, &mut self.logged, now, WHAT);
+    }
+}
+
+/// Logs every count in `now` that grew since `logged` as an error of the
+/// node (`PREFIX: what`); allocates only when one did.
+fn log_increases<const N: usize>(
+    file: &CountersFile,
+    prefix: &str,
+    logged: &mut [u64; N],
+    now: [u64; N],
+    what: [&str; N],
+) {
+    for i in 0..N {
+        if now[i] > logged[i] {
+            file.log_error(&format!("{prefix}: {}", what[i]), now[i] - logged[i]);
+            logged[i] = now[i];
+        }
     }
 }
 
@@ -120,11 +162,30 @@ pub(crate) struct RecvCounters {
     injected: Counter,
     losses: u64,
     last_export: u64,
+    file: Arc<CountersFile>,
+    prefix: String,
+    stream: u32,
+    /// Error counts already logged (kernel drops, dropped, truncated,
+    /// receive errors, oversize).
+    logged: [u64; 5],
+    /// Messages larger than the local ring's largest frame, dropped.
+    pub(crate) oversize: u64,
+    /// The session whose losses `report` holds.
+    session: u64,
+    report: Option<LossReport>,
 }
 
 impl RecvCounters {
-    pub(crate) fn new(set: &CounterSet<'_>) -> Self {
+    pub(crate) fn new(file: &Arc<CountersFile>, stream: u32, prefix: &str) -> Self {
+        let set = CounterSet::new(file, stream as u64, prefix);
         Self {
+            file: file.clone(),
+            prefix: prefix.to_owned(),
+            stream,
+            logged: [0; 5],
+            oversize: 0,
+            session: 0,
+            report: None,
             messages: set.make(types::UDP_RECEIVED_MESSAGES, "messages received"),
             bytes: set.make(types::UDP_RECEIVED_BYTES, "bytes received"),
             datagrams: set.make(types::UDP_RECEIVED_DATAGRAMS, "datagrams received"),
@@ -156,6 +217,39 @@ impl RecvCounters {
         self.kernel_drops.set(st.io.kernel_drops);
         self.loss_events.set(self.losses);
         self.injected.set(st.io.injected_drops);
+        let now = [
+            st.io.kernel_drops,
+            st.proto.dropped,
+            st.io.truncated,
+            st.io.recv_errors,
+            self.oversize,
+        ];
+        const WHAT: [&str; 5] = [
+            "datagrams dropped by the kernel (receive buffer full: raise udp.rcvbuf)",
+            "malformed, foreign or stale datagrams dropped",
+            "datagrams longer than the MTU dropped",
+            "receive calls failed",
+            "messages larger than the local ring dropped",
+        ];
+        log_increases(&self.file, &self.prefix, &mut self.logged, now, WHAT);
+    }
+
+    /// A session started: its losses go to a new loss-report entry.
+    fn new_session(&mut self, session: u64) {
+        self.session = session;
+        self.report = None;
+    }
+
+    /// Puts a loss of `datagrams` datagrams in the loss report; the bytes
+    /// are estimated from the stream's mean datagram size so far.
+    fn loss(&mut self, datagrams: u64, net: &NetSubscription) {
+        self.losses += 1;
+        let io = net.stats().io;
+        let bytes = datagrams * io.bytes_in.checked_div(io.datagrams_in).unwrap_or(0);
+        let (file, stream, session, prefix) = (&self.file, self.stream, self.session, &self.prefix);
+        self.report
+            .get_or_insert_with(|| file.loss_report(stream as u64, session, prefix))
+            .record(datagrams, bytes);
     }
 }
 
@@ -176,8 +270,6 @@ pub(crate) struct SendTask {
     /// What the status word says now.
     pub(crate) connected: bool,
     pub(crate) max: usize,
-    /// Frames of publishers that died mid-claim (skipped by the ring).
-    pub(crate) skipped: u64,
     /// The publications using the channel.
     pub(crate) users: Arc<Users>,
     /// How long the protocol keeps running (repairs, last data) after the last
@@ -241,7 +333,7 @@ impl Task for SendTask {
                     work += n;
                     self.counters.taken += n as u64;
                 }
-                Err(PollError::SkippedDeadProducer { .. }) => self.skipped += 1,
+                Err(PollError::SkippedDeadProducer { .. }) => self.counters.skipped += 1,
                 Err(_) => break,
             }
         }
@@ -311,8 +403,6 @@ pub(crate) struct RecvTask {
     /// holds the publisher back.
     pub(crate) pending: Vec<u8>,
     pub(crate) pending_type: Option<u32>,
-    /// Messages larger than the local ring's largest frame, dropped.
-    pub(crate) oversize: u64,
     /// The subscriptions reading the local ring; the task ends (leaving the
     /// group) when the last one is gone.
     pub(crate) users: Arc<Users>,
@@ -360,18 +450,20 @@ impl Task for RecvTask {
         work += self.net.do_work();
         let mut words = [0u8; 16];
         while self.pending_type.is_none() && work < RECV_BURST {
+            let (mut lost, mut session) = (None, None);
             let Some(e) = self.net.poll_event() else {
                 break;
             };
             let (t, bytes): (u32, &[u8]) = match e {
                 ProtoEvent::Message(m) => (TYPE_MESSAGE, m),
                 ProtoEvent::Loss { range, .. } => {
-                    self.counters.losses += 1;
+                    lost = Some(range.to.saturating_sub(range.from));
                     words[..8].copy_from_slice(&range.from.to_le_bytes());
                     words[8..].copy_from_slice(&range.to.to_le_bytes());
                     (TYPE_LOSS, &words)
                 }
                 ProtoEvent::NewSession { session_id, .. } => {
+                    session = Some(session_id);
                     words[..8].copy_from_slice(&session_id.to_le_bytes());
                     (TYPE_NEW_SESSION, &words[..8])
                 }
@@ -381,12 +473,18 @@ impl Task for RecvTask {
                 Ok(()) => republished += 1,
                 // Larger than this node's local ring takes (the publisher's node
                 // allows more): dropped and counted, never stuck on.
-                Err(ClaimError::TooLarge { .. }) => self.oversize += 1,
+                Err(ClaimError::TooLarge { .. }) => self.counters.oversize += 1,
                 Err(_) => {
                     self.pending.clear();
                     self.pending.extend_from_slice(bytes); // within capacity: no allocation
                     self.pending_type = Some(t);
                 }
+            }
+            if let Some(s) = session {
+                self.counters.new_session(s);
+            }
+            if let Some(l) = lost {
+                self.counters.loss(l, &self.net);
             }
             work += 1;
         }

@@ -6,6 +6,8 @@
 //! weft-stat                      # every counter with its rate, refreshed each second
 //! weft-stat --once --json        # one JSON object per counter, for scripts
 //! weft-stat --pid 4242 --type task_work
+//! weft-stat loss                 # the loss report: what each stream lost, when
+//! weft-stat errors               # the error log: distinct errors, counts, when
 //! weft-stat serve --listen 127.0.0.1:9464   # Prometheus: GET /metrics
 //! ```
 #![deny(unsafe_code)]
@@ -52,6 +54,12 @@ struct Cli {
 enum Cmd {
     /// The weft processes: pid, label, state, heartbeat age, counters.
     List,
+    /// The loss report of each process: one row per (stream, session) that
+    /// lost data, with first and last time, events, datagrams and bytes.
+    Loss,
+    /// The error log of each process: distinct errors, their counts, first
+    /// and last time.
+    Errors,
     /// Answers `GET /metrics` in the Prometheus text format, gathered from
     /// every live counters file at scrape time.
     Serve {
@@ -225,6 +233,133 @@ fn values(snaps: &[Snapshot]) -> HashMap<CounterKey, u64> {
         .collect()
 }
 
+/// Wall-clock ns since the Unix epoch as UTC `YYYY-MM-DDTHH:MM:SS.mmmZ`.
+fn utc(ns: u64) -> String {
+    if ns == 0 {
+        return "-".into();
+    }
+    let secs = ns / 1_000_000_000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60,
+        ns / 1_000_000 % 1000
+    )
+}
+
+/// Every readable counters file (filtered by `--pid`) with its reader.
+fn readers(cli: &Cli, dir: &std::path::Path) -> Vec<CountersReader> {
+    scan(dir)
+        .into_iter()
+        .filter_map(|(path, r)| match r {
+            Ok(r) => Some(r),
+            Err(e) => {
+                eprintln!("weft-stat: {}: {e}", path.display());
+                None
+            }
+        })
+        .filter(|r| cli.pid.is_none_or(|p| p == r.pid()))
+        .collect()
+}
+
+fn loss(cli: &Cli, dir: &std::path::Path) {
+    if !cli.json {
+        println!(
+            "{:>8} {:<6} {:>6} {:>18} {:<24} {:<24} {:>8} {:>10} {:>12}  channel",
+            "pid",
+            "state",
+            "stream",
+            "session",
+            "first",
+            "last",
+            "events",
+            "datagrams",
+            "bytes (est)"
+        );
+    }
+    for r in readers(cli, dir) {
+        for l in r.loss_report() {
+            if cli.json {
+                println!(
+                    "{{\"pid\":{},\"process\":{},\"state\":\"{}\",\"stream\":{},\"session\":{},\"channel\":{},\"first\":\"{}\",\"last\":\"{}\",\"events\":{},\"datagrams\":{},\"bytes\":{}}}",
+                    r.pid(),
+                    json_str(&r.process_label()),
+                    state_name(r.process_state()),
+                    l.stream,
+                    l.source,
+                    json_str(&l.channel),
+                    utc(l.first_wall_ns),
+                    utc(l.last_wall_ns),
+                    l.events,
+                    l.datagrams,
+                    l.bytes
+                );
+            } else {
+                println!(
+                    "{:>8} {:<6} {:>6} {:>18x} {:<24} {:<24} {:>8} {:>10} {:>12}  {}",
+                    r.pid(),
+                    state_name(r.process_state()),
+                    l.stream,
+                    l.source,
+                    utc(l.first_wall_ns),
+                    utc(l.last_wall_ns),
+                    l.events,
+                    l.datagrams,
+                    l.bytes,
+                    l.channel
+                );
+            }
+        }
+    }
+}
+
+fn errors(cli: &Cli, dir: &std::path::Path) {
+    if !cli.json {
+        println!(
+            "{:>8} {:<6} {:>10} {:<24} {:<24}  error",
+            "pid", "state", "count", "first", "last"
+        );
+    }
+    for r in readers(cli, dir) {
+        for e in r.errors() {
+            if cli.json {
+                println!(
+                    "{{\"pid\":{},\"process\":{},\"state\":\"{}\",\"count\":{},\"first\":\"{}\",\"last\":\"{}\",\"error\":{}}}",
+                    r.pid(),
+                    json_str(&r.process_label()),
+                    state_name(r.process_state()),
+                    e.count,
+                    utc(e.first_wall_ns),
+                    utc(e.last_wall_ns),
+                    json_str(&e.text)
+                );
+            } else {
+                println!(
+                    "{:>8} {:<6} {:>10} {:<24} {:<24}  {}",
+                    r.pid(),
+                    state_name(r.process_state()),
+                    e.count,
+                    utc(e.first_wall_ns),
+                    utc(e.last_wall_ns),
+                    e.text
+                );
+            }
+        }
+    }
+}
+
 /// A Prometheus label value, escaped.
 fn label_value(s: &str) -> String {
     s.replace('\\', "\\\\")
@@ -352,6 +487,14 @@ fn main() {
     match &cli.command {
         Some(Cmd::List) => {
             list(&read_all(&cli, &dir), cli.json);
+            return;
+        }
+        Some(Cmd::Loss) => {
+            loss(&cli, &dir);
+            return;
+        }
+        Some(Cmd::Errors) => {
+            errors(&cli, &dir);
             return;
         }
         Some(Cmd::Serve { listen }) => {

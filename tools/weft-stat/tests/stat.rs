@@ -222,6 +222,11 @@ fn child_node_that_waits_to_be_killed() {
     for _ in 0..500 {
         node.do_work();
     }
+    let counters = node.counters().clone();
+    counters.log_error("doomed: the application's own error", 2);
+    counters
+        .loss_report(3, 0x5e55, "udp://239.77.58.1:4000")
+        .record(12, 12_000);
     println!("ready");
     std::thread::sleep(std::time::Duration::from_secs(120));
 }
@@ -265,6 +270,26 @@ fn a_killed_process_is_shown_dead_and_its_counters_stay_readable() {
     let (lines, _) = stat(&dir, &["--once", "--json", "--pid", &pid]);
     assert_eq!(value(&lines, "task_work", "fixed-300 work"), 300);
     assert_eq!(value(&lines, "task_calls", "fixed-300 calls"), 500);
+    let (errors, _) = stat(&dir, &["errors", "--json", "--pid", &pid]);
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert!(errors[0].contains("\"state\":\"dead\""));
+    assert!(errors[0].contains("\"error\":\"doomed: the application's own error\""));
+    assert_eq!(number(&errors[0], "count"), 2);
+    let (loss, _) = stat(&dir, &["loss", "--json", "--pid", &pid]);
+    assert_eq!(loss.len(), 1, "{loss:#?}");
+    assert!(loss[0].contains("\"channel\":\"udp://239.77.58.1:4000\""));
+    assert_eq!(
+        (number(&loss[0], "stream"), number(&loss[0], "session")),
+        (3, 0x5e55)
+    );
+    assert_eq!(
+        (
+            number(&loss[0], "events"),
+            number(&loss[0], "datagrams"),
+            number(&loss[0], "bytes")
+        ),
+        (1, 12, 12_000)
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
