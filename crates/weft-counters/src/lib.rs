@@ -14,6 +14,7 @@
 //! word 3        reuse delay, ns: a freed record is not reused before this
 //! word 4        loss-report entries (64)
 //! word 5        error-log entries (64)
+//! word 6        histograms (16)
 //! word 8..16    the process's label (64 bytes of UTF-8, zero-padded)
 //! then the loss report, 64 entries of 128 bytes:
 //!   +0 state  +8 stream  +16 source (session)  +24 first seen  +32 last seen
@@ -21,6 +22,9 @@
 //!   (estimated)  +64 channel (64 bytes of UTF-8)
 //! then the error log, 64 entries of 128 bytes:
 //!   +0 state  +8 code  +16 count  +24 first seen  +32 last seen  +40 text (88 bytes)
+//! then 16 histograms of 6 KiB:
+//!   +0 state  +8 type id  +16 key  +24..+88 label (64 bytes)  +88 count  +96 sum
+//!   +104 max  +128 720 bucket counts (see [`bucket_of`])
 //! then records of 256 bytes:
 //!   +0    state    generation << 2 | state (0 free, 1 live, 2 freed, 3 being written)
 //!   +8    type id  (u32, see [`types`])
@@ -67,7 +71,19 @@ pub const LOG_ENTRIES: usize = 64;
 const ENTRY_WORDS: usize = 16;
 const LOSS_BASE: usize = HEADER_WORDS;
 const ERROR_BASE: usize = LOSS_BASE + LOG_ENTRIES * ENTRY_WORDS;
-const RECORDS_BASE: usize = ERROR_BASE + LOG_ENTRIES * ENTRY_WORDS;
+/// Histogram slots in a counters file.
+pub const HISTOGRAMS: usize = 16;
+/// Buckets of a histogram: values 0..16 exactly, then 16 buckets per power
+/// of two (about 6 % wide) up to 2^48 ns (78 hours); larger values go in the last.
+pub const HISTOGRAM_BUCKETS: usize = 720;
+const HISTOGRAM_WORDS: usize = 768;
+const H_META: usize = 16;
+const H_COUNT: usize = 11;
+const H_SUM: usize = 12;
+const H_MAX: usize = 13;
+const HISTOGRAM_BASE: usize = ERROR_BASE + LOG_ENTRIES * ENTRY_WORDS;
+const RECORDS_BASE: usize = HISTOGRAM_BASE + HISTOGRAMS * HISTOGRAM_WORDS;
+const W_HISTOGRAMS: usize = 6;
 const W_LOSS_ENTRIES: usize = 4;
 const W_ERROR_ENTRIES: usize = 5;
 const E_STATE: usize = 0;
@@ -171,6 +187,9 @@ pub mod types {
     pub const UDP_LOSS_EVENTS: u32 = 70;
     /// UDP receiver: datagrams the test loss injector dropped.
     pub const UDP_INJECTED_DROPS: u32 = 71;
+    /// Histogram: an agent's duty-cycle length, ns. Key: agent index.
+    pub const AGENT_CYCLE_NS: u32 = 100;
+
     /// Shared-memory publication: messages published. Key: stream id.
     pub const SHM_SENT_MESSAGES: u32 = 80;
     /// Shared-memory publication: payload bytes published.
@@ -548,6 +567,14 @@ pub mod types {
         ),
     ];
 
+    /// Histogram types as Prometheus histograms (in seconds): type id,
+    /// metric name, HELP text. Type ids from 100 up are histograms.
+    pub const HISTOGRAM_METRICS: &[(u32, &str, &str)] = &[(
+        AGENT_CYCLE_NS,
+        "weft_agent_cycle_seconds",
+        "Length of the agent's duty cycles.",
+    )];
+
     /// The metric of a type id.
     pub fn metric(type_id: u32) -> Option<&'static Metric> {
         METRICS.iter().find(|m| m.type_id == type_id)
@@ -585,6 +612,7 @@ pub mod types {
             SHM_RECEIVED_MESSAGES => "shm_received_messages",
             SHM_RECEIVED_BYTES => "shm_received_bytes",
             SHM_EVICTIONS => "shm_evictions",
+            AGENT_CYCLE_NS => "agent_cycle_ns",
             AGENT_DUTY_CYCLES => "agent_duty_cycles",
             AGENT_BUSY_NS => "agent_busy_ns",
             AGENT_IDLE_NS => "agent_idle_ns",
@@ -684,6 +712,26 @@ fn record_base(i: usize) -> usize {
     RECORDS_BASE + i * RECORD_WORDS
 }
 
+/// The bucket of value `v` in a counters-file histogram.
+#[inline]
+pub fn bucket_of(v: u64) -> usize {
+    if v < 16 {
+        return v as usize;
+    }
+    let e = 63 - v.leading_zeros() as usize; // 4..=63
+    let sub = ((v >> (e - 4)) & 15) as usize;
+    ((e - 3) * 16 + sub).min(HISTOGRAM_BUCKETS - 1)
+}
+
+/// The smallest value of bucket `i` (its values are below the next one's).
+pub fn bucket_low(i: usize) -> u64 {
+    if i < 16 {
+        return i as u64;
+    }
+    let (e, sub) = (i / 16 + 3, (i % 16) as u64);
+    (16 + sub) << (e - 4)
+}
+
 fn wall_ns() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -732,6 +780,7 @@ impl CountersFile {
             set(W_REUSE, reuse_delay_ns);
             set(W_LOSS_ENTRIES, LOG_ENTRIES as u64);
             set(W_ERROR_ENTRIES, LOG_ENTRIES as u64);
+            set(W_HISTOGRAMS, HISTOGRAMS as u64);
             store_text(w, W_PROCESS_LABEL, PROCESS_LABEL_LEN, process_label);
         };
         let words = match Region::create_words(&cfg.shm, &name, len, init) {
@@ -929,6 +978,41 @@ impl CountersFile {
         }
     }
 
+    /// A new histogram of `type_id` (ns values), or a standalone one if all
+    /// [`HISTOGRAMS`] slots are live. Takes the mutex: set-up, not hot path.
+    pub fn histogram(self: &Arc<Self>, type_id: u32, key: u64, label: &str) -> Histogram {
+        use std::sync::atomic::Ordering;
+        let _held = self.alloc.lock().unwrap_or_else(PoisonError::into_inner);
+        let w = &self.words;
+        let free = (0..HISTOGRAMS).find(|&i| {
+            let b = HISTOGRAM_BASE + i * HISTOGRAM_WORDS;
+            w.get(b + E_STATE)
+                .is_some_and(|x| x.load(Ordering::Relaxed) & 3 != LIVE)
+                && w.get(b + HISTOGRAM_WORDS - 1).is_some()
+        });
+        let Some(i) = free else {
+            return Histogram::standalone();
+        };
+        let b = HISTOGRAM_BASE + i * HISTOGRAM_WORDS;
+        let generation = self.begin_entry(b);
+        let store = |k: usize, v: u64| {
+            if let Some(x) = w.get(b + k) {
+                x.store(v, Ordering::Relaxed)
+            }
+        };
+        store(1, type_id as u64);
+        store(2, key);
+        store_text(w, b + 3, 64, label);
+        for k in H_COUNT..H_META + HISTOGRAM_BUCKETS {
+            store(k, 0);
+        }
+        self.end_entry(b, generation);
+        Histogram {
+            file: self.clone(),
+            base: b,
+        }
+    }
+
     fn free(&self, record: usize) {
         use std::sync::atomic::Ordering;
         let _held = self.alloc.lock().unwrap_or_else(PoisonError::into_inner);
@@ -1044,6 +1128,117 @@ impl<'a> CounterSet<'a> {
             self.key,
             &format!("{} {what}", self.prefix),
         )
+    }
+}
+
+/// A histogram of nanosecond values in the counters file, with one writer.
+/// Recording costs a bucket computation and four load/store pairs; no
+/// allocation, lock or syscall. Dropping it frees the slot.
+#[derive(Debug)]
+pub struct Histogram {
+    file: Arc<CountersFile>,
+    base: usize,
+}
+
+impl Histogram {
+    /// One no file holds (all slots live, or telemetry off).
+    pub fn standalone() -> Self {
+        let file = CountersFile::private(1);
+        let base = HISTOGRAM_BASE;
+        Self { file, base }
+    }
+
+    /// Records one value.
+    #[inline]
+    pub fn record(&self, v: u64) {
+        use std::sync::atomic::Ordering;
+        let w = &self.file.words;
+        let bump = |k: usize, n: u64| {
+            if let Some(x) = w.get(self.base + k) {
+                x.store(x.load(Ordering::Relaxed).wrapping_add(n), Ordering::Release);
+            }
+        };
+        bump(H_META + bucket_of(v), 1);
+        bump(H_COUNT, 1);
+        bump(H_SUM, v);
+        if let Some(m) = w.get(self.base + H_MAX) {
+            if v > m.load(Ordering::Relaxed) {
+                m.store(v, Ordering::Release);
+            }
+        }
+    }
+}
+
+impl Drop for Histogram {
+    fn drop(&mut self) {
+        use std::sync::atomic::Ordering;
+        let _held = self
+            .file
+            .alloc
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(state) = self.file.words.get(self.base + E_STATE) {
+            let generation = state.load(Ordering::Relaxed) >> 2;
+            // SYNC POINT: a reader that sees "freed" skips the slot.
+            state.store((generation + 1) << 2 | FREED, Ordering::Release);
+        }
+    }
+}
+
+/// A histogram as a reader sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HistogramValue {
+    /// See [`types`].
+    pub type_id: u32,
+    /// Agent index or stream id.
+    pub key: u64,
+    /// Human label.
+    pub label: String,
+    /// Values recorded.
+    pub count: u64,
+    /// Their sum (ns).
+    pub sum: u64,
+    /// The largest (ns).
+    pub max: u64,
+    /// Count per bucket (see [`bucket_low`]).
+    pub buckets: Vec<u64>,
+}
+
+impl HistogramValue {
+    /// The value at quantile `q` (0..=1): the upper end of the bucket that
+    /// holds it, so at most about 6 % high; the max for `q` = 1.
+    pub fn quantile(&self, q: f64) -> u64 {
+        if self.count == 0 {
+            return 0;
+        }
+        if q >= 1.0 {
+            return self.max;
+        }
+        let rank = ((q * self.count as f64).ceil() as u64).max(1);
+        let mut seen = 0;
+        for (i, &n) in self.buckets.iter().enumerate() {
+            seen += n;
+            if seen >= rank {
+                let high = if i + 1 < HISTOGRAM_BUCKETS {
+                    bucket_low(i + 1) - 1
+                } else {
+                    self.max
+                };
+                return high.min(self.max);
+            }
+        }
+        self.max
+    }
+
+    /// How many values are at most `v` (whole buckets whose upper end is at
+    /// most `v`: a bucket straddling `v` is left out).
+    pub fn count_at_most(&self, v: u64) -> u64 {
+        self.buckets
+            .iter()
+            .enumerate()
+            .take_while(|(i, _)| *i + 1 < HISTOGRAM_BUCKETS && bucket_low(i + 1) - 1 <= v)
+            .map(|(_, &n)| n)
+            .sum()
     }
 }
 
@@ -1189,6 +1384,12 @@ impl CountersReader {
                 load(W_ERROR_ENTRIES)
             )));
         }
+        if load(W_HISTOGRAMS) != HISTOGRAMS as u64 {
+            return Err(not(format!(
+                "{} histograms, expected {HISTOGRAMS}",
+                load(W_HISTOGRAMS)
+            )));
+        }
         let records = load(W_RECORDS) as usize;
         if records == 0 || RECORDS_BASE + records * RECORD_WORDS > words.len() {
             return Err(not(format!(
@@ -1250,6 +1451,44 @@ impl CountersReader {
                 // SYNC POINT: pairs with `begin_entry`'s Release fence.
                 fence(Ordering::Acquire);
                 (state(b, Ordering::Relaxed) == s1).then_some(t)
+            })
+            .collect()
+    }
+
+    /// Every live histogram with its buckets now.
+    pub fn histograms(&self) -> Vec<HistogramValue> {
+        use std::sync::atomic::{fence, Ordering};
+        let w = &self.words;
+        let load = |i: usize| w.get(i).map_or(0, |x| x.load(Ordering::Acquire));
+        (0..HISTOGRAMS)
+            .filter_map(|i| {
+                let b = HISTOGRAM_BASE + i * HISTOGRAM_WORDS;
+                // SYNC POINT: pairs with `end_entry`'s Release store.
+                let s1 = load(b + E_STATE);
+                if s1 & 3 != LIVE {
+                    return None;
+                }
+                let (type_id, key, label) =
+                    (load(b + 1) as u32, load(b + 2), load_text(w, b + 3, 64));
+                // SYNC POINT: pairs with `begin_entry`'s Release fence.
+                fence(Ordering::Acquire);
+                if w.get(b + E_STATE).map_or(0, |x| x.load(Ordering::Relaxed)) != s1 {
+                    return None;
+                }
+                let buckets: Vec<u64> = (0..HISTOGRAM_BUCKETS)
+                    .map(|k| load(b + H_META + k))
+                    .collect();
+                Some(HistogramValue {
+                    type_id,
+                    key,
+                    label,
+                    // The buckets' sum, so the count matches them even while
+                    // the writer records.
+                    count: buckets.iter().sum(),
+                    sum: load(b + H_SUM),
+                    max: load(b + H_MAX),
+                    buckets,
+                })
             })
             .collect()
     }
@@ -1465,12 +1704,16 @@ mod tests {
             assert_eq!(m.counter, m.name.ends_with("_total"), "{}", m.name);
             assert!(!m.name.contains("_ns"), "{}: base units", m.name);
         }
-        for t in 0..200 {
+        for t in 0..100 {
             assert_eq!(
                 types::name(t).is_some(),
                 types::metric(t).is_some(),
                 "type {t}"
             );
+        }
+        for t in 100..300 {
+            let histogram = types::HISTOGRAM_METRICS.iter().any(|h| h.0 == t);
+            assert_eq!(types::name(t).is_some(), histogram, "type {t}");
         }
     }
 
@@ -1515,6 +1758,49 @@ mod tests {
         let texts: Vec<_> = r.errors().into_iter().map(|e| e.text).collect();
         assert_eq!(texts.len(), LOG_ENTRIES);
         assert!(texts.contains(&format!("error {}", LOG_ENTRIES - 1)));
+        let _ = std::fs::remove_dir_all(&c.shm.dir);
+    }
+
+    #[test]
+    fn buckets_cover_every_value_in_order_within_7_percent() {
+        let mut last = 0;
+        for i in 1..HISTOGRAM_BUCKETS {
+            assert!(bucket_low(i) > bucket_low(i - 1));
+            assert_eq!(bucket_of(bucket_low(i)), i);
+            assert_eq!(bucket_of(bucket_low(i) - 1), i - 1);
+            if i > 16 {
+                let width = bucket_low(i) - bucket_low(i - 1);
+                assert!(width as f64 / bucket_low(i - 1) as f64 <= 1.0 / 15.0);
+            }
+            last = i;
+        }
+        assert_eq!(bucket_of(u64::MAX), last);
+    }
+
+    #[test]
+    fn a_reader_gets_the_histograms_percentiles() {
+        let c = cfg("hist");
+        let file = CountersFile::create(&c, "p").unwrap();
+        let h = file.histogram(types::AGENT_CYCLE_NS, 0, "agent-0 cycle");
+        for v in 1..=10_000u64 {
+            h.record(v);
+        }
+        let r = CountersReader::open(file.path().unwrap()).unwrap();
+        let got = r.histograms();
+        assert_eq!(got.len(), 1);
+        let g = &got[0];
+        assert_eq!(
+            (g.count, g.max, g.sum),
+            (10_000, 10_000, 10_000 * 10_001 / 2)
+        );
+        for (q, exact) in [(0.5, 5_000.0), (0.9, 9_000.0), (0.99, 9_900.0)] {
+            let v = g.quantile(q) as f64;
+            assert!(v >= exact && v <= exact * 1.07, "q{q}: {v}");
+        }
+        assert_eq!(g.quantile(1.0), 10_000);
+        assert_eq!(g.count_at_most(15), 15);
+        drop(h);
+        assert!(r.histograms().is_empty());
         let _ = std::fs::remove_dir_all(&c.shm.dir);
     }
 

@@ -28,7 +28,7 @@ use crate::doorbell::Doorbell;
 use crate::idle::{IdleStep, IdleStrategy, Idler};
 // Agent and task counters live in the node's counters file (so `weft-stat`
 // reads them live); each has one writer: a plain load and store.
-use weft_counters::{types, Counter, CountersFile};
+use weft_counters::{types, Counter, CountersFile, Histogram};
 
 /// A unit of work an agent runs: receiving a channel, sending a stream,
 /// feeding the gateway, housekeeping.
@@ -330,6 +330,8 @@ struct Shared {
     idle_ns: Counter,
     max_cycle_ns: Counter,
     slow_cycles: Counter,
+    /// Duty-cycle lengths (ns).
+    cycles: Histogram,
     tasks: AtomicUsize,
 }
 
@@ -495,6 +497,7 @@ impl Agent {
             me.idle_ns.add(len);
         }
         me.max_cycle_ns.max(len);
+        me.cycles.record(len);
         if len > self.slow_cycle_ns {
             me.slow_cycles.add(1);
         }
@@ -649,6 +652,11 @@ impl Agents {
                         idle_ns: counter(types::AGENT_IDLE_NS, "idle ns"),
                         max_cycle_ns: counter(types::AGENT_MAX_CYCLE_NS, "longest cycle ns"),
                         slow_cycles: counter(types::AGENT_SLOW_CYCLES, "slow cycles"),
+                        cycles: counters.histogram(
+                            types::AGENT_CYCLE_NS,
+                            i as u64,
+                            &format!("{} cycle", c.name),
+                        ),
                         tasks: AtomicUsize::new(0),
                     })
                 })

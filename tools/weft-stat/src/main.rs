@@ -8,6 +8,7 @@
 //! weft-stat --pid 4242 --type task_work
 //! weft-stat loss                 # the loss report: what each stream lost, when
 //! weft-stat errors               # the error log: distinct errors, counts, when
+//! weft-stat histograms           # duty-cycle percentiles per agent
 //! weft-stat serve --listen 127.0.0.1:9464   # Prometheus: GET /metrics
 //! ```
 #![deny(unsafe_code)]
@@ -60,6 +61,8 @@ enum Cmd {
     /// The error log of each process: distinct errors, their counts, first
     /// and last time.
     Errors,
+    /// Latency histograms (agents' duty cycles): count and percentiles.
+    Histograms,
     /// Answers `GET /metrics` in the Prometheus text format, gathered from
     /// every live counters file at scrape time.
     Serve {
@@ -77,6 +80,7 @@ struct Snapshot {
     state: ProcessState,
     heartbeat_age_ms: Option<u64>,
     counters: Vec<CounterValue>,
+    histograms: Vec<weft_counters::HistogramValue>,
 }
 
 fn type_name(t: u32) -> String {
@@ -127,6 +131,7 @@ fn read_all(cli: &Cli, dir: &std::path::Path) -> Vec<Snapshot> {
             state: r.process_state(),
             heartbeat_age_ms: r.heartbeat_age().map(|d| d.as_millis() as u64),
             counters,
+            histograms: r.histograms(),
             path,
         });
     }
@@ -325,6 +330,69 @@ fn loss(cli: &Cli, dir: &std::path::Path) {
     }
 }
 
+fn histograms(cli: &Cli, dir: &std::path::Path) {
+    const QS: [(f64, &str); 5] = [
+        (0.5, "p50"),
+        (0.9, "p90"),
+        (0.99, "p99"),
+        (0.999, "p99.9"),
+        (1.0, "max"),
+    ];
+    if !cli.json {
+        println!(
+            "{:>8} {:<6} {:<16} {:>6} {:>12} {:>10} {:>10} {:>10} {:>10} {:>10}  label",
+            "pid",
+            "state",
+            "type",
+            "key",
+            "count",
+            "p50 ns",
+            "p90 ns",
+            "p99 ns",
+            "p99.9 ns",
+            "max ns"
+        );
+    }
+    for r in readers(cli, dir) {
+        for h in r.histograms() {
+            let q: Vec<u64> = QS.iter().map(|(q, _)| h.quantile(*q)).collect();
+            if cli.json {
+                let qs: Vec<String> = QS
+                    .iter()
+                    .zip(&q)
+                    .map(|((_, n), v)| format!("\"{n}_ns\":{v}"))
+                    .collect();
+                println!(
+                    "{{\"pid\":{},\"process\":{},\"state\":\"{}\",\"type\":\"{}\",\"key\":{},\"label\":{},\"count\":{},{}}}",
+                    r.pid(),
+                    json_str(&r.process_label()),
+                    state_name(r.process_state()),
+                    type_name(h.type_id),
+                    h.key,
+                    json_str(&h.label),
+                    h.count,
+                    qs.join(",")
+                );
+            } else {
+                println!(
+                    "{:>8} {:<6} {:<16} {:>6} {:>12} {:>10} {:>10} {:>10} {:>10} {:>10}  {}",
+                    r.pid(),
+                    state_name(r.process_state()),
+                    type_name(h.type_id),
+                    h.key,
+                    h.count,
+                    q[0],
+                    q[1],
+                    q[2],
+                    q[3],
+                    q[4],
+                    h.label
+                );
+            }
+        }
+    }
+}
+
 fn errors(cli: &Cli, dir: &std::path::Path) {
     if !cli.json {
         println!(
@@ -436,6 +504,35 @@ fn metrics_text(snaps: &[Snapshot]) -> String {
             }
         }
     }
+    // Histograms in seconds, on fixed bounds (a fine bucket straddling a
+    // bound counts above it).
+    const LE: [f64; 16] = [
+        1e-7, 2.5e-7, 5e-7, 1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 1e-2,
+        1e-1, 1.0,
+    ];
+    for (type_id, name, help) in types::HISTOGRAM_METRICS {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        for s in snaps {
+            for h in s.histograms.iter().filter(|h| h.type_id == *type_id) {
+                let labels = format!(
+                    "process=\"{}\",pid=\"{}\",agent=\"{}\"",
+                    label_value(&s.label),
+                    s.pid,
+                    h.key
+                );
+                for le in LE {
+                    let _ = writeln!(
+                        out,
+                        "{name}_bucket{{{labels},le=\"{le}\"}} {}",
+                        h.count_at_most((le * 1e9) as u64)
+                    );
+                }
+                let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {}", h.count);
+                let _ = writeln!(out, "{name}_sum{{{labels}}} {}", h.sum as f64 / 1e9);
+                let _ = writeln!(out, "{name}_count{{{labels}}} {}", h.count);
+            }
+        }
+    }
     out
 }
 
@@ -495,6 +592,10 @@ fn main() {
         }
         Some(Cmd::Errors) => {
             errors(&cli, &dir);
+            return;
+        }
+        Some(Cmd::Histograms) => {
+            histograms(&cli, &dir);
             return;
         }
         Some(Cmd::Serve { listen }) => {

@@ -107,6 +107,15 @@ fn counters_of_a_running_node_match_what_it_did() {
     let busy = value(&lines, "agent_busy_ns", "busy ns");
     let idle = value(&lines, "agent_idle_ns", "idle ns");
     assert!(busy > 0 && idle > 0, "busy {busy} ns, idle {idle} ns");
+    // Every duty cycle is in the agent's cycle-length histogram.
+    let (hist, _) = stat(&dir, &["histograms", "--json", "--pid", &pid]);
+    let cycles = hist
+        .iter()
+        .find(|l| l.contains("\"type\":\"agent_cycle_ns\"") && l.contains("agent-0 cycle"))
+        .unwrap_or_else(|| panic!("{hist:#?}"));
+    assert_eq!(number(cycles, "count"), 2_000);
+    assert!(number(cycles, "p50_ns") <= number(cycles, "p99_ns"));
+    assert!(number(cycles, "p99_ns") <= number(cycles, "max_ns"));
     // The filters.
     let (only_work, _) = stat(&dir, &["--once", "--json", "--type", "task_work"]);
     assert!(!only_work.is_empty());
@@ -382,6 +391,12 @@ fn prometheus_scrapes_weft_stat_serve() {
     assert!(
         metrics.contains(&format!(
             "weft_task_work_total{{process=\"stat-prom\",pid=\"{pid}\""
+        )),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!(
+            "weft_agent_cycle_seconds_count{{process=\"stat-prom\",pid=\"{pid}\",agent=\"0\"}} 5000"
         )),
         "{metrics}"
     );
