@@ -31,6 +31,10 @@ const SCENARIOS: &[(&str, &str)] = &[
         "weft SPSC round trip, 32-byte messages, two pinned processes",
     ),
     (
+        "shm-pingpong-instrumented",
+        "shm-pingpong plus per-message counters and a sampled one-way latency histogram in a counters file",
+    ),
+    (
         "api-shm-pingpong",
         "shm-pingpong through the public API (weft::Node, shm: channels), two pinned processes",
     ),
@@ -123,6 +127,7 @@ fn run(name: &str, clock: Clock, samples: Option<u64>) -> Vec<Outcome> {
         "udp-interleaved" => return udp::interleaved(clock, lat_warm / 10, lat / 10),
         "floor-shm" => shm::floor(clock, lat_warm, lat),
         "shm-pingpong" => shm::pingpong(clock, lat_warm, lat, 32),
+        "shm-pingpong-instrumented" => shm::pingpong_instrumented(clock, lat_warm, lat, 32),
         "api-shm-pingpong" => api::shm_pingpong(clock, lat_warm, lat, 32),
         "api-udp-pingpong" => api::udp_pingpong(clock, lat_warm / 10, lat / 10, 32),
         "shm-throughput" => shm::throughput(clock, thr_warm, thr, 64),

@@ -211,10 +211,161 @@ pub fn child(args: &[String]) {
             }
         }
         [role, ping, pong] if role == "api-echo" => crate::api::shm_echo(ping, pong),
+        [role, ping, pong] if role == "echo-instrumented" => echo_instrumented(&opts, ping, pong),
         [role, blocks, raw_ping, raw_pong, ping, pong] if role == "interleaved-echo" => {
             let blocks = blocks.parse().expect("block count");
             crate::api::shm_interleaved_echo(blocks, [raw_ping, raw_pong], [ping, pong]);
         }
         _ => panic!("unknown child role {args:?}"),
+    }
+}
+
+/// Sample one message in this many for one-way latency (as weft does).
+pub const LATENCY_SAMPLE_EVERY: u64 = 64;
+
+/// What a weft shared-memory channel end counts, in a real counters file:
+/// messages and bytes per message, and a one-way latency histogram fed by a
+/// timestamp in every [`LATENCY_SAMPLE_EVERY`]th message.
+struct Instruments {
+    _file: std::sync::Arc<weft::weft_counters::CountersFile>,
+    sent: weft::weft_counters::Counter,
+    sent_bytes: weft::weft_counters::Counter,
+    received: weft::weft_counters::Counter,
+    received_bytes: weft::weft_counters::Counter,
+    latency: weft::weft_counters::Histogram,
+    until_sample: u64,
+}
+
+impl Instruments {
+    fn new(tag: &str) -> Self {
+        use weft::weft_counters::{types, CountersConfig, CountersFile};
+        let file = CountersFile::create(&CountersConfig::default(), &format!("weft-bench {tag}"))
+            .expect("counters file");
+        let c = |t, what: &str| {
+            file.allocate(t, 1, &format!("bench {tag} {what}"))
+                .expect("counter")
+        };
+        Self {
+            sent: c(types::SHM_SENT_MESSAGES, "sent"),
+            sent_bytes: c(types::SHM_SENT_BYTES, "sent bytes"),
+            received: c(types::SHM_RECEIVED_MESSAGES, "received"),
+            received_bytes: c(types::SHM_RECEIVED_BYTES, "received bytes"),
+            latency: file.histogram(
+                types::ONE_WAY_LATENCY_NS,
+                1,
+                &format!("bench {tag} one-way"),
+            ),
+            until_sample: LATENCY_SAMPLE_EVERY,
+            _file: file,
+        }
+    }
+
+    /// Before a send: the timestamp to put in the message (0: not sampled).
+    #[inline]
+    fn stamp(&mut self) -> u64 {
+        self.until_sample -= 1;
+        if self.until_sample == 0 {
+            self.until_sample = LATENCY_SAMPLE_EVERY;
+            weft_shm::liveness::now_ns()
+        } else {
+            0
+        }
+    }
+
+    #[inline]
+    fn sent(&self, len: usize) {
+        self.sent.add(1);
+        self.sent_bytes.add(len as u64);
+    }
+
+    #[inline]
+    fn received(&self, len: usize, stamp: u64) {
+        self.received.add(1);
+        self.received_bytes.add(len as u64);
+        if stamp != 0 {
+            self.latency
+                .record(weft_shm::liveness::now_ns().saturating_sub(stamp));
+        }
+    }
+}
+
+/// `shm-pingpong-instrumented`: `shm-pingpong` with, on both sides, what a
+/// weft channel end records per message in its counters file (messages and
+/// bytes each way) and a one-way latency histogram sampled every
+/// [`LATENCY_SAMPLE_EVERY`]th message (a timestamp in bytes 8..16).
+pub fn pingpong_instrumented(clock: Clock, warmup: u64, samples: u64, bytes: usize) -> Outcome {
+    let opts = bench_opts();
+    let (ping, pong) = (unique("iping"), unique("ipong"));
+    let mut tx =
+        Producer::create(&opts, &ping, &SpscConfig::new(64 * 1024)).expect("create ping ring");
+    let mut child = spawn_child(&["echo-instrumented".into(), ping.clone(), pong.clone()]);
+    let mut rx = attach_retry(|| Consumer::attach(&opts, &pong));
+    let mut inst = Instruments::new("ping");
+    pin(0);
+    let mut h = histogram();
+    let mut payload = vec![0u8; bytes.max(16)];
+    for i in 1..=warmup + samples {
+        payload[..8].copy_from_slice(&i.to_le_bytes());
+        let t0 = ticks();
+        let stamp = inst.stamp();
+        let mut claim = tx.try_claim(payload.len(), 1).expect("ping ring has room");
+        let p = claim.payload_mut();
+        p.copy_from_slice(&payload);
+        p[8..16].copy_from_slice(&stamp.to_le_bytes());
+        claim.commit();
+        inst.sent(payload.len());
+        let mut got = 0;
+        while got != i {
+            let _ = rx.poll(1, |f| {
+                let p = f.payload();
+                got = u64::from_le_bytes(p[..8].try_into().unwrap_or_default());
+                inst.received(
+                    p.len(),
+                    u64::from_le_bytes(p[8..16].try_into().unwrap_or_default()),
+                );
+            });
+        }
+        let t1 = ticks();
+        if i > warmup {
+            h.saturating_record(clock.ns(t0, t1));
+        }
+    }
+    drop(tx);
+    child.wait().expect("echo child");
+    Outcome::latency(
+        "shm-pingpong-instrumented",
+        bytes,
+        &h,
+        "shm-pingpong plus per-message counters and a 1-in-64 one-way latency histogram, both sides",
+    )
+}
+
+/// The echo process of `shm-pingpong-instrumented`.
+fn echo_instrumented(opts: &ShmOptions, ping: &str, pong: &str) {
+    let mut rx = attach_retry(|| Consumer::attach(opts, ping));
+    let mut tx =
+        Producer::create(opts, pong, &SpscConfig::new(64 * 1024)).expect("create pong ring");
+    let mut inst = Instruments::new("echo");
+    loop {
+        match rx.poll(1, |f| {
+            let p = f.payload();
+            inst.received(
+                p.len(),
+                u64::from_le_bytes(p[8..16].try_into().unwrap_or_default()),
+            );
+            let stamp = inst.stamp();
+            let mut c = tx
+                .try_claim(p.len(), f.type_id())
+                .expect("pong ring has room");
+            let out = c.payload_mut();
+            out.copy_from_slice(p);
+            out[8..16].copy_from_slice(&stamp.to_le_bytes());
+            c.commit();
+            inst.sent(p.len());
+        }) {
+            Err(PollError::Closed) => break,
+            Err(e) => panic!("poll: {e}"),
+            Ok(_) => {}
+        }
     }
 }

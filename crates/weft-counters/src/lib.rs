@@ -189,6 +189,9 @@ pub mod types {
     pub const UDP_INJECTED_DROPS: u32 = 71;
     /// Histogram: an agent's duty-cycle length, ns. Key: agent index.
     pub const AGENT_CYCLE_NS: u32 = 100;
+    /// Histogram: one-way latency of sampled messages, ns, publisher's
+    /// commit to subscriber's read on one host's clock. Key: stream id.
+    pub const ONE_WAY_LATENCY_NS: u32 = 101;
 
     /// Shared-memory publication: messages published. Key: stream id.
     pub const SHM_SENT_MESSAGES: u32 = 80;
@@ -569,11 +572,20 @@ pub mod types {
 
     /// Histogram types as Prometheus histograms (in seconds): type id,
     /// metric name, HELP text. Type ids from 100 up are histograms.
-    pub const HISTOGRAM_METRICS: &[(u32, &str, &str)] = &[(
-        AGENT_CYCLE_NS,
-        "weft_agent_cycle_seconds",
-        "Length of the agent's duty cycles.",
-    )];
+    pub const HISTOGRAM_METRICS: &[(u32, &str, &str, KeyKind)] = &[
+        (
+            AGENT_CYCLE_NS,
+            "weft_agent_cycle_seconds",
+            "Length of the agent's duty cycles.",
+            KeyKind::Agent,
+        ),
+        (
+            ONE_WAY_LATENCY_NS,
+            "weft_one_way_latency_seconds",
+            "Time from publication to subscription of sampled messages (same-host clock).",
+            KeyKind::Stream,
+        ),
+    ];
 
     /// The metric of a type id.
     pub fn metric(type_id: u32) -> Option<&'static Metric> {
@@ -613,6 +625,7 @@ pub mod types {
             SHM_RECEIVED_BYTES => "shm_received_bytes",
             SHM_EVICTIONS => "shm_evictions",
             AGENT_CYCLE_NS => "agent_cycle_ns",
+            ONE_WAY_LATENCY_NS => "one_way_latency_ns",
             AGENT_DUTY_CYCLES => "agent_duty_cycles",
             AGENT_BUSY_NS => "agent_busy_ns",
             AGENT_IDLE_NS => "agent_idle_ns",

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use weft_shm::{broadcast, mpsc, ClaimError, PeerState, PollError, ShmOptions};
 
-use weft_counters::{types, Counter, CounterSet};
+use weft_counters::{types, Counter, CounterSet, Histogram};
 
 use crate::agent::Waker;
 use crate::doorbell::ReaderBells;
@@ -25,6 +25,12 @@ pub(crate) const TYPE_MESSAGE: u32 = 0;
 pub(crate) const TYPE_LOSS: u32 = 0xFFFF_FE01;
 pub(crate) const TYPE_NEW_SESSION: u32 = 0xFFFF_FE02;
 pub(crate) const TYPE_PUBLISHER_GONE: u32 = 0xFFFF_FE03;
+/// A message whose first 8 bytes are its publisher's commit time (monotonic
+/// ns): one in `NodeConfig::latency_sample_every`, for the one-way latency
+/// histogram. Subscribers hand out the rest.
+pub(crate) const TYPE_MESSAGE_STAMPED: u32 = 0xFFFF_FE10;
+/// Bytes of the stamp.
+const STAMP: usize = 8;
 
 /// Why a message was not published. Nothing was written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -81,8 +87,9 @@ pub struct Claim<'p>(ClaimInner<'p>);
 
 #[derive(Debug)]
 enum ClaimInner<'p> {
-    /// In a shared-memory ring; counted at commit.
-    Shm(broadcast::Claim<'p>, &'p ShmCounters, usize),
+    /// In a shared-memory ring; counted at commit; stamped with the commit
+    /// time in its first 8 bytes if sampled for latency.
+    Shm(broadcast::Claim<'p>, &'p ShmCounters, usize, bool),
     /// In the ring to the UDP send task (which the commit wakes if it is
     /// parked and in this process).
     Udp(mpsc::Claim<'p>, Option<&'p Waker>),
@@ -93,7 +100,14 @@ impl Claim<'_> {
     #[inline]
     pub fn payload_mut(&mut self) -> &mut [u8] {
         match &mut self.0 {
-            ClaimInner::Shm(c, ..) => c.payload_mut(),
+            ClaimInner::Shm(c, _, _, stamped) => {
+                let p = c.payload_mut();
+                if *stamped {
+                    &mut p[STAMP..]
+                } else {
+                    p
+                }
+            }
             ClaimInner::Udp(c, _) => c.payload_mut(),
         }
     }
@@ -102,7 +116,11 @@ impl Claim<'_> {
     #[inline]
     pub fn commit(self) {
         match self.0 {
-            ClaimInner::Shm(c, counters, len) => {
+            ClaimInner::Shm(mut c, counters, len, stamped) => {
+                if stamped {
+                    let now = weft_shm::liveness::now_ns().to_le_bytes();
+                    c.payload_mut()[..STAMP].copy_from_slice(&now);
+                }
                 c.commit();
                 counters.messages.add(1);
                 counters.bytes.add(len as u64);
@@ -156,6 +174,9 @@ pub(crate) enum PubInner {
         connected: bool,
         until_check: u32,
         counters: ShmCounters,
+        /// Latency sampling: every `sample_every`th message is stamped (0: none).
+        sample_every: u32,
+        until_sample: u32,
     },
     /// Writes into the ring of the channel's send task: this node's, or that
     /// of another process on the host (then `waker` and `_user` are `None`).
@@ -174,7 +195,10 @@ pub(crate) enum PubInner {
 impl PubInner {
     fn max_message(&self) -> usize {
         match self {
-            PubInner::Shm { ring, .. } => ring.max_payload(),
+            // Room for a stamp in any message, sampled or not.
+            PubInner::Shm {
+                ring, sample_every, ..
+            } => ring.max_payload() - if *sample_every > 0 { STAMP } else { 0 },
             PubInner::Udp { tx, .. } => udp_max(tx),
         }
     }
@@ -225,15 +249,46 @@ impl PubInner {
             _ => PublishError::Closed,
         };
         match self {
-            PubInner::Shm { ring, counters, .. } => match ring.try_claim(len, TYPE_MESSAGE) {
-                Ok(c) => Ok(Claim(ClaimInner::Shm(c, counters, len))),
-                Err(e) => {
-                    if e == ClaimError::Full {
-                        counters.other.add(1);
+            PubInner::Shm {
+                ring,
+                counters,
+                sample_every,
+                until_sample,
+                ..
+            } => {
+                let stamped = *sample_every > 0 && {
+                    *until_sample = until_sample.saturating_sub(1);
+                    *until_sample == 0
+                };
+                let (len, t) = if stamped {
+                    (len + STAMP, TYPE_MESSAGE_STAMPED)
+                } else {
+                    (len, TYPE_MESSAGE)
+                };
+                match ring.try_claim(len, t) {
+                    Ok(c) => {
+                        if stamped {
+                            *until_sample = *sample_every;
+                        }
+                        Ok(Claim(ClaimInner::Shm(
+                            c,
+                            counters,
+                            len - if stamped { STAMP } else { 0 },
+                            stamped,
+                        )))
                     }
-                    Err(err(e))
+                    Err(e) => {
+                        if stamped {
+                            // Sample the next one instead.
+                            *until_sample = 1;
+                        }
+                        if e == ClaimError::Full {
+                            counters.other.add(1);
+                        }
+                        Err(err(e))
+                    }
                 }
-            },
+            }
             PubInner::Udp { tx, waker, .. } => tx
                 .try_claim(len, TYPE_MESSAGE)
                 .map(|c| Claim(ClaimInner::Udp(c, waker.as_ref())))
@@ -359,6 +414,8 @@ pub(crate) enum SubInner {
         /// When the last attach attempt or liveness probe ran (monotonic ns).
         last_probe: u64,
         counters: ShmCounters,
+        /// One-way latency of the stamped (sampled) messages.
+        latency: Histogram,
     },
     Udp {
         ring: broadcast::Consumer,
@@ -471,6 +528,7 @@ impl Subscription {
                 empty_polls,
                 last_probe,
                 counters,
+                latency,
             } => {
                 let Some(r) = ring else {
                     if *last_probe == 0 || probe_due(empty_polls, last_probe, ATTACH_EVERY_NS) {
@@ -488,11 +546,24 @@ impl Subscription {
                 // stream's losses and session changes into its ring.
                 let mut bytes = 0;
                 let result = r.poll(limit, |frame| {
-                    if frame.type_id() == TYPE_MESSAGE {
-                        bytes += frame.payload().len() as u64;
-                    }
-                    if let Some(e) = decode(frame.type_id(), frame.payload()) {
-                        f(e)
+                    let p = frame.payload();
+                    match frame.type_id() {
+                        TYPE_MESSAGE => {
+                            bytes += p.len() as u64;
+                            f(Event::Message(p));
+                        }
+                        TYPE_MESSAGE_STAMPED if p.len() >= STAMP => {
+                            let (stamp, m) = p.split_at(STAMP);
+                            let sent = u64::from_le_bytes(stamp.try_into().unwrap_or([0; 8]));
+                            latency.record(weft_shm::liveness::now_ns().saturating_sub(sent));
+                            bytes += m.len() as u64;
+                            f(Event::Message(m));
+                        }
+                        t => {
+                            if let Some(e) = decode(t, p) {
+                                f(e)
+                            }
+                        }
                     }
                 });
                 match result {

@@ -250,6 +250,11 @@ impl Node {
                     stream as u64,
                     format!("{uri} stream {stream}"),
                 )),
+                latency: self.counters.histogram(
+                    weft_counters::types::ONE_WAY_LATENCY_NS,
+                    stream as u64,
+                    &format!("{uri} stream {stream} one-way latency"),
+                ),
                 ring: None,
                 name: shm_name(s, stream),
                 opts: self.shm.clone(),
@@ -290,6 +295,8 @@ impl Node {
                 stream as u64,
                 format!("shm:{} stream {stream}", s.name),
             )),
+            sample_every: self.cfg.latency_sample_every,
+            until_sample: self.cfg.latency_sample_every,
         })
     }
 

@@ -510,15 +510,23 @@ fn metrics_text(snaps: &[Snapshot]) -> String {
         1e-7, 2.5e-7, 5e-7, 1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 1e-2,
         1e-1, 1.0,
     ];
-    for (type_id, name, help) in types::HISTOGRAM_METRICS {
+    for (type_id, name, help, key) in types::HISTOGRAM_METRICS {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
         for s in snaps {
             for h in s.histograms.iter().filter(|h| h.type_id == *type_id) {
+                let key = match key {
+                    types::KeyKind::Agent => format!("agent=\"{}\"", h.key),
+                    types::KeyKind::Task => format!("task=\"{}\"", h.key),
+                    types::KeyKind::Stream => format!(
+                        "stream=\"{}\",channel=\"{}\"",
+                        h.key,
+                        label_value(h.label.split(" stream ").next().unwrap_or_default())
+                    ),
+                };
                 let labels = format!(
-                    "process=\"{}\",pid=\"{}\",agent=\"{}\"",
+                    "process=\"{}\",pid=\"{}\",{key}",
                     label_value(&s.label),
-                    s.pid,
-                    h.key
+                    s.pid
                 );
                 for le in LE {
                     let _ = writeln!(

@@ -181,7 +181,15 @@ fn send_and_receive(
 #[test]
 fn stream_counters_match_what_was_sent_and_received() {
     let dir = temp_dir("streams");
-    let mut node = node(&dir, "stat-streams");
+    let mut node = Node::new(NodeConfig {
+        dir: dir.clone(),
+        threading: ThreadingMode::Invoker,
+        control_ring: false,
+        name: "stat-streams".into(),
+        latency_sample_every: 64,
+        ..NodeConfig::default()
+    })
+    .unwrap();
     let _shm = send_and_receive(&mut node, "shm:stat-test", 1_000, 40);
     let udp = udp_uri();
     let _udp = send_and_receive(&mut node, &udp, 2_000, 24);
@@ -208,6 +216,14 @@ fn stream_counters_match_what_was_sent_and_received() {
     assert_eq!(value(&lines, "udp_datagrams_lost", "stream 5"), 0);
     assert!(value(&lines, "udp_sent_bytes", "stream 5") >= 2_000 * 24);
     assert_eq!(value(&lines, "udp_receivers", "stream 5"), 1);
+    // One message in 64 carried its commit time: 15 one-way latencies.
+    let (hist, _) = stat(&dir, &["histograms", "--json", "--pid", &pid]);
+    let latency = hist
+        .iter()
+        .find(|l| l.contains("\"type\":\"one_way_latency_ns\"") && l.contains("shm:stat-test"))
+        .unwrap_or_else(|| panic!("{hist:#?}"));
+    assert_eq!(number(latency, "count"), 1_000 / 64);
+    assert!(number(latency, "max_ns") > 0);
     drop((_shm, _udp));
     drop(node);
     let _ = std::fs::remove_dir_all(&dir);
