@@ -52,7 +52,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use weft_shm::liveness::now_ns;
-use weft_shm::{CreatorState, Region, ShmError, ShmOptions, Words};
+use weft_shm::{CreatorState, Region, ShmError, ShmOptions, WordRef, Words};
 
 /// "WEFTCNTR", little-endian.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"WEFTCNTR");
@@ -879,9 +879,12 @@ impl CountersFile {
         store(b + R_VALUE, 0, Ordering::Relaxed);
         // SYNC POINT: publishes the record; pairs with a reader's Acquire load.
         store(b + R_STATE, (generation + 1) << 2 | LIVE, Ordering::Release);
+        let Some(value) = w.word(b + R_VALUE) else {
+            return Err(CountersError::Full(self.records));
+        };
         Ok(Counter {
             file: self.clone(),
-            value: b + R_VALUE,
+            value,
             record: i,
         })
     }
@@ -1046,17 +1049,23 @@ impl CountersFile {
 /// (reused after the reuse delay).
 #[derive(Debug)]
 pub struct Counter {
+    /// The value word, held directly: an update is one load and one store.
+    value: WordRef,
     file: Arc<CountersFile>,
-    value: usize,
     record: usize,
 }
 
 impl Counter {
     /// A counter no file holds (when a file is full or telemetry is off).
     pub fn standalone() -> Self {
+        let file = CountersFile::private(1);
+        let value = file
+            .words
+            .word(record_base(0) + R_VALUE)
+            .unwrap_or_else(|| unreachable!("a private file holds its one record"));
         Self {
-            file: CountersFile::private(1),
-            value: record_base(0) + R_VALUE,
+            file,
+            value,
             record: 0,
         }
     }
@@ -1076,18 +1085,16 @@ impl Counter {
     /// read-modify-write.
     #[inline]
     pub fn add(&self, n: u64) {
-        if let Some(v) = self.file.words.get(self.value) {
-            let now = v.load(std::sync::atomic::Ordering::Relaxed);
-            v.store(now.wrapping_add(n), std::sync::atomic::Ordering::Release);
-        }
+        let now = self.value.load(std::sync::atomic::Ordering::Relaxed);
+        self.value
+            .store(now.wrapping_add(n), std::sync::atomic::Ordering::Release);
     }
 
     /// Sets the value.
     #[inline]
     pub fn set(&self, value: u64) {
-        if let Some(v) = self.file.words.get(self.value) {
-            v.store(value, std::sync::atomic::Ordering::Release);
-        }
+        self.value
+            .store(value, std::sync::atomic::Ordering::Release);
     }
 
     /// Raises the value to `n` if it is below.
@@ -1101,10 +1108,7 @@ impl Counter {
     /// The value.
     #[inline]
     pub fn get(&self) -> u64 {
-        self.file
-            .words
-            .get(self.value)
-            .map_or(0, |v| v.load(std::sync::atomic::Ordering::Acquire))
+        self.value.load(std::sync::atomic::Ordering::Acquire)
     }
 }
 

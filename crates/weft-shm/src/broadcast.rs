@@ -527,6 +527,18 @@ pub struct Claim<'p> {
 }
 
 impl Claim<'_> {
+    /// Bytes of the payload claimed.
+    #[inline(always)]
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the payload is empty.
+    #[inline(always)]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
     /// The payload, in place in the ring.
     ///
     /// Overwrite mode: a consumer that is being lapped may be copying these bytes

@@ -60,4 +60,4 @@ pub use error::{ClaimError, PollError, ShmError};
 pub use frame::Frame;
 pub use peer::{GoneReason, PeerState};
 #[cfg(not(loom))]
-pub use region::{CreatorState, Region, RegionInfo, RingKind, ShmOptions, Words};
+pub use region::{CreatorState, Region, RegionInfo, RingKind, ShmOptions, WordRef, Words};

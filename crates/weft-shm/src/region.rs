@@ -686,10 +686,45 @@ impl Words {
         (i < self.len).then(|| unsafe { &*self.base.as_ptr().add(i) })
     }
 
+    /// Word `i` as an owned handle that keeps the memory alive: for a word
+    /// written on a hot path, where [`get`](Self::get)'s bounds check and
+    /// pointer chase would cost on every access. `None` past the end.
+    pub fn word(&self, i: usize) -> Option<WordRef> {
+        (i < self.len).then(|| WordRef {
+            // SAFETY: `i < len`: inside the memory `_keep` keeps alive.
+            ptr: unsafe { NonNull::new_unchecked(self.base.as_ptr().add(i)) },
+            _keep: self.clone(),
+        })
+    }
+
     /// The region (path, header, creator liveness, heartbeat); `None` for
     /// private words.
     pub fn region(&self) -> Option<&Region> {
         self.region.as_deref()
+    }
+}
+
+/// One word of a [`Words`], owned: dereferences to its `AtomicU64` with one
+/// load of the pointer it holds. `Send` and `Sync`.
+#[derive(Debug)]
+pub struct WordRef {
+    ptr: NonNull<AtomicU64>,
+    _keep: Words,
+}
+
+// SAFETY: the pointer is into memory `_keep` keeps alive; access is atomic.
+unsafe impl Send for WordRef {}
+// SAFETY: as above.
+unsafe impl Sync for WordRef {}
+
+impl std::ops::Deref for WordRef {
+    type Target = AtomicU64;
+
+    #[inline(always)]
+    fn deref(&self) -> &AtomicU64 {
+        // SAFETY: `ptr` was in bounds when made and `_keep` keeps the memory
+        // mapped for as long as `self` lives; any bit pattern is a valid AtomicU64.
+        unsafe { self.ptr.as_ref() }
     }
 }
 

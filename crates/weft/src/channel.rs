@@ -87,9 +87,10 @@ pub struct Claim<'p>(ClaimInner<'p>);
 
 #[derive(Debug)]
 enum ClaimInner<'p> {
-    /// In a shared-memory ring; counted at commit; stamped with the commit
-    /// time in its first 8 bytes if sampled for latency.
-    Shm(broadcast::Claim<'p>, &'p ShmCounters, usize, bool),
+    /// In a shared-memory ring; counted at commit.
+    Shm(broadcast::Claim<'p>, &'p ShmCounters),
+    /// The same, sampled for latency: its first 8 bytes get the commit time.
+    ShmStamped(broadcast::Claim<'p>, &'p ShmCounters),
     /// In the ring to the UDP send task (which the commit wakes if it is
     /// parked and in this process).
     Udp(mpsc::Claim<'p>, Option<&'p Waker>),
@@ -100,14 +101,8 @@ impl Claim<'_> {
     #[inline]
     pub fn payload_mut(&mut self) -> &mut [u8] {
         match &mut self.0 {
-            ClaimInner::Shm(c, _, _, stamped) => {
-                let p = c.payload_mut();
-                if *stamped {
-                    &mut p[STAMP..]
-                } else {
-                    p
-                }
-            }
+            ClaimInner::Shm(c, _) => c.payload_mut(),
+            ClaimInner::ShmStamped(c, _) => &mut c.payload_mut()[STAMP..],
             ClaimInner::Udp(c, _) => c.payload_mut(),
         }
     }
@@ -116,11 +111,16 @@ impl Claim<'_> {
     #[inline]
     pub fn commit(self) {
         match self.0 {
-            ClaimInner::Shm(mut c, counters, len, stamped) => {
-                if stamped {
-                    let now = weft_shm::liveness::now_ns().to_le_bytes();
-                    c.payload_mut()[..STAMP].copy_from_slice(&now);
-                }
+            ClaimInner::Shm(c, counters) => {
+                let len = c.len();
+                c.commit();
+                counters.messages.add(1);
+                counters.bytes.add(len as u64);
+            }
+            ClaimInner::ShmStamped(mut c, counters) => {
+                let len = c.len() - STAMP;
+                let now = weft_shm::liveness::now_ns().to_le_bytes();
+                c.payload_mut()[..STAMP].copy_from_slice(&now);
                 c.commit();
                 counters.messages.add(1);
                 counters.bytes.add(len as u64);
@@ -173,7 +173,7 @@ pub(crate) enum PubInner {
         ring: broadcast::Producer,
         connected: bool,
         until_check: u32,
-        counters: ShmCounters,
+        counters: Box<ShmCounters>,
         /// Latency sampling: every `sample_every`th message is stamped (0: none).
         sample_every: u32,
         until_sample: u32,
@@ -256,32 +256,16 @@ impl PubInner {
                 until_sample,
                 ..
             } => {
-                let stamped = *sample_every > 0 && {
-                    *until_sample = until_sample.saturating_sub(1);
-                    *until_sample == 0
-                };
-                let (len, t) = if stamped {
-                    (len + STAMP, TYPE_MESSAGE_STAMPED)
-                } else {
-                    (len, TYPE_MESSAGE)
-                };
-                match ring.try_claim(len, t) {
-                    Ok(c) => {
-                        if stamped {
-                            *until_sample = *sample_every;
-                        }
-                        Ok(Claim(ClaimInner::Shm(
-                            c,
-                            counters,
-                            len - if stamped { STAMP } else { 0 },
-                            stamped,
-                        )))
+                if *sample_every != 0 {
+                    *until_sample -= 1;
+                    if *until_sample == 0 {
+                        return claim_stamped(ring, counters, sample_every, until_sample, len)
+                            .map_err(err);
                     }
+                }
+                match ring.try_claim(len, TYPE_MESSAGE) {
+                    Ok(c) => Ok(Claim(ClaimInner::Shm(c, counters))),
                     Err(e) => {
-                        if stamped {
-                            // Sample the next one instead.
-                            *until_sample = 1;
-                        }
                         if e == ClaimError::Full {
                             counters.other.add(1);
                         }
@@ -293,6 +277,31 @@ impl PubInner {
                 .try_claim(len, TYPE_MESSAGE)
                 .map(|c| Claim(ClaimInner::Udp(c, waker.as_ref())))
                 .map_err(err),
+        }
+    }
+}
+
+/// Claims a message sampled for latency (8 bytes more, a stamp type); on
+/// failure the next claim is sampled instead.
+#[cold]
+fn claim_stamped<'p>(
+    ring: &'p mut broadcast::Producer,
+    counters: &'p ShmCounters,
+    sample_every: &u32,
+    until_sample: &mut u32,
+    len: usize,
+) -> Result<Claim<'p>, ClaimError> {
+    match ring.try_claim(len + STAMP, TYPE_MESSAGE_STAMPED) {
+        Ok(c) => {
+            *until_sample = *sample_every;
+            Ok(Claim(ClaimInner::ShmStamped(c, counters)))
+        }
+        Err(e) => {
+            *until_sample = 1;
+            if e == ClaimError::Full {
+                counters.other.add(1);
+            }
+            Err(e)
         }
     }
 }
@@ -413,7 +422,7 @@ pub(crate) enum SubInner {
         empty_polls: u32,
         /// When the last attach attempt or liveness probe ran (monotonic ns).
         last_probe: u64,
-        counters: ShmCounters,
+        counters: Box<ShmCounters>,
         /// One-way latency of the stamped (sampled) messages.
         latency: Histogram,
     },

@@ -245,11 +245,11 @@ impl Node {
         let parsed: ChannelUri = uri.parse()?;
         let inner = match &parsed {
             ChannelUri::Shm(s) => SubInner::Shm {
-                counters: ShmCounters::subscription(&CounterSet::new(
+                counters: Box::new(ShmCounters::subscription(&CounterSet::new(
                     &self.counters,
                     stream as u64,
                     format!("{uri} stream {stream}"),
-                )),
+                ))),
                 latency: self.counters.histogram(
                     weft_counters::types::ONE_WAY_LATENCY_NS,
                     stream as u64,
@@ -290,11 +290,11 @@ impl Node {
             ring,
             connected: false,
             until_check: 0,
-            counters: ShmCounters::publication(&CounterSet::new(
+            counters: Box::new(ShmCounters::publication(&CounterSet::new(
                 &self.counters,
                 stream as u64,
                 format!("shm:{} stream {stream}", s.name),
-            )),
+            ))),
             sample_every: self.cfg.latency_sample_every,
             until_sample: self.cfg.latency_sample_every,
         })
