@@ -163,6 +163,10 @@ pub mod types {
     pub const UDP_SEND_ERRORS: u32 = 49;
     /// UDP sender: receivers timed out.
     pub const UDP_RECEIVERS_TIMED_OUT: u32 = 50;
+    /// UDP sender: the next datagram sequence number (its position, a gauge).
+    pub const UDP_SEND_POSITION: u32 = 51;
+    /// UDP receiver: the next datagram sequence number it will deliver (a gauge).
+    pub const UDP_RECEIVE_POSITION: u32 = 72;
     /// UDP receiver: messages delivered. Key: stream id.
     pub const UDP_RECEIVED_MESSAGES: u32 = 60;
     /// UDP receiver: bytes received on the socket.
@@ -425,6 +429,22 @@ pub mod types {
             "Receivers that timed out.",
         ),
         m(
+            UDP_SEND_POSITION,
+            "weft_udp_send_position",
+            false,
+            1.0,
+            KeyKind::Stream,
+            "The sender's next datagram sequence number.",
+        ),
+        m(
+            UDP_RECEIVE_POSITION,
+            "weft_udp_receive_position",
+            false,
+            1.0,
+            KeyKind::Stream,
+            "The next datagram sequence number the receiver will deliver.",
+        ),
+        m(
             UDP_RECEIVED_MESSAGES,
             "weft_udp_received_messages_total",
             true,
@@ -606,6 +626,8 @@ pub mod types {
             UDP_RECEIVERS => "udp_receivers",
             UDP_SEND_ERRORS => "udp_send_errors",
             UDP_RECEIVERS_TIMED_OUT => "udp_receivers_timed_out",
+            UDP_SEND_POSITION => "udp_send_position",
+            UDP_RECEIVE_POSITION => "udp_receive_position",
             UDP_RECEIVED_MESSAGES => "udp_received_messages",
             UDP_RECEIVED_BYTES => "udp_received_bytes",
             UDP_RECEIVED_DATAGRAMS => "udp_received_datagrams",

@@ -64,6 +64,7 @@ pub(crate) struct SendCounters {
     receivers: Counter,
     send_errors: Counter,
     timed_out: Counter,
+    position: Counter,
     /// Messages taken from the ring so far (not in the protocol's stats).
     taken: u64,
     last_export: u64,
@@ -95,6 +96,7 @@ impl SendCounters {
             receivers: set.make(types::UDP_RECEIVERS, "receivers"),
             send_errors: set.make(types::UDP_SEND_ERRORS, "send errors"),
             timed_out: set.make(types::UDP_RECEIVERS_TIMED_OUT, "receivers timed out"),
+            position: set.make(types::UDP_SEND_POSITION, "position"),
             taken: 0,
             last_export: 0,
         }
@@ -113,6 +115,7 @@ impl SendCounters {
         self.receivers.set(net.sender().receivers() as u64);
         self.send_errors.set(st.io.send_errors);
         self.timed_out.set(st.proto.receivers_timed_out);
+        self.position.set(net.sender().next_seq());
         let now = [
             st.io.send_errors,
             st.proto.dropped,
@@ -160,6 +163,7 @@ pub(crate) struct RecvCounters {
     kernel_drops: Counter,
     loss_events: Counter,
     injected: Counter,
+    position: Counter,
     losses: u64,
     last_export: u64,
     file: Arc<CountersFile>,
@@ -198,6 +202,7 @@ impl RecvCounters {
             kernel_drops: set.make(types::UDP_KERNEL_DROPS, "kernel drops"),
             loss_events: set.make(types::UDP_LOSS_EVENTS, "loss events"),
             injected: set.make(types::UDP_INJECTED_DROPS, "injected drops"),
+            position: set.make(types::UDP_RECEIVE_POSITION, "position"),
             losses: 0,
             last_export: 0,
         }
@@ -217,6 +222,7 @@ impl RecvCounters {
         self.kernel_drops.set(st.io.kernel_drops);
         self.loss_events.set(self.losses);
         self.injected.set(st.io.injected_drops);
+        self.position.set(net.receiver().position());
         let now = [
             st.io.kernel_drops,
             st.proto.dropped,

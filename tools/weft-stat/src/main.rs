@@ -40,9 +40,15 @@ struct Cli {
     /// Only counters whose label contains this text (a stream, agent or task).
     #[arg(long, global = true)]
     label: Option<String>,
-    /// Print once and exit instead of refreshing.
+    /// Only counters of this stream id (streams' counters are keyed by it).
     #[arg(long, global = true)]
+    stream: Option<u64>,
+    /// Print once and exit instead of refreshing.
+    #[arg(long, global = true, conflicts_with = "watch")]
     once: bool,
+    /// Refresh like `top` (the default without `--once`).
+    #[arg(long, global = true)]
+    watch: bool,
     /// One JSON object per line instead of a table.
     #[arg(long, global = true)]
     json: bool,
@@ -124,6 +130,12 @@ fn read_all(cli: &Cli, dir: &std::path::Path) -> Vec<Snapshot> {
                 wanted_type.is_none_or(|t| t == type_name(c.type_id) || t == c.type_id.to_string())
             })
             .filter(|c| cli.label.as_deref().is_none_or(|l| c.label.contains(l)))
+            .filter(|c| {
+                cli.stream.is_none_or(|s| {
+                    c.key == s
+                        && types::metric(c.type_id).is_some_and(|m| m.key == types::KeyKind::Stream)
+                })
+            })
             .collect();
         out.push(Snapshot {
             pid: r.pid(),

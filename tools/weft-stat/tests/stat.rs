@@ -216,6 +216,10 @@ fn stream_counters_match_what_was_sent_and_received() {
     assert_eq!(value(&lines, "udp_datagrams_lost", "stream 5"), 0);
     assert!(value(&lines, "udp_sent_bytes", "stream 5") >= 2_000 * 24);
     assert_eq!(value(&lines, "udp_receivers", "stream 5"), 1);
+    assert!(value(&lines, "udp_send_position", "stream 5") >= 1);
+    let (only_stream, _) = stat(&dir, &["--once", "--json", "--stream", "5"]);
+    assert!(only_stream.len() > 10);
+    assert!(only_stream.iter().all(|l| l.contains("\"key\":5,")));
     // One message in 64 carried its commit time: 15 one-way latencies.
     let (hist, _) = stat(&dir, &["histograms", "--json", "--pid", &pid]);
     let latency = hist
