@@ -36,14 +36,38 @@ fn temp_dir(tag: &str) -> PathBuf {
 }
 
 fn node(dir: &Path, name: &str) -> Node {
+    node_with(dir, name, 0)
+}
+
+/// An invoker-mode node in `dir`, labelled `name`, sampling one-way latency
+/// every `sample_every` messages (0: not).
+fn node_with(dir: &Path, name: &str, sample_every: u32) -> Node {
     Node::new(NodeConfig {
         dir: dir.to_owned(),
         threading: ThreadingMode::Invoker,
         control_ring: false,
         name: name.into(),
+        latency_sample_every: sample_every,
         ..NodeConfig::default()
     })
     .unwrap()
+}
+
+/// A node in `dir` running a task that does `work` units, called `calls` times.
+fn node_with_fixed_task(dir: &Path, name: &str, work: u64, calls: u64) -> Node {
+    let mut node = node(dir, name);
+    node.add_task(
+        0,
+        Box::new(Fixed {
+            name: format!("fixed-{work}"),
+            work,
+        }),
+    )
+    .unwrap();
+    for _ in 0..calls {
+        node.do_work();
+    }
+    node
 }
 
 fn stat(dir: &Path, args: &[&str]) -> (Vec<String>, String) {
@@ -86,18 +110,7 @@ fn value(lines: &[String], type_name: &str, label: &str) -> u64 {
 #[test]
 fn counters_of_a_running_node_match_what_it_did() {
     let dir = temp_dir("live");
-    let mut node = node(&dir, "stat-live");
-    node.add_task(
-        0,
-        Box::new(Fixed {
-            name: "fixed-700".into(),
-            work: 700,
-        }),
-    )
-    .unwrap();
-    for _ in 0..2_000 {
-        node.do_work();
-    }
+    let node = node_with_fixed_task(&dir, "stat-live", 700, 2000);
     let pid = std::process::id().to_string();
     let (lines, _) = stat(&dir, &["--once", "--json", "--pid", &pid]);
     assert_eq!(value(&lines, "task_work", "fixed-700 work"), 700);
@@ -181,15 +194,7 @@ fn send_and_receive(
 #[test]
 fn stream_counters_match_what_was_sent_and_received() {
     let dir = temp_dir("streams");
-    let mut node = Node::new(NodeConfig {
-        dir: dir.clone(),
-        threading: ThreadingMode::Invoker,
-        control_ring: false,
-        name: "stat-streams".into(),
-        latency_sample_every: 64,
-        ..NodeConfig::default()
-    })
-    .unwrap();
+    let mut node = node_with(&dir, "stat-streams", 64);
     let _shm = send_and_receive(&mut node, "shm:stat-test", 1_000, 40);
     let udp = udp_uri();
     let _udp = send_and_receive(&mut node, &udp, 2_000, 24);
@@ -239,18 +244,7 @@ fn child_node_that_waits_to_be_killed() {
     let Ok(dir) = std::env::var("WEFT_STAT_CHILD_DIR") else {
         return;
     };
-    let mut node = node(Path::new(&dir), "doomed");
-    node.add_task(
-        0,
-        Box::new(Fixed {
-            name: "fixed-300".into(),
-            work: 300,
-        }),
-    )
-    .unwrap();
-    for _ in 0..500 {
-        node.do_work();
-    }
+    let node = node_with_fixed_task(Path::new(&dir), "doomed", 300, 500);
     let counters = node.counters().clone();
     counters.log_error("doomed: the application's own error", 2);
     counters
@@ -374,18 +368,7 @@ fn prometheus_scrapes_weft_stat_serve() {
         }
     }
     let dir = temp_dir("prom");
-    let mut node = node(&dir, "stat-prom");
-    node.add_task(
-        0,
-        Box::new(Fixed {
-            name: "fixed-4321".into(),
-            work: 4_321,
-        }),
-    )
-    .unwrap();
-    for _ in 0..5_000 {
-        node.do_work();
-    }
+    let node = node_with_fixed_task(&dir, "stat-prom", 4321, 5000);
     let port = free_tcp_port();
     let _serve = KillOnDrop(
         Command::new(env!("CARGO_BIN_EXE_weft-stat"))
