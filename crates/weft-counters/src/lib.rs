@@ -743,6 +743,13 @@ fn load_text(words: &Words, at: usize, max: usize) -> String {
     String::from_utf8_lossy(&bytes[..end]).into_owned()
 }
 
+/// Word `i` of `w` (Acquire); 0 past the end, so a corrupt file reads as
+/// zeros, never out of bounds.
+fn acquire(w: &Words, i: usize) -> u64 {
+    w.get(i)
+        .map_or(0, |x| x.load(std::sync::atomic::Ordering::Acquire))
+}
+
 fn record_base(i: usize) -> usize {
     RECORDS_BASE + i * RECORD_WORDS
 }
@@ -1401,11 +1408,7 @@ impl CountersReader {
             path: path.display().to_string(),
             what,
         };
-        let load = |i: usize| {
-            words
-                .get(i)
-                .map_or(0, |x| x.load(std::sync::atomic::Ordering::Acquire))
-        };
+        let load = |i: usize| acquire(&words, i);
         if load(W_MAGIC) != MAGIC {
             return Err(not(format!("magic {:#x}", load(W_MAGIC))));
         }
@@ -1498,7 +1501,7 @@ impl CountersReader {
     pub fn histograms(&self) -> Vec<HistogramValue> {
         use std::sync::atomic::{fence, Ordering};
         let w = &self.words;
-        let load = |i: usize| w.get(i).map_or(0, |x| x.load(Ordering::Acquire));
+        let load = |i: usize| acquire(w, i);
         (0..HISTOGRAMS)
             .filter_map(|i| {
                 let b = HISTOGRAM_BASE + i * HISTOGRAM_WORDS;
@@ -1535,10 +1538,7 @@ impl CountersReader {
     /// The loss report: one entry per (stream, session) that lost data.
     pub fn loss_report(&self) -> Vec<LossEntry> {
         let w = &self.words;
-        let load = |i: usize| {
-            w.get(i)
-                .map_or(0, |x| x.load(std::sync::atomic::Ordering::Acquire))
-        };
+        let load = |i: usize| acquire(w, i);
         self.entries(LOSS_BASE, |b| LossEntry {
             stream: load(b + E_KEY),
             source: load(b + E_SOURCE),
@@ -1554,10 +1554,7 @@ impl CountersReader {
     /// The error log: distinct errors with their counts.
     pub fn errors(&self) -> Vec<ErrorEntry> {
         let w = &self.words;
-        let load = |i: usize| {
-            w.get(i)
-                .map_or(0, |x| x.load(std::sync::atomic::Ordering::Acquire))
-        };
+        let load = |i: usize| acquire(w, i);
         self.entries(ERROR_BASE, |b| ErrorEntry {
             text: load_text(w, b + E_ERR_TEXT, ERROR_TEXT_LEN),
             count: load(b + E_ERR_COUNT),
