@@ -92,13 +92,15 @@ fn mpsc_publish_and_receive_allocate_nothing() {
 
 /// Through the weft API, in invoker mode so the agents' work (sockets, protocol,
 /// rings) runs on this thread and is counted too: publish, run the node,
-/// receive. Shared memory and UDP multicast on loopback.
+/// receive. Shared memory and UDP multicast on loopback, with one message in
+/// 16 stamped for the one-way latency histograms.
 #[test]
 fn node_publish_and_receive_allocate_nothing_on_either_transport() {
     let dir = std::env::temp_dir().join(format!("weft-noalloc-{}", std::process::id()));
     let mut node = weft::Node::new(weft::NodeConfig {
         dir: dir.clone(),
         threading: weft::ThreadingMode::Invoker,
+        latency_sample_every: 16,
         ..weft::NodeConfig::default()
     })
     .unwrap();

@@ -210,6 +210,12 @@ pub mod types {
     pub const SHM_RECEIVED_BYTES: u32 = 84;
     /// Shared-memory subscription: times it was evicted as too slow (and rejoined).
     pub const SHM_EVICTIONS: u32 = 85;
+    /// Shared-memory publication: bytes written into the ring since it was
+    /// created, frame headers and padding included (its position, a gauge).
+    pub const SHM_SEND_POSITION: u32 = 86;
+    /// Shared-memory subscription: the ring position it has read up to (a
+    /// gauge); the publication's position minus this is its backlog in bytes.
+    pub const SHM_RECEIVE_POSITION: u32 = 87;
 
     /// What a counter's key identifies.
     #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -588,6 +594,22 @@ pub mod types {
             KeyKind::Stream,
             "Times a shared-memory subscription was evicted as too slow.",
         ),
+        m(
+            SHM_SEND_POSITION,
+            "weft_shm_send_position_bytes",
+            false,
+            1.0,
+            KeyKind::Stream,
+            "Bytes a shared-memory publication has written into its ring (frames, headers included).",
+        ),
+        m(
+            SHM_RECEIVE_POSITION,
+            "weft_shm_receive_position_bytes",
+            false,
+            1.0,
+            KeyKind::Stream,
+            "The ring position a shared-memory subscription has read up to, in bytes.",
+        ),
     ];
 
     /// Histogram types as Prometheus histograms (in seconds): type id,
@@ -646,6 +668,8 @@ pub mod types {
             SHM_RECEIVED_MESSAGES => "shm_received_messages",
             SHM_RECEIVED_BYTES => "shm_received_bytes",
             SHM_EVICTIONS => "shm_evictions",
+            SHM_SEND_POSITION => "shm_send_position",
+            SHM_RECEIVE_POSITION => "shm_receive_position",
             AGENT_CYCLE_NS => "agent_cycle_ns",
             ONE_WAY_LATENCY_NS => "one_way_latency_ns",
             AGENT_DUTY_CYCLES => "agent_duty_cycles",

@@ -287,6 +287,19 @@ impl Publication {
     pub fn offer(&mut self, msg: &[u8]) -> Result<(), OfferError> {
         let now = self.ep.now();
         let r = self.ep.machine.offer(now, msg);
+        self.refused(r)
+    }
+
+    /// Queues a message that starts with its 8-byte send time (see
+    /// [`Sender::offer_stamped`]); otherwise as [`offer`](Self::offer).
+    pub fn offer_stamped(&mut self, stamped: &[u8]) -> Result<(), OfferError> {
+        let now = self.ep.now();
+        let r = self.ep.machine.offer_stamped(now, stamped);
+        self.refused(r)
+    }
+
+    #[inline]
+    fn refused(&mut self, r: Result<(), OfferError>) -> Result<(), OfferError> {
         if r == Err(OfferError::BackPressured) {
             self.control_at = 0;
         }

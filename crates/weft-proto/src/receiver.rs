@@ -121,6 +121,16 @@ pub enum LossReason {
 pub enum Event<'a> {
     /// One message, in order, borrowed until the next call.
     Message(&'a [u8]),
+    /// One message its publisher stamped with its send time
+    /// ([`Sender::offer_stamped`](crate::sender::Sender::offer_stamped)), in
+    /// order like any other.
+    StampedMessage {
+        /// The publisher's send time (ns, the publisher's clock: comparable
+        /// with this host's only if the publisher runs here).
+        sent_ns: u64,
+        /// The message, without the stamp.
+        message: &'a [u8],
+    },
     /// Datagrams `range` will never arrive; messages in them (and a message
     /// fragmented across them) are lost.
     Loss {
@@ -157,7 +167,8 @@ pub struct ReceiverStats {
     pub repairs_received: u64,
     /// NAKs sent.
     pub naks_sent: u64,
-    /// Datagrams dropped: malformed, another stream, a left session.
+    /// Datagrams dropped (malformed, another stream, a left session) and
+    /// messages dropped (larger than `max_message`, stamped without a stamp).
     pub dropped: u64,
     /// DATA beyond the reorder buffer (dropped; NAKed later).
     pub overflow: u64,
@@ -195,6 +206,8 @@ pub struct Receiver {
     reasm: Vec<u8>,
     reasm_len: usize,
     reasm_active: bool,
+    /// The flags of the first fragment of the message being reassembled.
+    reasm_flags: u8,
     nak_timer: Nanos,
     nak_due: bool,
     nak_retry: Nanos,
@@ -210,6 +223,25 @@ pub struct Receiver {
 }
 
 const NONE: u64 = u64::MAX;
+
+/// Whether a message of `len` bytes with its first fragment's `flags` holds
+/// the stamp those flags announce (one that does not is the publisher's
+/// fault: dropped and counted).
+fn holds_stamp(len: usize, flags: u8) -> bool {
+    flags & wire::ENTRY_STAMPED == 0 || len >= wire::STAMP_LEN
+}
+
+/// A whole message as an event, by its first fragment's flags (checked with
+/// [`holds_stamp`]).
+fn message_event(m: &[u8], flags: u8) -> Event<'_> {
+    match m.split_first_chunk::<{ wire::STAMP_LEN }>() {
+        Some((stamp, message)) if flags & wire::ENTRY_STAMPED != 0 => Event::StampedMessage {
+            sent_ns: u64::from_le_bytes(*stamp),
+            message,
+        },
+        _ => Event::Message(m),
+    }
+}
 
 impl Receiver {
     /// A receiver for `cfg.stream_id`. Allocates the reorder buffer
@@ -265,6 +297,7 @@ impl Receiver {
             reasm: vec![0; cfg.max_message],
             reasm_len: 0,
             reasm_active: false,
+            reasm_flags: 0,
             nak_timer: 0,
             nak_due: false,
             nak_retry: cfg.nak_retry_min_ns,
@@ -661,12 +694,17 @@ impl Receiver {
             let end = flags & wire::ENTRY_END != 0;
             if begin && end {
                 self.reasm_active = false;
+                if !holds_stamp(p_to - p_from, flags) {
+                    self.stats.dropped += 1;
+                    continue;
+                }
                 self.stats.messages += 1;
-                return Some(Event::Message(&self.slots[p_from..p_to]));
+                return Some(message_event(&self.slots[p_from..p_to], flags));
             }
             if begin {
                 self.reasm_len = 0;
                 self.reasm_active = true;
+                self.reasm_flags = flags;
             }
             if !self.reasm_active {
                 continue; // a fragment of a message begun before we joined or before a loss
@@ -681,8 +719,14 @@ impl Receiver {
             self.reasm_len += elen;
             if end {
                 self.reasm_active = false;
-                self.stats.messages += 1;
-                return Some(Event::Message(&self.reasm[..self.reasm_len]));
+                if holds_stamp(self.reasm_len, self.reasm_flags) {
+                    self.stats.messages += 1;
+                    return Some(message_event(
+                        &self.reasm[..self.reasm_len],
+                        self.reasm_flags,
+                    ));
+                }
+                self.stats.dropped += 1;
             }
         }
     }
@@ -780,5 +824,73 @@ mod tests {
             }
         }
         assert_eq!(delivered, 300 * 2 * n as u64);
+    }
+
+    /// A stamped message comes out with its stamp apart, whole or fragmented;
+    /// a peer's STAMPED entry too short to hold a stamp is dropped and
+    /// counted, and the stream goes on.
+    #[test]
+    fn stamps_come_apart_from_messages_and_a_short_stamped_entry_is_dropped() {
+        let mut scfg = SenderConfig::new(3, 1);
+        scfg.mtu = 200;
+        scfg.flow = crate::FlowControl::None;
+        let mut tx = Sender::new(scfg).unwrap();
+        let mut rcfg = ReceiverConfig::new(3, 2);
+        rcfg.mtu = 200;
+        let mut rx = Receiver::new(rcfg).unwrap();
+        let src: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let mut buf = [0u8; 256];
+        let long: Vec<u8> = (0..500).map(|i| i as u8).collect(); // three fragments
+        assert_eq!(
+            tx.offer_stamped(1, &[1, 2, 3]),
+            Err(crate::OfferError::MissingStamp)
+        );
+        for m in [&b"short"[..], &long] {
+            tx.offer_stamped(1, &[&42u64.to_le_bytes()[..], m].concat())
+                .unwrap();
+        }
+        tx.offer(1, b"plain").unwrap();
+        let mut datagrams = Vec::new();
+        while let Some(t) = tx.poll_transmit(1, &mut buf) {
+            datagrams.push(buf[..t.len].to_vec());
+        }
+        let mut got = Vec::new();
+        for d in &datagrams {
+            rx.handle_datagram(1, src, d);
+            while let Some(e) = rx.poll_event() {
+                match e {
+                    Event::StampedMessage { sent_ns, message } => {
+                        got.push((Some(sent_ns), message.to_vec()))
+                    }
+                    Event::Message(m) => got.push((None, m.to_vec())),
+                    _ => {}
+                }
+            }
+        }
+        assert_eq!(
+            got,
+            [
+                (Some(42), b"short".to_vec()),
+                (Some(42), long.clone()),
+                (None, b"plain".to_vec())
+            ]
+        );
+        // The next datagram, forged: a STAMPED entry of 3 bytes.
+        let mut forged = [0u8; 64];
+        let header = Header {
+            stream_id: 3,
+            session_id: tx.session_id(),
+        };
+        let mut w = wire::DataWriter::new(&mut forged, header, tx.next_seq(), 0, 0).unwrap();
+        w.push(
+            &[7; 3],
+            wire::ENTRY_BEGIN | wire::ENTRY_END | wire::ENTRY_STAMPED,
+        )
+        .unwrap();
+        let n = w.finish().unwrap();
+        let dropped = rx.stats().dropped;
+        rx.handle_datagram(1, src, &forged[..n]);
+        assert_eq!(rx.poll_event(), None);
+        assert_eq!(rx.stats().dropped, dropped + 1);
     }
 }

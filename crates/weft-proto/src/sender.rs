@@ -110,6 +110,8 @@ pub enum OfferError {
     BackPressured,
     /// Larger than `max_message`.
     TooLarge,
+    /// [`Sender::offer_stamped`] got fewer than [`wire::STAMP_LEN`] bytes.
+    MissingStamp,
 }
 
 /// Something the sender reports.
@@ -345,13 +347,34 @@ impl Sender {
     /// Queues one message; it is sent by the next `poll_transmit` calls, batched
     /// with the messages offered before them. Never allocates.
     pub fn offer(&mut self, _now: Nanos, msg: &[u8]) -> Result<(), OfferError> {
+        self.queue(msg, 0)
+    }
+
+    /// Queues one message that starts with its send time: `stamped` is an
+    /// 8-byte little-endian timestamp (ns) followed by the message, the whole
+    /// no longer than `max_message`. Receivers hand it out as
+    /// [`Event::StampedMessage`](crate::receiver::Event::StampedMessage), the
+    /// time apart from the message, for one-way latency. Costs what
+    /// [`offer`](Self::offer) costs; never allocates.
+    pub fn offer_stamped(&mut self, _now: Nanos, stamped: &[u8]) -> Result<(), OfferError> {
+        if stamped.len() < wire::STAMP_LEN {
+            return Err(OfferError::MissingStamp);
+        }
+        self.queue(stamped, wire::ENTRY_STAMPED)
+    }
+
+    /// Puts `msg` into the open datagram or new ones; `stamped` is 0 or
+    /// [`wire::ENTRY_STAMPED`], set on the first fragment.
+    fn queue(&mut self, msg: &[u8], stamped: u8) -> Result<(), OfferError> {
         if msg.len() > self.cfg.max_message {
             return Err(OfferError::TooLarge);
         }
         let header = self.header;
         if let Some((seq, len, count)) = self.open {
             let mut w = DataWriter::resume(self.slot(seq), len, count);
-            if w.push(msg, wire::ENTRY_BEGIN | wire::ENTRY_END).is_ok() {
+            if w.push(msg, wire::ENTRY_BEGIN | wire::ENTRY_END | stamped)
+                .is_ok()
+            {
                 let (len, count) = (w.len(), w.count());
                 self.open = Some((seq, len, count));
                 self.lens[(seq % self.cfg.buffer_datagrams as u64) as usize] = len as u32;
@@ -371,8 +394,11 @@ impl Sender {
         loop {
             let chunk = chunks.next().unwrap_or(&[]);
             let last = chunks.peek().is_none();
-            let flags =
-                if first { wire::ENTRY_BEGIN } else { 0 } | if last { wire::ENTRY_END } else { 0 };
+            let flags = if first {
+                wire::ENTRY_BEGIN | stamped
+            } else {
+                0
+            } | if last { wire::ENTRY_END } else { 0 };
             let seq = self.next_seq;
             let offset = (seq - self.cfg.initial_seq).min(u32::MAX as u64) as u32;
             self.place(seq);

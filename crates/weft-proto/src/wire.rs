@@ -24,8 +24,11 @@
 //!                +26 flags u16        bit 0: REPAIR (a retransmission)
 //!                +28 offset u32       datagrams since the session's first (saturating):
 //!                                     lets a receiver that missed SETUP find the start
-//!                +32 entries: len u32, flags u8 (bit 0 BEGIN, bit 1 END), 3 reserved,
-//!                    then `len` payload bytes; the next entry follows directly
+//!                +32 entries: len u32, flags u8 (bit 0 BEGIN, bit 1 END, bit 2
+//!                    STAMPED), 3 reserved, then `len` payload bytes; the next
+//!                    entry follows directly. STAMPED (only beside BEGIN): the
+//!                    message's first 8 bytes are its publisher's send time (u64
+//!                    ns), which the receiver hands out apart from the message
 //! HEARTBEAT (2)  +16 next_seq u64     sequence number the next new DATA will carry
 //!                +24 oldest_seq u64   oldest sequence number the sender can repair
 //! NAK (3)        +16 receiver id u64
@@ -66,6 +69,18 @@ pub const DATA_REPAIR: u16 = 1;
 pub const ENTRY_BEGIN: u8 = 1;
 /// Entry flag: the last fragment of a message.
 pub const ENTRY_END: u8 = 2;
+/// Entry flag, only beside [`ENTRY_BEGIN`]: the message starts with an 8-byte
+/// little-endian send time (ns, the publisher's clock), for one-way latency.
+pub const ENTRY_STAMPED: u8 = 4;
+/// Bytes of the send time a stamped message starts with.
+pub const STAMP_LEN: usize = 8;
+
+/// Whether `flags` is a valid entry flag set: known bits only, STAMPED only on
+/// a first fragment.
+fn entry_flags_valid(flags: u8) -> bool {
+    flags & !(ENTRY_BEGIN | ENTRY_END | ENTRY_STAMPED) == 0
+        && (flags & ENTRY_STAMPED == 0 || flags & ENTRY_BEGIN != 0)
+}
 
 /// Why bytes are not a frame we accept. Small and `Copy`: a receiver counts these
 /// and drops the datagram.
@@ -243,7 +258,7 @@ fn write<T: Pod>(buf: &mut [u8], at: usize, value: &T) -> Result<(), WireError> 
 /// One message (or fragment) inside a DATA frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Entry<'a> {
-    /// [`ENTRY_BEGIN`] and/or [`ENTRY_END`].
+    /// [`ENTRY_BEGIN`] and/or [`ENTRY_END`], and [`ENTRY_STAMPED`] beside BEGIN.
     pub flags: u8,
     /// The bytes.
     pub payload: &'a [u8],
@@ -313,7 +328,7 @@ fn split_entry(bytes: &[u8]) -> Result<(Entry<'_>, &[u8]), WireError> {
     let payload = bytes
         .get(ENTRY_HEADER_LEN..end)
         .ok_or(WireError::Truncated)?;
-    if e.flags & !(ENTRY_BEGIN | ENTRY_END) != 0 {
+    if !entry_flags_valid(e.flags) {
         return Err(WireError::Malformed("entry flags"));
     }
     if e.reserved != [0; 3] {
@@ -788,7 +803,7 @@ impl<'b> DataWriter<'b> {
     /// Appends one entry; `Err(BufferTooSmall)` if it does not fit (nothing is
     /// written then).
     pub fn push(&mut self, payload: &[u8], flags: u8) -> Result<(), WireError> {
-        if flags & !(ENTRY_BEGIN | ENTRY_END) != 0 {
+        if !entry_flags_valid(flags) {
             return Err(WireError::Malformed("entry flags"));
         }
         if payload.len() > self.room() || self.count == u16::MAX {
@@ -885,6 +900,24 @@ mod tests {
     }
 
     #[test]
+    fn stamped_only_beside_begin_and_unknown_entry_flags_are_refused() {
+        let mut buf = [0u8; 256];
+        let mut w = DataWriter::new(&mut buf, H, 1, 0, 0).unwrap();
+        for bad in [ENTRY_STAMPED, ENTRY_STAMPED | ENTRY_END, 8, 0x80] {
+            assert_eq!(w.push(b"x", bad), Err(WireError::Malformed("entry flags")));
+        }
+        w.push(&[1; 9], ENTRY_BEGIN | ENTRY_STAMPED).unwrap();
+        let n = w.finish().unwrap();
+        assert!(Frame::parse(&buf[..n]).is_ok());
+        // The same datagram with STAMPED moved off BEGIN: malformed.
+        buf[DATA_HEADER_LEN + 4] = ENTRY_STAMPED | ENTRY_END;
+        assert_eq!(
+            Frame::parse(&buf[..n]).map(|_| ()),
+            Err(WireError::Malformed("entry flags"))
+        );
+    }
+
+    #[test]
     fn a_full_datagram_refuses_more() {
         let mut buf = [0u8; 64];
         let mut w = DataWriter::new(&mut buf, H, 1, 0, 0).unwrap();
@@ -973,7 +1006,11 @@ mod tests {
 
     fn entries() -> impl Strategy<Value = Vec<(Vec<u8>, u8)>> {
         proptest::collection::vec(
-            (proptest::collection::vec(any::<u8>(), 0..200), 0u8..4),
+            (
+                proptest::collection::vec(any::<u8>(), 0..200),
+                // Every valid flag set: STAMPED only beside BEGIN.
+                prop::sample::select(vec![0u8, 1, 2, 3, 5, 7]),
+            ),
             1..12,
         )
     }

@@ -198,6 +198,8 @@ fn random_scenario(seed: u64) -> Result<(), String> {
     let mut s = Sim::new(seed, receivers, net, scfg, |i| {
         ReceiverConfig::new(7, seed ^ (i as u64) << 40)
     });
+    // Latency samples: none, some (fragmented ones among them), or all.
+    s.stamp_every = [0, 3, 1][pick(3) as usize];
     let mut schedule: VecDeque<_> = (0..n)
         .map(|i| {
             let size = if i % 17 == 0 {
@@ -218,6 +220,16 @@ fn random_scenario(seed: u64) -> Result<(), String> {
     let oldest = s.sender.oldest_seq();
     for (r, log) in s.logs.iter().enumerate() {
         check_log(log, n).map_err(|e| format!("seed {seed} receiver {r}: {e}"))?;
+        let expected = match s.stamp_every {
+            0 => 0,
+            k => log.messages.iter().filter(|&&m| m % k == 0).count(),
+        };
+        if log.stamped != expected {
+            return Err(format!(
+                "seed {seed} receiver {r}: {} stamped messages delivered, {expected} expected",
+                log.stamped
+            ));
+        }
         for (range, _) in &log.losses {
             if range.to > oldest {
                 return Err(format!("seed {seed} receiver {r}: LOSS {range:?} of data the sender still holds (oldest {oldest})"));

@@ -322,6 +322,13 @@ impl Producer {
         self.params.max_payload
     }
 
+    /// The ring's position: bytes written into it since it was created (frame
+    /// headers and padding included). A plain field read.
+    #[inline]
+    pub fn position(&self) -> u64 {
+        self.tail
+    }
+
     /// Consumers evicted so far (reliable mode).
     pub fn evictions(&self) -> u64 {
         self.mem.ctrl().evictions.load(Ordering::Relaxed)
@@ -473,7 +480,7 @@ impl Producer {
     }
 
     #[inline(always)]
-    fn publish(&mut self, frame_off: usize, pad: usize, len: usize, type_id: u32) {
+    fn publish(&mut self, frame_off: usize, pad: usize, len: usize, type_id: u32) -> u64 {
         let area = &self.mem.area;
         let cap = area.capacity();
         let next = self.tail + (pad + align8(BROADCAST_HEADER_LEN + len)) as u64;
@@ -507,6 +514,7 @@ impl Producer {
         self.tail = next;
         // SYNC POINT: pairs with overwrite consumers' Acquire load of `tail`.
         self.mem.ctrl().tail.store(next, Ordering::Release);
+        next
     }
 }
 
@@ -560,11 +568,12 @@ impl Claim<'_> {
         }
     }
 
-    /// Publishes the frame.
+    /// Publishes the frame. Returns the ring's position after it (see
+    /// [`Producer::position`]).
     #[inline(always)]
-    pub fn commit(self) {
+    pub fn commit(self) -> u64 {
         self.producer
-            .publish(self.frame_off, self.pad, self.len, self.type_id);
+            .publish(self.frame_off, self.pad, self.len, self.type_id)
     }
 }
 
@@ -584,6 +593,14 @@ pub struct Consumer {
 }
 
 impl Consumer {
+    /// The ring position this consumer has read up to, in bytes (the
+    /// producer's [`position`](Producer::position) once it has read
+    /// everything). A plain field read.
+    #[inline]
+    pub fn position(&self) -> u64 {
+        self.cursor
+    }
+
     fn join(mem: Mem, params: Params) -> Option<Self> {
         let me = ProcessId::current();
         let slot = mem.slots().iter().position(|s| s.peer.take(me).is_ok())?;

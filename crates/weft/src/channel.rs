@@ -94,6 +94,8 @@ enum ClaimInner<'p> {
     /// In the ring to the UDP send task (which the commit wakes if it is
     /// parked and in this process).
     Udp(mpsc::Claim<'p>, Option<&'p Waker>),
+    /// The same, sampled for latency (the send task sends it stamped).
+    UdpStamped(mpsc::Claim<'p>, Option<&'p Waker>),
 }
 
 impl Claim<'_> {
@@ -104,6 +106,7 @@ impl Claim<'_> {
             ClaimInner::Shm(c, _) => c.payload_mut(),
             ClaimInner::ShmStamped(c, _) => &mut c.payload_mut()[STAMP..],
             ClaimInner::Udp(c, _) => c.payload_mut(),
+            ClaimInner::UdpStamped(c, _) => &mut c.payload_mut()[STAMP..],
         }
     }
 
@@ -113,17 +116,19 @@ impl Claim<'_> {
         match self.0 {
             ClaimInner::Shm(c, counters) => {
                 let len = c.len();
-                c.commit();
+                let position = c.commit();
                 counters.messages.add(1);
                 counters.bytes.add(len as u64);
+                counters.position.set(position);
             }
             ClaimInner::ShmStamped(mut c, counters) => {
                 let len = c.len() - STAMP;
                 let now = weft_shm::liveness::now_ns().to_le_bytes();
                 c.payload_mut()[..STAMP].copy_from_slice(&now);
-                c.commit();
+                let position = c.commit();
                 counters.messages.add(1);
                 counters.bytes.add(len as u64);
+                counters.position.set(position);
             }
             ClaimInner::Udp(c, waker) => {
                 c.commit();
@@ -131,7 +136,62 @@ impl Claim<'_> {
                     w.wake();
                 }
             }
+            ClaimInner::UdpStamped(mut c, waker) => {
+                let now = weft_shm::liveness::now_ns().to_le_bytes();
+                c.payload_mut()[..STAMP].copy_from_slice(&now);
+                c.commit();
+                if let Some(w) = waker {
+                    w.wake();
+                }
+            }
         }
+    }
+}
+
+/// Latency sampling of a publication: which claims get a stamp.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Sampling {
+    /// One claim in this many is stamped (0: none).
+    every: u32,
+    /// Claims until the next stamped one.
+    until: u32,
+}
+
+impl Sampling {
+    pub(crate) fn new(every: u32) -> Self {
+        Self {
+            every,
+            until: every,
+        }
+    }
+
+    /// The bytes a message gives up for the stamp: all messages do, so the
+    /// largest message does not depend on which one is sampled.
+    fn room(&self) -> usize {
+        if self.every > 0 {
+            STAMP
+        } else {
+            0
+        }
+    }
+
+    /// Whether this claim is to be stamped: the `every`th successful claim
+    /// is (refused claims do not count).
+    #[inline]
+    fn due(&self) -> bool {
+        self.until == 1
+    }
+
+    /// After a successful claim that was not stamped.
+    #[inline]
+    fn plain_claimed(&mut self) {
+        self.until = self.until.saturating_sub(1);
+    }
+
+    /// After a stamped claim: the next sample is `every` claims on, or the
+    /// next claim if this one was refused.
+    fn claimed(&mut self, ok: bool) {
+        self.until = if ok { self.every } else { 1 };
     }
 }
 
@@ -147,6 +207,8 @@ pub(crate) struct ShmCounters {
     pub(crate) messages: Counter,
     pub(crate) bytes: Counter,
     pub(crate) other: Counter,
+    /// The ring position written or read up to (a gauge).
+    pub(crate) position: Counter,
 }
 
 impl ShmCounters {
@@ -155,6 +217,7 @@ impl ShmCounters {
             messages: set.make(types::SHM_SENT_MESSAGES, "messages sent"),
             bytes: set.make(types::SHM_SENT_BYTES, "bytes sent"),
             other: set.make(types::SHM_BACK_PRESSURED, "back-pressure events"),
+            position: set.make(types::SHM_SEND_POSITION, "ring position"),
         }
     }
 
@@ -163,6 +226,7 @@ impl ShmCounters {
             messages: set.make(types::SHM_RECEIVED_MESSAGES, "messages received"),
             bytes: set.make(types::SHM_RECEIVED_BYTES, "bytes received"),
             other: set.make(types::SHM_EVICTIONS, "evictions"),
+            position: set.make(types::SHM_RECEIVE_POSITION, "ring position"),
         }
     }
 }
@@ -174,9 +238,6 @@ pub(crate) enum PubInner {
         connected: bool,
         until_check: u32,
         counters: Box<ShmCounters>,
-        /// Latency sampling: every `sample_every`th message is stamped (0: none).
-        sample_every: u32,
-        until_sample: u32,
     },
     /// Writes into the ring of the channel's send task: this node's, or that
     /// of another process on the host (then `waker` and `_user` are `None`).
@@ -193,14 +254,12 @@ pub(crate) enum PubInner {
 }
 
 impl PubInner {
-    fn max_message(&self) -> usize {
+    fn max_message(&self, sampling: &Sampling) -> usize {
         match self {
-            // Room for a stamp in any message, sampled or not.
-            PubInner::Shm {
-                ring, sample_every, ..
-            } => ring.max_payload() - if *sample_every > 0 { STAMP } else { 0 },
+            PubInner::Shm { ring, .. } => ring.max_payload(),
             PubInner::Udp { tx, .. } => udp_max(tx),
         }
+        .saturating_sub(sampling.room())
     }
 
     /// Whether a subscriber is there, as the hot path sees it: a shared-memory
@@ -227,7 +286,7 @@ impl PubInner {
     }
 
     #[inline]
-    fn claim(&mut self, len: usize) -> Result<Claim<'_>, PublishError> {
+    fn claim(&mut self, len: usize, sampling: &mut Sampling) -> Result<Claim<'_>, PublishError> {
         if let PubInner::Udp {
             tx, waker: None, ..
         } = self
@@ -236,7 +295,7 @@ impl PubInner {
                 return Err(PublishError::Closed);
             }
         }
-        let max = self.max_message();
+        let max = self.max_message(sampling);
         if len > max {
             return Err(PublishError::TooLarge { len, max });
         }
@@ -249,22 +308,15 @@ impl PubInner {
             _ => PublishError::Closed,
         };
         match self {
-            PubInner::Shm {
-                ring,
-                counters,
-                sample_every,
-                until_sample,
-                ..
-            } => {
-                if *sample_every != 0 {
-                    *until_sample -= 1;
-                    if *until_sample == 0 {
-                        return claim_stamped(ring, counters, sample_every, until_sample, len)
-                            .map_err(err);
-                    }
+            PubInner::Shm { ring, counters, .. } => {
+                if sampling.due() {
+                    return claim_shm_stamped(ring, counters, sampling, len).map_err(err);
                 }
                 match ring.try_claim(len, TYPE_MESSAGE) {
-                    Ok(c) => Ok(Claim(ClaimInner::Shm(c, counters))),
+                    Ok(c) => {
+                        sampling.plain_claimed();
+                        Ok(Claim(ClaimInner::Shm(c, counters)))
+                    }
                     Err(e) => {
                         if e == ClaimError::Full {
                             counters.other.add(1);
@@ -273,10 +325,18 @@ impl PubInner {
                     }
                 }
             }
-            PubInner::Udp { tx, waker, .. } => tx
-                .try_claim(len, TYPE_MESSAGE)
-                .map(|c| Claim(ClaimInner::Udp(c, waker.as_ref())))
-                .map_err(err),
+            PubInner::Udp { tx, waker, .. } => {
+                if sampling.due() {
+                    return claim_udp_stamped(tx, waker.as_ref(), sampling, len).map_err(err);
+                }
+                match tx.try_claim(len, TYPE_MESSAGE) {
+                    Ok(c) => {
+                        sampling.plain_claimed();
+                        Ok(Claim(ClaimInner::Udp(c, waker.as_ref())))
+                    }
+                    Err(e) => Err(err(e)),
+                }
+            }
         }
     }
 }
@@ -284,26 +344,31 @@ impl PubInner {
 /// Claims a message sampled for latency (8 bytes more, a stamp type); on
 /// failure the next claim is sampled instead.
 #[cold]
-fn claim_stamped<'p>(
+fn claim_shm_stamped<'p>(
     ring: &'p mut broadcast::Producer,
     counters: &'p ShmCounters,
-    sample_every: &u32,
-    until_sample: &mut u32,
+    sampling: &mut Sampling,
     len: usize,
 ) -> Result<Claim<'p>, ClaimError> {
-    match ring.try_claim(len + STAMP, TYPE_MESSAGE_STAMPED) {
-        Ok(c) => {
-            *until_sample = *sample_every;
-            Ok(Claim(ClaimInner::ShmStamped(c, counters)))
-        }
-        Err(e) => {
-            *until_sample = 1;
-            if e == ClaimError::Full {
-                counters.other.add(1);
-            }
-            Err(e)
-        }
+    let claim = ring.try_claim(len + STAMP, TYPE_MESSAGE_STAMPED);
+    sampling.claimed(claim.is_ok());
+    if matches!(claim, Err(ClaimError::Full)) {
+        counters.other.add(1);
     }
+    claim.map(|c| Claim(ClaimInner::ShmStamped(c, counters)))
+}
+
+/// The same for a UDP channel: the send task sends the frame stamped.
+#[cold]
+fn claim_udp_stamped<'p>(
+    tx: &'p mut mpsc::Producer,
+    waker: Option<&'p Waker>,
+    sampling: &mut Sampling,
+    len: usize,
+) -> Result<Claim<'p>, ClaimError> {
+    let claim = tx.try_claim(len + STAMP, TYPE_MESSAGE_STAMPED);
+    sampling.claimed(claim.is_ok());
+    claim.map(|c| Claim(ClaimInner::UdpStamped(c, waker)))
 }
 
 /// The sending end of a channel. `Send`, not `Sync`: one per thread.
@@ -312,6 +377,8 @@ pub struct Publication {
     pub(crate) uri: ChannelUri,
     pub(crate) stream: u32,
     pub(crate) inner: PubInner,
+    /// Which claims carry a send time (`NodeConfig::latency_sample_every`).
+    pub(crate) sampling: Sampling,
     /// Claims refused since the last probe of another process's sender.
     pub(crate) refusals: u32,
 }
@@ -329,7 +396,7 @@ impl Publication {
 
     /// The largest message, in bytes.
     pub fn max_message(&self) -> usize {
-        self.inner.max_message()
+        self.inner.max_message(&self.sampling)
     }
 
     /// Whether a subscriber is there (see [`PublishError::NotConnected`]).
@@ -362,7 +429,7 @@ impl Publication {
                 }
             }
         }
-        let result = self.inner.claim(len);
+        let result = self.inner.claim(len, &mut self.sampling);
         if result.is_err() {
             self.refusals += 1;
         }
@@ -432,6 +499,9 @@ pub(crate) enum SubInner {
         bells: Arc<ReaderBells>,
         bell: Option<usize>,
         _user: UserGuard,
+        /// One-way latency of the stamped (sampled) messages, publisher's
+        /// commit to this poll.
+        latency: Histogram,
     },
 }
 
@@ -508,10 +578,17 @@ impl Subscription {
         mut f: F,
     ) -> Result<usize, SubscribeError> {
         match &mut self.inner {
-            SubInner::Udp { ring, .. } => {
-                let r = ring.poll(limit, |frame| {
-                    if let Some(e) = decode(frame.type_id(), frame.payload()) {
-                        f(e)
+            SubInner::Udp { ring, latency, .. } => {
+                let r = ring.poll(limit, |frame| match frame.type_id() {
+                    TYPE_MESSAGE_STAMPED => {
+                        if let Some(m) = unstamp(frame.payload(), latency) {
+                            f(Event::Message(m));
+                        }
+                    }
+                    t => {
+                        if let Some(e) = decode(t, frame.payload()) {
+                            f(e)
+                        }
                     }
                 });
                 match r {
@@ -561,12 +638,11 @@ impl Subscription {
                             bytes += p.len() as u64;
                             f(Event::Message(p));
                         }
-                        TYPE_MESSAGE_STAMPED if p.len() >= STAMP => {
-                            let (stamp, m) = p.split_at(STAMP);
-                            let sent = u64::from_le_bytes(stamp.try_into().unwrap_or([0; 8]));
-                            latency.record(weft_shm::liveness::now_ns().saturating_sub(sent));
-                            bytes += m.len() as u64;
-                            f(Event::Message(m));
+                        TYPE_MESSAGE_STAMPED => {
+                            if let Some(m) = unstamp(p, latency) {
+                                bytes += m.len() as u64;
+                                f(Event::Message(m));
+                            }
                         }
                         t => {
                             if let Some(e) = decode(t, p) {
@@ -591,6 +667,7 @@ impl Subscription {
                         // Events other than messages are rare: count them in.
                         counters.messages.add(n as u64);
                         counters.bytes.add(bytes);
+                        counters.position.set(r.position());
                         Ok(n)
                     }
                     Err(PollError::Closed) => {
@@ -632,6 +709,20 @@ fn probe_due(empty_polls: &mut u32, last_probe: &mut u64, every_ns: u64) -> bool
     }
     *last_probe = now;
     true
+}
+
+/// A stamped message's bytes without the stamp, its latency recorded; `None`
+/// (skipped) if it is too short to hold one. A stamp ahead of this host's
+/// clock (a publisher on another host: clocks are per host) is not recorded.
+#[inline]
+fn unstamp<'a>(p: &'a [u8], latency: &Histogram) -> Option<&'a [u8]> {
+    let (stamp, m) = p.split_first_chunk::<STAMP>()?;
+    let sent = u64::from_le_bytes(*stamp);
+    let now = weft_shm::liveness::now_ns();
+    if sent <= now {
+        latency.record(now - sent);
+    }
+    Some(m)
 }
 
 /// A frame of weft's in-process ring as an event; `None` for a frame of a

@@ -61,10 +61,11 @@ pub struct NodeConfig {
     /// The process's label in its counters file (for `weft-stat`). Default:
     /// the executable's file name.
     pub name: String,
-    /// A shared-memory publication stamps one message in this many with its
-    /// commit time (8 bytes more in the ring, one clock read on each side),
-    /// and subscriptions record the one-way latency in a histogram
-    /// (`weft-stat histograms`). 0: none (the default: it costs a few
+    /// A publication (shared memory or UDP) stamps one message in this many
+    /// with its commit time (8 bytes more in the ring and on the wire, one
+    /// clock read on each side), and subscriptions record the one-way
+    /// latency in a histogram (`weft-stat histograms`). The clock is per
+    /// host: across hosts the figure is meaningless. 0: none (the default: it costs a few
     /// percent of a shared-memory round trip; 64 is a good value when
     /// diagnosing latency).
     pub latency_sample_every: u32,

@@ -8,11 +8,11 @@ use weft_net::{ChannelConfig, Interface, SocketOptions};
 use weft_proto::{ReceiverConfig, SenderConfig};
 use weft_shm::{broadcast, mpsc, PeerState, Region, ShmError, ShmOptions};
 
-use weft_counters::{CounterSet, CountersConfig, CountersError, CountersFile};
+use weft_counters::{CounterSet, CountersConfig, CountersError, CountersFile, Histogram};
 
 use crate::agent::{AgentConfig, AgentError, AgentStats, Agents, Task, TaskId, TaskStats};
 use crate::channel::{
-    PubInner, Publication, ShmCounters, SubInner, Subscription, UserGuard, Users,
+    PubInner, Publication, Sampling, ShmCounters, SubInner, Subscription, UserGuard, Users,
 };
 use crate::config::NodeConfig;
 use crate::control::{self, ControlStats, ControlTask};
@@ -233,6 +233,7 @@ impl Node {
             uri: parsed,
             stream,
             inner,
+            sampling: Sampling::new(self.cfg.latency_sample_every),
             refusals: 0,
         })
     }
@@ -250,11 +251,7 @@ impl Node {
                     stream as u64,
                     format!("{uri} stream {stream}"),
                 ))),
-                latency: self.counters.histogram(
-                    weft_counters::types::ONE_WAY_LATENCY_NS,
-                    stream as u64,
-                    &format!("{uri} stream {stream} one-way latency"),
-                ),
+                latency: self.latency_histogram(uri, stream),
                 ring: None,
                 name: shm_name(s, stream),
                 opts: self.shm.clone(),
@@ -295,8 +292,6 @@ impl Node {
                 stream as u64,
                 format!("shm:{} stream {stream}", s.name),
             ))),
-            sample_every: self.cfg.latency_sample_every,
-            until_sample: self.cfg.latency_sample_every,
         })
     }
 
@@ -442,6 +437,7 @@ impl Node {
             net,
             pending: Vec::with_capacity(max),
             has_pending: false,
+            pending_stamped: false,
             connected: false,
             max,
             users: users.clone(),
@@ -499,6 +495,7 @@ impl Node {
                     bell: r.bells.take(),
                     bells: r.bells.clone(),
                     _user: user,
+                    latency: self.latency_histogram(uri, stream),
                 });
             }
             self.recvs.retain(|r| !r.users.is_closed());
@@ -527,7 +524,17 @@ impl Node {
             bell: bells.take(),
             bells,
             _user: user,
+            latency: self.latency_histogram(uri, stream),
         })
+    }
+
+    /// A subscription's one-way latency histogram in the counters file.
+    fn latency_histogram(&self, uri: &str, stream: u32) -> Histogram {
+        self.counters.histogram(
+            weft_counters::types::ONE_WAY_LATENCY_NS,
+            stream as u64,
+            &format!("{uri} stream {stream} one-way latency"),
+        )
     }
 
     /// Joins `u`'s group and gives an agent the task that republishes it into

@@ -8,13 +8,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use weft_net::{Publication as NetPublication, Subscription as NetSubscription, Waitable};
+use weft_proto::wire::STAMP_LEN;
 use weft_proto::{Event as ProtoEvent, OfferError};
 use weft_shm::{broadcast, mpsc, ClaimError, PollError, ShmOptions};
 
 use weft_counters::{types, Counter, CounterSet, CountersFile, LossReport};
 
 use crate::agent::Task;
-use crate::channel::{Users, TYPE_LOSS, TYPE_MESSAGE, TYPE_NEW_SESSION, TYPE_PUBLISHER_GONE};
+use crate::channel::{
+    Users, TYPE_LOSS, TYPE_MESSAGE, TYPE_MESSAGE_STAMPED, TYPE_NEW_SESSION, TYPE_PUBLISHER_GONE,
+};
 use crate::doorbell::ReaderBells;
 
 /// Frames taken from the publications' ring per duty cycle.
@@ -273,6 +276,8 @@ pub(crate) struct SendTask {
     /// it goes first next time, so nothing taken is ever dropped.
     pub(crate) pending: Vec<u8>,
     pub(crate) has_pending: bool,
+    /// Whether `pending` starts with a send time (a latency sample).
+    pub(crate) pending_stamped: bool,
     /// What the status word says now.
     pub(crate) connected: bool,
     pub(crate) max: usize,
@@ -311,24 +316,31 @@ impl Task for SendTask {
         let mut work = 0;
         let mut drained = false;
         if self.has_pending {
-            match self.net.offer(&self.pending) {
+            match send(&mut self.net, &self.pending, self.pending_stamped) {
                 Ok(()) => {
                     self.has_pending = false;
                     work += 1;
                 }
                 Err(OfferError::BackPressured) => {}
-                // Checked against max_message when the publication claimed it.
-                Err(OfferError::TooLarge) => self.has_pending = false,
+                // Checked against max_message when the publication claimed it;
+                // a stamped frame always holds its stamp.
+                Err(OfferError::TooLarge | OfferError::MissingStamp) => self.has_pending = false,
             }
         }
         while !self.has_pending && work < SEND_BURST {
-            let (net, pending, has_pending) =
-                (&mut self.net, &mut self.pending, &mut self.has_pending);
+            let (net, pending, has_pending, pending_stamped) = (
+                &mut self.net,
+                &mut self.pending,
+                &mut self.has_pending,
+                &mut self.pending_stamped,
+            );
             match self.rx.poll(1, |f| {
-                if net.offer(f.payload()) == Err(OfferError::BackPressured) {
+                let stamped = f.type_id() == TYPE_MESSAGE_STAMPED;
+                if send(net, f.payload(), stamped) == Err(OfferError::BackPressured) {
                     pending.clear();
                     pending.extend_from_slice(f.payload()); // within capacity: no allocation
                     *has_pending = true;
+                    *pending_stamped = stamped;
                 }
             }) {
                 Ok(0) => {
@@ -373,6 +385,18 @@ impl Task for SendTask {
             self.linger_until = 0;
         }
         work
+    }
+}
+
+/// Offers one frame of the publications' ring to the protocol: a latency
+/// sample (its payload starts with the publisher's commit time) goes out
+/// stamped, so the receivers hand the time out apart from the message.
+#[inline]
+fn send(net: &mut NetPublication, payload: &[u8], stamped: bool) -> Result<(), OfferError> {
+    if stamped {
+        net.offer_stamped(payload)
+    } else {
+        net.offer(payload)
     }
 }
 
@@ -462,6 +486,22 @@ impl Task for RecvTask {
             };
             let (t, bytes): (u32, &[u8]) = match e {
                 ProtoEvent::Message(m) => (TYPE_MESSAGE, m),
+                ProtoEvent::StampedMessage { sent_ns, message } => {
+                    // The local ring carries the stamp in front, as a
+                    // shared-memory publication writes it.
+                    match republish_stamped(&mut self.out, sent_ns, message) {
+                        Ok(()) => republished += 1,
+                        Err(ClaimError::TooLarge { .. }) => self.counters.oversize += 1,
+                        Err(_) => {
+                            self.pending.clear();
+                            self.pending.extend_from_slice(&sent_ns.to_le_bytes());
+                            self.pending.extend_from_slice(message); // within capacity
+                            self.pending_type = Some(TYPE_MESSAGE_STAMPED);
+                        }
+                    }
+                    work += 1;
+                    continue;
+                }
                 ProtoEvent::Loss { range, .. } => {
                     lost = Some(range.to.saturating_sub(range.from));
                     words[..8].copy_from_slice(&range.from.to_le_bytes());
@@ -501,6 +541,20 @@ impl Task for RecvTask {
         }
         work
     }
+}
+
+/// Writes a stamped message into a local ring: the stamp, then the message.
+fn republish_stamped(
+    out: &mut broadcast::Producer,
+    sent_ns: u64,
+    message: &[u8],
+) -> Result<(), ClaimError> {
+    let mut c = out.try_claim(STAMP_LEN + message.len(), TYPE_MESSAGE_STAMPED)?;
+    let p = c.payload_mut();
+    p[..STAMP_LEN].copy_from_slice(&sent_ns.to_le_bytes());
+    p[STAMP_LEN..].copy_from_slice(message);
+    c.commit();
+    Ok(())
 }
 
 /// Forwards a local stream to another channel (the outbound gateway): reads a

@@ -223,6 +223,9 @@ fn subscribe(o: &Opts) {
                         done = true;
                     }
                 }
+                Event::StampedMessage { .. } => {
+                    fail("a stamped message (this publisher sends none)")
+                }
                 Event::Loss { range, .. } => {
                     // Messages skipped are learned from the next message's number.
                     say(&format!(

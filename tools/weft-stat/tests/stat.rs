@@ -216,6 +216,14 @@ fn stream_counters_match_what_was_sent_and_received() {
         value(&lines, "shm_received_bytes", "shm:stat-test stream 5"),
         40_000
     );
+    // The subscription read everything: its position is the publication's,
+    // and the frames hold at least their payload.
+    let shm_position = value(&lines, "shm_send_position", "shm:stat-test stream 5");
+    assert!(shm_position >= 40_000, "{shm_position}");
+    assert_eq!(
+        value(&lines, "shm_receive_position", "shm:stat-test stream 5"),
+        shm_position
+    );
     assert_eq!(value(&lines, "udp_sent_messages", "stream 5"), 2_000);
     assert_eq!(value(&lines, "udp_received_messages", "stream 5"), 2_000);
     assert_eq!(value(&lines, "udp_datagrams_lost", "stream 5"), 0);
@@ -232,6 +240,14 @@ fn stream_counters_match_what_was_sent_and_received() {
         .find(|l| l.contains("\"type\":\"one_way_latency_ns\"") && l.contains("shm:stat-test"))
         .unwrap_or_else(|| panic!("{hist:#?}"));
     assert_eq!(number(latency, "count"), 1_000 / 64);
+    assert!(number(latency, "max_ns") > 0);
+    // The same over UDP: the stamp crossed the send task, the wire (a
+    // STAMPED entry) and the receive task.
+    let latency = hist
+        .iter()
+        .find(|l| l.contains("\"type\":\"one_way_latency_ns\"") && l.contains(&udp))
+        .unwrap_or_else(|| panic!("{hist:#?}"));
+    assert_eq!(number(latency, "count"), 2_000 / 64);
     assert!(number(latency, "max_ns") > 0);
     drop((_shm, _udp));
     drop(node);

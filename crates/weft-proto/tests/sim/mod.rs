@@ -67,8 +67,11 @@ pub struct Log {
     pub sessions: Vec<(u64, u64)>,
     /// Publisher-gone events.
     pub gone: usize,
-    /// Messages whose contents did not match their sequence number.
+    /// Messages whose contents did not match their sequence number, and
+    /// stamps missing, unexpected or not the time the message was offered.
     pub corrupt: usize,
+    /// Stamped messages delivered with the right stamp.
+    pub stamped: usize,
 }
 
 pub const MTU: usize = 1408;
@@ -127,6 +130,9 @@ pub struct Sim {
     pub drop_naks: u32,
     /// The sender's process is gone: it sends nothing and hears nothing.
     pub sender_dead: bool,
+    /// Messages whose sequence number is a multiple of this are offered
+    /// stamped with the (virtual) time they were offered at; 0: none.
+    pub stamp_every: u64,
     buf: Vec<u8>,
 }
 
@@ -159,6 +165,7 @@ impl Sim {
             drop_once: Vec::new(),
             drop_naks: 0,
             sender_dead: false,
+            stamp_every: 0,
             buf: vec![0; 65536],
         }
     }
@@ -298,17 +305,34 @@ impl Sim {
         }
     }
 
+    /// Whether message `seq` is offered stamped.
+    fn stamped(&self, seq: u64) -> bool {
+        self.stamp_every > 0 && seq % self.stamp_every == 0
+    }
+
     fn drain_events(&mut self) {
-        for (r, rx) in self.receivers.iter_mut().enumerate() {
-            let log = &mut self.logs[r];
-            while let Some(e) = rx.poll_event() {
+        for r in 0..self.receivers.len() {
+            while let Some(e) = self.receivers[r].poll_event() {
+                let log = &mut self.logs[r];
                 match e {
                     Event::Message(m) => match intact(m) {
-                        Some(seq) => {
+                        Some(seq) if !(self.stamp_every > 0 && seq % self.stamp_every == 0) => {
                             log.messages.push(seq);
                             log.times.push(self.now);
                         }
-                        None => log.corrupt += 1,
+                        _ => log.corrupt += 1,
+                    },
+                    Event::StampedMessage { sent_ns, message } => match intact(message) {
+                        Some(seq)
+                            if self.stamp_every > 0
+                                && seq % self.stamp_every == 0
+                                && self.offered_at.get(seq as usize) == Some(&sent_ns) =>
+                        {
+                            log.messages.push(seq);
+                            log.times.push(self.now);
+                            log.stamped += 1;
+                        }
+                        _ => log.corrupt += 1,
                     },
                     Event::Loss { range, .. } => log.losses.push((range, log.messages.len())),
                     Event::NewSession {
@@ -345,11 +369,17 @@ impl Sim {
                     break;
                 }
                 let (_, m) = schedule.front().expect("peeked");
-                if self.sender.offer(self.now, m).is_err() {
+                let seq = u64::from_le_bytes(m[..8].try_into().expect("messages carry their seq"));
+                let offered = if self.stamped(seq) {
+                    let stamped = [&self.now.to_le_bytes()[..], m].concat();
+                    self.sender.offer_stamped(self.now, &stamped)
+                } else {
+                    self.sender.offer(self.now, m)
+                };
+                if offered.is_err() {
                     break;
                 }
-                let seq = u64::from_le_bytes(m[..8].try_into().expect("messages carry their seq"))
-                    as usize;
+                let seq = seq as usize;
                 if self.offered_at.len() <= seq {
                     self.offered_at.resize(seq + 1, 0);
                 }
