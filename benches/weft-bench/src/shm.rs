@@ -224,16 +224,20 @@ pub fn child(args: &[String]) {
 pub const LATENCY_SAMPLE_EVERY: u64 = 64;
 
 /// What a weft shared-memory channel end counts, in a real counters file:
-/// messages and bytes per message, and a one-way latency histogram fed by a
-/// timestamp in every [`LATENCY_SAMPLE_EVERY`]th message.
+/// messages, bytes and the ring position per message, and a one-way latency
+/// histogram fed by a timestamp in every [`LATENCY_SAMPLE_EVERY`]th message.
 struct Instruments {
     _file: std::sync::Arc<weft::weft_counters::CountersFile>,
     sent: weft::weft_counters::Counter,
     sent_bytes: weft::weft_counters::Counter,
+    sent_position: weft::weft_counters::Counter,
     received: weft::weft_counters::Counter,
     received_bytes: weft::weft_counters::Counter,
+    received_position: weft::weft_counters::Counter,
     latency: weft::weft_counters::Histogram,
     until_sample: u64,
+    /// Bytes through each ring, frame headers included (the positions).
+    positions: (u64, u64),
 }
 
 impl Instruments {
@@ -248,14 +252,17 @@ impl Instruments {
         Self {
             sent: c(types::SHM_SENT_MESSAGES, "sent"),
             sent_bytes: c(types::SHM_SENT_BYTES, "sent bytes"),
+            sent_position: c(types::SHM_SEND_POSITION, "sent position"),
             received: c(types::SHM_RECEIVED_MESSAGES, "received"),
             received_bytes: c(types::SHM_RECEIVED_BYTES, "received bytes"),
+            received_position: c(types::SHM_RECEIVE_POSITION, "received position"),
             latency: file.histogram(
                 types::ONE_WAY_LATENCY_NS,
                 1,
                 &format!("bench {tag} one-way"),
             ),
             until_sample: LATENCY_SAMPLE_EVERY,
+            positions: (0, 0),
             _file: file,
         }
     }
@@ -273,15 +280,19 @@ impl Instruments {
     }
 
     #[inline]
-    fn sent(&self, len: usize) {
+    fn sent(&mut self, len: usize) {
         self.sent.add(1);
         self.sent_bytes.add(len as u64);
+        self.positions.0 += frame_len(len);
+        self.sent_position.set(self.positions.0);
     }
 
     #[inline]
-    fn received(&self, len: usize, stamp: u64) {
+    fn received(&mut self, len: usize, stamp: u64) {
         self.received.add(1);
         self.received_bytes.add(len as u64);
+        self.positions.1 += frame_len(len);
+        self.received_position.set(self.positions.1);
         if stamp != 0 {
             self.latency
                 .record(weft_shm::liveness::now_ns().saturating_sub(stamp));
@@ -289,9 +300,14 @@ impl Instruments {
     }
 }
 
+/// A frame's bytes in a ring: 8-byte header, payload rounded up to 8.
+fn frame_len(len: usize) -> u64 {
+    (8 + len.next_multiple_of(8)) as u64
+}
+
 /// `shm-pingpong-instrumented`: `shm-pingpong` with, on both sides, what a
-/// weft channel end records per message in its counters file (messages and
-/// bytes each way) and a one-way latency histogram sampled every
+/// weft channel end records per message in its counters file (messages,
+/// bytes and ring position each way) and a one-way latency histogram sampled every
 /// [`LATENCY_SAMPLE_EVERY`]th message (a timestamp in bytes 8..16).
 pub fn pingpong_instrumented(clock: Clock, warmup: u64, samples: u64, bytes: usize) -> Outcome {
     let opts = bench_opts();
