@@ -49,6 +49,7 @@ mod error;
 pub mod frame;
 pub mod liveness;
 mod mem;
+pub mod mp_broadcast;
 pub mod mpsc;
 mod peer;
 #[cfg(not(loom))]

@@ -51,6 +51,8 @@ pub enum RingKind {
     /// Not a ring: an array of 64-bit words (weft-counters' counters file),
     /// made with [`Region::create_words`] and read through [`Words`].
     Words = 4,
+    /// Many producers, many consumers, each with its own cursor.
+    MpBroadcast = 5,
 }
 
 impl RingKind {
@@ -60,6 +62,7 @@ impl RingKind {
             2 => Some(Self::Broadcast),
             3 => Some(Self::Mpsc),
             4 => Some(Self::Words),
+            5 => Some(Self::MpBroadcast),
             _ => None,
         }
     }
@@ -71,6 +74,7 @@ impl RingKind {
             Self::Broadcast => "broadcast",
             Self::Mpsc => "mpsc",
             Self::Words => "words",
+            Self::MpBroadcast => "mp-broadcast",
         }
     }
 }
