@@ -228,7 +228,11 @@ fn receive(
 fn shm_and_udp_channels_have_the_same_shape() {
     for mode in [ThreadingMode::Invoker, ThreadingMode::Dedicated] {
         let (mut node, dir) = node(mode);
-        for uri in ["shm:prices".to_string(), udp_uri()] {
+        for uri in [
+            "shm:prices".to_string(),
+            "shm:prices-many?publishers=many".to_string(),
+            udp_uri(),
+        ] {
             let mut publ = node.publication(&uri, 7).unwrap();
             assert_eq!(
                 publ.offer(&0u64.to_le_bytes()),
@@ -521,5 +525,171 @@ fn losses_pass_through_a_gateway_never_as_a_silent_gap() {
     assert_eq!((events, datagrams), (losses, lost_datagrams), "{report:#?}");
     drop(gateway);
     drop((remote, local, host));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Not a test of its own: a publishing process that
+/// `several_processes_publish_one_shm_channel` starts. Publishes
+/// `WEFT_API_COUNT` messages `(id << 32) | i` on `shm:fanin?publishers=many`;
+/// with `WEFT_API_CHILD_LINGER`, the second half slowly (so that it is
+/// killed mid-stream), then waits to be killed.
+#[test]
+fn child_fanin_publisher() {
+    let (Ok(dir), Ok(id), Ok(count)) = (
+        std::env::var("WEFT_API_CHILD_DIR"),
+        std::env::var("WEFT_API_CHILD_ID"),
+        std::env::var("WEFT_API_COUNT"),
+    ) else {
+        return;
+    };
+    let (id, count): (u64, u64) = (id.parse().unwrap(), count.parse().unwrap());
+    let linger = std::env::var("WEFT_API_CHILD_LINGER").is_ok();
+    let mut node = weft::Node::new(weft::NodeConfig {
+        dir: dir.into(),
+        threading: ThreadingMode::Invoker,
+        shm_capacity: 64 * 1024,
+        control_ring: false,
+        ..weft::NodeConfig::default()
+    })
+    .unwrap();
+    let mut publ = node.publication("shm:fanin?publishers=many", 3).unwrap();
+    let started = Instant::now();
+    let mut i = 0;
+    while i < count {
+        assert!(started.elapsed() < Duration::from_secs(60), "stuck at {i}");
+        match publ.offer_pod(&((id << 32) | i)) {
+            Ok(()) => {
+                i += 1;
+                if i == count / 2 {
+                    println!("half");
+                }
+                if linger && i > count / 2 {
+                    std::thread::sleep(Duration::from_micros(100));
+                }
+            }
+            Err(weft::PublishError::BackPressured | weft::PublishError::NotConnected) => {
+                std::thread::yield_now()
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    println!("done");
+    if linger {
+        std::thread::sleep(Duration::from_secs(120));
+    }
+}
+
+/// A child publisher process.
+fn spawn_publisher(
+    dir: &std::path::Path,
+    id: u64,
+    count: u64,
+    linger: bool,
+) -> std::process::Child {
+    let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+    cmd.args([
+        "--exact",
+        "child_fanin_publisher",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env("WEFT_API_CHILD_DIR", dir)
+    .env("WEFT_API_CHILD_ID", id.to_string())
+    .env("WEFT_API_COUNT", count.to_string())
+    .stdout(std::process::Stdio::piped());
+    if linger {
+        cmd.env("WEFT_API_CHILD_LINGER", "1");
+    }
+    cmd.spawn().unwrap()
+}
+
+/// Three processes publish one `publishers=many` shared-memory channel, one
+/// of them killed with `kill -9` halfway: the subscriber gets each
+/// publisher's messages in its order, none lost or duplicated (the killed
+/// one's up to where it died), then the publishers' departure. A second
+/// process opening the channel without `publishers=many` is told why not.
+#[test]
+fn several_processes_publish_one_shm_channel() {
+    use std::io::BufRead;
+    const COUNT: u64 = 100_000;
+    let (mut node, dir) = node(ThreadingMode::Invoker);
+    let mut sub = node.subscription("shm:fanin", 3).unwrap();
+    let mut children: Vec<_> = (0..3)
+        .map(|id| spawn_publisher(&dir, id, COUNT, id == 2))
+        .collect();
+    let mut next = [0u64; 3];
+    let mut events = Vec::new();
+    let mut half = std::io::BufReader::new(children[2].stdout.take().unwrap());
+    let mut killed = false;
+    let started = Instant::now();
+    while next[0] < COUNT || next[1] < COUNT || !killed {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "got {next:?}: {events:?}"
+        );
+        sub.poll(256, |e| match e {
+            weft::Event::Message(m) => {
+                let v = u64::from_le_bytes(m.try_into().unwrap());
+                let (id, i) = ((v >> 32) as usize, v & 0xFFFF_FFFF);
+                assert_eq!(i, next[id], "publisher {id}: out of order or lost");
+                next[id] += 1;
+            }
+            other => events.push(format!("{other:?}")),
+        })
+        .unwrap();
+        if !killed && next[2] >= COUNT / 2 {
+            // Past the test harness's own output ("test … ... half").
+            let mut line = String::new();
+            while !line.trim_end().ends_with("half") {
+                line.clear();
+                assert!(half.read_line(&mut line).unwrap() > 0, "no 'half' line");
+            }
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(children[2].id() as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            )
+            .unwrap();
+            children[2].wait().unwrap();
+            killed = true;
+        }
+    }
+    assert!(
+        (COUNT / 2..COUNT).contains(&next[2]),
+        "killed mid-stream: {next:?}"
+    );
+    assert!(
+        events.first().is_some_and(|e| e.starts_with("NewSession")),
+        "{events:?}"
+    );
+    for c in &mut children[..2] {
+        assert!(c.wait().unwrap().success());
+    }
+    let started = Instant::now();
+    let mut gone = false;
+    while !gone {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "publishers never gone: {events:?}"
+        );
+        sub.poll(256, |e| match e {
+            weft::Event::PublisherGone => gone = true,
+            weft::Event::Message(m) => {
+                let v = u64::from_le_bytes(m.try_into().unwrap());
+                let (id, i) = ((v >> 32) as usize, v & 0xFFFF_FFFF);
+                assert_eq!(i, next[id], "publisher {id}: out of order or lost");
+                next[id] += 1;
+            }
+            other => events.push(format!("{other:?}")),
+        })
+        .unwrap();
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // Opening it as a one-publisher channel while it has a publisher is
+    // refused with the reason.
+    let many = node.publication("shm:fanin?publishers=many", 3).unwrap();
+    let err = node.publication("shm:fanin", 3).unwrap_err().to_string();
+    assert!(err.contains("publishers=many"), "{err}");
+    drop(many);
+    node.close().unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -111,6 +111,7 @@ fn node_publish_and_receive_allocate_nothing_on_either_transport() {
         .port();
     for uri in [
         "shm:noalloc".to_string(),
+        "shm:noalloc-many?publishers=many".to_string(),
         format!("udp://239.77.51.1:{port}"),
     ] {
         let mut publ = node.publication(&uri, 1).unwrap();

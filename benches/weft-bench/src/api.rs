@@ -145,9 +145,14 @@ fn ping_loop(
 
 /// `api-shm-pingpong`: `shm-pingpong` through the API. Two pinned processes,
 /// one `shm:` channel each way (a broadcast ring of the same size as the SPSC
-/// rings of `shm-pingpong`).
-pub fn shm_pingpong(clock: Clock, warmup: u64, samples: u64, bytes: usize) -> Outcome {
-    let (ping, pong) = (shm_uri("aping"), shm_uri("apong"));
+/// rings of `shm-pingpong`). `api-shm-many-pingpong` (`many`): the same with
+/// `publishers=many` channels, whose ring several processes may publish.
+pub fn shm_pingpong(clock: Clock, warmup: u64, samples: u64, bytes: usize, many: bool) -> Outcome {
+    let (mut ping, mut pong) = (shm_uri("aping"), shm_uri("apong"));
+    if many {
+        ping.push_str("&publishers=many");
+        pong.push_str("&publishers=many");
+    }
     let mut node = invoker_node();
     let mut publ = node.publication(&ping, 1).expect("ping publication");
     let mut sub = node.subscription(&pong, 1).expect("pong subscription");
@@ -163,12 +168,21 @@ pub fn shm_pingpong(clock: Clock, warmup: u64, samples: u64, bytes: usize) -> Ou
     );
     drop(publ);
     child.wait().expect("echo child");
-    Outcome::latency(
-        "api-shm-pingpong",
-        bytes,
-        &h,
-        "round trip through weft::Publication/Subscription on shm: channels, 2 pinned processes",
-    )
+    if many {
+        Outcome::latency(
+            "api-shm-many-pingpong",
+            bytes,
+            &h,
+            "round trip through weft::Publication/Subscription on shm:…?publishers=many channels, 2 pinned processes",
+        )
+    } else {
+        Outcome::latency(
+            "api-shm-pingpong",
+            bytes,
+            &h,
+            "round trip through weft::Publication/Subscription on shm: channels, 2 pinned processes",
+        )
+    }
 }
 
 /// The echo process of `api-shm-pingpong`: echoes until the ping publisher is gone.

@@ -39,6 +39,10 @@ const SCENARIOS: &[(&str, &str)] = &[
         "shm-pingpong through the public API (weft::Node, shm: channels), two pinned processes",
     ),
     (
+        "api-shm-many-pingpong",
+        "api-shm-pingpong on publishers=many channels (the ring several processes may publish)",
+    ),
+    (
         "shm-interleaved",
         "shm-pingpong, api-shm-pingpong and the raw broadcast ring in alternating blocks between the same processes (3 rows)",
     ),
@@ -128,7 +132,8 @@ fn run(name: &str, clock: Clock, samples: Option<u64>) -> Vec<Outcome> {
         "floor-shm" => shm::floor(clock, lat_warm, lat),
         "shm-pingpong" => shm::pingpong(clock, lat_warm, lat, 32),
         "shm-pingpong-instrumented" => shm::pingpong_instrumented(clock, lat_warm, lat, 32),
-        "api-shm-pingpong" => api::shm_pingpong(clock, lat_warm, lat, 32),
+        "api-shm-pingpong" => api::shm_pingpong(clock, lat_warm, lat, 32, false),
+        "api-shm-many-pingpong" => api::shm_pingpong(clock, lat_warm, lat, 32, true),
         "api-udp-pingpong" => api::udp_pingpong(clock, lat_warm / 10, lat / 10, 32),
         "shm-throughput" => shm::throughput(clock, thr_warm, thr, 64),
         "rtrb-pingpong" => peers::rtrb_pingpong(clock, lat_warm, lat),

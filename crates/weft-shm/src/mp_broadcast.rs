@@ -11,7 +11,7 @@
 //! +384    key        AtomicU64  random per ring: a frame's stamp is `position ^ key`
 //! +512    slot[0..C+P] 128 bytes each: C consumer slots, then P producer slots
 //!           consumer: cursor, progress, state (free / active / evicted), peer
-//!           producer: claim_pos, claim_len (0 = no claim), peer
+//!           producer: claim_pos, claim_len (0 = no claim), end, peer
 //! +4096·k data area; frames are 16-byte aligned: the common header word, the
 //!         stamp word, the payload. Padding frames (at least 16 bytes) too.
 //! ```
@@ -24,21 +24,25 @@
 //! frame that would cross the end of the area is claimed together with the
 //! padding up to the end, and starts at the beginning. The CAS decides the
 //! order every consumer sees. To commit, the producer writes the header and
-//! stamp words and stores `claim_len = 0` (Release).
+//! stamp words, stores `claim_len = 0`, then `end` (the position after its
+//! claim), both Release.
 //!
 //! ## Reading without zeroing
 //! A consumer never looks at bytes it cannot prove committed, so nothing has
 //! to be zeroed after a lap (no one consumer could: all of them read every
-//! frame). It reads up to a *horizon*: `tail` (Acquire), lowered to the
-//! position of every claim outstanding at or after its cursor. Every tail
-//! change is a CAS, so the Acquire load of `tail` synchronises with the CAS
-//! of every claim below the value it reads, and with the slot stores made
-//! before it: the consumer then sees that claim's `claim_len` (or the commit
-//! that cleared it, or a later claim, each a Release store after the commit)
-//! and its `claim_pos` (or a later one). A claim recorded at a position below
-//! the cursor is a CAS that failed (a real one would have held the horizon
-//! below it) and is ignored. The horizon is computed again only when the
-//! cursor reaches it: one load of `tail` and of each producer slot in use.
+//! frame). It reads up to a *horizon*: the largest `end` of any producer
+//! (Acquire), lowered to the position of every claim outstanding at or after
+//! its cursor (loaded after all the ends). Every tail change is a CAS (AcqRel),
+//! so the CAS of the claim that ends at that `end` synchronises with the CAS
+//! of every claim below it, and with the slot stores made before those: the
+//! consumer then sees each such claim's `claim_len` (or the commit that
+//! cleared it, or a later claim, each a Release store after the commit) and
+//! its `claim_pos` (or a later one). A claim recorded at a position below the
+//! cursor is a CAS that failed (a real one would have held the horizon below
+//! it) and is ignored. The horizon is computed again only when the cursor
+//! reaches it, from the producer slots alone: `tail`, which every claim
+//! writes, stays in the producers' caches (consumers read it only when
+//! joining and, every 1,024 empty polls, to notice a stuck claim).
 //!
 //! Each frame's stamp word holds `position ^ key`. A consumer checks it on
 //! every frame (a corrupt ring is reported, never handed out), and the
@@ -87,6 +91,8 @@ const EVICTED: u32 = 2;
 
 /// How often (ns) a consumer stuck at a claim probes the claim's owner.
 const STALL_PROBE_NS: u64 = 1_000_000;
+/// How often (in empty polls) a consumer looks whether a claim holds it up.
+const STALL_CHECK_EVERY: u32 = 1024;
 
 /// Rounds `n` up to a multiple of 16.
 #[inline(always)]
@@ -185,6 +191,9 @@ pub(crate) struct Slot {
     claim_pos: AtomicU64,
     /// Producer: bytes of its claim, padding included; 0 = none (Release).
     claim_len: AtomicU64,
+    /// Producer: the position after its latest committed claim (Release,
+    /// after `claim_len = 0`); only grows.
+    end: AtomicU64,
     /// Consumer: FREE, ACTIVE or EVICTED.
     state: AtomicU32,
     _pad: AtomicU32,
@@ -198,6 +207,7 @@ impl Zeroed for Slot {
             progress: Zeroed::zeroed(),
             claim_pos: Zeroed::zeroed(),
             claim_len: Zeroed::zeroed(),
+            end: Zeroed::zeroed(),
             state: Zeroed::zeroed(),
             _pad: Zeroed::zeroed(),
             peer: Zeroed::zeroed(),
@@ -337,6 +347,12 @@ impl Ring {
     /// Claims skipped so far because their producer died.
     pub fn skipped(&self) -> u64 {
         self.mem.ctrl().skipped.load(Ordering::Relaxed)
+    }
+
+    /// Random per ring (the stamps' key): tells one ring from another that
+    /// later took its name. Never 0.
+    pub fn id(&self) -> u64 {
+        self.mem.ctrl().key.load(Ordering::Relaxed)
     }
 }
 
@@ -638,11 +654,15 @@ impl Claim<'_> {
             .area
             .word(off + 8)
             .store(self.frame_pos() ^ p.key, Ordering::Relaxed);
-        // SYNC POINT: pairs with the consumers' Acquire load of `claim_len`
-        // (the frame is below their horizon only after they see this).
+        let end = self.frame_pos() + align16(frame::len_of(header)) as u64;
+        // SYNC POINT: pairs with the consumers' Acquire load of `claim_len`.
         p.slot().claim_len.store(0, Ordering::Release);
+        // SYNC POINT: pairs with the consumers' Acquire load of `end`: they
+        // see the frame, this slot's cleared claim, and (through the tail
+        // CASes) every claim below `end`.
+        p.slot().end.store(end, Ordering::Release);
         self.committed = true;
-        self.frame_pos() + align16(frame::len_of(header)) as u64
+        end
     }
 }
 
@@ -668,6 +688,7 @@ pub struct Consumer {
     progress: u64,
     /// When the stuck claim's owner was last probed (ns), 0 = not stuck.
     last_probe: u64,
+    empty_polls: u32,
     _not_sync: PhantomData<std::cell::Cell<()>>,
 }
 
@@ -687,6 +708,7 @@ impl Consumer {
             horizon: 0,
             progress: 0,
             last_probe: 0,
+            empty_polls: 0,
             _not_sync: PhantomData,
         };
         c.activate();
@@ -732,12 +754,20 @@ impl Consumer {
         live_producers(&self.mem, &self.params)
     }
 
-    /// Where everything below is committed: `tail`, lowered to every claim
-    /// outstanding at or after the cursor (module doc).
+    /// Where everything below is committed: the largest `end`, lowered to
+    /// every claim outstanding at or after the cursor (module doc).
+    #[inline]
     fn compute_horizon(&self) -> u64 {
-        // SYNC POINT: pairs with the producers' Release CAS of `tail`.
-        let mut horizon = self.mem.ctrl().tail.load(Ordering::Acquire);
-        for s in producer_slots(&self.mem, &self.params) {
+        let slots = producer_slots(&self.mem, &self.params);
+        let mut horizon = self.cursor;
+        for s in slots {
+            // SYNC POINT: pairs with the producers' Release store of `end`.
+            horizon = horizon.max(s.end.load(Ordering::Acquire));
+        }
+        if horizon == self.cursor {
+            return horizon;
+        }
+        for s in slots {
             // SYNC POINT: pairs with the producers' Release stores of
             // `claim_len` (a commit, or a new claim after one).
             if s.claim_len.load(Ordering::Acquire) != 0 {
@@ -816,14 +846,17 @@ impl Consumer {
             return Ok(delivered);
         }
         result?;
-        if self.cursor == self.horizon && self.stall_probe_due() {
-            return self.skip_dead_claim();
+        if self.cursor == self.horizon {
+            self.empty_polls = self.empty_polls.wrapping_add(1);
+            if self.empty_polls % STALL_CHECK_EVERY == 0 && self.stall_probe_due() {
+                return self.skip_dead_claim();
+            }
         }
         Ok(0)
     }
 
     /// Whether the cursor is held at a claim and its owner is due a probe.
-    #[inline]
+    #[cold]
     fn stall_probe_due(&mut self) -> bool {
         if self.is_caught_up() {
             self.last_probe = 0;
@@ -887,11 +920,16 @@ impl Consumer {
             }
         }
         // Committed by another producer (the dead one's CAS failed), or
-        // padded over just now: the slot's claim is done either way.
+        // padded over just now: the slot's claim is done either way. A
+        // padded claim may be the newest: its end lets the horizon past it.
         let cleared = slot
             .claim_len
             .compare_exchange(len, 0, Ordering::AcqRel, Ordering::Relaxed)
             .is_ok();
+        if padded {
+            // SYNC POINT: as the producer's `end` store: publishes the padding.
+            slot.end.fetch_max(self.cursor + len, Ordering::AcqRel);
+        }
         self.horizon = self.compute_horizon();
         if !padded {
             return Ok(0);

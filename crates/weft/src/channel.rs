@@ -10,7 +10,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use weft_shm::{broadcast, mpsc, ClaimError, PeerState, PollError, ShmOptions};
+use weft_shm::{broadcast, mp_broadcast, mpsc, ClaimError, PeerState, PollError, ShmOptions};
 
 use weft_counters::{types, Counter, CounterSet, Histogram};
 
@@ -91,6 +91,10 @@ enum ClaimInner<'p> {
     Shm(broadcast::Claim<'p>, &'p ShmCounters),
     /// The same, sampled for latency: its first 8 bytes get the commit time.
     ShmStamped(broadcast::Claim<'p>, &'p ShmCounters),
+    /// In a shared-memory ring several processes publish; counted at commit.
+    ShmMany(mp_broadcast::Claim<'p>, &'p ShmCounters),
+    /// The same, sampled for latency.
+    ShmManyStamped(mp_broadcast::Claim<'p>, &'p ShmCounters),
     /// In the ring to the UDP send task (which the commit wakes if it is
     /// parked and in this process).
     Udp(mpsc::Claim<'p>, Option<&'p Waker>),
@@ -105,6 +109,8 @@ impl Claim<'_> {
         match &mut self.0 {
             ClaimInner::Shm(c, _) => c.payload_mut(),
             ClaimInner::ShmStamped(c, _) => &mut c.payload_mut()[STAMP..],
+            ClaimInner::ShmMany(c, _) => c.payload_mut(),
+            ClaimInner::ShmManyStamped(c, _) => &mut c.payload_mut()[STAMP..],
             ClaimInner::Udp(c, _) => c.payload_mut(),
             ClaimInner::UdpStamped(c, _) => &mut c.payload_mut()[STAMP..],
         }
@@ -122,6 +128,22 @@ impl Claim<'_> {
                 counters.position.set(position);
             }
             ClaimInner::ShmStamped(mut c, counters) => {
+                let len = c.len() - STAMP;
+                let now = weft_shm::liveness::now_ns().to_le_bytes();
+                c.payload_mut()[..STAMP].copy_from_slice(&now);
+                let position = c.commit();
+                counters.messages.add(1);
+                counters.bytes.add(len as u64);
+                counters.position.set(position);
+            }
+            ClaimInner::ShmMany(c, counters) => {
+                let len = c.len();
+                let position = c.commit();
+                counters.messages.add(1);
+                counters.bytes.add(len as u64);
+                counters.position.set(position);
+            }
+            ClaimInner::ShmManyStamped(mut c, counters) => {
                 let len = c.len() - STAMP;
                 let now = weft_shm::liveness::now_ns().to_le_bytes();
                 c.payload_mut()[..STAMP].copy_from_slice(&now);
@@ -239,6 +261,13 @@ pub(crate) enum PubInner {
         until_check: u32,
         counters: Box<ShmCounters>,
     },
+    /// A shared-memory channel several processes publish (`publishers=many`).
+    ShmMany {
+        ring: mp_broadcast::Producer,
+        connected: bool,
+        until_check: u32,
+        counters: Box<ShmCounters>,
+    },
     /// Writes into the ring of the channel's send task: this node's, or that
     /// of another process on the host (then `waker` and `_user` are `None`).
     /// The ring's status word says whether receivers are there and the
@@ -257,6 +286,7 @@ impl PubInner {
     fn max_message(&self, sampling: &Sampling) -> usize {
         match self {
             PubInner::Shm { ring, .. } => ring.max_payload(),
+            PubInner::ShmMany { ring, .. } => ring.max_payload(),
             PubInner::Udp { tx, .. } => udp_max(tx),
         }
         .saturating_sub(sampling.room())
@@ -269,6 +299,19 @@ impl PubInner {
     fn connected_now(&mut self) -> bool {
         match self {
             PubInner::Shm {
+                ring,
+                connected,
+                until_check,
+                ..
+            } => {
+                if !*connected || *until_check == 0 {
+                    *connected = ring.consumers() > 0;
+                    *until_check = RECHECK_EVERY;
+                }
+                *until_check -= 1;
+                *connected
+            }
+            PubInner::ShmMany {
                 ring,
                 connected,
                 until_check,
@@ -305,6 +348,7 @@ impl PubInner {
         let err = |e: ClaimError| match e {
             ClaimError::Full => PublishError::BackPressured,
             ClaimError::TooLarge { .. } => PublishError::TooLarge { len, max },
+            ClaimError::NotConnected => PublishError::NotConnected,
             _ => PublishError::Closed,
         };
         match self {
@@ -317,6 +361,30 @@ impl PubInner {
                         sampling.plain_claimed();
                         Ok(Claim(ClaimInner::Shm(c, counters)))
                     }
+                    Err(e) => {
+                        if e == ClaimError::Full {
+                            counters.other.add(1);
+                        }
+                        Err(err(e))
+                    }
+                }
+            }
+            PubInner::ShmMany { ring, counters, .. } => {
+                let stamped = sampling.due();
+                let (len, t) = if stamped {
+                    (len + STAMP, TYPE_MESSAGE_STAMPED)
+                } else {
+                    (len, TYPE_MESSAGE)
+                };
+                let claim = ring.try_claim(len, t);
+                if stamped {
+                    sampling.claimed(claim.is_ok());
+                } else if claim.is_ok() {
+                    sampling.plain_claimed();
+                }
+                match claim {
+                    Ok(c) if stamped => Ok(Claim(ClaimInner::ShmManyStamped(c, counters))),
+                    Ok(c) => Ok(Claim(ClaimInner::ShmMany(c, counters))),
                     Err(e) => {
                         if e == ClaimError::Full {
                             counters.other.add(1);
@@ -404,6 +472,7 @@ impl Publication {
     pub fn is_connected(&self) -> bool {
         match &self.inner {
             PubInner::Shm { ring, .. } => ring.consumers() > 0,
+            PubInner::ShmMany { ring, .. } => ring.consumers() > 0,
             PubInner::Udp { tx, .. } => SenderStatus(tx.consumer_status()).connected(),
         }
     }
@@ -482,7 +551,7 @@ pub(crate) enum SubInner {
     /// A shared-memory channel; `None` until its file exists (and again after
     /// its publisher is gone, until a new one creates it).
     Shm {
-        ring: Option<broadcast::Consumer>,
+        ring: Option<ShmReader>,
         name: String,
         opts: ShmOptions,
         liveness_ns: u64,
@@ -619,9 +688,8 @@ impl Subscription {
                 let Some(r) = ring else {
                     if *last_probe == 0 || probe_due(empty_polls, last_probe, ATTACH_EVERY_NS) {
                         *last_probe = weft_shm::liveness::now_ns();
-                        if let Ok(c) = broadcast::Consumer::attach(opts, name) {
-                            let session_id = c.producer_id().map_or(0, |p| p.to_word());
-                            *ring = Some(c);
+                        if let Some((reader, session_id)) = ShmReader::attach(opts, name) {
+                            *ring = Some(reader);
                             f(Event::NewSession { session_id });
                             return Ok(1);
                         }
@@ -654,7 +722,7 @@ impl Subscription {
                 match result {
                     Ok(0) => {
                         if probe_due(empty_polls, last_probe, *liveness_ns / 4)
-                            && matches!(r.producer_state(*liveness_ns), PeerState::Gone(_))
+                            && r.publishers_gone(*liveness_ns)
                         {
                             *ring = None;
                             f(Event::PublisherGone);
@@ -690,6 +758,76 @@ impl Subscription {
                     }),
                 }
             }
+        }
+    }
+}
+
+/// The ring a shared-memory subscription reads: a one-publisher channel's
+/// broadcast ring, or a `publishers=many` channel's many-producer ring.
+#[derive(Debug)]
+pub(crate) enum ShmReader {
+    One(broadcast::Consumer),
+    Many(mp_broadcast::Consumer),
+}
+
+impl ShmReader {
+    /// Joins the channel's ring, whichever kind it is, with its session id:
+    /// the publisher's process id for a one-publisher ring, the ring's own
+    /// id for a many-publisher ring (which is only joined while a
+    /// publisher of it lives). `None` if there is nothing to join yet.
+    fn attach(opts: &ShmOptions, name: &str) -> Option<(Self, u64)> {
+        match broadcast::Consumer::attach(opts, name) {
+            Ok(c) => {
+                let session_id = c.producer_id().map_or(0, |p| p.to_word());
+                Some((ShmReader::One(c), session_id))
+            }
+            Err(weft_shm::ShmError::WrongKind { .. }) => {
+                let ring = mp_broadcast::Ring::attach(opts, name).ok()?;
+                if ring.live_producers() == 0 {
+                    return None;
+                }
+                Some((ShmReader::Many(ring.consumer()?), ring.id()))
+            }
+            Err(_) => None,
+        }
+    }
+
+    #[inline]
+    fn poll<F: FnMut(weft_shm::Frame<'_>)>(
+        &mut self,
+        limit: usize,
+        f: F,
+    ) -> Result<usize, PollError> {
+        match self {
+            ShmReader::One(c) => c.poll(limit, f),
+            ShmReader::Many(c) => match c.poll(limit, f) {
+                // A publisher died writing: its message was never published.
+                Err(PollError::SkippedDeadProducer { .. }) => Ok(0),
+                other => other,
+            },
+        }
+    }
+
+    #[inline]
+    fn position(&self) -> u64 {
+        match self {
+            ShmReader::One(c) => c.position(),
+            ShmReader::Many(c) => c.position(),
+        }
+    }
+
+    fn rejoin(&mut self) {
+        match self {
+            ShmReader::One(c) => c.rejoin(),
+            ShmReader::Many(c) => c.rejoin(),
+        }
+    }
+
+    /// Whether every publisher is gone (probes processes: not for the hot path).
+    fn publishers_gone(&self, liveness_ns: u64) -> bool {
+        match self {
+            ShmReader::One(c) => matches!(c.producer_state(liveness_ns), PeerState::Gone(_)),
+            ShmReader::Many(c) => c.is_caught_up() && c.live_producers() == 0,
         }
     }
 }

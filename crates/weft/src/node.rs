@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use weft_net::{ChannelConfig, Interface, SocketOptions};
 use weft_proto::{ReceiverConfig, SenderConfig};
-use weft_shm::{broadcast, mpsc, PeerState, Region, ShmError, ShmOptions};
+use weft_shm::{broadcast, mp_broadcast, mpsc, PeerState, Region, ShmError, ShmOptions};
 
 use weft_counters::{CounterSet, CountersConfig, CountersError, CountersFile, Histogram};
 
@@ -238,6 +238,60 @@ impl Node {
         })
     }
 
+    /// A publication of a `publishers=many` channel: creates its ring, or
+    /// joins the one other processes (live or not) left.
+    fn shm_many_publication(
+        &mut self,
+        s: &ShmUri,
+        stream: u32,
+        name: &str,
+    ) -> Result<PubInner, Error> {
+        let config = mp_broadcast::MpBroadcastConfig::new(
+            s.capacity.unwrap_or(self.cfg.shm_capacity),
+            self.cfg.max_publications,
+            self.cfg.shm_max_subscribers,
+        );
+        let ring = match mp_broadcast::Ring::create(&self.shm, name, &config) {
+            Err(ShmError::AlreadyExists { .. }) => {
+                match mp_broadcast::Ring::attach(&self.shm, name) {
+                    Err(ShmError::WrongKind { .. }) => {
+                        // A one-publisher ring: take it over only if its
+                        // publisher is dead.
+                        match Region::reclaim(&self.shm, name) {
+                            Err(ShmError::OwnerAlive { pid, .. }) => {
+                                return Err(Error::Config(format!(
+                                    "shm:{} stream {stream} is published by pid {pid} alone (publishers=one): \
+                                     every publisher of a channel needs the same publishers= setting",
+                                    s.name
+                                )))
+                            }
+                            other => other?,
+                        }
+                        mp_broadcast::Ring::create(&self.shm, name, &config)?
+                    }
+                    other => other?,
+                }
+            }
+            other => other?,
+        };
+        let producer = ring.producer().ok_or_else(|| {
+            Error::Config(format!(
+                "shm:{} stream {stream}: all {} publisher slots are in use (max_publications)",
+                s.name, self.cfg.max_publications
+            ))
+        })?;
+        Ok(PubInner::ShmMany {
+            ring: producer,
+            connected: false,
+            until_check: 0,
+            counters: Box::new(ShmCounters::publication(&CounterSet::new(
+                &self.counters,
+                stream as u64,
+                format!("shm:{} stream {stream}", s.name),
+            ))),
+        })
+    }
+
     /// A subscription to `uri`, stream `stream`. Shared memory: attaches when
     /// the publisher's ring exists (now or at a later poll). UDP: the first
     /// subscription of a channel joins the group and gives its receive task to
@@ -270,6 +324,9 @@ impl Node {
 
     fn shm_publication(&mut self, s: &ShmUri, stream: u32) -> Result<PubInner, Error> {
         let name = shm_name(s, stream);
+        if s.many_publishers {
+            return self.shm_many_publication(s, stream, &name);
+        }
         let config = broadcast::BroadcastConfig::new(
             s.capacity.unwrap_or(self.cfg.shm_capacity),
             self.cfg.shm_max_subscribers,
@@ -277,6 +334,14 @@ impl Node {
         );
         let ring = match broadcast::Producer::create(&self.shm, &name, &config) {
             Err(ShmError::AlreadyExists { .. }) => {
+                if mp_broadcast::Ring::attach(&self.shm, &name)
+                    .is_ok_and(|r| r.live_producers() > 0)
+                {
+                    return Err(Error::Config(format!(
+                        "shm:{} stream {stream} is published by several processes: open it with ?publishers=many",
+                        s.name
+                    )));
+                }
                 // A crashed publisher's file: reclaim refuses a live one.
                 Region::reclaim(&self.shm, &name)?;
                 broadcast::Producer::create(&self.shm, &name, &config)?
@@ -590,8 +655,13 @@ impl Node {
                 "gateway_in({udp:?}, {shm:?}): expected a udp:// URI, then a shm: URI"
             )));
         };
+        if s.many_publishers {
+            return Err(Error::Config(format!(
+                "gateway_in({udp:?}, {shm:?}): the gateway is its ring's only publisher: drop ?publishers=many"
+            )));
+        }
         let PubInner::Shm { ring, .. } = self.shm_publication(&s, stream)? else {
-            unreachable!("shm_publication makes shared-memory rings")
+            unreachable!("a one-publisher shm: URI makes a one-publisher ring")
         };
         // Its readers are other processes: they cannot be rung (they poll).
         let user = self.spawn_recv_task(&u, stream, ring, "gateway-in", None)?;

@@ -4,6 +4,7 @@
 //! ```text
 //! shm:orders
 //! shm:orders?capacity=1048576
+//! shm:orders?publishers=many
 //! udp://239.1.2.3:40456
 //! udp://239.1.2.3:40456?interface=10.0.0.5&ttl=4&loopback=false&control_port=40457&mtu=1408&flow=min
 //! udp://239.1.2.3:40456?interface=eth0
@@ -39,6 +40,11 @@ pub struct ShmUri {
     pub name: String,
     /// `capacity=`: ring capacity in bytes (a power of two, at least 4096).
     pub capacity: Option<usize>,
+    /// `publishers=many`: several processes may publish the channel (a
+    /// many-producer ring; each read costs a little more). Default
+    /// `publishers=one`: one publishing process, the cheapest ring.
+    /// Subscribers need not say: they read whichever ring the channel has.
+    pub many_publishers: bool,
 }
 
 /// The parts of a `udp://` URI.
@@ -99,6 +105,7 @@ impl FromStr for ChannelUri {
             let mut shm = ShmUri {
                 name: name.to_string(),
                 capacity: None,
+                many_publishers: false,
             };
             for (key, value) in params {
                 match key {
@@ -113,7 +120,14 @@ impl FromStr for ChannelUri {
                                 })?,
                         )
                     }
-                    _ => return Err(bad(key, "a shm parameter: capacity")),
+                    "publishers" => {
+                        shm.many_publishers = match value {
+                            "one" => false,
+                            "many" => true,
+                            _ => return Err(bad(value, "one or many")),
+                        }
+                    }
+                    _ => return Err(bad(key, "a shm parameter: capacity, publishers")),
                 }
             }
             Ok(ChannelUri::Shm(shm))
@@ -260,6 +274,9 @@ impl fmt::Display for ChannelUri {
                 if let Some(c) = s.capacity {
                     param(f, "capacity", &c)?;
                 }
+                if s.many_publishers {
+                    param(f, "publishers", &"many")?;
+                }
             }
             ChannelUri::Udp(u) => {
                 write!(f, "udp://{}", u.group)?;
@@ -309,7 +326,16 @@ mod tests {
             parse("shm:orders").unwrap(),
             ChannelUri::Shm(ShmUri {
                 name: "orders".into(),
-                capacity: None
+                capacity: None,
+                many_publishers: false,
+            })
+        );
+        assert_eq!(
+            parse("shm:orders?publishers=many").unwrap(),
+            ChannelUri::Shm(ShmUri {
+                name: "orders".into(),
+                capacity: None,
+                many_publishers: true,
             })
         );
         let u = parse(
@@ -349,6 +375,7 @@ mod tests {
             ("shm:a/b", "a/b", "region name"),
             ("shm:x?capacity=1000", "1000", "power of two"),
             ("shm:x?size=4096", "size", "capacity"),
+            ("shm:x?publishers=several", "several", "one or many"),
             ("udp://239.1.2.3", "239.1.2.3", "GROUP:PORT"),
             ("udp://10.1.2.3:80", "10.1.2.3", "multicast"),
             ("udp://239.1.2.3:0", "0", "port"),
@@ -386,11 +413,13 @@ mod tests {
         let shm = (
             "[A-Za-z0-9_-][A-Za-z0-9._-]{0,30}",
             proptest::option::of(12u32..30),
+            any::<bool>(),
         )
-            .prop_map(|(name, cap)| {
+            .prop_map(|(name, cap, many_publishers)| {
                 ChannelUri::Shm(ShmUri {
                     name,
                     capacity: cap.map(|c| 1usize << c),
+                    many_publishers,
                 })
             });
         let iface = prop_oneof![
