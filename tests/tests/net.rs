@@ -424,7 +424,15 @@ fn multi_host_loss_restart_publisher_death_and_partition() {
         let publ = hosts.peer(
             0,
             "publisher",
-            &["publish", "--group", group, "--count", &count],
+            &[
+                "publish",
+                "--group",
+                group,
+                "--count",
+                &count,
+                "--receivers",
+                "3",
+            ],
         );
         for (i, s) in subs.into_iter().enumerate() {
             let lines = s.finish(LIMIT);

@@ -131,6 +131,23 @@ fn publish(o: &Opts) {
         publ.sender().session_id()
     ));
     let mut idle = Idle::backoff();
+    // `--receivers N`: publish only once N receivers are in flow control, so
+    // that a receiver whose first STATUS was lost is not left behind (a
+    // receiver joins flow control with its first STATUS; until then the
+    // sender may run ahead of it and retire data it never got).
+    if let Some(n) = o.get::<usize>("receivers") {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while publ.sender().receivers() < n {
+            if Instant::now() > deadline {
+                fail(&format!(
+                    "only {} of {n} receivers after 60 s",
+                    publ.sender().receivers()
+                ));
+            }
+            let work = publ.do_work();
+            idle.idle(work, &[&publ as &dyn Waitable]);
+        }
+    }
     let mut buf = vec![0u8; 6100];
     let started = Instant::now();
     let mut k = 0u64;
