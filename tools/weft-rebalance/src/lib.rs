@@ -1,0 +1,11 @@
+//! weft-rebalance: how close to saturation each core really is, and which
+//! task moves would even the load out.
+//!
+//! A busy-spinning agent always looks 100 % busy to the OS; weft's own
+//! accounting (busy and idle time per agent, time per task, in each node's
+//! counters file) says how much of that was work. [`plan`] decides moves
+//! from those figures without any I/O, so it is tested exhaustively; the
+//! tool around it (collecting the figures, applying moves through each
+//! node's control ring) is still to come.
+
+pub mod plan;
