@@ -130,6 +130,13 @@ pub mod types {
     pub const AGENT_MAX_CYCLE_NS: u32 = 4;
     /// Cycles longer than the slow-cycle threshold. Key: agent index.
     pub const AGENT_SLOW_CYCLES: u32 = 5;
+    /// The core the agent is pinned to, plus one; 0: not pinned (a gauge).
+    /// Key: agent index.
+    pub const AGENT_CORE: u32 = 6;
+    /// The Linux thread id that runs the agent (a gauge; 0 before its first
+    /// duty cycle): where `/proc/PID/task/TID/schedstat` says how long it
+    /// waited for a CPU. Key: agent index.
+    pub const AGENT_THREAD: u32 = 7;
     /// Calls of a task's `do_work`. Key: task id.
     pub const TASK_CALLS: u32 = 20;
     /// Nanoseconds of calls that did work. Key: task id.
@@ -305,6 +312,22 @@ pub mod types {
             1.0,
             KeyKind::Agent,
             "Duty cycles longer than the slow-cycle threshold.",
+        ),
+        m(
+            AGENT_CORE,
+            "weft_agent_core",
+            false,
+            1.0,
+            KeyKind::Agent,
+            "The core the agent is pinned to, plus one (0: not pinned).",
+        ),
+        m(
+            AGENT_THREAD,
+            "weft_agent_thread_id",
+            false,
+            1.0,
+            KeyKind::Agent,
+            "The Linux thread id running the agent (0 before it first ran).",
         ),
         m(
             TASK_CALLS,
@@ -677,6 +700,8 @@ pub mod types {
             AGENT_IDLE_NS => "agent_idle_ns",
             AGENT_MAX_CYCLE_NS => "agent_max_cycle_ns",
             AGENT_SLOW_CYCLES => "agent_slow_cycles",
+            AGENT_CORE => "agent_core",
+            AGENT_THREAD => "agent_thread",
             TASK_CALLS => "task_calls",
             TASK_BUSY_NS => "task_busy_ns",
             TASK_TOTAL_NS => "task_total_ns",

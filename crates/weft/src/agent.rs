@@ -330,6 +330,10 @@ struct Shared {
     idle_ns: Counter,
     max_cycle_ns: Counter,
     slow_cycles: Counter,
+    /// The thread running the agent (its Linux tid).
+    thread: Counter,
+    /// Held for its value in the counters file: the pinned core plus one.
+    _core: Counter,
     /// Duty-cycle lengths (ns).
     cycles: Histogram,
     tasks: AtomicUsize,
@@ -652,6 +656,12 @@ impl Agents {
                         idle_ns: counter(types::AGENT_IDLE_NS, "idle ns"),
                         max_cycle_ns: counter(types::AGENT_MAX_CYCLE_NS, "longest cycle ns"),
                         slow_cycles: counter(types::AGENT_SLOW_CYCLES, "slow cycles"),
+                        thread: counter(types::AGENT_THREAD, "thread"),
+                        _core: {
+                            let core = counter(types::AGENT_CORE, "core");
+                            core.set(c.core.map_or(0, |c| c as u64 + 1));
+                            core
+                        },
                         cycles: counters.histogram(
                             types::AGENT_CYCLE_NS,
                             i as u64,
@@ -822,6 +832,13 @@ impl Agents {
     /// the total work. For `Invoker` mode (or any mode while stopped). Never
     /// allocates unless a command (add, move) is being applied.
     pub fn invoke(&mut self) -> usize {
+        let tid = current_tid();
+        for a in &self.parked {
+            let thread = &self.reg.agents[a.index].thread;
+            if thread.get() != tid {
+                thread.set(tid);
+            }
+        }
         self.parked.iter_mut().map(Agent::duty_cycle).sum()
     }
 
@@ -919,6 +936,20 @@ impl Drop for Agents {
     }
 }
 
+/// The calling thread's Linux thread id: one syscall the first time on
+/// each thread, then a thread-local read.
+fn current_tid() -> u64 {
+    thread_local! {
+        static TID: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    }
+    TID.with(|t| {
+        if t.get() == 0 {
+            t.set(nix::unistd::gettid().as_raw() as u64);
+        }
+        t.get()
+    })
+}
+
 /// The body of an agent thread: pin, report, run duty cycles until stopped.
 fn run_thread(
     mut group: Vec<Agent>,
@@ -939,6 +970,10 @@ fn run_thread(
     }
     let _ = ready.send(Ok(()));
     drop(ready);
+    let tid = current_tid();
+    for a in &group {
+        reg.agents[a.index].thread.set(tid);
+    }
     // A lone agent idles by its own strategy; agents sharing a thread by the
     // shared one.
     let mut idler = match group.as_slice() {

@@ -117,6 +117,14 @@ fn counters_of_a_running_node_match_what_it_did() {
     assert_eq!(value(&lines, "task_calls", "fixed-700 calls"), 2_000);
     assert_eq!(value(&lines, "agent_duty_cycles", "duty cycles"), 2_000);
     assert_eq!(value(&lines, "task_agent", "fixed-700 agent"), 0);
+    // Not pinned; run (invoker mode) by this test's thread, whose task
+    // directory /proc lists.
+    assert_eq!(value(&lines, "agent_core", "core"), 0);
+    let tid = value(&lines, "agent_thread", "thread");
+    assert!(
+        std::path::Path::new(&format!("/proc/self/task/{tid}")).exists(),
+        "agent thread {tid} is not a thread of this process"
+    );
     let busy = value(&lines, "agent_busy_ns", "busy ns");
     let idle = value(&lines, "agent_idle_ns", "idle ns");
     assert!(busy > 0 && idle > 0, "busy {busy} ns, idle {idle} ns");
