@@ -110,12 +110,16 @@ impl Node {
         };
         let mut agents = Agents::counted(agents, cfg.threading, cfg.idle, counters.clone())?;
         let control = Arc::new(ControlStats::default());
-        static NODES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        // The control ring shares its counters file's number (`counters.PID.N`
+        // → `control.PID.N`), so a tool that reads the counters finds the
+        // ring. Nodes without a counters file count from 2^20.
+        static NODES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1 << 20);
         let control_ring = cfg.control_ring.then(|| {
-            control::ring_name(
-                std::process::id(),
-                NODES.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-            )
+            let n = counters
+                .path()
+                .and_then(|p| p.file_name()?.to_str()?.rsplit('.').next()?.parse().ok())
+                .unwrap_or_else(|| NODES.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+            control::ring_name(std::process::id(), n)
         });
         if let Some(name) = &control_ring {
             let config = mpsc::MpscConfig::new(64 * 1024, 8);

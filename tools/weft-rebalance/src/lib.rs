@@ -4,8 +4,11 @@
 //! A busy-spinning agent always looks 100 % busy to the OS; weft's own
 //! accounting (busy and idle time per agent, time per task, in each node's
 //! counters file) says how much of that was work. [`plan`] decides moves
-//! from those figures without any I/O, so it is tested exhaustively; the
-//! tool around it (collecting the figures, applying moves through each
-//! node's control ring) is still to come.
+//! from those figures without any I/O, so it is tested exhaustively.
+//! [`collect`] samples the counters files of every live node for a window;
+//! [`assess`] turns windows into the planner's input and the report.
+//! Applying a plan through each node's control ring is still to come.
 
+pub mod assess;
+pub mod collect;
 pub mod plan;
