@@ -223,6 +223,11 @@ pub mod types {
     /// Shared-memory subscription: the ring position it has read up to (a
     /// gauge); the publication's position minus this is its backlog in bytes.
     pub const SHM_RECEIVE_POSITION: u32 = 87;
+    /// weft-rebalance: the latest balance ratio (largest core load over the
+    /// mean), times 1000 (a gauge). Key: 0.
+    pub const REBALANCE_BALANCE_RATIO: u32 = 90;
+    /// weft-rebalance: task moves applied and verified. Key: 0.
+    pub const REBALANCE_MOVES_APPLIED: u32 = 91;
 
     /// What a counter's key identifies.
     #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -233,6 +238,8 @@ pub mod types {
         Task,
         /// A stream id (with a channel).
         Stream,
+        /// Nothing: one per process (the key is 0).
+        Process,
     }
 
     /// How a counter type is exported as a Prometheus metric.
@@ -633,6 +640,22 @@ pub mod types {
             KeyKind::Stream,
             "The ring position a shared-memory subscription has read up to, in bytes.",
         ),
+        m(
+            REBALANCE_BALANCE_RATIO,
+            "weft_rebalance_balance_ratio",
+            false,
+            1000.0,
+            KeyKind::Process,
+            "Largest core load over the mean, in weft-rebalance's latest collected window.",
+        ),
+        m(
+            REBALANCE_MOVES_APPLIED,
+            "weft_rebalance_moves_applied_total",
+            true,
+            1.0,
+            KeyKind::Process,
+            "Task moves weft-rebalance applied and verified.",
+        ),
     ];
 
     /// Histogram types as Prometheus histograms (in seconds): type id,
@@ -693,6 +716,8 @@ pub mod types {
             SHM_EVICTIONS => "shm_evictions",
             SHM_SEND_POSITION => "shm_send_position",
             SHM_RECEIVE_POSITION => "shm_receive_position",
+            REBALANCE_BALANCE_RATIO => "rebalance_balance_ratio",
+            REBALANCE_MOVES_APPLIED => "rebalance_moves_applied",
             AGENT_CYCLE_NS => "agent_cycle_ns",
             ONE_WAY_LATENCY_NS => "one_way_latency_ns",
             AGENT_DUTY_CYCLES => "agent_duty_cycles",

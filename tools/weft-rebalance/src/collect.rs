@@ -152,10 +152,11 @@ pub fn collect(dir: &Path, window: Duration, interval: Duration) -> Window {
         let round = samples;
         for (path, reader) in scan(dir) {
             let Ok(reader) = reader else { continue };
-            if reader.process_state() != ProcessState::Alive {
+            let pid = reader.pid();
+            // Not a node: this tool's own counters.
+            if reader.process_state() != ProcessState::Alive || pid == std::process::id() {
                 continue;
             }
-            let pid = reader.pid();
             let e = seen
                 .entry(path)
                 .or_insert_with(|| (pid, reader.process_label(), Vec::new()));

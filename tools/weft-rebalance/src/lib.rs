@@ -6,9 +6,10 @@
 //! counters file) says how much of that was work. [`plan`] decides moves
 //! from those figures without any I/O, so it is tested exhaustively.
 //! [`collect`] samples the counters files of every live node for a window;
-//! [`assess`] turns windows into the planner's input and the report.
-//! Applying a plan through each node's control ring is still to come.
+//! [`assess`] turns windows into the planner's input and the report;
+//! [`apply`] carries a plan out through each node's control ring.
 
+pub mod apply;
 pub mod assess;
 pub mod collect;
 pub mod plan;

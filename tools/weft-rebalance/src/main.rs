@@ -50,6 +50,29 @@ enum Cmd {
         #[command(flatten)]
         policy: PolicyArgs,
     },
+    /// Carries out a plan through each node's control ring, in batches,
+    /// checking each took effect. Dry run unless --execute. Progress goes to
+    /// PLAN.progress, so a stopped or interrupted apply resumes (or, with
+    /// --rollback, undoes what it did). Ctrl-C stops after the current batch.
+    Apply {
+        /// A plan file written by `plan --out`.
+        plan: PathBuf,
+        /// The weft directory. Default: $WEFT_DIR, else /dev/shm/weft.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Moves per batch.
+        #[arg(long, default_value_t = 2)]
+        batch: usize,
+        /// Do it.
+        #[arg(long)]
+        execute: bool,
+        /// Undo the moves the progress file records as applied.
+        #[arg(long)]
+        rollback: bool,
+        /// Stop after this many batches (run again to go on).
+        #[arg(long)]
+        batches: Option<usize>,
+    },
     /// Task moves that lower the most loaded core, as a table and a JSON
     /// plan (with the hash of the state it was planned from).
     Plan {
@@ -127,6 +150,28 @@ fn default_dir() -> PathBuf {
     std::env::var_os("WEFT_DIR").map_or_else(|| PathBuf::from("/dev/shm/weft"), PathBuf::from)
 }
 
+/// This tool's own counters file in `dir` (for `weft-stat serve`): the
+/// latest balance ratio and the moves applied. `None` (with a warning) if
+/// it cannot be made: the tool works without it.
+fn own_counters(dir: &Path) -> Option<std::sync::Arc<weft_counters::CountersFile>> {
+    let cfg = weft_counters::CountersConfig {
+        shm: weft_shm::ShmOptions::in_dir(dir),
+        records: 8,
+        ..weft_counters::CountersConfig::default()
+    };
+    weft_counters::CountersFile::create(&cfg, "weft-rebalance")
+        .map_err(|e| eprintln!("weft-rebalance: warning: no counters file of its own: {e}"))
+        .ok()
+}
+
+/// The balance ratio (largest bin load over the mean) of a valid window.
+fn balance_ratio(w: &weft_rebalance::collect::Window) -> Option<f64> {
+    let (inst, _, _) = instance(std::slice::from_ref(w)).ok()?;
+    let p = plan(&inst, &Policy::default()).ok()?;
+    let mean = p.loads.iter().map(|l| l.1).sum::<f64>() / p.loads.len().max(1) as f64;
+    (mean > 0.0).then(|| p.max_before / mean)
+}
+
 fn fail(msg: &str) -> ! {
     eprintln!("weft-rebalance: {msg}");
     std::process::exit(1);
@@ -186,6 +231,15 @@ fn main() {
                 .append(true)
                 .open(&out)
                 .unwrap_or_else(|e| fail(&format!("{}: {e}", out.display())));
+            let counters = own_counters(&dir);
+            let ratio = counters.as_ref().and_then(|c| {
+                c.allocate(
+                    weft_counters::types::REBALANCE_BALANCE_RATIO,
+                    0,
+                    "balance ratio x1000",
+                )
+                .ok()
+            });
             let mut n = 0;
             while windows == 0 || n < windows {
                 let w = collect(
@@ -193,6 +247,9 @@ fn main() {
                     Duration::from_secs_f64(window),
                     Duration::from_millis(interval),
                 );
+                if let (Some(c), Some(r)) = (&ratio, balance_ratio(&w)) {
+                    c.set((r * 1000.0).round() as u64);
+                }
                 let line = serde_json::to_string(&w).unwrap_or_else(|e| fail(&e.to_string()));
                 writeln!(file, "{line}")
                     .unwrap_or_else(|e| fail(&format!("{}: {e}", out.display())));
@@ -206,6 +263,71 @@ fn main() {
                         .map_or("valid".to_string(), |r| format!("invalid: {r}"))
                 );
                 n += 1;
+            }
+        }
+        Cmd::Apply {
+            plan,
+            dir,
+            batch,
+            execute,
+            rollback,
+            batches,
+        } => {
+            let text = std::fs::read_to_string(&plan)
+                .unwrap_or_else(|e| fail(&format!("{}: {e}", plan.display())));
+            let file: weft_rebalance::apply::PlanFile =
+                serde_json::from_str(&text).unwrap_or_else(|e| {
+                    fail(&format!(
+                        "{}: not a weft-rebalance plan ({e})",
+                        plan.display()
+                    ))
+                });
+            if file.version != 1 {
+                fail(&format!(
+                    "{}: plan format {}, this tool reads 1",
+                    plan.display(),
+                    file.version
+                ));
+            }
+            if batch == 0 {
+                fail("--batch must be at least 1");
+            }
+            static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+            extern "C" fn on_sigint(_: nix::libc::c_int) {
+                STOP.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+            // SAFETY: the handler only stores to an atomic (async-signal-safe).
+            let _ = unsafe {
+                nix::sys::signal::signal(
+                    nix::sys::signal::Signal::SIGINT,
+                    nix::sys::signal::SigHandler::Handler(on_sigint),
+                )
+            };
+            let mut progress = plan.clone().into_os_string();
+            progress.push(".progress");
+            let dir = dir.unwrap_or_else(default_dir);
+            let counters = if execute { own_counters(&dir) } else { None };
+            let moves_applied = counters.as_ref().and_then(|c| {
+                c.allocate(
+                    weft_counters::types::REBALANCE_MOVES_APPLIED,
+                    0,
+                    "moves applied",
+                )
+                .ok()
+            });
+            let opts = weft_rebalance::apply::ApplyOptions {
+                dir: &dir,
+                batch,
+                progress: Path::new(&progress),
+                rollback,
+                execute,
+                stop: &STOP,
+                max_batches: batches,
+                moves_applied: moves_applied.as_ref(),
+            };
+            match weft_rebalance::apply::apply(&file, &opts) {
+                Ok(log) => log.iter().for_each(|l| println!("{l}")),
+                Err(e) => fail(&e),
             }
         }
         Cmd::Report { collection, policy } => {
@@ -234,9 +356,8 @@ fn main() {
                     n.pid, t.id, from, to, m.reason
                 );
                 moves.push(serde_json::json!({
+                    "node": t.node,
                     "pid": n.pid,
-                    "counters_file": n.counters_file,
-                    "control_ring": n.control_ring,
                     "task_id": t.id,
                     "task": t.name,
                     "from_agent": from,
@@ -244,6 +365,11 @@ fn main() {
                     "reason": m.reason,
                 }));
             }
+            let state: Vec<(u32, u64, u32)> = inst
+                .tasks
+                .iter()
+                .map(|t| (t.node, t.id, inst.agents[t.agent].index))
+                .collect();
             println!();
             println!("{:<34} {:>9} {:>9}", "bin", "before", "after");
             for (bin, before, after) in &plan.loads {
@@ -288,6 +414,12 @@ fn main() {
                         "margin": policy.margin,
                         "forbidden_cores": policy.forbidden_cores,
                     },
+                    "nodes": nodes.iter().map(|n| serde_json::json!({
+                        "pid": n.pid,
+                        "counters_file": n.counters_file,
+                        "control_ring": n.control_ring,
+                    })).collect::<Vec<_>>(),
+                    "state": state,
                     "moves": moves,
                 });
                 let text =

@@ -46,7 +46,7 @@ fn temp_dir(tag: &str) -> PathBuf {
     d
 }
 
-/// Not a test of its own: the skewed node `a_skewed_node_...` starts. Two
+/// Not a test of its own: the skewed node `a_skewed_node_is_collected_planned_and_spread_by_an_interrupted_apply` starts. Two
 /// agents pinned to cores 0 and 1, four paced tasks (0.2, 0.15, 0.1 and
 /// 0.05 of a core) all on agent 0.
 #[test]
@@ -101,7 +101,7 @@ impl Drop for Child {
 }
 
 #[test]
-fn a_skewed_node_is_collected_reported_and_planned_onto_its_idle_agent() {
+fn a_skewed_node_is_collected_planned_and_spread_by_an_interrupted_apply() {
     let dir = temp_dir("skewed");
     let mut child = Child(
         Command::new(std::env::current_exe().unwrap())
@@ -166,6 +166,49 @@ fn a_skewed_node_is_collected_reported_and_planned_onto_its_idle_agent() {
         .iter()
         .all(|t| t.agent == 0 && t.cost > 0.0 && t.work_per_s > 0.0));
 
+    // Collecting continuously, the tool exports the balance ratio in a
+    // counters file of its own (what `weft-stat serve` scrapes): all the
+    // load on one of two cores is a ratio of 2.
+    let continuous = dir.join("continuous.jsonl");
+    let collector = Child(
+        Command::new(env!("CARGO_BIN_EXE_weft-rebalance"))
+            .args([
+                "collect",
+                "--dir",
+                dir.to_str().unwrap(),
+                "--window",
+                "0.5",
+                "--windows",
+                "0",
+            ])
+            .arg("--out")
+            .arg(&continuous)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let started = Instant::now();
+    let ratio = loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no balance ratio exported"
+        );
+        let found = weft_counters::scan(&dir).into_iter().find_map(|(_, r)| {
+            let r = r.ok()?;
+            (r.pid() == collector.0.id()).then_some(())?;
+            r.counters()
+                .into_iter()
+                .find(|c| c.type_id == weft_counters::types::REBALANCE_BALANCE_RATIO && c.value > 0)
+                .map(|c| c.value)
+        });
+        if let Some(v) = found {
+            break v;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(ratio, 2000);
+    drop(collector);
+
     let (ok, report, err) = tool(&["report", collection.to_str().unwrap()]);
     assert!(ok, "{err}");
     assert!(
@@ -205,7 +248,103 @@ fn a_skewed_node_is_collected_reported_and_planned_onto_its_idle_agent() {
     // The same collection, planned again: the same plan.
     let (_, again, _) = tool(&["plan", collection.to_str().unwrap()]);
     assert_eq!(again, table);
+
+    // Apply: a dry run moves nothing; then one batch of one move, stopped
+    // there (as an interrupted apply); then the rest, resumed.
+    let dirs = dir.to_str().unwrap();
+    let plan_path = plan_file.to_str().unwrap();
+    let on_agent = |id: u64| -> u32 {
+        let c = dir.join("now.jsonl");
+        let _ = std::fs::remove_file(&c);
+        let (ok, _, err) = tool(&[
+            "collect",
+            "--dir",
+            dirs,
+            "--window",
+            "0.2",
+            "--interval",
+            "50",
+            "--out",
+            c.to_str().unwrap(),
+        ]);
+        assert!(ok, "{err}");
+        let w = read_collection(&c).unwrap();
+        w[0].nodes[0]
+            .tasks
+            .iter()
+            .find(|t| t.id == id)
+            .unwrap()
+            .agent
+    };
+    let ids: Vec<u64> = moves
+        .iter()
+        .map(|m| m["task_id"].as_u64().unwrap())
+        .collect();
+    let (ok, out, err) = tool(&["apply", plan_path, "--dir", dirs]);
+    assert!(ok && out.contains("dry run"), "{out}{err}");
+    assert!(ids.iter().all(|&id| on_agent(id) == 0));
+    let (ok, out, err) = tool(&[
+        "apply",
+        plan_path,
+        "--dir",
+        dirs,
+        "--execute",
+        "--batch",
+        "1",
+        "--batches",
+        "1",
+    ]);
+    assert!(
+        ok && out.contains("verified: 1 of") && out.contains("stopped"),
+        "{out}{err}"
+    );
+    assert_eq!(on_agent(ids[0]), 1);
+    let (ok, out, err) = tool(&["apply", plan_path, "--dir", dirs, "--execute"]);
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains(&format!("verified: {} of {}", ids.len(), ids.len())),
+        "{out}"
+    );
+    assert!(ids.iter().all(|&id| on_agent(id) == 1));
+    // The moved tasks now run on agent 1: its busy time grows, and its
+    // thread (the one /proc lists for it) runs them.
+    let c = dir.join("after.jsonl");
+    let (ok, _, err) = tool(&[
+        "collect",
+        "--dir",
+        dirs,
+        "--window",
+        "1",
+        "--out",
+        c.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let after = read_collection(&c).unwrap();
+    let agent1 = &after[0].nodes[0].agents[1];
+    assert!(agent1.busy.iter().sum::<f64>() > 0.0, "{agent1:?}");
+    assert!(Path::new(&format!("/proc/{pid}/task/{}", agent1.thread)).exists());
+    // Applying it again finds nothing to do; without its progress file, the
+    // state no longer matches the plan: refused, nothing moved.
+    let (ok, out, _) = tool(&["apply", plan_path, "--dir", dirs, "--execute"]);
+    assert!(ok && out.contains("nothing to do"), "{out}");
+    let progress = format!("{plan_path}.progress");
+    let kept = std::fs::read_to_string(&progress).unwrap();
+    std::fs::remove_file(&progress).unwrap();
+    let (ok, _, err) = tool(&["apply", plan_path, "--dir", dirs, "--execute"]);
+    assert!(
+        !ok && err.contains("not in the state the plan expects"),
+        "{err}"
+    );
+    // Rolled back with the progress file: everything on agent 0 again.
+    std::fs::write(&progress, kept).unwrap();
+    let (ok, out, err) = tool(&["apply", plan_path, "--dir", dirs, "--execute", "--rollback"]);
+    assert!(ok && out.contains("verified: 0 of"), "{out}{err}");
+    assert!(ids.iter().all(|&id| on_agent(id) == 0));
+    // A plan for a process that has exited: refused.
     drop(child);
+    std::fs::remove_file(&progress).unwrap();
+    let (ok, _, err) = tool(&["apply", plan_path, "--dir", dirs, "--execute"]);
+    assert!(!ok && err.contains("is gone"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

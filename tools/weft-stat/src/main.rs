@@ -492,14 +492,15 @@ fn metrics_text(snaps: &[Snapshot]) -> String {
         for s in snaps {
             for c in s.counters.iter().filter(|c| c.type_id == m.type_id) {
                 let key = match m.key {
-                    types::KeyKind::Agent => format!("agent=\"{}\"", c.key),
-                    types::KeyKind::Task => format!("task=\"{}\"", c.key),
+                    types::KeyKind::Agent => format!(",agent=\"{}\"", c.key),
+                    types::KeyKind::Task => format!(",task=\"{}\"", c.key),
                     types::KeyKind::Stream => {
                         // The label starts with the channel: "udp-send GROUP:PORT
                         // stream S what" or "shm:NAME stream S what".
                         let channel = c.label.split(" stream ").next().unwrap_or_default();
-                        format!("stream=\"{}\",channel=\"{}\"", c.key, label_value(channel))
+                        format!(",stream=\"{}\",channel=\"{}\"", c.key, label_value(channel))
                     }
+                    types::KeyKind::Process => String::new(),
                 };
                 let v = if m.divisor == 1.0 {
                     c.value.to_string()
@@ -508,7 +509,7 @@ fn metrics_text(snaps: &[Snapshot]) -> String {
                 };
                 let _ = writeln!(
                     out,
-                    "{}{{process=\"{}\",pid=\"{}\",{key}}} {v}",
+                    "{}{{process=\"{}\",pid=\"{}\"{key}}} {v}",
                     m.name,
                     label_value(&s.label),
                     s.pid
@@ -527,16 +528,17 @@ fn metrics_text(snaps: &[Snapshot]) -> String {
         for s in snaps {
             for h in s.histograms.iter().filter(|h| h.type_id == *type_id) {
                 let key = match key {
-                    types::KeyKind::Agent => format!("agent=\"{}\"", h.key),
-                    types::KeyKind::Task => format!("task=\"{}\"", h.key),
+                    types::KeyKind::Agent => format!(",agent=\"{}\"", h.key),
+                    types::KeyKind::Task => format!(",task=\"{}\"", h.key),
+                    types::KeyKind::Process => String::new(),
                     types::KeyKind::Stream => format!(
-                        "stream=\"{}\",channel=\"{}\"",
+                        ",stream=\"{}\",channel=\"{}\"",
                         h.key,
                         label_value(h.label.split(" stream ").next().unwrap_or_default())
                     ),
                 };
                 let labels = format!(
-                    "process=\"{}\",pid=\"{}\",{key}",
+                    "process=\"{}\",pid=\"{}\"{key}",
                     label_value(&s.label),
                     s.pid
                 );
