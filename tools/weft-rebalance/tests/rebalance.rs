@@ -1,20 +1,36 @@
-//! weft-rebalance end to end: a node whose tasks are all on one agent is
-//! collected, reported and planned; bad collections are refused clearly.
+//! weft-rebalance end to end: nodes whose tasks all run on one agent are
+//! collected, reported, planned and spread by an interrupted, resumed and
+//! rolled-back apply while messages flow; bad input is refused clearly.
 
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use weft::weft_counters::Counter;
 use weft::{Node, NodeConfig, Task, ThreadingMode};
 use weft_rebalance::collect::read_collection;
+use weft_shm::spsc;
 
-/// A task of known cost: every millisecond it spins for `spin` (work 1),
-/// otherwise it has nothing to do and asks to be woken at its next turn.
+/// Counter types of the test's own pipeline counters (not weft's).
+const SEQUENCE_ERRORS: u32 = 9001;
+const SEQUENCE_RECEIVED: u32 = 9002;
+
+/// A task of known cost and a stage of a message pipeline: every
+/// millisecond it spins for `spin`; on every call it passes messages on.
+/// The first stage makes a numbered message per turn, the middle ones
+/// forward, the last checks that the numbers come in order, none missing
+/// or repeated, whichever agents the stages run on.
 struct Paced {
     name: String,
     spin: Duration,
     next: Instant,
+    input: Option<spsc::Consumer>,
+    output: Option<spsc::Producer>,
+    /// First stage: the next number to send. Last: the next expected.
+    seq: u64,
+    /// Last stage: (errors, received).
+    check: Option<(Counter, Counter)>,
 }
 
 impl Task for Paced {
@@ -27,15 +43,59 @@ impl Task for Paced {
     }
 
     fn do_work(&mut self, _now_ns: u64) -> usize {
+        let mut work = 0;
+        // Pass on what came in (a message is taken only when it can go on).
+        if let Some(input) = &mut self.input {
+            for _ in 0..64 {
+                let (out, seq, check) = (&mut self.output, &mut self.seq, &self.check);
+                let mut moved = false;
+                let claim = match out {
+                    Some(o) => match o.try_claim(8, 1) {
+                        Ok(c) => Some(c),
+                        Err(_) => break,
+                    },
+                    None => None,
+                };
+                let mut claim = claim;
+                let _ = input.poll(1, |f| {
+                    let v = u64::from_le_bytes(f.payload().try_into().unwrap_or_default());
+                    if let Some(c) = &mut claim {
+                        c.payload_mut().copy_from_slice(&v.to_le_bytes());
+                    }
+                    if let Some((errors, received)) = check {
+                        if v != *seq {
+                            errors.add(1);
+                        }
+                        received.add(1);
+                        *seq = v + 1;
+                    }
+                    moved = true;
+                });
+                if !moved {
+                    break; // the claim drops uncommitted: abandoned
+                }
+                if let Some(c) = claim {
+                    c.commit();
+                }
+                work += 1;
+            }
+        }
         let now = Instant::now();
         if now < self.next {
-            return 0;
+            return work;
+        }
+        if self.input.is_none() {
+            if let Some(o) = &mut self.output {
+                if o.offer(1, &self.seq.to_le_bytes()).is_ok() {
+                    self.seq += 1;
+                }
+            }
         }
         while Instant::now() < now + self.spin {
             std::hint::spin_loop();
         }
         self.next = (self.next + Duration::from_millis(1)).max(now);
-        1
+        work + 1
     }
 }
 
@@ -46,9 +106,11 @@ fn temp_dir(tag: &str) -> PathBuf {
     d
 }
 
-/// Not a test of its own: the skewed node `a_skewed_node_is_collected_planned_and_spread_by_an_interrupted_apply` starts. Two
-/// agents pinned to cores 0 and 1, four paced tasks (0.2, 0.15, 0.1 and
-/// 0.05 of a core) all on agent 0.
+/// Not a test of its own: a skewed node that
+/// `skewed_nodes_are_collected_planned_and_spread_by_an_interrupted_apply`
+/// starts. Two agents pinned to cores 0 and 1, four paced tasks (0.2, 0.15,
+/// 0.1 and 0.05 of a core) all on agent 0, which pass numbered messages
+/// down a pipeline.
 #[test]
 fn child_skewed_node() {
     let Ok(dir) = std::env::var("WEFT_REBALANCE_CHILD_DIR") else {
@@ -63,19 +125,64 @@ fn child_skewed_node() {
         ..NodeConfig::default()
     })
     .unwrap();
-    for (i, us) in [200u64, 150, 100, 50].into_iter().enumerate() {
+    // The four stages of the pipeline, joined by three rings.
+    let rings: Vec<_> = (0..3)
+        .map(|_| spsc::channel(spsc::SpscConfig::new(64 * 1024)).unwrap())
+        .collect();
+    let (mut outputs, mut inputs): (Vec<_>, Vec<_>) = rings.into_iter().unzip();
+    let counters = node.counters().clone();
+    // Two such nodes run at once: half the cost each.
+    let scale: u64 = std::env::var("WEFT_REBALANCE_CHILD_SCALE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
+    for (i, us) in [200u64 / scale, 150 / scale, 100 / scale, 50 / scale]
+        .into_iter()
+        .enumerate()
+    {
+        let last = i == 3;
         node.add_task(
             0,
             Box::new(Paced {
                 name: format!("paced-{us}us"),
                 spin: Duration::from_micros(us),
                 next: Instant::now() + Duration::from_millis(i as u64),
+                input: (i > 0).then(|| inputs.remove(0)),
+                output: (!last).then(|| outputs.remove(0)),
+                seq: 0,
+                check: last.then(|| {
+                    (
+                        counters
+                            .allocate(SEQUENCE_ERRORS, 0, "pipeline sequence errors")
+                            .unwrap(),
+                        counters
+                            .allocate(SEQUENCE_RECEIVED, 0, "pipeline messages received")
+                            .unwrap(),
+                    )
+                }),
             }),
         )
         .unwrap();
     }
     println!("ready");
     std::thread::sleep(Duration::from_secs(120));
+}
+
+/// The pipeline's (errors, received) from the node's counters file.
+fn pipeline(dir: &Path, pid: u32) -> (u64, u64) {
+    let reader = weft::weft_counters::scan(dir)
+        .into_iter()
+        .filter_map(|(_, r)| r.ok())
+        .find(|r| r.pid() == pid)
+        .expect("the node's counters file");
+    let value = |t: u32| {
+        reader
+            .counters()
+            .into_iter()
+            .find(|c| c.type_id == t)
+            .map_or(0, |c| c.value)
+    };
+    (value(SEQUENCE_ERRORS), value(SEQUENCE_RECEIVED))
 }
 
 fn tool(args: &[&str]) -> (bool, String, String) {
@@ -101,27 +208,34 @@ impl Drop for Child {
 }
 
 #[test]
-fn a_skewed_node_is_collected_planned_and_spread_by_an_interrupted_apply() {
+fn skewed_nodes_are_collected_planned_and_spread_by_an_interrupted_apply() {
     let dir = temp_dir("skewed");
-    let mut child = Child(
-        Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "child_skewed_node",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env("WEFT_REBALANCE_CHILD_DIR", &dir)
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let pid = child.0.id();
-    let mut lines = std::io::BufReader::new(child.0.stdout.take().unwrap()).lines();
-    assert!(
-        lines.any(|l| l.unwrap().ends_with("ready")),
-        "the node never started"
-    );
+    // Two nodes, each with its four pipeline tasks on agent 0 (core 0).
+    let mut children: Vec<Child> = (0..2)
+        .map(|_| {
+            let mut child = Child(
+                Command::new(std::env::current_exe().unwrap())
+                    .args([
+                        "--exact",
+                        "child_skewed_node",
+                        "--nocapture",
+                        "--test-threads=1",
+                    ])
+                    .env("WEFT_REBALANCE_CHILD_DIR", &dir)
+                    .env("WEFT_REBALANCE_CHILD_SCALE", "2")
+                    .stdout(Stdio::piped())
+                    .spawn()
+                    .unwrap(),
+            );
+            let mut lines = std::io::BufReader::new(child.0.stdout.take().unwrap()).lines();
+            assert!(
+                lines.any(|l| l.unwrap().ends_with("ready")),
+                "a node never started"
+            );
+            child
+        })
+        .collect();
+    let pids: Vec<u32> = children.iter().map(|c| c.0.id()).collect();
     let collection = dir.join("collection.jsonl");
     let (ok, _, err) = tool(&[
         "collect",
@@ -138,33 +252,38 @@ fn a_skewed_node_is_collected_planned_and_spread_by_an_interrupted_apply() {
     let windows = read_collection(&collection).unwrap();
     let w = &windows[0];
     assert!(w.valid, "{:?}", w.invalid_reason);
-    let [node] = &w.nodes[..] else {
-        panic!("{:?}", w.nodes)
-    };
-    assert_eq!((node.pid, node.label.as_str()), (pid, "skewed"));
-    assert_eq!(
-        node.control_ring,
-        node.counters_file.replace("counters", "control")
-    );
-    let cores: Vec<_> = node.agents.iter().map(|a| (a.index, a.core)).collect();
-    assert_eq!(cores, vec![(0, Some(0)), (1, Some(1))]);
-    for a in &node.agents {
-        assert!(
-            Path::new(&format!("/proc/{pid}/task/{}", a.thread)).exists(),
-            "agent {} thread {} is not the node's",
-            a.index,
-            a.thread
+    let mut seen: Vec<u32> = w.nodes.iter().map(|n| n.pid).collect();
+    seen.sort_unstable();
+    let mut want = pids.clone();
+    want.sort_unstable();
+    assert_eq!(seen, want, "{:?}", w.nodes);
+    for node in &w.nodes {
+        let pid = node.pid;
+        assert_eq!(node.label, "skewed");
+        assert_eq!(
+            node.control_ring,
+            node.counters_file.replace("counters", "control")
         );
+        let cores: Vec<_> = node.agents.iter().map(|a| (a.index, a.core)).collect();
+        assert_eq!(cores, vec![(0, Some(0)), (1, Some(1))]);
+        for a in &node.agents {
+            assert!(
+                Path::new(&format!("/proc/{pid}/task/{}", a.thread)).exists(),
+                "agent {} thread {} is not pid {pid}'s",
+                a.index,
+                a.thread
+            );
+        }
+        let paced: Vec<_> = node
+            .tasks
+            .iter()
+            .filter(|t| t.name.starts_with("paced"))
+            .collect();
+        assert_eq!(paced.len(), 4, "{:?}", node.tasks);
+        assert!(paced
+            .iter()
+            .all(|t| t.agent == 0 && t.cost > 0.0 && t.work_per_s > 0.0));
     }
-    let paced: Vec<_> = node
-        .tasks
-        .iter()
-        .filter(|t| t.name.starts_with("paced"))
-        .collect();
-    assert_eq!(paced.len(), 4, "{:?}", node.tasks);
-    assert!(paced
-        .iter()
-        .all(|t| t.agent == 0 && t.cost > 0.0 && t.work_per_s > 0.0));
 
     // Collecting continuously, the tool exports the balance ratio in a
     // counters file of its own (what `weft-stat serve` scrapes): all the
@@ -193,14 +312,19 @@ fn a_skewed_node_is_collected_planned_and_spread_by_an_interrupted_apply() {
             started.elapsed() < Duration::from_secs(30),
             "no balance ratio exported"
         );
-        let found = weft_counters::scan(&dir).into_iter().find_map(|(_, r)| {
-            let r = r.ok()?;
-            (r.pid() == collector.0.id()).then_some(())?;
-            r.counters()
-                .into_iter()
-                .find(|c| c.type_id == weft_counters::types::REBALANCE_BALANCE_RATIO && c.value > 0)
-                .map(|c| c.value)
-        });
+        let found = weft::weft_counters::scan(&dir)
+            .into_iter()
+            .find_map(|(_, r)| {
+                let r = r.ok()?;
+                (r.pid() == collector.0.id()).then_some(())?;
+                r.counters()
+                    .into_iter()
+                    .find(|c| {
+                        c.type_id == weft::weft_counters::types::REBALANCE_BALANCE_RATIO
+                            && c.value > 0
+                    })
+                    .map(|c| c.value)
+            });
         if let Some(v) = found {
             break v;
         }
@@ -232,13 +356,16 @@ fn a_skewed_node_is_collected_planned_and_spread_by_an_interrupted_apply() {
         serde_json::from_str(&std::fs::read_to_string(&plan_file).unwrap()).unwrap();
     let moves = plan["moves"].as_array().unwrap();
     assert!(!moves.is_empty(), "{table}");
+    let mut moved: Vec<(u32, u64)> = Vec::new();
     for m in moves {
         assert_eq!(
             (m["from_agent"].as_u64(), m["to_agent"].as_u64()),
             (Some(0), Some(1)),
             "{table}"
         );
-        assert_eq!(m["pid"].as_u64(), Some(pid as u64));
+        let pid = m["pid"].as_u64().unwrap() as u32;
+        assert!(pids.contains(&pid), "{table}");
+        moved.push((pid, m["task_id"].as_u64().unwrap()));
     }
     assert!(
         plan["max_after"].as_f64() < plan["max_before"].as_f64(),
@@ -253,7 +380,7 @@ fn a_skewed_node_is_collected_planned_and_spread_by_an_interrupted_apply() {
     // there (as an interrupted apply); then the rest, resumed.
     let dirs = dir.to_str().unwrap();
     let plan_path = plan_file.to_str().unwrap();
-    let on_agent = |id: u64| -> u32 {
+    let on_agent = |(pid, id): (u32, u64)| -> u32 {
         let c = dir.join("now.jsonl");
         let _ = std::fs::remove_file(&c);
         let (ok, _, err) = tool(&[
@@ -269,20 +396,15 @@ fn a_skewed_node_is_collected_planned_and_spread_by_an_interrupted_apply() {
         ]);
         assert!(ok, "{err}");
         let w = read_collection(&c).unwrap();
-        w[0].nodes[0]
-            .tasks
-            .iter()
-            .find(|t| t.id == id)
-            .unwrap()
-            .agent
+        let node = w[0].nodes.iter().find(|n| n.pid == pid).unwrap();
+        node.tasks.iter().find(|t| t.id == id).unwrap().agent
     };
-    let ids: Vec<u64> = moves
-        .iter()
-        .map(|m| m["task_id"].as_u64().unwrap())
-        .collect();
+    let received =
+        |pids: &[u32]| -> Vec<(u64, u64)> { pids.iter().map(|&p| pipeline(&dir, p)).collect() };
+    let before = received(&pids);
     let (ok, out, err) = tool(&["apply", plan_path, "--dir", dirs]);
     assert!(ok && out.contains("dry run"), "{out}{err}");
-    assert!(ids.iter().all(|&id| on_agent(id) == 0));
+    assert!(moved.iter().all(|&m| on_agent(m) == 0));
     let (ok, out, err) = tool(&[
         "apply",
         plan_path,
@@ -298,16 +420,16 @@ fn a_skewed_node_is_collected_planned_and_spread_by_an_interrupted_apply() {
         ok && out.contains("verified: 1 of") && out.contains("stopped"),
         "{out}{err}"
     );
-    assert_eq!(on_agent(ids[0]), 1);
+    assert_eq!(on_agent(moved[0]), 1);
     let (ok, out, err) = tool(&["apply", plan_path, "--dir", dirs, "--execute"]);
     assert!(ok, "{out}{err}");
     assert!(
-        out.contains(&format!("verified: {} of {}", ids.len(), ids.len())),
+        out.contains(&format!("verified: {} of {}", moved.len(), moved.len())),
         "{out}"
     );
-    assert!(ids.iter().all(|&id| on_agent(id) == 1));
-    // The moved tasks now run on agent 1: its busy time grows, and its
-    // thread (the one /proc lists for it) runs them.
+    assert!(moved.iter().all(|&m| on_agent(m) == 1));
+    // The moved tasks now run on agent 1: its busy time grows, on the
+    // thread /proc lists for it.
     let c = dir.join("after.jsonl");
     let (ok, _, err) = tool(&[
         "collect",
@@ -320,9 +442,21 @@ fn a_skewed_node_is_collected_planned_and_spread_by_an_interrupted_apply() {
     ]);
     assert!(ok, "{err}");
     let after = read_collection(&c).unwrap();
-    let agent1 = &after[0].nodes[0].agents[1];
-    assert!(agent1.busy.iter().sum::<f64>() > 0.0, "{agent1:?}");
-    assert!(Path::new(&format!("/proc/{pid}/task/{}", agent1.thread)).exists());
+    for node in after[0]
+        .nodes
+        .iter()
+        .filter(|n| moved.iter().any(|m| m.0 == n.pid))
+    {
+        let agent1 = &node.agents[1];
+        assert!(agent1.busy.iter().sum::<f64>() > 0.0, "{agent1:?}");
+        assert!(Path::new(&format!("/proc/{}/task/{}", node.pid, agent1.thread)).exists());
+    }
+    // Messages went on flowing through the moves, none lost, repeated or
+    // out of order.
+    for ((errors, now), (_, then)) in received(&pids).into_iter().zip(&before) {
+        assert_eq!(errors, 0, "a pipeline saw sequence errors across the moves");
+        assert!(now > *then, "{then} → {now}");
+    }
     // Applying it again finds nothing to do; without its progress file, the
     // state no longer matches the plan: refused, nothing moved.
     let (ok, out, _) = tool(&["apply", plan_path, "--dir", dirs, "--execute"]);
@@ -339,12 +473,17 @@ fn a_skewed_node_is_collected_planned_and_spread_by_an_interrupted_apply() {
     std::fs::write(&progress, kept).unwrap();
     let (ok, out, err) = tool(&["apply", plan_path, "--dir", dirs, "--execute", "--rollback"]);
     assert!(ok && out.contains("verified: 0 of"), "{out}{err}");
-    assert!(ids.iter().all(|&id| on_agent(id) == 0));
+    assert!(moved.iter().all(|&m| on_agent(m) == 0));
+    assert!(
+        received(&pids).iter().all(|r| r.0 == 0),
+        "sequence errors after the rollback"
+    );
     // A plan for a process that has exited: refused.
-    drop(child);
+    drop(children.pop());
     std::fs::remove_file(&progress).unwrap();
     let (ok, _, err) = tool(&["apply", plan_path, "--dir", dirs, "--execute"]);
     assert!(!ok && err.contains("is gone"), "{err}");
+    drop(children);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
