@@ -579,6 +579,14 @@ fn child_fanin_publisher() {
     }
 }
 
+/// Checks message `(id << 32) | i` is publisher `id`'s next, and counts it.
+fn in_order(next: &mut [u64; 3], m: &[u8]) {
+    let v = u64::from_le_bytes(m.try_into().unwrap());
+    let (id, i) = ((v >> 32) as usize, v & 0xFFFF_FFFF);
+    assert_eq!(i, next[id], "publisher {id}: out of order or lost");
+    next[id] += 1;
+}
+
 /// A child publisher process.
 fn spawn_publisher(
     dir: &std::path::Path,
@@ -628,12 +636,7 @@ fn several_processes_publish_one_shm_channel() {
             "got {next:?}: {events:?}"
         );
         sub.poll(256, |e| match e {
-            weft::Event::Message(m) => {
-                let v = u64::from_le_bytes(m.try_into().unwrap());
-                let (id, i) = ((v >> 32) as usize, v & 0xFFFF_FFFF);
-                assert_eq!(i, next[id], "publisher {id}: out of order or lost");
-                next[id] += 1;
-            }
+            weft::Event::Message(m) => in_order(&mut next, m),
             other => events.push(format!("{other:?}")),
         })
         .unwrap();
@@ -673,12 +676,7 @@ fn several_processes_publish_one_shm_channel() {
         );
         sub.poll(256, |e| match e {
             weft::Event::PublisherGone => gone = true,
-            weft::Event::Message(m) => {
-                let v = u64::from_le_bytes(m.try_into().unwrap());
-                let (id, i) = ((v >> 32) as usize, v & 0xFFFF_FFFF);
-                assert_eq!(i, next[id], "publisher {id}: out of order or lost");
-                next[id] += 1;
-            }
+            weft::Event::Message(m) => in_order(&mut next, m),
             other => events.push(format!("{other:?}")),
         })
         .unwrap();

@@ -122,35 +122,21 @@ impl Claim<'_> {
         match self.0 {
             ClaimInner::Shm(c, counters) => {
                 let len = c.len();
-                let position = c.commit();
-                counters.messages.add(1);
-                counters.bytes.add(len as u64);
-                counters.position.set(position);
+                counters.sent(len, c.commit());
             }
             ClaimInner::ShmStamped(mut c, counters) => {
                 let len = c.len() - STAMP;
-                let now = weft_shm::liveness::now_ns().to_le_bytes();
-                c.payload_mut()[..STAMP].copy_from_slice(&now);
-                let position = c.commit();
-                counters.messages.add(1);
-                counters.bytes.add(len as u64);
-                counters.position.set(position);
+                stamp(c.payload_mut());
+                counters.sent(len, c.commit());
             }
             ClaimInner::ShmMany(c, counters) => {
                 let len = c.len();
-                let position = c.commit();
-                counters.messages.add(1);
-                counters.bytes.add(len as u64);
-                counters.position.set(position);
+                counters.sent(len, c.commit());
             }
             ClaimInner::ShmManyStamped(mut c, counters) => {
                 let len = c.len() - STAMP;
-                let now = weft_shm::liveness::now_ns().to_le_bytes();
-                c.payload_mut()[..STAMP].copy_from_slice(&now);
-                let position = c.commit();
-                counters.messages.add(1);
-                counters.bytes.add(len as u64);
-                counters.position.set(position);
+                stamp(c.payload_mut());
+                counters.sent(len, c.commit());
             }
             ClaimInner::Udp(c, waker) => {
                 c.commit();
@@ -159,8 +145,7 @@ impl Claim<'_> {
                 }
             }
             ClaimInner::UdpStamped(mut c, waker) => {
-                let now = weft_shm::liveness::now_ns().to_le_bytes();
-                c.payload_mut()[..STAMP].copy_from_slice(&now);
+                stamp(c.payload_mut());
                 c.commit();
                 if let Some(w) = waker {
                     w.wake();
@@ -168,6 +153,12 @@ impl Claim<'_> {
             }
         }
     }
+}
+
+/// Writes the commit time into a sampled message's first [`STAMP`] bytes.
+#[inline]
+fn stamp(payload: &mut [u8]) {
+    payload[..STAMP].copy_from_slice(&weft_shm::liveness::now_ns().to_le_bytes());
 }
 
 /// Latency sampling of a publication: which claims get a stamp.
@@ -234,6 +225,15 @@ pub(crate) struct ShmCounters {
 }
 
 impl ShmCounters {
+    /// Counts one message of `len` payload bytes committed, the ring now at
+    /// `position`.
+    #[inline]
+    fn sent(&self, len: usize, position: u64) {
+        self.messages.add(1);
+        self.bytes.add(len as u64);
+        self.position.set(position);
+    }
+
     pub(crate) fn publication(set: &CounterSet<'_>) -> Self {
         Self {
             messages: set.make(types::SHM_SENT_MESSAGES, "messages sent"),
