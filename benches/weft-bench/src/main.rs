@@ -59,6 +59,14 @@ const SCENARIOS: &[(&str, &str)] = &[
         "rtrb one-way stream, 64-byte messages, two pinned threads (peer, msgs/s)",
     ),
     (
+        "crossbeam-pingpong",
+        "crossbeam-channel (bounded, polled) round trip, 32-byte messages, two pinned threads (peer)",
+    ),
+    (
+        "crossbeam-throughput",
+        "crossbeam-channel (bounded, polled) one-way stream, 64-byte messages, two pinned threads (peer, msgs/s)",
+    ),
+    (
         "floor-udp",
         "raw UDP ping-pong of 64-byte datagrams on loopback, busy-polled: the network floor (round trip)",
     ),
@@ -138,6 +146,8 @@ fn run(name: &str, clock: Clock, samples: Option<u64>) -> Vec<Outcome> {
         "shm-throughput" => shm::throughput(clock, thr_warm, thr, 64),
         "rtrb-pingpong" => peers::rtrb_pingpong(clock, lat_warm, lat),
         "rtrb-throughput" => peers::rtrb_throughput(clock, thr_warm, thr),
+        "crossbeam-pingpong" => peers::crossbeam_pingpong(clock, lat_warm, lat),
+        "crossbeam-throughput" => peers::crossbeam_throughput(clock, thr_warm, thr),
         "floor-udp" => udp::floor(clock, lat_warm / 10, lat / 10),
         "floor-mcast" => udp::floor_mcast(clock, lat_warm / 10, lat / 10),
         "udp-pingpong" => udp::pingpong(clock, lat_warm / 10, lat / 10, 32),

@@ -1,21 +1,108 @@
-//! Peer libraries measured in the same harness, each through its own idiomatic API.
+//! Peer libraries measured in the same harness, each through its own API:
+//! the same pinned threads, message sizes and busy-polling as weft's own
+//! scenarios. Every peer here is an in-process queue, so its scenarios run
+//! two threads, not two processes.
 
 use crate::clock::{ticks, Clock};
 use crate::pin::pin;
 use crate::report::{histogram, Outcome, Trials, TRIALS};
 
-/// `rtrb-pingpong`: round trip of 32-byte messages through two rtrb rings between
-/// two pinned threads (rtrb is an in-process ring).
+/// The sending end of a peer's queue, polled (never blocking).
+trait PeerTx<T>: Send + 'static {
+    /// `false` if the queue is full.
+    fn try_push(&mut self, v: T) -> bool;
+}
+
+/// The receiving end, polled.
+trait PeerRx<T>: Send + 'static {
+    fn try_pop(&mut self) -> Option<T>;
+}
+
+impl<T: Send + 'static> PeerTx<T> for rtrb::Producer<T> {
+    #[inline]
+    fn try_push(&mut self, v: T) -> bool {
+        self.push(v).is_ok()
+    }
+}
+
+impl<T: Send + 'static> PeerRx<T> for rtrb::Consumer<T> {
+    #[inline]
+    fn try_pop(&mut self) -> Option<T> {
+        self.pop().ok()
+    }
+}
+
+impl<T: Send + 'static> PeerTx<T> for crossbeam_channel::Sender<T> {
+    #[inline]
+    fn try_push(&mut self, v: T) -> bool {
+        self.try_send(v).is_ok()
+    }
+}
+
+impl<T: Send + 'static> PeerRx<T> for crossbeam_channel::Receiver<T> {
+    #[inline]
+    fn try_pop(&mut self) -> Option<T> {
+        self.try_recv().ok()
+    }
+}
+
+/// A bounded queue's two ends (generic, so the hot loops call the peer's
+/// own methods directly, as its users would).
+type Pair<Tx, Rx> = (Tx, Rx);
+
+fn rtrb_pair<const N: usize>(cap: usize) -> Pair<rtrb::Producer<[u8; N]>, rtrb::Consumer<[u8; N]>> {
+    rtrb::RingBuffer::<[u8; N]>::new(cap)
+}
+
+fn crossbeam_pair<const N: usize>(
+    cap: usize,
+) -> Pair<crossbeam_channel::Sender<[u8; N]>, crossbeam_channel::Receiver<[u8; N]>> {
+    crossbeam_channel::bounded::<[u8; N]>(cap)
+}
+
+/// `rtrb-pingpong`: round trip of 32-byte messages through two rtrb rings
+/// between two pinned threads.
 pub fn rtrb_pingpong(clock: Clock, warmup: u64, samples: u64) -> Outcome {
-    let (mut ping_tx, mut ping_rx) = rtrb::RingBuffer::<[u8; 32]>::new(1024);
-    let (mut pong_tx, mut pong_rx) = rtrb::RingBuffer::<[u8; 32]>::new(1024);
+    let queues = (rtrb_pair::<32>(1024), rtrb_pair::<32>(1024));
+    pingpong(
+        clock,
+        warmup,
+        samples,
+        queues,
+        "rtrb-pingpong",
+        "round trip through 2 rtrb rings, 2 pinned threads",
+    )
+}
+
+/// `crossbeam-pingpong`: the same through two bounded crossbeam channels,
+/// polled with `try_send` / `try_recv`.
+pub fn crossbeam_pingpong(clock: Clock, warmup: u64, samples: u64) -> Outcome {
+    let queues = (crossbeam_pair::<32>(1024), crossbeam_pair::<32>(1024));
+    pingpong(
+        clock,
+        warmup,
+        samples,
+        queues,
+        "crossbeam-pingpong",
+        "round trip through 2 bounded crossbeam channels (try_send/try_recv), 2 pinned threads",
+    )
+}
+
+fn pingpong<Tx: PeerTx<[u8; 32]>, Rx: PeerRx<[u8; 32]>>(
+    clock: Clock,
+    warmup: u64,
+    samples: u64,
+    ((mut ping_tx, mut ping_rx), (mut pong_tx, mut pong_rx)): (Pair<Tx, Rx>, Pair<Tx, Rx>),
+    name: &str,
+    note: &str,
+) -> Outcome {
     let total = warmup + samples;
     let echo = std::thread::spawn(move || {
         pin(1);
         let mut n = 0;
         while n < total {
-            if let Ok(m) = ping_rx.pop() {
-                while pong_tx.push(m).is_err() {}
+            if let Some(m) = ping_rx.try_pop() {
+                while !pong_tx.try_push(m) {}
                 n += 1;
             }
         }
@@ -26,9 +113,9 @@ pub fn rtrb_pingpong(clock: Clock, warmup: u64, samples: u64) -> Outcome {
     for i in 1..=total {
         msg[..8].copy_from_slice(&i.to_le_bytes());
         let t0 = ticks();
-        ping_tx.push(msg).expect("ping ring has room");
+        assert!(ping_tx.try_push(msg), "ping queue has room");
         let reply = loop {
-            if let Ok(m) = pong_rx.pop() {
+            if let Some(m) = pong_rx.try_pop() {
                 break m;
             }
         };
@@ -39,18 +126,48 @@ pub fn rtrb_pingpong(clock: Clock, warmup: u64, samples: u64) -> Outcome {
         }
     }
     echo.join().expect("echo thread");
-    Outcome::latency(
-        "rtrb-pingpong",
-        32,
-        &h,
-        "round trip through 2 rtrb rings, 2 pinned threads",
+    Outcome::latency(name, 32, &h, note)
+}
+
+/// `rtrb-throughput`: one-way stream of 64-byte messages, push/pop one at a
+/// time, timed as `shm-throughput` is: the median of [`TRIALS`] slices after
+/// warm-up.
+pub fn rtrb_throughput(clock: Clock, warmup: u64, samples: u64) -> Outcome {
+    let (tx, rx) = rtrb_pair::<64>(4096);
+    throughput(
+        clock,
+        warmup,
+        samples,
+        tx,
+        rx,
+        "rtrb-throughput",
+        "rtrb push/pop",
     )
 }
 
-/// `rtrb-throughput`: one-way stream of 64-byte messages, push/pop one at a time,
-/// timed as `shm-throughput` is: the median of [`TRIALS`] slices after warm-up.
-pub fn rtrb_throughput(clock: Clock, warmup: u64, samples: u64) -> Outcome {
-    let (mut tx, mut rx) = rtrb::RingBuffer::<[u8; 64]>::new(4096);
+/// `crossbeam-throughput`: the same through a bounded crossbeam channel.
+pub fn crossbeam_throughput(clock: Clock, warmup: u64, samples: u64) -> Outcome {
+    let (tx, rx) = crossbeam_pair::<64>(4096);
+    throughput(
+        clock,
+        warmup,
+        samples,
+        tx,
+        rx,
+        "crossbeam-throughput",
+        "bounded crossbeam channel, try_send/try_recv",
+    )
+}
+
+fn throughput<Tx: PeerTx<[u8; 64]>, Rx: PeerRx<[u8; 64]>>(
+    clock: Clock,
+    warmup: u64,
+    samples: u64,
+    mut tx: Tx,
+    mut rx: Rx,
+    name: &str,
+    what: &str,
+) -> Outcome {
     let total = warmup + samples;
     let producer = std::thread::spawn(move || {
         pin(1);
@@ -58,7 +175,7 @@ pub fn rtrb_throughput(clock: Clock, warmup: u64, samples: u64) -> Outcome {
         let mut seq = 0u64;
         while seq < total {
             msg[..8].copy_from_slice(&seq.to_le_bytes());
-            if tx.push(msg).is_ok() {
+            if tx.try_push(msg) {
                 seq += 1;
             } else {
                 std::hint::spin_loop();
@@ -69,7 +186,7 @@ pub fn rtrb_throughput(clock: Clock, warmup: u64, samples: u64) -> Outcome {
     let mut trials = Trials::new(warmup, samples);
     let mut next = 0u64;
     while next < total {
-        if let Ok(m) = rx.pop() {
+        if let Some(m) = rx.try_pop() {
             assert_eq!(
                 u64::from_le_bytes(m[..8].try_into().unwrap_or_default()),
                 next,
@@ -83,12 +200,6 @@ pub fn rtrb_throughput(clock: Clock, warmup: u64, samples: u64) -> Outcome {
         }
     }
     producer.join().expect("producer thread");
-    let note = format!("one-way, rtrb push/pop, 2 pinned threads, median of {TRIALS} slices");
-    Outcome::throughput(
-        "rtrb-throughput",
-        64,
-        samples,
-        trials.median_rate(clock),
-        &note,
-    )
+    let note = format!("one-way, {what}, 2 pinned threads, median of {TRIALS} slices");
+    Outcome::throughput(name, 64, samples, trials.median_rate(clock), &note)
 }
