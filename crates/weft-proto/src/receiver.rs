@@ -475,14 +475,36 @@ impl Receiver {
     }
 
     /// `next` datagrams exist: schedule a NAK if that opens a gap.
+    ///
+    /// A newly opened gap gets its first NAK after the random NAK delay even
+    /// when the timer is already set further out (a retry of an older gap,
+    /// up to `nak_retry_max_ns` away, or a stale retry time left after that
+    /// gap was repaired). Otherwise a loss soon after a repair would wait for
+    /// the old retry: at 1 % loss that put the round trip's p99 at the retry
+    /// interval.
     fn learn_highest(&mut self, now: Nanos, next: u64) {
+        let before = self.highest;
         if next > self.highest {
             self.highest = next;
         }
-        if self.nak_timer == 0 && !self.nak_due && self.missing_exists() {
-            let delay = self.nak_delay();
-            self.nak_timer = (now + delay).max(1);
+        if self.nak_due {
+            return;
         }
+        let opened = next > before && self.missing_in(before, next);
+        if opened || (self.nak_timer == 0 && self.missing_exists()) {
+            let due = (now + self.nak_delay()).max(1);
+            if self.nak_timer == 0 || due < self.nak_timer {
+                self.nak_timer = due;
+            }
+        }
+    }
+
+    /// Whether a datagram in `from..to` is missing (and not given up on).
+    /// In-order arrival asks about one held datagram: O(1).
+    fn missing_in(&self, from: u64, to: u64) -> bool {
+        let from = from.max(self.expected).max(self.gone_until);
+        let to = to.min(self.window_end());
+        (from..to).any(|s| self.held[self.idx(s)] != s)
     }
 
     fn nak_delay(&mut self) -> Nanos {
@@ -824,6 +846,66 @@ mod tests {
             }
         }
         assert_eq!(delivered, 300 * 2 * n as u64);
+    }
+
+    /// A gap that opens while the NAK timer is set for a retry of an earlier
+    /// gap (here a stale retry: the earlier gap was repaired) is NAKed after
+    /// the NAK delay, not at the retry time.
+    #[test]
+    fn a_new_gap_is_naked_after_the_nak_delay_even_with_a_retry_pending() {
+        let mut scfg = SenderConfig::new(3, 1);
+        scfg.flow = crate::FlowControl::None;
+        let mut tx = Sender::new(scfg).unwrap();
+        let rcfg = ReceiverConfig::new(3, 2);
+        let (delay_max, retry) = (rcfg.nak_delay_max_ns, rcfg.nak_retry_min_ns);
+        let mut rx = Receiver::new(rcfg).unwrap();
+        let src: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let mut buf = [0u8; 2048];
+        // One datagram per message: each offer is flushed before the next.
+        let mut datagrams = Vec::new();
+        let mut now = 1_000;
+        while let Some(t) = tx.poll_transmit(now, &mut buf) {
+            rx.handle_datagram(now, src, &buf[..t.len]); // SETUP
+        }
+        for k in 0..6u64 {
+            tx.offer(now, &k.to_le_bytes()).unwrap();
+            while let Some(t) = tx.poll_transmit(now, &mut buf) {
+                datagrams.push(buf[..t.len].to_vec());
+            }
+            now += 10_000;
+        }
+        let mut naks = |rx: &mut Receiver, now: Nanos| {
+            rx.handle_timeout(now);
+            let mut n = 0;
+            while let Some(t) = rx.poll_transmit(now, &mut buf) {
+                n += Frame::parse(&buf[..t.len])
+                    .is_ok_and(|(_, f)| matches!(f, Frame::Nak(_))) as usize;
+            }
+            n
+        };
+        // 0, then 2: 1 is missing; its NAK goes within the NAK delay.
+        rx.handle_datagram(now, src, &datagrams[0]);
+        rx.handle_datagram(now, src, &datagrams[2]);
+        let due = rx.nak_timer;
+        assert!(due > 0 && due <= now + delay_max, "first NAK at +{}", due - now);
+        now = due;
+        assert!(naks(&mut rx, now) > 0, "the NAK for 1");
+        // The retry timer is now set (the NAK timer field: `poll_timeout` is
+        // the earliest of every timer); the repair fills the gap.
+        assert!(rx.nak_timer >= now + retry);
+        rx.handle_datagram(now + 20_000, src, &datagrams[1]);
+        now += 50_000;
+        // 3, then 5: 4 is missing. Its NAK is due within the NAK delay, not
+        // at the earlier gap's retry time.
+        rx.handle_datagram(now, src, &datagrams[3]);
+        rx.handle_datagram(now, src, &datagrams[5]);
+        let due = rx.nak_timer;
+        assert!(
+            due > 0 && due <= now + delay_max,
+            "second gap's NAK at +{} ns, retry interval {retry}",
+            due - now
+        );
+        assert!(naks(&mut rx, due) > 0, "the NAK for 4");
     }
 
     /// A stamped message comes out with its stamp apart, whole or fragmented;
