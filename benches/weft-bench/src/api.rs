@@ -6,9 +6,9 @@ use std::net::UdpSocket;
 
 use weft::{Event, Node, NodeConfig, Publication, PublishError, Subscription, ThreadingMode};
 
-use crate::clock::{ticks, Clock};
+use crate::clock::{ticks, Clock, Pace};
 use crate::pin::pin;
-use crate::report::{histogram, Outcome};
+use crate::report::{Outcome, Recorder};
 use crate::shm::{self, spawn_child};
 use weft_shm::broadcast;
 use weft_shm::spsc::{Consumer, Producer, SpscConfig};
@@ -32,11 +32,11 @@ pub(crate) fn invoker_node() -> Node {
     Node::new(cfg).expect("weft node")
 }
 
-fn shm_uri(tag: &str) -> String {
-    format!(
-        "shm:bench-{}-{tag}?capacity={SHM_CAPACITY}",
-        std::process::id()
-    )
+/// A `shm:` channel whose ring holds messages of `bytes` (broadcast rings
+/// take payloads up to an eighth of their capacity).
+fn shm_uri(tag: &str, bytes: usize) -> String {
+    let capacity = (8 * (bytes + 64)).next_power_of_two().max(SHM_CAPACITY);
+    format!("shm:bench-{}-{tag}?capacity={capacity}", std::process::id())
 }
 
 /// Offers `msg` until `publ` takes it, running the node's work in between (a
@@ -121,13 +121,15 @@ fn ping_loop(
     (warmup, samples): (u64, u64),
     bytes: usize,
     work: bool,
-) -> hdrhistogram::Histogram<u64> {
-    let mut h = histogram();
+    pace: Pace,
+) -> Recorder {
+    let mut h = Recorder::new();
+    let mut pacer = pace.pacer();
     let mut msg = vec![0u8; bytes.max(8)];
     let mut buf = vec![0u8; 64 * 1024];
     for i in 0..warmup + samples {
         msg[..8].copy_from_slice(&i.to_le_bytes());
-        let t0 = ticks();
+        let t0 = pacer.start();
         offer(node, publ, &msg);
         if work {
             // The send task takes the message out of the publication's ring now.
@@ -147,8 +149,15 @@ fn ping_loop(
 /// one `shm:` channel each way (a broadcast ring of the same size as the SPSC
 /// rings of `shm-pingpong`). `api-shm-many-pingpong` (`many`): the same with
 /// `publishers=many` channels, whose ring several processes may publish.
-pub fn shm_pingpong(clock: Clock, warmup: u64, samples: u64, bytes: usize, many: bool) -> Outcome {
-    let (mut ping, mut pong) = (shm_uri("aping"), shm_uri("apong"));
+pub fn shm_pingpong(
+    clock: Clock,
+    warmup: u64,
+    samples: u64,
+    bytes: usize,
+    many: bool,
+    pace: Pace,
+) -> Outcome {
+    let (mut ping, mut pong) = (shm_uri("aping", bytes), shm_uri("apong", bytes));
     if many {
         ping.push_str("&publishers=many");
         pong.push_str("&publishers=many");
@@ -165,6 +174,7 @@ pub fn shm_pingpong(clock: Clock, warmup: u64, samples: u64, bytes: usize, many:
         (warmup, samples),
         bytes,
         false,
+        pace,
     );
     drop(publ);
     child.wait().expect("echo child");
@@ -238,6 +248,7 @@ pub fn udp_pingpong(clock: Clock, warmup: u64, samples: u64, bytes: usize) -> Ou
         (warmup, samples),
         bytes,
         true,
+        Pace::default(),
     );
     echo.join().expect("echo thread");
     Outcome::latency(
@@ -261,7 +272,7 @@ pub fn shm_interleaved(clock: Clock, warmup: u64, samples: u64, bytes: usize) ->
     let warm_blocks = warmup.div_ceil(SHM_BLOCK);
     let opts = shm::bench_opts();
     let (raw_ping, raw_pong) = (shm::unique("iping"), shm::unique("ipong"));
-    let (ping, pong) = (shm_uri("iaping"), shm_uri("iapong"));
+    let (ping, pong) = (shm_uri("iaping", bytes), shm_uri("iapong", bytes));
     let mut raw_tx = Producer::create(&opts, &raw_ping, &SpscConfig::new(SHM_CAPACITY))
         .expect("create ping ring");
     let mut node = invoker_node();
@@ -281,7 +292,7 @@ pub fn shm_interleaved(clock: Clock, warmup: u64, samples: u64, bytes: usize) ->
     let mut b_rx =
         shm::attach_retry(|| broadcast::Consumer::attach(&opts, &format!("{raw_pong}b")));
     pin(0);
-    let mut h = [histogram(), histogram(), histogram()];
+    let mut h = [Recorder::new(), Recorder::new(), Recorder::new()];
     let mut msg = vec![0u8; bytes.max(8)];
     let mut buf = vec![0u8; 64 * 1024];
     for b in 0..blocks {

@@ -47,3 +47,61 @@ impl Clock {
         (to.wrapping_sub(from) as f64 * self.ns_per_tick) as u64
     }
 }
+
+/// A fixed send rate for round-trip scenarios, or none (send as soon as the
+/// last reply is in). `Default` is none.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Pace {
+    /// Ticks between scheduled sends; 0 when unpaced.
+    interval_ticks: f64,
+}
+
+impl Pace {
+    /// `rate` sends per second (`None`: unpaced).
+    pub fn new(clock: Clock, rate: Option<f64>) -> Self {
+        Self {
+            interval_ticks: rate.map_or(0.0, |r| 1e9 / r / clock.ns_per_tick),
+        }
+    }
+
+    pub fn is_paced(&self) -> bool {
+        self.interval_ticks > 0.0
+    }
+
+    pub fn pacer(&self) -> Pacer {
+        Pacer {
+            interval_ticks: self.interval_ticks,
+            next: None,
+        }
+    }
+}
+
+/// Hands out send times on a fixed schedule.
+///
+/// [`Pacer::start`] returns the time a message was *due*, not the time it
+/// went: a round trip measured from it includes any wait behind a late
+/// predecessor. That is the coordinated-omission correction: a stall is
+/// charged to every message scheduled during it, as a client sending at a
+/// fixed rate would see it.
+#[derive(Debug)]
+pub struct Pacer {
+    interval_ticks: f64,
+    next: Option<f64>,
+}
+
+impl Pacer {
+    /// Unpaced: now. Paced: waits (spinning) until the next scheduled time
+    /// and returns it; never waits when behind schedule.
+    #[inline(always)]
+    pub fn start(&mut self) -> u64 {
+        if self.interval_ticks == 0.0 {
+            return ticks();
+        }
+        let due = *self.next.get_or_insert(ticks() as f64);
+        while (ticks() as f64) < due {
+            std::hint::spin_loop();
+        }
+        self.next = Some(due + self.interval_ticks);
+        due as u64
+    }
+}

@@ -2,99 +2,115 @@
 //! libraries, measured in the same run on pinned cores.
 //!
 //! ```text
+//! weft-bench quick
 //! weft-bench list
-//! weft-bench run floor-shm shm-pingpong shm-throughput rtrb-pingpong rtrb-throughput --json
+//! weft-bench run floor-shm shm-pingpong rtrb-pingpong --runs 5 --out results/
 //! ```
 #![deny(unsafe_code)]
 
 mod api;
 mod clock;
+mod fanout;
+mod harness;
+#[cfg(feature = "iceoryx2")]
+mod iceoryx2_peer;
+mod output;
 mod peers;
 mod pin;
+mod plot;
 mod report;
 mod shm;
+mod summary;
 mod udp;
+
+use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::clock::Clock;
+use crate::clock::{Clock, Pace};
+use crate::harness::{Floor, Meta};
 use crate::report::Outcome;
 
+/// A scenario: its name, what it measures, the floor it is probed against,
+/// and which of `--size` / `--rate` / `--subscribers` it takes.
+#[derive(Debug)]
+struct Scenario {
+    name: &'static str,
+    what: &'static str,
+    floor: Floor,
+    takes: &'static [Opt],
+}
+
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+enum Opt {
+    Size,
+    Rate,
+    Subscribers,
+}
+
+const SIZE: &[Opt] = &[Opt::Size];
+const SIZE_RATE: &[Opt] = &[Opt::Size, Opt::Rate];
+const RATE: &[Opt] = &[Opt::Rate];
+const NONE: &[Opt] = &[];
+
+macro_rules! scenarios {
+    ($($name:literal, $floor:ident, $takes:ident, $what:literal;)*) => {
+        &[$(Scenario { name: $name, what: $what, floor: Floor::$floor, takes: $takes }),*]
+    };
+}
+
 /// Every scenario, with one line saying what it measures.
-const SCENARIOS: &[(&str, &str)] = &[
-    (
-        "floor-shm",
-        "raw cache-line ping-pong between two pinned threads: the shared-memory floor (round trip)",
-    ),
-    (
-        "shm-pingpong",
-        "weft SPSC round trip, 32-byte messages, two pinned processes",
-    ),
-    (
-        "shm-pingpong-instrumented",
-        "shm-pingpong plus per-message counters and a sampled one-way latency histogram in a counters file",
-    ),
-    (
-        "api-shm-pingpong",
-        "shm-pingpong through the public API (weft::Node, shm: channels), two pinned processes",
-    ),
-    (
-        "api-shm-many-pingpong",
-        "api-shm-pingpong on publishers=many channels (the ring several processes may publish)",
-    ),
-    (
-        "shm-interleaved",
-        "shm-pingpong, api-shm-pingpong and the raw broadcast ring in alternating blocks between the same processes (3 rows)",
-    ),
-    (
-        "shm-throughput",
-        "weft SPSC one-way stream, 64-byte messages, two pinned processes (msgs/s)",
-    ),
-    (
-        "rtrb-pingpong",
-        "rtrb round trip, 32-byte messages, two pinned threads (peer)",
-    ),
-    (
-        "rtrb-throughput",
-        "rtrb one-way stream, 64-byte messages, two pinned threads (peer, msgs/s)",
-    ),
-    (
-        "crossbeam-pingpong",
-        "crossbeam-channel (bounded, polled) round trip, 32-byte messages, two pinned threads (peer)",
-    ),
-    (
-        "crossbeam-throughput",
-        "crossbeam-channel (bounded, polled) one-way stream, 64-byte messages, two pinned threads (peer, msgs/s)",
-    ),
-    (
-        "floor-udp",
-        "raw UDP ping-pong of 64-byte datagrams on loopback, busy-polled: the network floor (round trip)",
-    ),
-    (
-        "floor-mcast",
-        "floor-udp over multicast groups on 127.0.0.1, raw sockets: the kernel's multicast cost (round trip)",
-    ),
-    (
-        "udp-pingpong",
-        "weft round trip over multicast on 127.0.0.1, 32-byte messages, two pinned threads",
-    ),
-    (
-        "api-udp-pingpong",
-        "udp-pingpong through the public API (weft::Node in invoker mode, udp: channels), two pinned threads",
-    ),
-    (
-        "udp-interleaved",
-        "floor-udp, floor-mcast, udp-pingpong and api-udp-pingpong in alternating blocks on the same threads (4 rows)",
-    ),
-    (
-        "mcast-throughput",
-        "weft one-way multicast stream on 127.0.0.1, 64-byte messages batched per datagram (msgs/s)",
-    ),
-    (
-        "udp-raw-throughput",
-        "one 64-byte datagram per send on loopback: the per-datagram floor (msgs/s)",
-    ),
+const SCENARIOS: &[Scenario] = scenarios![
+    "floor-shm", Shm, RATE, "raw cache-line ping-pong between two pinned threads: the shared-memory floor (round trip)";
+    "shm-pingpong", Shm, SIZE_RATE, "weft SPSC round trip, 32-byte messages, two pinned processes";
+    "shm-pingpong-sizes", Shm, NONE, "shm-pingpong at 8 B, 64 B, 512 B, 4 KiB, 16 KiB and 64 KiB (one row per size)";
+    "shm-pingpong-instrumented", Shm, NONE, "shm-pingpong plus per-message counters and a sampled one-way latency histogram in a counters file";
+    "api-shm-pingpong", Shm, SIZE_RATE, "shm-pingpong through the public API (weft::Node, shm: channels), two pinned processes";
+    "api-shm-many-pingpong", Shm, SIZE, "api-shm-pingpong on publishers=many channels (the ring several processes may publish)";
+    "shm-interleaved", Shm, NONE, "shm-pingpong, api-shm-pingpong and the raw broadcast ring in alternating blocks between the same processes (3 rows)";
+    "shm-throughput", Shm, SIZE, "weft SPSC one-way stream, 64-byte messages, two pinned processes (msgs/s)";
+    "shm-throughput-sizes", Shm, NONE, "shm-throughput at 8 B, 64 B, 512 B, 4 KiB, 16 KiB and 64 KiB (one row per size)";
+    "shm-fanout-1", Shm, SIZE_RATE, "broadcast ring to 1 subscriber process at 1M msgs/s: producer time per message (msgs_per_s: the producer's rate)";
+    "shm-fanout-2", Shm, SIZE_RATE, "shm-fanout-1 with 2 subscriber processes";
+    "shm-fanout-4", Shm, SIZE_RATE, "shm-fanout-1 with 4 subscriber processes";
+    "shm-fanout-8", Shm, SIZE_RATE, "shm-fanout-1 with 8 subscriber processes";
+    "rtrb-pingpong", Shm, RATE, "rtrb round trip, 32-byte messages, two pinned threads (peer)";
+    "rtrb-throughput", Shm, NONE, "rtrb one-way stream, 64-byte messages, two pinned threads (peer, msgs/s)";
+    "crossbeam-pingpong", Shm, RATE, "crossbeam-channel (bounded, polled) round trip, 32-byte messages, two pinned threads (peer)";
+    "crossbeam-throughput", Shm, NONE, "crossbeam-channel (bounded, polled) one-way stream, 64-byte messages, two pinned threads (peer, msgs/s)";
+    "disruptor-pingpong", Shm, RATE, "disruptor crate round trip, 32-byte events: a pinned busy-spin processor echoes into a second disruptor polled by the sender (peer)";
+    "disruptor-throughput", Shm, NONE, "disruptor crate one-way stream of 64-byte events from a pinned producer to an event poller (peer, msgs/s)";
+    "floor-udp", Udp, NONE, "raw UDP ping-pong of 64-byte datagrams on loopback, busy-polled: the network floor (round trip)";
+    "floor-mcast", Udp, NONE, "floor-udp over multicast groups on 127.0.0.1, raw sockets: the kernel's multicast cost (round trip)";
+    "udp-pingpong", Udp, SIZE_RATE, "weft round trip over multicast on 127.0.0.1, 32-byte messages, two pinned threads";
+    "udp-pingpong-sizes", Udp, NONE, "udp-pingpong at 8 B, 64 B, 512 B, 4 KiB, 16 KiB and 64 KiB (fragmented above the MTU; one row per size)";
+    "udp-pingpong-loss0.1", Udp, SIZE, "udp-pingpong with 0.1 % of datagrams dropped on receive at each end (seeded injector)";
+    "udp-pingpong-loss1", Udp, SIZE, "udp-pingpong with 1 % injected loss at each end";
+    "udp-pingpong-loss5", Udp, SIZE, "udp-pingpong with 5 % injected loss at each end";
+    "api-udp-pingpong", Udp, SIZE, "udp-pingpong through the public API (weft::Node in invoker mode, udp: channels), two pinned threads";
+    "udp-interleaved", Udp, NONE, "floor-udp, floor-mcast, udp-pingpong and api-udp-pingpong in alternating blocks on the same threads (4 rows)";
+    "mcast-throughput", Udp, SIZE, "weft one-way multicast stream on 127.0.0.1, 64-byte messages batched per datagram (msgs/s)";
+    "mcast-throughput-loss0.1", Udp, SIZE, "mcast-throughput with 0.1 % of datagrams dropped at the subscriber (seeded), repaired by NAK";
+    "mcast-throughput-loss1", Udp, SIZE, "mcast-throughput with 1 % injected loss";
+    "mcast-throughput-loss5", Udp, SIZE, "mcast-throughput with 5 % injected loss";
+    "mcast-fanout", Udp, SUBSCRIBERS, "weft multicast stream on 127.0.0.1 to 3 subscriber processes (--subscribers N), flow control on the slowest (msgs/s)";
+    "udp-raw-throughput", Udp, NONE, "one 64-byte datagram per send on loopback: the per-datagram floor (msgs/s)";
 ];
+
+const SUBSCRIBERS: &[Opt] = &[Opt::Size, Opt::Subscribers];
+
+/// Scenarios that exist only when built with `--features iceoryx2`.
+#[cfg(feature = "iceoryx2")]
+const ICEORYX2_SCENARIOS: &[Scenario] = scenarios![
+    "iceoryx2-pingpong", Shm, NONE, "iceoryx2 publish-subscribe round trip, 32-byte messages, two pinned threads (peer; feature iceoryx2)";
+    "iceoryx2-throughput", Shm, NONE, "iceoryx2 publish-subscribe one-way stream, 64-byte messages, two pinned threads (peer, msgs/s; feature iceoryx2)";
+];
+#[cfg(not(feature = "iceoryx2"))]
+const ICEORYX2_SCENARIOS: &[Scenario] = &[];
+
+fn all_scenarios() -> impl Iterator<Item = &'static Scenario> {
+    SCENARIOS.iter().chain(ICEORYX2_SCENARIOS)
+}
 
 #[derive(Parser)]
 #[command(
@@ -106,6 +122,40 @@ struct Cli {
     command: Cmd,
 }
 
+#[derive(clap::Args, Clone, Debug)]
+struct RunOpts {
+    /// One JSON object per result per line instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Measured samples: round trips for latency scenarios (default 500000;
+    /// 50000 over UDP), messages for throughput scenarios (default 20000000;
+    /// 5000000 for mcast-throughput, 1000000 for udp-raw-throughput).
+    #[arg(long)]
+    samples: Option<u64>,
+    /// Message size in bytes (scenarios marked SIZE in `list`).
+    #[arg(long)]
+    size: Option<usize>,
+    /// Fixed send rate, messages per second (scenarios marked RATE): round
+    /// trips are then timed from their scheduled send time, corrected for
+    /// coordinated omission.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Subscriber processes (scenarios marked SUBSCRIBERS).
+    #[arg(long)]
+    subscribers: Option<usize>,
+    /// Runs of the whole scenario list (round robin); tables show medians
+    /// and min–max over runs.
+    #[arg(long, default_value_t = 1)]
+    runs: u32,
+    /// Repeats of a run whose floor probes disagree by more than 1.5x.
+    #[arg(long, default_value_t = 2)]
+    retries: u32,
+    /// Write results here: results.jsonl, table.txt, an hdrhistogram
+    /// interval log per latency result, plots (SVG and PNG).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// List the scenarios.
@@ -115,81 +165,318 @@ enum Cmd {
         /// Scenario names (see `list`).
         #[arg(required = true)]
         scenarios: Vec<String>,
-        /// One JSON object per scenario per line instead of a table.
+        #[command(flatten)]
+        opts: RunOpts,
+    },
+    /// The key scenarios, 5 runs with short samples: weft beside its floor
+    /// and its best peer (about 30 s).
+    Quick {
+        /// Write results here as `run --out` does.
         #[arg(long)]
-        json: bool,
-        /// Measured samples: round trips for latency scenarios (default 500000;
-        /// 50000 over UDP), messages for throughput scenarios (default 20000000;
-        /// 5000000 for mcast-throughput, 1000000 for udp-raw-throughput).
-        #[arg(long)]
-        samples: Option<u64>,
+        out: Option<PathBuf>,
     },
     /// Internal: the second process of a two-process scenario.
     #[command(name = "__child", hide = true)]
     Child { args: Vec<String> },
 }
 
-fn run(name: &str, clock: Clock, samples: Option<u64>) -> Vec<Outcome> {
-    let lat = samples.unwrap_or(500_000);
+/// What one scenario run gets from the command line.
+#[derive(Clone, Copy, Debug)]
+pub struct Ctx {
+    pub clock: Clock,
+    pub samples: Option<u64>,
+    pub size: Option<usize>,
+    pub rate: Option<f64>,
+    pub subscribers: Option<usize>,
+}
+
+impl Ctx {
+    pub fn pace(&self) -> Pace {
+        Pace::new(self.clock, self.rate)
+    }
+}
+
+/// Message sizes of the `-sizes` sweeps.
+const SWEEP_SIZES: &[usize] = &[8, 64, 512, 4096, 16384, 65536];
+
+fn run(name: &str, ctx: Ctx) -> Vec<Outcome> {
+    let clock = ctx.clock;
+    let lat = ctx.samples.unwrap_or(500_000);
     let lat_warm = (lat / 5).max(10_000);
-    let thr = samples.unwrap_or(20_000_000);
+    let thr = ctx.samples.unwrap_or(20_000_000);
     let thr_warm = (thr / 10).max(100_000);
+    let size = |default: usize| ctx.size.unwrap_or(default);
+    let pace = ctx.pace();
     let one = match name {
         "shm-interleaved" => return api::shm_interleaved(clock, lat_warm, lat, 32),
         "udp-interleaved" => return udp::interleaved(clock, lat_warm / 10, lat / 10),
-        "floor-shm" => shm::floor(clock, lat_warm, lat),
-        "shm-pingpong" => shm::pingpong(clock, lat_warm, lat, 32),
+        "shm-pingpong-sizes" => {
+            return SWEEP_SIZES
+                .iter()
+                .map(|&b| {
+                    // Large messages: fewer round trips, the same order of run time.
+                    let n = (lat / (1 + b as u64 / 512)).max(2_000);
+                    shm::pingpong(clock, (n / 5).max(1_000), n, b, pace)
+                })
+                .collect();
+        }
+        "shm-throughput-sizes" => {
+            return SWEEP_SIZES
+                .iter()
+                .map(|&b| {
+                    let n = (thr / (1 + b as u64 / 64)).max(50_000);
+                    shm::throughput(clock, (n / 10).max(10_000), n, b)
+                })
+                .collect()
+        }
+        "udp-pingpong-sizes" => {
+            return SWEEP_SIZES
+                .iter()
+                .map(|&b| {
+                    let n = (lat / 10 / (1 + b as u64 / 4096)).max(1_000);
+                    udp::pingpong(clock, (n / 5).max(200), n, b, pace, None)
+                })
+                .collect()
+        }
+        "floor-shm" => shm::floor(clock, lat_warm, lat, pace),
+        "shm-pingpong" => shm::pingpong(clock, lat_warm, lat, size(32), pace),
         "shm-pingpong-instrumented" => shm::pingpong_instrumented(clock, lat_warm, lat, 32),
-        "api-shm-pingpong" => api::shm_pingpong(clock, lat_warm, lat, 32, false),
-        "api-shm-many-pingpong" => api::shm_pingpong(clock, lat_warm, lat, 32, true),
-        "api-udp-pingpong" => api::udp_pingpong(clock, lat_warm / 10, lat / 10, 32),
-        "shm-throughput" => shm::throughput(clock, thr_warm, thr, 64),
-        "rtrb-pingpong" => peers::rtrb_pingpong(clock, lat_warm, lat),
+        "api-shm-pingpong" => api::shm_pingpong(clock, lat_warm, lat, size(32), false, pace),
+        "api-shm-many-pingpong" => api::shm_pingpong(clock, lat_warm, lat, size(32), true, pace),
+        "api-udp-pingpong" => api::udp_pingpong(clock, lat_warm / 10, lat / 10, size(32)),
+        "shm-throughput" => shm::throughput(clock, thr_warm, thr, size(64)),
+        "rtrb-pingpong" => peers::rtrb_pingpong(clock, lat_warm, lat, pace),
         "rtrb-throughput" => peers::rtrb_throughput(clock, thr_warm, thr),
-        "crossbeam-pingpong" => peers::crossbeam_pingpong(clock, lat_warm, lat),
+        "crossbeam-pingpong" => peers::crossbeam_pingpong(clock, lat_warm, lat, pace),
         "crossbeam-throughput" => peers::crossbeam_throughput(clock, thr_warm, thr),
+        "disruptor-pingpong" => peers::disruptor_pingpong(clock, lat_warm, lat, pace),
+        "disruptor-throughput" => peers::disruptor_throughput(clock, thr_warm, thr),
+        #[cfg(feature = "iceoryx2")]
+        "iceoryx2-pingpong" => iceoryx2_peer::pingpong(clock, lat_warm, lat),
+        #[cfg(feature = "iceoryx2")]
+        "iceoryx2-throughput" => iceoryx2_peer::throughput(clock, thr_warm / 4, thr / 4),
         "floor-udp" => udp::floor(clock, lat_warm / 10, lat / 10),
         "floor-mcast" => udp::floor_mcast(clock, lat_warm / 10, lat / 10),
-        "udp-pingpong" => udp::pingpong(clock, lat_warm / 10, lat / 10, 32),
-        "mcast-throughput" => udp::mcast_throughput(clock, thr_warm / 4, thr / 4, 64),
+        "udp-pingpong" => udp::pingpong(clock, lat_warm / 10, lat / 10, size(32), pace, None),
+        "mcast-throughput" => udp::mcast_throughput(clock, thr_warm / 4, thr / 4, size(64), None),
+        "mcast-fanout" => fanout::mcast(
+            clock,
+            thr_warm / 40,
+            thr / 40,
+            size(64),
+            ctx.subscribers.unwrap_or(3),
+        ),
         "udp-raw-throughput" => udp::raw_throughput(clock, thr_warm / 20, thr / 20),
-        _ => unreachable!("checked against SCENARIOS"),
+        _ => {
+            if let Some(n) = name.strip_prefix("shm-fanout-") {
+                let n: usize = n.parse().expect("listed fan-out");
+                let msgs = ctx.samples.unwrap_or(2_000_000);
+                fanout::shm(
+                    clock,
+                    (msgs / 10).max(10_000),
+                    msgs,
+                    size(64),
+                    n,
+                    ctx.rate.unwrap_or(1e6),
+                )
+            } else if let Some(pct) = name.strip_prefix("udp-pingpong-loss") {
+                let pct: f64 = pct.parse().expect("listed loss");
+                let mut o =
+                    udp::pingpong(clock, lat_warm / 10, lat / 10, size(32), pace, Some(pct));
+                o.scenario = name.into();
+                o
+            } else if let Some(pct) = name.strip_prefix("mcast-throughput-loss") {
+                let pct: f64 = pct.parse().expect("listed loss");
+                let mut o =
+                    udp::mcast_throughput(clock, thr_warm / 8, thr / 8, size(64), Some(pct));
+                o.scenario = name.into();
+                o
+            } else {
+                unreachable!("checked against SCENARIOS: {name}")
+            }
+        }
     };
     vec![one]
+}
+
+/// `quick`'s sample counts: short, so the whole table takes well under a
+/// minute (the scenarios divide some of these further, as for `--samples`).
+fn quick_samples(name: &str) -> Option<u64> {
+    Some(match name {
+        // /20 and /4 inside: 500,000 datagrams, 2,500,000 messages.
+        n if n.ends_with("-throughput") => 10_000_000,
+        // /10 inside for UDP: 20,000 round trips.
+        _ => 200_000,
+    })
+}
+
+/// Runs `names` `opts.runs` times round robin, each between floor probes,
+/// with `samples_for(name)` (or `--samples`) samples. Prints JSON lines as
+/// results arrive when asked; returns every result.
+fn run_all(
+    names: &[String],
+    opts: &RunOpts,
+    meta: &Meta,
+    samples_for: impl Fn(&str) -> Option<u64>,
+) -> Vec<Outcome> {
+    let clock = Clock::calibrate();
+    let mut outcomes = Vec::new();
+    for run_no in 1..=opts.runs.max(1) {
+        for name in names {
+            let ctx = Ctx {
+                clock,
+                samples: samples_for(name).or(opts.samples),
+                size: opts.size,
+                rate: opts.rate,
+                subscribers: opts.subscribers,
+            };
+            let s = all_scenarios()
+                .find(|s| s.name == name)
+                .expect("checked names");
+            if !opts.json {
+                eprintln!("weft-bench: run {run_no}/{}: {name}", opts.runs.max(1));
+            }
+            for mut o in harness::run_probed(clock, s.floor, opts.retries, || run(name, ctx)) {
+                o.run = run_no;
+                o.requested = name.clone();
+                if let Some(r) = opts.rate.filter(|_| s.takes.contains(&Opt::Rate)) {
+                    o.extra.push(("rate", r));
+                }
+                if opts.json {
+                    println!("{}", o.json(meta));
+                }
+                outcomes.push(o);
+            }
+        }
+    }
+    outcomes
+}
+
+/// Checks names and options before anything runs: a clear error, exit 2.
+fn validate(names: &[String], opts: &RunOpts) -> Result<(), String> {
+    for n in names {
+        let Some(s) = all_scenarios().find(|s| s.name == n) else {
+            if n.starts_with("iceoryx2-") {
+                return Err(format!(
+                    "scenario {n:?} needs the iceoryx2 peer: cargo run --release -p weft-bench --features iceoryx2 -- run {n}"
+                ));
+            }
+            return Err(format!(
+                "unknown scenario {n:?}; `weft-bench list` shows them all"
+            ));
+        };
+        let check = |given: bool, opt: Opt, flag: &str| {
+            if given && !s.takes.contains(&opt) {
+                Err(format!(
+                    "scenario {n:?} does not take {flag} (see `weft-bench list`)"
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        check(opts.size.is_some(), Opt::Size, "--size")?;
+        check(opts.rate.is_some(), Opt::Rate, "--rate")?;
+        check(
+            opts.subscribers.is_some(),
+            Opt::Subscribers,
+            "--subscribers",
+        )?;
+    }
+    if let Some(b) = opts.size {
+        if !(8..=65536).contains(&b) {
+            return Err(format!("--size {b}: expected 8 to 65536 bytes"));
+        }
+    }
+    if let Some(r) = opts.rate {
+        if !(1.0..=1e9).contains(&r) {
+            return Err(format!("--rate {r}: expected 1 to 1e9 messages per second"));
+        }
+    }
+    if let Some(n) = opts.subscribers {
+        if !(1..=16).contains(&n) {
+            return Err(format!("--subscribers {n}: expected 1 to 16"));
+        }
+    }
+    if opts.samples == Some(0) {
+        return Err("--samples 0: expected at least 1".into());
+    }
+    Ok(())
+}
+
+fn finish(outcomes: &[Outcome], opts: &RunOpts, meta: &Meta, quick: bool) {
+    let mut table = if quick {
+        summary::quick_table(outcomes)
+    } else {
+        summary::table(outcomes)
+    };
+    table.push_str(&format!(
+        "\nmachine: {} ({} cores), kernel {}; commit {}\n",
+        meta.cpu, meta.cores, meta.kernel, meta.commit
+    ));
+    if !opts.json {
+        println!("\n{table}");
+    }
+    if let Some(dir) = &opts.out {
+        match output::write_results(dir, outcomes, meta, &table) {
+            Ok(written) => eprintln!("weft-bench: wrote {written} files to {}", dir.display()),
+            Err(e) => {
+                eprintln!("weft-bench: writing {}: {e}", dir.display());
+                std::process::exit(1);
+            }
+        }
+    }
 }
 
 fn main() {
     match Cli::parse().command {
         Cmd::List => {
-            for (name, what) in SCENARIOS {
-                println!("{name:<18} {what}");
+            for s in all_scenarios() {
+                let takes: Vec<&str> = s
+                    .takes
+                    .iter()
+                    .map(|o| match o {
+                        Opt::Size => "SIZE",
+                        Opt::Rate => "RATE",
+                        Opt::Subscribers => "SUBSCRIBERS",
+                    })
+                    .collect();
+                let takes = if takes.is_empty() {
+                    String::new()
+                } else {
+                    format!(" [{}]", takes.join(" "))
+                };
+                println!("{:<26} {}{takes}", s.name, s.what);
             }
         }
-        Cmd::Run {
-            scenarios,
-            json,
-            samples,
-        } => {
-            if let Some(bad) = scenarios
-                .iter()
-                .find(|s| !SCENARIOS.iter().any(|(n, _)| n == s))
-            {
-                eprintln!("weft-bench: unknown scenario {bad:?}; `weft-bench list` shows them all");
+        Cmd::Run { scenarios, opts } => {
+            if let Err(e) = validate(&scenarios, &opts) {
+                eprintln!("weft-bench: {e}");
                 std::process::exit(2);
             }
-            let clock = Clock::calibrate();
-            let mut outcomes = Vec::new();
-            for name in &scenarios {
-                for o in run(name, clock, samples) {
-                    if json {
-                        println!("{}", o.json());
-                    }
-                    outcomes.push(o);
-                }
-            }
-            if !json {
-                report::print_table(&outcomes);
-            }
+            let meta = Meta::collect();
+            let outcomes = run_all(&scenarios, &opts, &meta, |_| None);
+            finish(&outcomes, &opts, &meta, false);
+        }
+        Cmd::Quick { out } => {
+            let started = std::time::Instant::now();
+            let opts = RunOpts {
+                json: false,
+                samples: None,
+                size: None,
+                rate: None,
+                subscribers: None,
+                runs: 5,
+                retries: 1,
+                out,
+            };
+            let meta = Meta::collect();
+            let names: Vec<String> = summary::QUICK.iter().map(|s| s.to_string()).collect();
+            let outcomes = run_all(&names, &opts, &meta, quick_samples);
+            finish(&outcomes, &opts, &meta, true);
+            println!(
+                "({:.0} s; `weft-bench run …` measures longer, `weft-bench list` shows every scenario)",
+                started.elapsed().as_secs_f64()
+            );
         }
         Cmd::Child { args } => shm::child(&args),
     }

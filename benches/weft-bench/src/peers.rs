@@ -3,9 +3,9 @@
 //! scenarios. Every peer here is an in-process queue, so its scenarios run
 //! two threads, not two processes.
 
-use crate::clock::{ticks, Clock};
+use crate::clock::{ticks, Clock, Pace};
 use crate::pin::pin;
-use crate::report::{histogram, Outcome, Trials, TRIALS};
+use crate::report::{Outcome, Recorder, Trials, TRIALS};
 
 /// The sending end of a peer's queue, polled (never blocking).
 trait PeerTx<T>: Send + 'static {
@@ -62,12 +62,11 @@ fn crossbeam_pair<const N: usize>(
 
 /// `rtrb-pingpong`: round trip of 32-byte messages through two rtrb rings
 /// between two pinned threads.
-pub fn rtrb_pingpong(clock: Clock, warmup: u64, samples: u64) -> Outcome {
+pub fn rtrb_pingpong(clock: Clock, warmup: u64, samples: u64, pace: Pace) -> Outcome {
     let queues = (rtrb_pair::<32>(1024), rtrb_pair::<32>(1024));
     pingpong(
         clock,
-        warmup,
-        samples,
+        (warmup, samples, pace),
         queues,
         "rtrb-pingpong",
         "round trip through 2 rtrb rings, 2 pinned threads",
@@ -76,12 +75,11 @@ pub fn rtrb_pingpong(clock: Clock, warmup: u64, samples: u64) -> Outcome {
 
 /// `crossbeam-pingpong`: the same through two bounded crossbeam channels,
 /// polled with `try_send` / `try_recv`.
-pub fn crossbeam_pingpong(clock: Clock, warmup: u64, samples: u64) -> Outcome {
+pub fn crossbeam_pingpong(clock: Clock, warmup: u64, samples: u64, pace: Pace) -> Outcome {
     let queues = (crossbeam_pair::<32>(1024), crossbeam_pair::<32>(1024));
     pingpong(
         clock,
-        warmup,
-        samples,
+        (warmup, samples, pace),
         queues,
         "crossbeam-pingpong",
         "round trip through 2 bounded crossbeam channels (try_send/try_recv), 2 pinned threads",
@@ -90,8 +88,7 @@ pub fn crossbeam_pingpong(clock: Clock, warmup: u64, samples: u64) -> Outcome {
 
 fn pingpong<Tx: PeerTx<[u8; 32]>, Rx: PeerRx<[u8; 32]>>(
     clock: Clock,
-    warmup: u64,
-    samples: u64,
+    (warmup, samples, pace): (u64, u64, Pace),
     ((mut ping_tx, mut ping_rx), (mut pong_tx, mut pong_rx)): (Pair<Tx, Rx>, Pair<Tx, Rx>),
     name: &str,
     note: &str,
@@ -108,11 +105,12 @@ fn pingpong<Tx: PeerTx<[u8; 32]>, Rx: PeerRx<[u8; 32]>>(
         }
     });
     pin(0);
-    let mut h = histogram();
+    let mut h = Recorder::new();
+    let mut pacer = pace.pacer();
     let mut msg = [0u8; 32];
     for i in 1..=total {
         msg[..8].copy_from_slice(&i.to_le_bytes());
-        let t0 = ticks();
+        let t0 = pacer.start();
         assert!(ping_tx.try_push(msg), "ping queue has room");
         let reply = loop {
             if let Some(m) = pong_rx.try_pop() {
@@ -202,4 +200,113 @@ fn throughput<Tx: PeerTx<[u8; 64]>, Rx: PeerRx<[u8; 64]>>(
     producer.join().expect("producer thread");
     let note = format!("one-way, {what}, 2 pinned threads, median of {TRIALS} slices");
     Outcome::throughput(name, 64, samples, trials.median_rate(clock), &note)
+}
+
+/// `disruptor-pingpong`: round trip of 32-byte events through two
+/// single-producer disruptors, as the crate is meant to be used: the echo
+/// is an event handler on a processor thread the disruptor pins to core 1
+/// (busy-spin wait strategy), publishing each event into the second
+/// disruptor, which this thread reads with an event poller.
+pub fn disruptor_pingpong(clock: Clock, warmup: u64, samples: u64, pace: Pace) -> Outcome {
+    use disruptor::{build_single_producer, BusySpin, Polling, Producer, Sequence};
+    let total = warmup + samples;
+    let (mut pong_poller, pong) =
+        build_single_producer(1024, || [0u8; 32], BusySpin).new_event_poller();
+    let mut pong_tx = pong.build();
+    // The processor pins itself on its first event: the crate's `pin_at_core`
+    // checks the core against this thread's affinity mask, which an earlier
+    // scenario has narrowed to core 0.
+    let mut pinned = false;
+    let mut ping_tx = build_single_producer(1024, || [0u8; 32], BusySpin)
+        .handle_events_with(move |e: &[u8; 32], _: Sequence, _: bool| {
+            if !pinned {
+                pinned = pin(1);
+            }
+            pong_tx.publish(|out| *out = *e);
+        })
+        .build();
+    pin(0);
+    let mut h = Recorder::new();
+    let mut pacer = pace.pacer();
+    let mut msg = [0u8; 32];
+    for i in 1..=total {
+        msg[..8].copy_from_slice(&i.to_le_bytes());
+        let t0 = pacer.start();
+        ping_tx.publish(|e| *e = msg);
+        let reply = loop {
+            match pong_poller.poll() {
+                Ok(mut events) => {
+                    let mut last = [0u8; 32];
+                    for e in &mut events {
+                        last = *e;
+                    }
+                    break last;
+                }
+                Err(Polling::NoEvents) => {}
+                Err(Polling::Shutdown) => panic!("echo processor stopped"),
+            }
+        };
+        let t1 = ticks();
+        assert_eq!(reply[..8], msg[..8]);
+        if i > warmup {
+            h.saturating_record(clock.ns(t0, t1));
+        }
+    }
+    // Dropping the producer stops and joins the processor thread.
+    drop(ping_tx);
+    Outcome::latency(
+        "disruptor-pingpong",
+        32,
+        &h,
+        "round trip through 2 disruptors (busy-spin processor echoing, event poller), 2 pinned threads",
+    )
+}
+
+/// `disruptor-throughput`: one-way stream of 64-byte events from a producer
+/// thread pinned to core 1 to an event poller on this thread, timed as the
+/// other throughput scenarios are.
+pub fn disruptor_throughput(clock: Clock, warmup: u64, samples: u64) -> Outcome {
+    use disruptor::{build_single_producer, BusySpin, Polling, Producer};
+    let total = warmup + samples;
+    let (mut poller, builder) =
+        build_single_producer(4096, || [0u8; 64], BusySpin).new_event_poller();
+    let mut tx = builder.build();
+    let producer = std::thread::spawn(move || {
+        pin(1);
+        for seq in 0..total {
+            tx.publish(|e| e[..8].copy_from_slice(&seq.to_le_bytes()));
+        }
+    });
+    pin(0);
+    let mut trials = Trials::new(warmup, samples);
+    let mut next = 0u64;
+    while next < total {
+        match poller.poll() {
+            Ok(mut events) => {
+                for e in &mut events {
+                    assert_eq!(
+                        u64::from_le_bytes(e[..8].try_into().unwrap_or_default()),
+                        next,
+                        "out of order"
+                    );
+                    next += 1;
+                    trials.mark(next);
+                }
+            }
+            Err(Polling::NoEvents) => std::hint::spin_loop(),
+            Err(Polling::Shutdown) => break,
+        }
+    }
+    producer.join().expect("producer thread");
+    assert_eq!(next, total, "every event arrived");
+    let note = format!(
+        "one-way, disruptor single producer to an event poller, 2 pinned threads, median of {TRIALS} slices"
+    );
+    Outcome::throughput(
+        "disruptor-throughput",
+        64,
+        samples,
+        trials.median_rate(clock),
+        &note,
+    )
 }

@@ -1,5 +1,7 @@
 //! One result per scenario, printed as a table row or as one JSON object per line.
 
+use std::time::{Duration, Instant};
+
 use hdrhistogram::Histogram;
 
 /// The outcome of one scenario.
@@ -14,6 +16,22 @@ pub struct Outcome {
     pub msgs_per_s: Option<f64>,
     /// Free-form note (what was measured, how many runs).
     pub note: String,
+    /// Every latency sample, for percentile plots.
+    pub histogram: Option<Histogram<u64>>,
+    /// The same samples by interval, for the hdrhistogram interval log.
+    pub intervals: Vec<Interval>,
+    /// Scenario-specific numbers (subscribers, loss percentage, rate, ...).
+    pub extra: Vec<(&'static str, f64)>,
+    /// The floor measured just before and after (set by the harness).
+    pub probes: Option<crate::harness::Probes>,
+    /// Runs it took until the probes agreed (set by the harness).
+    pub attempts: u32,
+    /// Other processes' CPU use during the run, in cores (set by the harness).
+    pub busy_other_cores: Option<f64>,
+    /// Which of several runs this is, from 1 (set by the harness).
+    pub run: u32,
+    /// The scenario name it was asked for (a row may be named differently).
+    pub requested: String,
 }
 
 /// Slices a throughput run is timed in.
@@ -75,16 +93,121 @@ pub fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 100_000_000_000, 3).expect("valid bounds")
 }
 
+/// One interval of a latency run: when it started (since the run's first
+/// sample) and how long it lasted, with the samples recorded in it.
+#[derive(Clone, Debug)]
+pub struct Interval {
+    pub start: Duration,
+    pub duration: Duration,
+    pub histogram: Histogram<u64>,
+}
+
+/// Intervals kept per run: when full, neighbours merge and intervals double.
+const MAX_INTERVALS: usize = 32;
+
+/// Records latency samples (ns) in intervals of a fixed number of samples, so
+/// a run can be written as an hdrhistogram interval log and checked for drift.
+/// One record is one histogram increment and a counter; the clock is read
+/// once per interval.
+#[derive(Debug)]
+pub struct Recorder {
+    current: Histogram<u64>,
+    in_current: u64,
+    per_interval: u64,
+    started: Option<Instant>,
+    current_start: Instant,
+    intervals: Vec<Interval>,
+}
+
+impl Default for Recorder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Recorder {
+    pub fn new() -> Self {
+        Self {
+            current: histogram(),
+            in_current: 0,
+            per_interval: 2_000,
+            started: None,
+            current_start: Instant::now(),
+            intervals: Vec::new(),
+        }
+    }
+
+    /// Records one sample, clamped into the histogram's range.
+    #[inline]
+    pub fn saturating_record(&mut self, ns: u64) {
+        if self.started.is_none() {
+            let now = Instant::now();
+            self.started = Some(now);
+            self.current_start = now;
+        }
+        self.current.saturating_record(ns);
+        self.in_current += 1;
+        if self.in_current == self.per_interval {
+            self.close_interval();
+        }
+    }
+
+    #[cold]
+    fn close_interval(&mut self) {
+        let now = Instant::now();
+        let started = self.started.unwrap_or(now);
+        let h = std::mem::replace(&mut self.current, histogram());
+        self.intervals.push(Interval {
+            start: self.current_start - started,
+            duration: now - self.current_start,
+            histogram: h,
+        });
+        self.in_current = 0;
+        self.current_start = now;
+        if self.intervals.len() == MAX_INTERVALS {
+            let old = std::mem::take(&mut self.intervals);
+            let mut it = old.into_iter();
+            while let (Some(mut a), b) = (it.next(), it.next()) {
+                if let Some(b) = b {
+                    a.duration = b.start + b.duration - a.start;
+                    a.histogram.add(&b.histogram).expect("same bounds");
+                }
+                self.intervals.push(a);
+            }
+            self.per_interval *= 2;
+        }
+    }
+
+    /// Every interval, the open one included, and all samples in one histogram.
+    pub fn finish(&self) -> (Histogram<u64>, Vec<Interval>) {
+        let mut intervals = self.intervals.clone();
+        if self.in_current > 0 {
+            let started = self.started.unwrap_or(self.current_start);
+            intervals.push(Interval {
+                start: self.current_start - started,
+                duration: self.current_start.elapsed(),
+                histogram: self.current.clone(),
+            });
+        }
+        let mut total = histogram();
+        for i in &intervals {
+            total.add(&i.histogram).expect("same bounds");
+        }
+        (total, intervals)
+    }
+}
+
 impl Outcome {
-    pub fn latency(scenario: &str, msg_bytes: usize, h: &Histogram<u64>, note: &str) -> Self {
+    pub fn latency(scenario: &str, msg_bytes: usize, r: &Recorder, note: &str) -> Self {
+        let (h, intervals) = r.finish();
         let q = |p: f64| h.value_at_quantile(p);
         Self {
-            scenario: scenario.into(),
-            msg_bytes,
-            samples: h.len(),
             latency: Some([q(0.5), q(0.9), q(0.99), q(0.999), q(0.9999), h.max()]),
+            samples: h.len(),
+            histogram: Some(h),
+            intervals,
             msgs_per_s: None,
-            note: note.into(),
+            ..Self::throughput(scenario, msg_bytes, 0, 0.0, note)
         }
     }
 
@@ -102,17 +225,62 @@ impl Outcome {
             latency: None,
             msgs_per_s: Some(msgs_per_s),
             note: note.into(),
+            histogram: None,
+            intervals: Vec::new(),
+            extra: Vec::new(),
+            probes: None,
+            attempts: 1,
+            busy_other_cores: None,
+            run: 1,
+            requested: scenario.into(),
         }
     }
 
-    pub fn json(&self) -> String {
-        let lat = |i: usize| {
-            self.latency
-                .map_or("null".to_string(), |l| l[i].to_string())
+    /// Adds a scenario-specific number to the result.
+    pub fn with(mut self, key: &'static str, value: f64) -> Self {
+        self.extra.push((key, value));
+        self
+    }
+
+    pub fn extra(&self, key: &str) -> Option<f64> {
+        self.extra.iter().find(|(k, _)| *k == key).map(|(_, v)| *v)
+    }
+
+    /// p50 / the mean of its own floor probes (latency results only).
+    pub fn ratio_to_probes(&self) -> Option<f64> {
+        if self.extra("producer_ns_per_msg").is_some() {
+            return None; // fan-out: its latency columns are not round trips
+        }
+        let p = self.probes?;
+        Some(self.latency?[0] as f64 / p.mean_ns().max(1.0))
+    }
+
+    /// Whether the probes still disagreed after the last repeat.
+    pub fn flagged(&self) -> bool {
+        self.probes
+            .is_some_and(|p| p.disagreement() > crate::harness::PROBE_DISAGREEMENT)
+    }
+
+    /// Whether other processes used the CPU during the run.
+    pub fn busy(&self) -> bool {
+        self.busy_other_cores
+            .is_some_and(|b| b > crate::harness::BUSY_CORES)
+    }
+
+    /// One JSON object (no newline) with `meta` fields appended.
+    pub fn json(&self, meta: &crate::harness::Meta) -> String {
+        use crate::harness::json_str;
+        let num = |v: Option<u64>| v.map_or("null".to_string(), |v| v.to_string());
+        let lat = |i: usize| num(self.latency.map(|l| l[i]));
+        let f = |v: Option<f64>, prec: usize| {
+            v.filter(|v| v.is_finite())
+                .map_or("null".to_string(), |v| format!("{v:.prec$}"))
         };
-        format!(
-            "{{\"scenario\":\"{}\",\"msg_bytes\":{},\"samples\":{},\"p50_ns\":{},\"p90_ns\":{},\"p99_ns\":{},\"p99_9_ns\":{},\"p99_99_ns\":{},\"max_ns\":{},\"msgs_per_s\":{},\"note\":\"{}\"}}",
-            self.scenario,
+        let mut s = format!(
+            "{{\"scenario\":{},\"requested\":{},\"run\":{},\"msg_bytes\":{},\"samples\":{},\"p50_ns\":{},\"p90_ns\":{},\"p99_ns\":{},\"p99_9_ns\":{},\"p99_99_ns\":{},\"max_ns\":{},\"msgs_per_s\":{}",
+            json_str(&self.scenario),
+            json_str(&self.requested),
+            self.run,
             self.msg_bytes,
             self.samples,
             lat(0),
@@ -121,78 +289,29 @@ impl Outcome {
             lat(3),
             lat(4),
             lat(5),
-            self.msgs_per_s.map_or("null".to_string(), |r| format!("{r:.0}")),
-            self.note.replace('\\', "\\\\").replace('"', "\\\""),
-        )
-    }
-}
-
-pub fn print_table(outcomes: &[Outcome]) {
-    println!(
-        "{:<24} {:>6} {:>10} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9} {:>14}",
-        "scenario", "bytes", "samples", "p50 ns", "p90", "p99", "p99.9", "p99.99", "max", "msgs/s"
-    );
-    for o in outcomes {
-        let l = |i: usize| o.latency.map_or("-".to_string(), |l| l[i].to_string());
-        println!(
-            "{:<24} {:>6} {:>10} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9} {:>14}",
-            o.scenario,
-            o.msg_bytes,
-            o.samples,
-            l(0),
-            l(1),
-            l(2),
-            l(3),
-            l(4),
-            l(5),
-            o.msgs_per_s.map_or("-".to_string(), |r| format!("{r:.0}")),
+            f(self.msgs_per_s, 0),
         );
-    }
-    let p50 = |name: &str| {
-        outcomes
-            .iter()
-            .find(|o| o.scenario == name)
-            .and_then(|o| o.latency)
-            .map(|l| l[0] as f64)
-    };
-    let rate = |name: &str| {
-        outcomes
-            .iter()
-            .find(|o| o.scenario == name)
-            .and_then(|o| o.msgs_per_s)
-    };
-    let mut ratios = Vec::new();
-    if let (Some(a), Some(f)) = (p50("shm-pingpong"), p50("floor-shm")) {
-        ratios.push(format!("shm-pingpong p50 / floor-shm p50 = {:.2}", a / f));
-    }
-    if let (Some(a), Some(f)) = (p50("rtrb-pingpong"), p50("floor-shm")) {
-        ratios.push(format!("rtrb-pingpong p50 / floor-shm p50 = {:.2}", a / f));
-    }
-    if let (Some(a), Some(b)) = (rate("shm-throughput"), rate("rtrb-throughput")) {
-        ratios.push(format!("shm-throughput / rtrb-throughput = {:.2}", a / b));
-    }
-    if let (Some(a), Some(f)) = (p50("udp-pingpong"), p50("floor-udp")) {
-        ratios.push(format!("udp-pingpong p50 / floor-udp p50 = {:.2}", a / f));
-    }
-    if let (Some(w), Some(m), Some(u)) = (
-        p50("interleaved-udp-pingpong"),
-        p50("interleaved-floor-mcast"),
-        p50("interleaved-floor-udp"),
-    ) {
-        ratios.push(format!(
-            "interleaved: udp-pingpong / floor-udp = {:.2}, udp-pingpong / floor-mcast = {:.2}, floor-mcast / floor-udp = {:.2}",
-            w / u,
-            w / m,
-            m / u
+        for (k, v) in &self.extra {
+            s.push_str(&format!(",{}:{}", json_str(k), f(Some(*v), 3)));
+        }
+        if let Some(p) = self.probes {
+            s.push_str(&format!(
+                ",\"probe_floor\":{},\"probe_before_ns\":{},\"probe_after_ns\":{},\"ratio_to_probes\":{},\"probes_disagree\":{}",
+                json_str(p.floor.name()),
+                p.before_ns,
+                p.after_ns,
+                f(self.ratio_to_probes(), 3),
+                self.flagged()
+            ));
+        }
+        s.push_str(&format!(
+            ",\"attempts\":{},\"busy_other_cores\":{},\"busy\":{},\"note\":{},{}}}",
+            self.attempts,
+            f(self.busy_other_cores, 3),
+            self.busy(),
+            json_str(&self.note),
+            meta.json_fields()
         ));
-    }
-    if let (Some(a), Some(b)) = (rate("mcast-throughput"), rate("udp-raw-throughput")) {
-        ratios.push(format!(
-            "mcast-throughput / udp-raw-throughput = {:.2}",
-            a / b
-        ));
-    }
-    for r in ratios {
-        println!("{r}");
+        s
     }
 }

@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 use weft_shm::spsc::{Consumer, Producer, SpscConfig};
 use weft_shm::{ClaimError, PollError, ShmError, ShmOptions};
 
-use crate::clock::{ticks, Clock};
+use crate::clock::{ticks, Clock, Pace};
 use crate::pin::pin;
-use crate::report::{histogram, Outcome, Trials, TRIALS};
+use crate::report::{Outcome, Recorder, Trials, TRIALS};
 
 /// An atomic alone on its 128-byte slot.
 #[repr(align(128))]
@@ -20,7 +20,7 @@ struct Line(AtomicU64);
 
 /// `floor-shm`: two pinned threads bounce one value through two cache lines (one
 /// atomic store each way). Nothing can be faster between two cores.
-pub fn floor(clock: Clock, warmup: u64, samples: u64) -> Outcome {
+pub fn floor(clock: Clock, warmup: u64, samples: u64, pace: Pace) -> Outcome {
     let (ping, pong) = (Arc::new(Line::default()), Arc::new(Line::default()));
     let total = warmup + samples;
     let echo = {
@@ -34,9 +34,10 @@ pub fn floor(clock: Clock, warmup: u64, samples: u64) -> Outcome {
         })
     };
     pin(0);
-    let mut h = histogram();
+    let mut h = Recorder::new();
+    let mut pacer = pace.pacer();
     for i in 1..=total {
-        let t0 = ticks();
+        let t0 = pacer.start();
         ping.0.store(i, Ordering::Release);
         while pong.0.load(Ordering::Acquire) != i {}
         let t1 = ticks();
@@ -86,21 +87,33 @@ pub fn attach_retry<T>(f: impl Fn() -> Result<T, ShmError>) -> T {
     }
 }
 
+/// Bytes of a ping-pong ring: 64 KiB, or room for 4 messages of `bytes`.
+pub fn ring_bytes(bytes: usize) -> usize {
+    (4 * (bytes + 64)).next_power_of_two().max(64 * 1024)
+}
+
+/// SPSC ring config whose largest payload fits `bytes`.
+fn spsc_config(bytes: usize) -> SpscConfig {
+    let mut c = SpscConfig::new(ring_bytes(bytes));
+    c.max_payload = Some(bytes.max(8).next_multiple_of(8).max(c.capacity / 8));
+    c
+}
+
 /// `shm-pingpong`: round trip of `bytes`-byte messages through two weft SPSC rings
 /// in shared memory between two pinned processes.
-pub fn pingpong(clock: Clock, warmup: u64, samples: u64, bytes: usize) -> Outcome {
+pub fn pingpong(clock: Clock, warmup: u64, samples: u64, bytes: usize, pace: Pace) -> Outcome {
     let opts = bench_opts();
     let (ping, pong) = (unique("ping"), unique("pong"));
-    let mut tx =
-        Producer::create(&opts, &ping, &SpscConfig::new(64 * 1024)).expect("create ping ring");
-    let mut child = spawn_child(&["echo".into(), ping.clone(), pong.clone()]);
+    let mut tx = Producer::create(&opts, &ping, &spsc_config(bytes)).expect("create ping ring");
+    let mut child = spawn_child(&["echo".into(), ping.clone(), pong.clone(), bytes.to_string()]);
     let mut rx = attach_retry(|| Consumer::attach(&opts, &pong));
     pin(0);
-    let mut h = histogram();
+    let mut h = Recorder::new();
+    let mut pacer = pace.pacer();
     let mut payload = vec![0u8; bytes.max(8)];
     for i in 1..=warmup + samples {
         payload[..8].copy_from_slice(&i.to_le_bytes());
-        let t0 = ticks();
+        let t0 = pacer.start();
         let mut claim = tx.try_claim(payload.len(), 1).expect("ping ring has room");
         claim.payload_mut().copy_from_slice(&payload);
         claim.commit();
@@ -121,7 +134,11 @@ pub fn pingpong(clock: Clock, warmup: u64, samples: u64, bytes: usize) -> Outcom
         "shm-pingpong",
         bytes,
         &h,
-        "round trip through 2 SPSC rings, 2 pinned processes",
+        if pace.is_paced() {
+            "round trip through 2 SPSC rings, 2 pinned processes, fixed rate, timed from the scheduled send"
+        } else {
+            "round trip through 2 SPSC rings, 2 pinned processes"
+        },
     )
 }
 
@@ -132,8 +149,9 @@ pub fn throughput(clock: Clock, warmup: u64, samples: u64, bytes: usize) -> Outc
     let opts = bench_opts();
     let name = unique("stream");
     let total = warmup + samples;
-    let mut rx =
-        Consumer::create(&opts, &name, &SpscConfig::new(256 * 1024)).expect("create stream ring");
+    let mut cfg = SpscConfig::new(ring_bytes(bytes).max(256 * 1024));
+    cfg.max_payload = Some(bytes.max(8).next_multiple_of(8).max(cfg.capacity / 8));
+    let mut rx = Consumer::create(&opts, &name, &cfg).expect("create stream ring");
     let mut child = spawn_child(&[
         "produce".into(),
         name.clone(),
@@ -175,10 +193,11 @@ pub fn child(args: &[String]) {
     let opts = bench_opts();
     pin(1);
     match args {
-        [role, ping, pong] if role == "echo" => {
+        [role, ping, pong, bytes] if role == "echo" => {
+            let bytes: usize = bytes.parse().expect("size");
             let mut rx = attach_retry(|| Consumer::attach(&opts, ping));
-            let mut tx = Producer::create(&opts, pong, &SpscConfig::new(64 * 1024))
-                .expect("create pong ring");
+            let mut tx =
+                Producer::create(&opts, pong, &spsc_config(bytes)).expect("create pong ring");
             loop {
                 match rx.poll(1, |f| {
                     let mut c = tx
@@ -211,6 +230,15 @@ pub fn child(args: &[String]) {
             }
         }
         [role, ping, pong] if role == "api-echo" => crate::api::shm_echo(ping, pong),
+        [role, name, core] if role == "fanout-sub" => {
+            crate::fanout::shm_subscriber(name, core.parse().expect("core"))
+        }
+        [role, group, total, core, seed] if role == "mcast-sub" => crate::fanout::mcast_subscriber(
+            group,
+            total.parse().expect("count"),
+            core.parse().expect("core"),
+            seed.parse().expect("seed"),
+        ),
         [role, ping, pong] if role == "echo-instrumented" => echo_instrumented(&opts, ping, pong),
         [role, blocks, raw_ping, raw_pong, ping, pong] if role == "interleaved-echo" => {
             let blocks = blocks.parse().expect("block count");
@@ -318,7 +346,7 @@ pub fn pingpong_instrumented(clock: Clock, warmup: u64, samples: u64, bytes: usi
     let mut rx = attach_retry(|| Consumer::attach(&opts, &pong));
     let mut inst = Instruments::new("ping");
     pin(0);
-    let mut h = histogram();
+    let mut h = Recorder::new();
     let mut payload = vec![0u8; bytes.max(16)];
     for i in 1..=warmup + samples {
         payload[..8].copy_from_slice(&i.to_le_bytes());

@@ -8,12 +8,10 @@ use std::sync::Arc;
 use weft_net::{ChannelConfig, Publication, Subscription};
 use weft_proto::{Event, ReceiverConfig, SenderConfig};
 
-use hdrhistogram::Histogram;
-
 use crate::api;
-use crate::clock::{ticks, Clock};
+use crate::clock::{ticks, Clock, Pace};
 use crate::pin::pin;
-use crate::report::{histogram, Outcome, Trials, TRIALS};
+use crate::report::{Outcome, Recorder, Trials, TRIALS};
 
 /// A port no socket on loopback holds right now.
 fn free_port() -> u16 {
@@ -23,7 +21,7 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn group(last: u8) -> SocketAddrV4 {
+pub(crate) fn group(last: u8) -> SocketAddrV4 {
     SocketAddrV4::new(Ipv4Addr::new(239, 77, 100, last), free_port())
 }
 
@@ -62,7 +60,7 @@ fn send_raw((s, to): &RawEnd, buf: &[u8]) {
 
 /// Two pinned threads bounce a 64-byte datagram between raw sockets,
 /// busy-polling: one send and one recv per hop.
-fn raw_pingpong(clock: Clock, warmup: u64, samples: u64, a: RawEnd, b: RawEnd) -> Histogram<u64> {
+fn raw_pingpong(clock: Clock, warmup: u64, samples: u64, a: RawEnd, b: RawEnd) -> Recorder {
     let total = warmup + samples;
     let echo = std::thread::spawn(move || {
         pin(1);
@@ -73,7 +71,7 @@ fn raw_pingpong(clock: Clock, warmup: u64, samples: u64, a: RawEnd, b: RawEnd) -
         }
     });
     pin(0);
-    let mut h = histogram();
+    let mut h = Recorder::new();
     let mut buf = [0u8; 64];
     for i in 0..total {
         buf[..8].copy_from_slice(&i.to_le_bytes());
@@ -130,12 +128,30 @@ pub fn floor_mcast(clock: Clock, warmup: u64, samples: u64) -> Outcome {
 }
 
 /// A publication on `out` and a subscription on `inn`: one side of a ping-pong.
-fn side(out: SocketAddrV4, inn: SocketAddrV4, seed: u64) -> (Publication, Subscription) {
+/// `loss_pct`: the subscription drops that percentage of the datagrams it
+/// receives (independent drops, seeded by `seed`).
+fn side(
+    out: SocketAddrV4,
+    inn: SocketAddrV4,
+    seed: u64,
+    loss_pct: Option<f64>,
+) -> (Publication, Subscription) {
     let publ = Publication::open(&ChannelConfig::new(out), SenderConfig::new(1, seed))
         .expect("open publication");
-    let sub = Subscription::open(&ChannelConfig::new(inn), ReceiverConfig::new(1, seed + 1))
-        .expect("open subscription");
+    let mut sub_cfg = ChannelConfig::new(inn);
+    sub_cfg.loss = loss_pct.map(|pct| loss(pct, seed + 2));
+    let sub =
+        Subscription::open(&sub_cfg, ReceiverConfig::new(1, seed + 1)).expect("open subscription");
     (publ, sub)
+}
+
+/// Independent drops of `pct` % of received datagrams.
+fn loss(pct: f64, seed: u64) -> weft_net::LossConfig {
+    weft_net::LossConfig {
+        seed,
+        probability: pct / 100.0,
+        mean_burst: 1.0,
+    }
 }
 
 /// Spins `sub` (and now and then `publ`, for its STATUS and heartbeats) until a
@@ -185,27 +201,45 @@ fn drain(publ: &mut Publication, sub: &mut Subscription) {
 
 /// `udp-pingpong`: round trip of 32-byte messages through two weft channels
 /// (multicast on 127.0.0.1, one per direction) between two pinned threads.
-pub fn pingpong(clock: Clock, warmup: u64, samples: u64, bytes: usize) -> Outcome {
+/// `udp-pingpong-lossP` (`loss_pct`): each subscription drops P % of what it
+/// receives, data, heartbeats and repairs alike.
+pub fn pingpong(
+    clock: Clock,
+    warmup: u64,
+    samples: u64,
+    bytes: usize,
+    pace: Pace,
+    loss_pct: Option<f64>,
+) -> Outcome {
     let (ping, pong) = (group(1), group(2));
     let total = warmup + samples;
     // Both subscriptions exist before either side publishes.
-    let (mut a_pub, mut a_sub) = side(ping, pong, 10);
-    let (mut b_pub, mut b_sub) = side(pong, ping, 20);
-    let echo = std::thread::spawn(move || {
-        pin(1);
-        let mut buf = vec![0u8; 64 * 1024];
-        for _ in 0..total {
-            echo_one(&mut b_pub, &mut b_sub, &mut buf);
-        }
-        drain(&mut b_pub, &mut b_sub);
-    });
+    let (mut a_pub, mut a_sub) = side(ping, pong, 10, loss_pct);
+    let (mut b_pub, mut b_sub) = side(pong, ping, 20, loss_pct);
+    let done = Arc::new(AtomicBool::new(false));
+    let echo = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            pin(1);
+            let mut buf = vec![0u8; 64 * 1024];
+            for _ in 0..total {
+                echo_one(&mut b_pub, &mut b_sub, &mut buf);
+            }
+            // Serves NAKs for the last replies until the pinging side has them
+            // all (under injected loss a repair may itself be lost).
+            while !done.load(Ordering::Relaxed) {
+                drain(&mut b_pub, &mut b_sub);
+            }
+        })
+    };
     pin(0);
-    let mut h = histogram();
+    let mut h = Recorder::new();
+    let mut pacer = pace.pacer();
     let mut msg = vec![0u8; bytes.max(8)];
     let mut buf = vec![0u8; 64 * 1024];
     for i in 0..total {
         msg[..8].copy_from_slice(&i.to_le_bytes());
-        let t0 = ticks();
+        let t0 = pacer.start();
         send(&mut a_pub, &msg);
         let n = await_message(&mut a_pub, &mut a_sub, &mut buf);
         let t1 = ticks();
@@ -214,23 +248,42 @@ pub fn pingpong(clock: Clock, warmup: u64, samples: u64, bytes: usize) -> Outcom
             h.saturating_record(clock.ns(t0, t1));
         }
     }
+    done.store(true, Ordering::Relaxed);
     echo.join().expect("echo thread");
-    Outcome::latency(
-        "udp-pingpong",
-        bytes,
-        &h,
-        "round trip, weft multicast channel each way on 127.0.0.1, 2 pinned threads",
-    )
+    let dropped = a_sub.stats().io.injected_drops;
+    let note = match loss_pct {
+        Some(p) => format!(
+            "round trip, weft multicast channel each way on 127.0.0.1, 2 pinned threads, {p} % of received datagrams dropped at each end ({dropped} at the pinging end)"
+        ),
+        None if pace.is_paced() => "round trip, weft multicast channel each way on 127.0.0.1, 2 pinned threads, fixed rate, timed from the scheduled send".into(),
+        None => "round trip, weft multicast channel each way on 127.0.0.1, 2 pinned threads".into(),
+    };
+    let o = Outcome::latency("udp-pingpong", bytes, &h, &note);
+    match loss_pct {
+        Some(p) => o.with("loss_pct", p),
+        None => o,
+    }
 }
 
 /// `mcast-throughput`: one-way stream of `bytes`-byte messages over a weft channel
 /// (multicast on 127.0.0.1), batched many to a datagram, sent with `sendmmsg` and
 /// received with `recvmmsg`; reliable (flow control `Min`: the publisher never
 /// outruns the subscriber, nothing is lost). Median of [`TRIALS`] slices.
-pub fn mcast_throughput(clock: Clock, warmup: u64, samples: u64, bytes: usize) -> Outcome {
+///
+/// `mcast-throughput-lossP` (`loss_pct`): the subscription drops P % of the
+/// datagrams it receives; NAKs and repairs recover them.
+pub fn mcast_throughput(
+    clock: Clock,
+    warmup: u64,
+    samples: u64,
+    bytes: usize,
+    loss_pct: Option<f64>,
+) -> Outcome {
     let ch = ChannelConfig::new(group(3));
     let total = warmup + samples;
-    let mut sub = Subscription::open(&ch, ReceiverConfig::new(1, 31)).expect("subscription");
+    let mut sub_cfg = ch.clone();
+    sub_cfg.loss = loss_pct.map(|pct| loss(pct, 33));
+    let mut sub = Subscription::open(&sub_cfg, ReceiverConfig::new(1, 31)).expect("subscription");
     let mut publ = Publication::open(&ch, SenderConfig::new(1, 30)).expect("publication");
     let stop = Arc::new(AtomicBool::new(false));
     let producer = {
@@ -271,17 +324,29 @@ pub fn mcast_throughput(clock: Clock, warmup: u64, samples: u64, bytes: usize) -
     }
     stop.store(true, Ordering::Relaxed);
     producer.join().expect("producer thread");
+    let stats = sub.stats();
     let note = format!(
-        "one-way, weft multicast on 127.0.0.1, {:.1} messages per datagram, median of {TRIALS} slices",
-        sub.stats().proto.messages as f64 / sub.stats().proto.data_received.max(1) as f64
+        "one-way, weft multicast on 127.0.0.1, {:.1} messages per datagram, median of {TRIALS} slices{}",
+        stats.proto.messages as f64 / stats.proto.data_received.max(1) as f64,
+        match loss_pct {
+            Some(p) => format!(
+                ", {p} % of received datagrams dropped ({} dropped, {} NAKs sent)",
+                stats.io.injected_drops, stats.proto.naks_sent
+            ),
+            None => String::new(),
+        }
     );
-    Outcome::throughput(
+    let o = Outcome::throughput(
         "mcast-throughput",
         bytes,
         samples,
         trials.median_rate(clock),
         &note,
-    )
+    );
+    match loss_pct {
+        Some(p) => o.with("loss_pct", p),
+        None => o,
+    }
 }
 
 /// `udp-raw-throughput`: one 64-byte datagram per `send` on loopback, received one
@@ -346,8 +411,8 @@ pub fn interleaved(clock: Clock, warmup: u64, samples: u64) -> Vec<Outcome> {
     let ma = raw_mcast(m_pong, m_ping);
     let mb = raw_mcast(m_ping, m_pong);
     let (w_ping, w_pong) = (group(8), group(9));
-    let (mut a_pub, mut a_sub) = side(w_ping, w_pong, 30);
-    let (mut b_pub, mut b_sub) = side(w_pong, w_ping, 40);
+    let (mut a_pub, mut a_sub) = side(w_ping, w_pong, 30, None);
+    let (mut b_pub, mut b_sub) = side(w_pong, w_ping, 40, None);
     let (api_ping, api_pong) = (api::udp_uri(10), api::udp_uri(11));
     let (mut na, mut nb) = (api::invoker_node(), api::invoker_node());
     let mut na_sub = na.subscription(&api_pong, 1).expect("pong subscription");
@@ -383,13 +448,18 @@ pub fn interleaved(clock: Clock, warmup: u64, samples: u64) -> Vec<Outcome> {
         }
     });
     pin(0);
-    let mut h = [histogram(), histogram(), histogram(), histogram()];
+    let mut h = [
+        Recorder::new(),
+        Recorder::new(),
+        Recorder::new(),
+        Recorder::new(),
+    ];
     let mut buf = vec![0u8; 64 * 1024];
     let mut raw = [0u8; 64];
     let mut msg = [0u8; 32];
     for b in 0..blocks {
         let keep = b >= warm_blocks;
-        let record = |h: &mut hdrhistogram::Histogram<u64>, t0: u64| {
+        let record = |h: &mut Recorder, t0: u64| {
             if keep {
                 h.saturating_record(clock.ns(t0, ticks()));
             }

@@ -878,8 +878,8 @@ mod tests {
             rx.handle_timeout(now);
             let mut n = 0;
             while let Some(t) = rx.poll_transmit(now, &mut buf) {
-                n += Frame::parse(&buf[..t.len])
-                    .is_ok_and(|(_, f)| matches!(f, Frame::Nak(_))) as usize;
+                n += Frame::parse(&buf[..t.len]).is_ok_and(|(_, f)| matches!(f, Frame::Nak(_)))
+                    as usize;
             }
             n
         };
@@ -887,7 +887,11 @@ mod tests {
         rx.handle_datagram(now, src, &datagrams[0]);
         rx.handle_datagram(now, src, &datagrams[2]);
         let due = rx.nak_timer;
-        assert!(due > 0 && due <= now + delay_max, "first NAK at +{}", due - now);
+        assert!(
+            due > 0 && due <= now + delay_max,
+            "first NAK at +{}",
+            due - now
+        );
         now = due;
         assert!(naks(&mut rx, now) > 0, "the NAK for 1");
         // The retry timer is now set (the NAK timer field: `poll_timeout` is

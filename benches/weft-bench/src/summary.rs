@@ -1,0 +1,430 @@
+//! Tables: one row per scenario with medians and ranges over runs, the ratios
+//! the project's targets are stated in (each computed within a run, then the
+//! median over runs), and the short table of `weft-bench quick`.
+
+use crate::report::Outcome;
+
+/// Shared-memory peers, by scenario prefix.
+pub const SHM_PEERS: &[&str] = &["rtrb", "crossbeam", "disruptor", "iceoryx2"];
+
+/// A number taken from one result.
+#[derive(Clone, Copy, Debug)]
+pub enum Metric {
+    P50,
+    P99,
+    Rate,
+    /// A scenario-specific number (see [`Outcome::with`]).
+    Extra(&'static str),
+}
+
+impl Metric {
+    pub fn of(self, o: &Outcome) -> Option<f64> {
+        match self {
+            Metric::P50 => o.latency.map(|l| l[0] as f64),
+            Metric::P99 => o.latency.map(|l| l[2] as f64),
+            Metric::Rate => o.msgs_per_s,
+            Metric::Extra(k) => o.extra(k),
+        }
+    }
+}
+
+/// Median, minimum and maximum.
+#[derive(Clone, Copy, Debug)]
+pub struct Spread {
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+    pub n: usize,
+}
+
+impl Spread {
+    pub fn of(mut v: Vec<f64>) -> Option<Self> {
+        v.retain(|x| x.is_finite());
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        let median = if n % 2 == 1 {
+            v[n / 2]
+        } else {
+            (v[n / 2 - 1] + v[n / 2]) / 2.0
+        };
+        Some(Self {
+            median,
+            min: v[0],
+            max: v[n - 1],
+            n,
+        })
+    }
+
+    fn show(&self, prec: usize) -> String {
+        if self.n == 1 || self.min == self.max {
+            format!("{:.prec$}", self.median)
+        } else {
+            format!(
+                "{:.prec$} ({:.prec$}–{:.prec$})",
+                self.median, self.min, self.max
+            )
+        }
+    }
+}
+
+/// Results of one scenario row (same name and size), one per run, in order
+/// of first appearance.
+pub fn groups(outcomes: &[Outcome]) -> Vec<Vec<&Outcome>> {
+    let mut out: Vec<Vec<&Outcome>> = Vec::new();
+    for o in outcomes {
+        match out
+            .iter_mut()
+            .find(|g| g[0].scenario == o.scenario && g[0].msg_bytes == o.msg_bytes)
+        {
+            Some(g) => g.push(o),
+            None => out.push(vec![o]),
+        }
+    }
+    out
+}
+
+fn find<'a>(outcomes: &'a [Outcome], run: u32, name: &str) -> Option<&'a Outcome> {
+    outcomes.iter().find(|o| o.run == run && o.scenario == name)
+}
+
+fn runs(outcomes: &[Outcome]) -> Vec<u32> {
+    let mut r: Vec<u32> = outcomes.iter().map(|o| o.run).collect();
+    r.sort_unstable();
+    r.dedup();
+    r
+}
+
+/// `a`'s metric over `b`'s, within each run that has both.
+pub fn ratio(outcomes: &[Outcome], a: (&str, Metric), b: (&str, Metric)) -> Option<Spread> {
+    let v = runs(outcomes)
+        .into_iter()
+        .filter_map(|r| {
+            let x = a.1.of(find(outcomes, r, a.0)?)?;
+            let y = b.1.of(find(outcomes, r, b.0)?)?;
+            Some(x / y)
+        })
+        .collect();
+    Spread::of(v)
+}
+
+/// The best shared-memory peer of each run for `suffix` (`pingpong`: lowest
+/// p50; `throughput`: highest rate), as (name, value) per run.
+fn best_peer(outcomes: &[Outcome], run: u32, suffix: &str) -> Option<(String, f64)> {
+    let lower_is_better = suffix == "pingpong";
+    SHM_PEERS
+        .iter()
+        .filter_map(|p| {
+            let name = format!("{p}-{suffix}");
+            let o = find(outcomes, run, &name)?;
+            let v = if lower_is_better {
+                Metric::P50.of(o)?
+            } else {
+                Metric::Rate.of(o)?
+            };
+            Some((name, v))
+        })
+        .reduce(|a, b| {
+            let a_wins = if lower_is_better {
+                a.1 <= b.1
+            } else {
+                a.1 >= b.1
+            };
+            if a_wins {
+                a
+            } else {
+                b
+            }
+        })
+}
+
+/// weft's metric over the best peer's, within each run.
+fn ratio_to_best_peer(outcomes: &[Outcome], weft: &str, suffix: &str) -> Option<Spread> {
+    let metric = if suffix == "pingpong" {
+        Metric::P50
+    } else {
+        Metric::Rate
+    };
+    let v = runs(outcomes)
+        .into_iter()
+        .filter_map(|r| {
+            let w = metric.of(find(outcomes, r, weft)?)?;
+            Some(w / best_peer(outcomes, r, suffix)?.1)
+        })
+        .collect();
+    Spread::of(v)
+}
+
+fn spread_of(g: &[&Outcome], m: Metric) -> Option<Spread> {
+    Spread::of(g.iter().filter_map(|o| m.of(o)).collect())
+}
+
+/// The full table: one row per scenario and size, medians over runs with
+/// ranges, then the target ratios.
+pub fn table(outcomes: &[Outcome]) -> String {
+    use std::fmt::Write;
+    let mut t = String::new();
+    let _ = writeln!(
+        t,
+        "{:<30} {:>6} {:>4} {:>22} {:>8} {:>8} {:>9} {:>26} {:>7} {:>5}",
+        "scenario", "bytes", "runs", "p50 ns", "p99", "p99.9", "max", "msgs/s", "×probe", "flags"
+    );
+    for g in groups(outcomes) {
+        let o = g[0];
+        let lat = |i: usize| {
+            Spread::of(
+                g.iter()
+                    .filter_map(|o| o.latency.map(|l| l[i] as f64))
+                    .collect(),
+            )
+        };
+        let show = |s: Option<Spread>, p: usize| s.map_or("-".into(), |s| s.show(p));
+        let med = |s: Option<Spread>| s.map_or("-".into(), |s| format!("{:.0}", s.median));
+        let flags = g.iter().filter(|o| o.flagged()).count();
+        let busy = g.iter().filter(|o| o.busy()).count();
+        let mut f = String::new();
+        if flags > 0 {
+            f.push_str(&format!("P{flags}"));
+        }
+        if busy > 0 {
+            f.push_str(&format!("B{busy}"));
+        }
+        let _ = writeln!(
+            t,
+            "{:<30} {:>6} {:>4} {:>22} {:>8} {:>8} {:>9} {:>26} {:>7} {:>5}",
+            o.scenario,
+            o.msg_bytes,
+            g.len(),
+            show(lat(0), 0),
+            med(lat(2)),
+            med(lat(3)),
+            med(lat(5)),
+            show(spread_of(&g, Metric::Rate), 0),
+            Spread::of(g.iter().filter_map(|o| o.ratio_to_probes()).collect())
+                .map_or("-".into(), |s| format!("{:.2}", s.median)),
+            if f.is_empty() { "-".into() } else { f },
+        );
+    }
+    let _ = writeln!(
+        t,
+        "(medians over runs, min–max in brackets; ×probe: p50 over the mean of the floor probed just before and after; \
+         flags: P = probes disagreed by more than {}x after repeats, B = other processes used the CPU)",
+        crate::harness::PROBE_DISAGREEMENT
+    );
+    let lines = target_ratios(outcomes);
+    if !lines.is_empty() {
+        let _ = writeln!(t, "\nratios within each run (median, min–max over runs):");
+        for l in lines {
+            let _ = writeln!(t, "  {l}");
+        }
+    }
+    t
+}
+
+/// The ratios the targets are stated in, where both sides were run.
+pub fn target_ratios(outcomes: &[Outcome]) -> Vec<String> {
+    use Metric::*;
+    let mut lines = Vec::new();
+    let mut push = |label: String, s: Option<Spread>| {
+        if let Some(s) = s {
+            lines.push(format!("{label:<52} {}", s.show(2)));
+        }
+    };
+    for (a, floor) in [
+        ("shm-pingpong", "floor-shm"),
+        ("api-shm-pingpong", "floor-shm"),
+        ("udp-pingpong", "floor-udp"),
+        ("api-udp-pingpong", "floor-udp"),
+    ] {
+        push(
+            format!("{a} p50 / {floor} p50"),
+            ratio(outcomes, (a, P50), (floor, P50)),
+        );
+    }
+    for p in SHM_PEERS {
+        let name = format!("{p}-pingpong");
+        push(
+            format!("{name} p50 / floor-shm p50"),
+            ratio(outcomes, (&name, P50), ("floor-shm", P50)),
+        );
+    }
+    push(
+        "shm-pingpong p50 / best shm peer's p50".into(),
+        ratio_to_best_peer(outcomes, "shm-pingpong", "pingpong"),
+    );
+    push(
+        "shm-throughput / best shm peer's throughput".into(),
+        ratio_to_best_peer(outcomes, "shm-throughput", "throughput"),
+    );
+    for n in [2, 4, 8] {
+        push(
+            format!("shm-fanout-{n} / shm-fanout-1 producer ns per message"),
+            ratio(
+                outcomes,
+                (&format!("shm-fanout-{n}"), Extra("producer_ns_per_msg")),
+                ("shm-fanout-1", Extra("producer_ns_per_msg")),
+            ),
+        );
+    }
+    for l in ["0.1", "1", "5"] {
+        push(
+            format!("udp-pingpong-loss{l} p99 / udp-pingpong p99"),
+            ratio(
+                outcomes,
+                (&format!("udp-pingpong-loss{l}"), P99),
+                ("udp-pingpong", P99),
+            ),
+        );
+        push(
+            format!("mcast-throughput-loss{l} / mcast-throughput"),
+            ratio(
+                outcomes,
+                (&format!("mcast-throughput-loss{l}"), Rate),
+                ("mcast-throughput", Rate),
+            ),
+        );
+    }
+    push(
+        "mcast-throughput / udp-raw-throughput".into(),
+        ratio(
+            outcomes,
+            ("mcast-throughput", Rate),
+            ("udp-raw-throughput", Rate),
+        ),
+    );
+    lines
+}
+
+/// Scenarios of `weft-bench quick`.
+pub const QUICK: &[&str] = &[
+    "floor-shm",
+    "shm-pingpong",
+    "rtrb-pingpong",
+    "crossbeam-pingpong",
+    "disruptor-pingpong",
+    "shm-throughput",
+    "rtrb-throughput",
+    "crossbeam-throughput",
+    "disruptor-throughput",
+    "floor-udp",
+    "udp-pingpong",
+    "udp-raw-throughput",
+    "mcast-throughput",
+];
+
+/// The short table: each of weft's key numbers beside its floor and its best
+/// peer, as medians over runs of values and of same-run ratios.
+pub fn quick_table(outcomes: &[Outcome]) -> String {
+    use std::fmt::Write;
+    let mut t = String::new();
+    let median = |name: &str, m: Metric| {
+        Spread::of(
+            outcomes
+                .iter()
+                .filter(|o| o.scenario == name)
+                .filter_map(|o| m.of(o))
+                .collect(),
+        )
+    };
+    let best = |suffix: &str| {
+        // The peer that was best in most runs, by name.
+        let mut names: Vec<String> = runs(outcomes)
+            .into_iter()
+            .filter_map(|r| best_peer(outcomes, r, suffix).map(|b| b.0))
+            .collect();
+        names.sort();
+        let mut top: Option<(String, usize)> = None;
+        for n in &names {
+            let c = names.iter().filter(|x| *x == n).count();
+            if top.as_ref().is_none_or(|t| c > t.1) {
+                top = Some((n.clone(), c));
+            }
+        }
+        top.map(|t| t.0)
+    };
+    let v = |s: Option<Spread>, unit: &str| {
+        s.map_or("-".to_string(), |s| {
+            if unit == "msgs/s" {
+                format!("{:.1} M/s", s.median / 1e6)
+            } else {
+                format!("{:.0} ns", s.median)
+            }
+        })
+    };
+    let r = |s: Option<Spread>| s.map_or("-".to_string(), |s| format!("{:.2}", s.median));
+    let _ = writeln!(
+        t,
+        "{:<26} {:>11} {:>11} {:>8} {:>34} {:>8}",
+        "", "weft", "floor", "/floor", "best peer", "/peer"
+    );
+    let shm_peer = best("pingpong");
+    let _ = writeln!(
+        t,
+        "{:<26} {:>11} {:>11} {:>8} {:>34} {:>8}",
+        "shm round trip p50, 32 B",
+        v(median("shm-pingpong", Metric::P50), "ns"),
+        v(median("floor-shm", Metric::P50), "ns"),
+        r(ratio(
+            outcomes,
+            ("shm-pingpong", Metric::P50),
+            ("floor-shm", Metric::P50)
+        )),
+        shm_peer.as_ref().map_or("-".into(), |p| format!(
+            "{p} {}",
+            v(median(p, Metric::P50), "ns")
+        )),
+        r(ratio_to_best_peer(outcomes, "shm-pingpong", "pingpong")),
+    );
+    let thr_peer = best("throughput");
+    let _ = writeln!(
+        t,
+        "{:<26} {:>11} {:>11} {:>8} {:>34} {:>8}",
+        "shm throughput, 64 B",
+        v(median("shm-throughput", Metric::Rate), "msgs/s"),
+        "-",
+        "-",
+        thr_peer.as_ref().map_or("-".into(), |p| format!(
+            "{p} {}",
+            v(median(p, Metric::Rate), "msgs/s")
+        )),
+        r(ratio_to_best_peer(outcomes, "shm-throughput", "throughput")),
+    );
+    let _ = writeln!(
+        t,
+        "{:<26} {:>11} {:>11} {:>8} {:>34} {:>8}",
+        "udp round trip p50, 32 B",
+        v(median("udp-pingpong", Metric::P50), "ns"),
+        v(median("floor-udp", Metric::P50), "ns"),
+        r(ratio(
+            outcomes,
+            ("udp-pingpong", Metric::P50),
+            ("floor-udp", Metric::P50)
+        )),
+        "- (no network peer built)",
+        "-",
+    );
+    let _ = writeln!(
+        t,
+        "{:<26} {:>11} {:>11} {:>8} {:>34} {:>8}",
+        "udp throughput, 64 B",
+        v(median("mcast-throughput", Metric::Rate), "msgs/s"),
+        v(median("udp-raw-throughput", Metric::Rate), "msgs/s"),
+        r(ratio(
+            outcomes,
+            ("mcast-throughput", Metric::Rate),
+            ("udp-raw-throughput", Metric::Rate)
+        )),
+        "-",
+        "-",
+    );
+    let _ = writeln!(
+        t,
+        "\nfloor: floor-shm (cache-line ping-pong) / floor-udp (raw UDP ping-pong) / udp-raw-throughput \
+         (one datagram per send); lower is better for round trips, higher for throughput. \
+         Ratios are taken within each run, medians of {} runs.",
+        runs(outcomes).len()
+    );
+    t
+}
