@@ -424,7 +424,8 @@ fn an_mpsc_producer_killed_between_claim_and_commit_is_skipped_and_reported() {
         skipped,
         PollError::SkippedDeadProducer {
             position: 0,
-            len: 112,
+            // The peer's 100-byte claim plus the header, frame-aligned.
+            len: (8 + 100u64).next_multiple_of(weft_shm::FRAME_ALIGNMENT as u64),
             pid: victim_pid
         }
     );

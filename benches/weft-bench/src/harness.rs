@@ -29,16 +29,17 @@ impl Floor {
     /// A short run of the floor: its p50 in ns.
     pub fn probe(self, clock: Clock) -> u64 {
         let o = match self {
-            Floor::Shm => crate::shm::floor(clock, 2_000, PROBE_SHM_SAMPLES, Default::default()),
-            Floor::Udp => crate::udp::floor(clock, 200, PROBE_UDP_SAMPLES),
+            Floor::Shm => crate::shm::floor(clock, 20_000, PROBE_SHM_SAMPLES, Default::default()),
+            Floor::Udp => crate::udp::floor(clock, 1_000, PROBE_UDP_SAMPLES),
         };
         o.latency.map_or(0, |l| l[0])
     }
 }
 
-/// Round trips per shared-memory probe (a few milliseconds).
-pub const PROBE_SHM_SAMPLES: u64 = 20_000;
-/// Round trips per UDP probe (about 15 ms).
+/// Round trips per shared-memory probe, after 20,000 of warm-up (about 10
+/// ms; shorter probes read about 10 % above a long floor-shm run).
+pub const PROBE_SHM_SAMPLES: u64 = 50_000;
+/// Round trips per UDP probe, after 1,000 of warm-up (about 25 ms).
 pub const PROBE_UDP_SAMPLES: u64 = 2_000;
 /// Probes further apart than this ratio flag the run and repeat it.
 pub const PROBE_DISAGREEMENT: f64 = 1.5;

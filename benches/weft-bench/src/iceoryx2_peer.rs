@@ -42,6 +42,8 @@ fn service<const N: usize>(
 }
 
 fn node() -> Node<ipc::Service> {
+    // Its default level warns that no config file was found, on every run.
+    set_log_level(LogLevel::Error);
     NodeBuilder::new()
         .create::<ipc::Service>()
         .expect("iceoryx2 node")

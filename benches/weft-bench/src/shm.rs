@@ -328,9 +328,10 @@ impl Instruments {
     }
 }
 
-/// A frame's bytes in a ring: 8-byte header, payload rounded up to 8.
+/// A frame's bytes in an SPSC ring: 8-byte header and payload, rounded up
+/// to the frame alignment.
 fn frame_len(len: usize) -> u64 {
-    (8 + len.next_multiple_of(8)) as u64
+    (8 + len).next_multiple_of(weft_shm::FRAME_ALIGNMENT) as u64
 }
 
 /// `shm-pingpong-instrumented`: `shm-pingpong` with, on both sides, what a

@@ -50,7 +50,7 @@ use std::marker::PhantomData;
 use std::time::Duration;
 
 use crate::error::{ClaimError, PollError};
-use crate::frame::{self, align8, Frame, FIRST_RESERVED_TYPE, TYPE_PADDING};
+use crate::frame::{self, align_broadcast_frame, Frame, FIRST_RESERVED_TYPE, TYPE_PADDING};
 use crate::liveness::{now_ns, ProcessId};
 use crate::mem::RingMem;
 use crate::peer::{PeerState, PeerWords};
@@ -403,7 +403,7 @@ impl Producer {
             return Err(ClaimError::ReservedType(type_id));
         }
         let cap = self.mem.area.capacity();
-        let frame_len = align8(BROADCAST_HEADER_LEN + len);
+        let frame_len = align_broadcast_frame(BROADCAST_HEADER_LEN + len);
         let off = self.tail as usize & (cap - 1);
         let pad = if frame_len > cap - off { cap - off } else { 0 };
         let end = self.tail + (pad + frame_len) as u64;
@@ -483,7 +483,7 @@ impl Producer {
     fn publish(&mut self, frame_off: usize, pad: usize, len: usize, type_id: u32) -> u64 {
         let area = &self.mem.area;
         let cap = area.capacity();
-        let next = self.tail + (pad + align8(BROADCAST_HEADER_LEN + len)) as u64;
+        let next = self.tail + (pad + align_broadcast_frame(BROADCAST_HEADER_LEN + len)) as u64;
         area.word(next as usize).store(0, Ordering::Relaxed);
         area.word(frame_off + 8).store(self.seq, Ordering::Relaxed);
         let first = self.tail as usize & (cap - 1);
@@ -605,7 +605,7 @@ impl Consumer {
         let me = ProcessId::current();
         let slot = mem.slots().iter().position(|s| s.peer.take(me).is_ok())?;
         let scratch = if params.mode == Mode::Overwrite {
-            vec![0; align8(params.max_payload)]
+            vec![0; align_broadcast_frame(params.max_payload)]
         } else {
             Vec::new()
         };
@@ -889,7 +889,7 @@ impl Consumer {
     fn check(&self, off: usize, w: u64) -> Option<(usize, u32, usize)> {
         let cap = self.mem.area.capacity();
         let len = frame::len_of(w);
-        let frame_len = align8(len);
+        let frame_len = align_broadcast_frame(len);
         let type_id = frame::type_of(w);
         let ok = if type_id == TYPE_PADDING {
             len >= 8 && off + frame_len == cap

@@ -17,9 +17,10 @@
 //! typed [`ShmError`], never a crash. Peers are watched with pid + start time and an
 //! optional heartbeat ([`PeerState`]).
 //!
-//! What it costs: a small frame is one header word plus the payload rounded up to 8
-//! bytes; publishing it is a few stores to one or two cache lines; the consumer finds
-//! it with one load. Setup (create, attach) maps and prefaults the file once.
+//! What it costs: a frame is one header word plus the payload, rounded up to
+//! [`FRAME_ALIGNMENT`] (32) bytes, so a frame of up to 64 bytes is one cache line
+//! (the one-producer broadcast ring aligns to 8, [`BROADCAST_FRAME_ALIGNMENT`]);
+//! publishing it is a few stores to that line; the consumer finds it with one load. Setup (create, attach) maps and prefaults the file once.
 //!
 //! ```
 //! use weft_shm::{spsc, ShmOptions};
@@ -58,7 +59,7 @@ pub mod spsc;
 mod sync;
 
 pub use error::{ClaimError, PollError, ShmError};
-pub use frame::Frame;
+pub use frame::{Frame, BROADCAST_FRAME_ALIGNMENT, FRAME_ALIGNMENT};
 pub use peer::{GoneReason, PeerState};
 #[cfg(not(loom))]
 pub use region::{CreatorState, Region, RegionInfo, RingKind, ShmOptions, WordRef, Words};

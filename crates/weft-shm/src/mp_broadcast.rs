@@ -12,8 +12,9 @@
 //! +512    slot[0..C+P] 128 bytes each: C consumer slots, then P producer slots
 //!           consumer: cursor, progress, state (free / active / evicted), peer
 //!           producer: claim_pos, claim_len (0 = no claim), end, peer
-//! +4096·k data area; frames are 16-byte aligned: the common header word, the
-//!         stamp word, the payload. Padding frames (at least 16 bytes) too.
+//! +4096·k data area; frames are FRAME_ALIGNMENT (32) byte aligned: the common
+//!         header word, the stamp word, the payload. Padding frames (at least
+//!         32 bytes) too.
 //! ```
 //!
 //! ## Claims
@@ -76,7 +77,7 @@ use std::marker::PhantomData;
 use std::time::Duration;
 
 use crate::error::{ClaimError, PollError};
-use crate::frame::{self, Frame, FIRST_RESERVED_TYPE, TYPE_PADDING};
+use crate::frame::{self, align_frame, Frame, FIRST_RESERVED_TYPE, TYPE_PADDING};
 use crate::liveness::{now_ns, ProcessId};
 use crate::mem::RingMem;
 use crate::peer::{PeerState, PeerWords};
@@ -93,12 +94,6 @@ const EVICTED: u32 = 2;
 const STALL_PROBE_NS: u64 = 1_000_000;
 /// How often (in empty polls) a consumer looks whether a claim holds it up.
 const STALL_CHECK_EVERY: u32 = 1024;
-
-/// Rounds `n` up to a multiple of 16.
-#[inline(always)]
-const fn align16(n: usize) -> usize {
-    (n + 15) & !15
-}
 
 /// Sizes and policy of a many-producer broadcast ring.
 #[derive(Clone, Copy, Debug)]
@@ -466,7 +461,7 @@ impl Producer {
             return Err(ClaimError::ReservedType(type_id));
         }
         let cap = self.mem.area.capacity();
-        let frame_len = align16(HEADER_LEN + len);
+        let frame_len = align_frame(HEADER_LEN + len);
         let mut recorded = false;
         loop {
             let t = self.mem.ctrl().tail.load(Ordering::Relaxed);
@@ -654,7 +649,7 @@ impl Claim<'_> {
             .area
             .word(off + 8)
             .store(self.frame_pos() ^ p.key, Ordering::Relaxed);
-        let end = self.frame_pos() + align16(frame::len_of(header)) as u64;
+        let end = self.frame_pos() + align_frame(frame::len_of(header)) as u64;
         // SYNC POINT: pairs with the consumers' Acquire load of `claim_len`.
         p.slot().claim_len.store(0, Ordering::Release);
         // SYNC POINT: pairs with the consumers' Acquire load of `end`: they
@@ -670,7 +665,10 @@ impl Drop for Claim<'_> {
     fn drop(&mut self) {
         if !self.committed {
             // An abandoned claim becomes padding, so nobody waits for it.
-            self.finish(frame::pack(align16(HEADER_LEN + self.len), TYPE_PADDING));
+            self.finish(frame::pack(
+                align_frame(HEADER_LEN + self.len),
+                TYPE_PADDING,
+            ));
         }
     }
 }
@@ -969,7 +967,7 @@ impl Consumer {
     fn check(&self, off: usize, w: u64, stamp: u64, pos: u64) -> Option<(usize, u32, usize)> {
         let cap = self.mem.area.capacity();
         let len = frame::len_of(w);
-        let frame_len = align16(len);
+        let frame_len = align_frame(len);
         let type_id = frame::type_of(w);
         let ok = stamp == pos ^ self.key
             && len >= HEADER_LEN
@@ -1131,7 +1129,7 @@ mod tests {
         simulate_death(&r, 0);
         let skipped = PollError::SkippedDeadProducer {
             position: 0,
-            len: 48,
+            len: 64, // 16-byte header + 20 bytes, aligned to 32
             pid: 0x7FFF_FFF0,
         };
         assert_eq!(poll_until_skip(&mut c1), skipped);

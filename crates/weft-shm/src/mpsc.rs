@@ -42,7 +42,7 @@ use std::marker::PhantomData;
 
 use crate::error::{ClaimError, PollError};
 use crate::frame::{
-    self, align8, Frame, FIRST_RESERVED_TYPE, HEADER_LEN, TYPE_PADDING, TYPE_PENDING,
+    self, align_frame, Frame, FIRST_RESERVED_TYPE, HEADER_LEN, TYPE_PADDING, TYPE_PENDING,
 };
 use crate::liveness::{now_ns, ProcessId};
 use crate::mem::RingMem;
@@ -99,7 +99,7 @@ struct Params {
 
 impl Params {
     fn new(capacity: usize, max_payload: usize, producers: usize) -> Result<Self, crate::ShmError> {
-        let max_frame = align8(HEADER_LEN + max_payload);
+        let max_frame = align_frame(HEADER_LEN + max_payload);
         let slack = producers * max_frame;
         if !capacity.is_power_of_two()
             || capacity < crate::mem::MIN_CAPACITY
@@ -361,7 +361,7 @@ impl Producer {
         }
         let area = &self.mem.area;
         let cap = area.capacity() as u64;
-        let frame_len = align8(HEADER_LEN + len) as u64;
+        let frame_len = align_frame(HEADER_LEN + len) as u64;
         let ctrl = self.mem.ctrl();
         loop {
             let tail = ctrl.tail.load(Ordering::Relaxed);
@@ -476,7 +476,10 @@ impl Drop for Claim<'_> {
     fn drop(&mut self) {
         if !self.committed {
             // An abandoned claim becomes padding so the consumer does not wait for it.
-            self.finish(frame::pack(align8(HEADER_LEN + self.len), TYPE_PADDING));
+            self.finish(frame::pack(
+                align_frame(HEADER_LEN + self.len),
+                TYPE_PADDING,
+            ));
         }
     }
 }
@@ -581,7 +584,7 @@ impl Consumer {
                 break;
             }
             let len = frame::len_of(w);
-            let frame_len = align8(len);
+            let frame_len = align_frame(len);
             let type_id = frame::type_of(w);
             if len < HEADER_LEN
                 || off + frame_len > cap
@@ -690,7 +693,7 @@ impl Consumer {
             None if !live_unknown && dead_unknown_count == 1 => dead_unknown.expect("counted"),
             None => return Ok(0),
         };
-        let len = pending.map_or(len, |w| align8(frame::len_of(w)) as u64);
+        let len = pending.map_or(len, |w| align_frame(frame::len_of(w)) as u64);
         area.zero(head as usize & (area.capacity() - 1), len as usize);
         self.head += len;
         ctrl.head.store(self.head, Ordering::Release);

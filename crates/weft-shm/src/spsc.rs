@@ -42,7 +42,7 @@
 use std::marker::PhantomData;
 
 use crate::error::{ClaimError, PollError};
-use crate::frame::{self, align8, Frame, FIRST_RESERVED_TYPE, HEADER_LEN, TYPE_PADDING};
+use crate::frame::{self, align_frame, Frame, FIRST_RESERVED_TYPE, HEADER_LEN, TYPE_PADDING};
 use crate::mem::RingMem;
 use crate::peer::{PeerState, PeerWords};
 use crate::sync::{AtomicU64, Ordering, Padded, Zeroed};
@@ -289,7 +289,7 @@ impl Producer {
                 break;
             }
             let w = mem.area.word(tail as usize).load(Ordering::Acquire);
-            let len = align8(frame::len_of(w));
+            let len = align_frame(frame::len_of(w));
             if w == 0 || len < HEADER_LEN || len > cap {
                 break;
             }
@@ -349,7 +349,7 @@ impl Producer {
             return Err(ClaimError::ReservedType(type_id));
         }
         let cap = self.mem.area.capacity();
-        let frame_len = align8(HEADER_LEN + len);
+        let frame_len = align_frame(HEADER_LEN + len);
         let off = self.tail as usize & (cap - 1);
         let to_end = cap - off;
         let pad = if frame_len > to_end { to_end } else { 0 };
@@ -412,7 +412,7 @@ impl Producer {
     #[inline(always)]
     fn publish(&mut self, frame_off: usize, pad: usize, len: usize, type_id: u32) {
         let area = &self.mem.area;
-        let frame_len = align8(HEADER_LEN + len);
+        let frame_len = align_frame(HEADER_LEN + len);
         let next = self.tail + (pad + frame_len) as u64;
         let start = self.tail as usize & (area.capacity() - 1);
         if pad != 0 {
@@ -616,7 +616,7 @@ impl Consumer {
                 break;
             }
             let len = frame::len_of(w);
-            let frame_len = align8(len);
+            let frame_len = align_frame(len);
             let type_id = frame::type_of(w);
             let payload_len = len.wrapping_sub(HEADER_LEN);
             let valid = len >= HEADER_LEN
@@ -759,8 +759,8 @@ mod tests {
             sent += 1;
         }
         assert_eq!(
-            sent, 7,
-            "7 frames of 136 bytes fit in 1024; the 8th would need padding"
+            sent, 6,
+            "6 frames of 160 bytes (136 aligned to 32) fit in 1024; the 7th would need padding"
         );
         assert_eq!(tx.offer(1, &[0; 128]), Err(ClaimError::Full));
         drop(rx);
@@ -812,7 +812,7 @@ mod tests {
         // A foreign writer scribbles a length that runs off the end of the ring.
         tx.mem
             .area
-            .word(16)
+            .word(32) // after the first frame: 16 bytes, aligned to 32
             .store(frame::pack(4000, 1), Ordering::Release);
         assert_eq!(
             rx.poll(10, |_| {}),
@@ -822,7 +822,7 @@ mod tests {
         assert_eq!(
             rx.poll(10, |_| {}),
             Err(PollError::Corrupt {
-                position: 16,
+                position: 32,
                 header: frame::pack(4000, 1)
             })
         );
@@ -860,8 +860,8 @@ mod tests {
                             Err(ClaimError::Full) => {
                                 // At most one padding frame (< one max frame) is in flight too, and up to
                                 // 63 bytes read but not yet released (a partial line).
-                                let in_flight: usize = model.iter().map(|p| align8(HEADER_LEN + p.len())).sum();
-                                prop_assert!(in_flight + 2 * align8(HEADER_LEN + len) + 64 + 264 > 2048);
+                                let in_flight: usize = model.iter().map(|p| align_frame(HEADER_LEN + p.len())).sum();
+                                prop_assert!(in_flight + 2 * align_frame(HEADER_LEN + len) + 64 + 264 > 2048);
                             }
                             Err(e) => prop_assert!(false, "unexpected {e:?}"),
                         }

@@ -201,8 +201,11 @@ fn overwrite_broadcast_never_hands_out_a_torn_frame() {
 #[test]
 fn mpsc_two_producers_each_in_order() {
     model(|| {
+        // Two 32-byte frames of slack (one per producer) plus room for two
+        // frames: one frame in flight at a time, so every claim races the
+        // consumer's release.
         let mut rx = mpsc::channel(MpscConfig {
-            capacity: 64,
+            capacity: 128,
             max_payload: Some(8),
             max_producers: 2,
         })
