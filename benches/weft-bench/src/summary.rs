@@ -70,15 +70,17 @@ impl Spread {
     }
 }
 
-/// Results of one scenario row (same name and size), one per run, in order
+/// Results of one scenario row (same name, size and requested scenario: a
+/// sweep's 64-byte row is not the plain scenario's), one per run, in order
 /// of first appearance.
 pub fn groups(outcomes: &[Outcome]) -> Vec<Vec<&Outcome>> {
     let mut out: Vec<Vec<&Outcome>> = Vec::new();
     for o in outcomes {
-        match out
-            .iter_mut()
-            .find(|g| g[0].scenario == o.scenario && g[0].msg_bytes == o.msg_bytes)
-        {
+        match out.iter_mut().find(|g| {
+            g[0].scenario == o.scenario
+                && g[0].msg_bytes == o.msg_bytes
+                && g[0].requested == o.requested
+        }) {
             Some(g) => g.push(o),
             None => out.push(vec![o]),
         }
@@ -86,8 +88,15 @@ pub fn groups(outcomes: &[Outcome]) -> Vec<Vec<&Outcome>> {
     out
 }
 
+/// Run `run`'s result named `name`, preferring the scenario asked for by
+/// that name over a sweep's row of the same name.
 fn find<'a>(outcomes: &'a [Outcome], run: u32, name: &str) -> Option<&'a Outcome> {
-    outcomes.iter().find(|o| o.run == run && o.scenario == name)
+    let named = |o: &&Outcome| o.run == run && o.scenario == name;
+    outcomes
+        .iter()
+        .filter(named)
+        .find(|o| o.requested == name)
+        .or_else(|| outcomes.iter().find(named))
 }
 
 fn runs(outcomes: &[Outcome]) -> Vec<u32> {
