@@ -310,3 +310,205 @@ pub fn disruptor_throughput(clock: Clock, warmup: u64, samples: u64) -> Outcome 
         &note,
     )
 }
+
+/// weft's SPSC ring as a polled queue of 32-byte messages: claim, copy,
+/// commit; poll one frame and copy it out. Heap memory, so it runs between
+/// two threads exactly as the peers do.
+impl PeerTx<[u8; 32]> for weft_shm::spsc::Producer {
+    #[inline]
+    fn try_push(&mut self, v: [u8; 32]) -> bool {
+        match self.try_claim(32, 1) {
+            Ok(mut c) => {
+                c.payload_mut().copy_from_slice(&v);
+                c.commit();
+                true
+            }
+            Err(_) => false,
+        }
+    }
+}
+
+impl PeerRx<[u8; 32]> for weft_shm::spsc::Consumer {
+    #[inline]
+    fn try_pop(&mut self) -> Option<[u8; 32]> {
+        let mut out = None;
+        let _ = self.poll(1, |f| {
+            let mut m = [0u8; 32];
+            m.copy_from_slice(&f.payload()[..32]);
+            out = Some(m);
+        });
+        out
+    }
+}
+
+/// The disruptor's producer, publishing without waiting.
+impl PeerTx<[u8; 32]> for disruptor::SingleProducer<[u8; 32], disruptor::SingleConsumerBarrier> {
+    #[inline]
+    fn try_push(&mut self, v: [u8; 32]) -> bool {
+        use disruptor::Producer;
+        self.try_publish(|e| *e = v).is_ok()
+    }
+}
+
+/// The disruptor's event poller, one event at a time.
+impl PeerRx<[u8; 32]> for disruptor::EventPoller<[u8; 32], disruptor::SingleProducerBarrier> {
+    #[inline]
+    fn try_pop(&mut self) -> Option<[u8; 32]> {
+        let mut events = self.take(1).ok()?;
+        (&mut events).next().copied()
+    }
+}
+
+/// Round trips per block of [`interleaved`].
+const BLOCK: u64 = 5_000;
+
+/// Echoes `n` messages from `rx` to `tx`.
+fn echo_block<Tx: PeerTx<[u8; 32]>, Rx: PeerRx<[u8; 32]>>(rx: &mut Rx, tx: &mut Tx, n: u64) {
+    for _ in 0..n {
+        let m = loop {
+            if let Some(m) = rx.try_pop() {
+                break m;
+            }
+        };
+        while !tx.try_push(m) {}
+    }
+}
+
+/// Sends `n` messages numbered from `first` and times each round trip.
+fn ping_block<Tx: PeerTx<[u8; 32]>, Rx: PeerRx<[u8; 32]>>(
+    clock: Clock,
+    (tx, rx): (&mut Tx, &mut Rx),
+    first: u64,
+    n: u64,
+    h: Option<&mut Recorder>,
+) {
+    let mut msg = [0u8; 32];
+    let mut h = h;
+    for i in first..first + n {
+        msg[..8].copy_from_slice(&i.to_le_bytes());
+        let t0 = ticks();
+        assert!(tx.try_push(msg), "ping queue has room");
+        let reply = loop {
+            if let Some(m) = rx.try_pop() {
+                break m;
+            }
+        };
+        let t1 = ticks();
+        assert_eq!(reply[..8], msg[..8]);
+        if let Some(h) = h.as_deref_mut() {
+            h.saturating_record(clock.ns(t0, t1));
+        }
+    }
+}
+
+type Disruptor32 = (
+    disruptor::SingleProducer<[u8; 32], disruptor::SingleConsumerBarrier>,
+    disruptor::EventPoller<[u8; 32], disruptor::SingleProducerBarrier>,
+);
+
+fn disruptor_pair() -> Disruptor32 {
+    let (poller, builder) =
+        disruptor::build_single_producer(1024, || [0u8; 32], disruptor::BusySpin)
+            .new_event_poller();
+    (builder.build(), poller)
+}
+
+/// `shm-peers-interleaved`: weft's SPSC ring (heap memory, two threads),
+/// rtrb, crossbeam-channel and the disruptor (event pollers on both sides)
+/// round trips in alternating blocks of [`BLOCK`] on the same two pinned
+/// threads, with the cache-line floor as a fifth kind. All see the same
+/// machine state, so the VM's level changes cannot favour one of them.
+/// Returns one outcome per kind, named `interleaved-…`.
+pub fn interleaved(clock: Clock, warmup: u64, samples: u64) -> Vec<Outcome> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    #[repr(align(128))]
+    #[derive(Default)]
+    struct Line(AtomicU64);
+    let blocks = (warmup + samples).div_ceil(BLOCK);
+    let warm_blocks = warmup.div_ceil(BLOCK);
+    let weft =
+        |_| weft_shm::spsc::channel(weft_shm::spsc::SpscConfig::new(64 * 1024)).expect("ring");
+    let (mut w_ping_tx, mut w_ping_rx) = weft(());
+    let (mut w_pong_tx, mut w_pong_rx) = weft(());
+    let (mut r_ping_tx, mut r_ping_rx) = rtrb_pair::<32>(1024);
+    let (mut r_pong_tx, mut r_pong_rx) = rtrb_pair::<32>(1024);
+    let (mut c_ping_tx, mut c_ping_rx) = crossbeam_pair::<32>(1024);
+    let (mut c_pong_tx, mut c_pong_rx) = crossbeam_pair::<32>(1024);
+    let (mut d_ping_tx, mut d_ping_rx) = disruptor_pair();
+    let (mut d_pong_tx, mut d_pong_rx) = disruptor_pair();
+    let (ping, pong) = (Arc::new(Line::default()), Arc::new(Line::default()));
+    let echo = {
+        let (ping, pong) = (ping.clone(), pong.clone());
+        std::thread::spawn(move || {
+            pin(1);
+            let mut n = 0u64;
+            for _ in 0..blocks {
+                for _ in 0..BLOCK {
+                    n += 1;
+                    while ping.0.load(Ordering::Acquire) != n {}
+                    pong.0.store(n, Ordering::Release);
+                }
+                echo_block(&mut w_ping_rx, &mut w_pong_tx, BLOCK);
+                echo_block(&mut r_ping_rx, &mut r_pong_tx, BLOCK);
+                echo_block(&mut c_ping_rx, &mut c_pong_tx, BLOCK);
+                echo_block(&mut d_ping_rx, &mut d_pong_tx, BLOCK);
+            }
+        })
+    };
+    pin(0);
+    let mut h: [Recorder; 5] = Default::default();
+    let mut n = 0u64;
+    for b in 0..blocks {
+        let keep = b >= warm_blocks;
+        let [floor, weft, rtrb, crossbeam, disruptor] = &mut h;
+        for _ in 0..BLOCK {
+            n += 1;
+            let t0 = ticks();
+            ping.0.store(n, Ordering::Release);
+            while pong.0.load(Ordering::Acquire) != n {}
+            let t1 = ticks();
+            if keep {
+                floor.saturating_record(clock.ns(t0, t1));
+            }
+        }
+        let first = b * BLOCK;
+        ping_block(
+            clock,
+            (&mut w_ping_tx, &mut w_pong_rx),
+            first,
+            BLOCK,
+            keep.then_some(weft),
+        );
+        ping_block(
+            clock,
+            (&mut r_ping_tx, &mut r_pong_rx),
+            first,
+            BLOCK,
+            keep.then_some(rtrb),
+        );
+        ping_block(
+            clock,
+            (&mut c_ping_tx, &mut c_pong_rx),
+            first,
+            BLOCK,
+            keep.then_some(crossbeam),
+        );
+        ping_block(
+            clock,
+            (&mut d_ping_tx, &mut d_pong_rx),
+            first,
+            BLOCK,
+            keep.then_some(disruptor),
+        );
+    }
+    echo.join().expect("echo thread");
+    let note = "interleaved in blocks of 5000 round trips with the other four kinds, same 2 pinned threads, 32-byte messages";
+    vec![
+        Outcome::latency("interleaved-floor-shm", 8, &h[0], note),
+        Outcome::latency("interleaved-weft-spsc", 32, &h[1], note),
+        Outcome::latency("interleaved-rtrb", 32, &h[2], note),
+        Outcome::latency("interleaved-crossbeam", 32, &h[3], note),
+        Outcome::latency("interleaved-disruptor", 32, &h[4], note),
+    ]
+}

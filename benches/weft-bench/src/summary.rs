@@ -260,6 +260,24 @@ pub fn target_ratios(outcomes: &[Outcome]) -> Vec<String> {
         );
     }
     push(
+        "interleaved-weft-spsc p50 / interleaved-floor-shm p50".into(),
+        ratio(
+            outcomes,
+            ("interleaved-weft-spsc", P50),
+            ("interleaved-floor-shm", P50),
+        ),
+    );
+    for p in ["rtrb", "crossbeam", "disruptor"] {
+        push(
+            format!("interleaved-weft-spsc p50 / interleaved-{p} p50"),
+            ratio(
+                outcomes,
+                ("interleaved-weft-spsc", P50),
+                (&format!("interleaved-{p}"), P50),
+            ),
+        );
+    }
+    push(
         "shm-pingpong p50 / best shm peer's p50".into(),
         ratio_to_best_peer(outcomes, "shm-pingpong", "pingpong"),
     );
