@@ -324,6 +324,16 @@ pub fn target_ratios(outcomes: &[Outcome]) -> Vec<String> {
     lines
 }
 
+/// One row of the quick table: label, weft's scenario, its floor, the
+/// metric, and the suffix of the peers' scenarios (none: no peer).
+type QuickRow = (
+    &'static str,
+    &'static str,
+    Option<&'static str>,
+    Metric,
+    Option<&'static str>,
+);
+
 /// Scenarios of `weft-bench quick`.
 pub const QUICK: &[&str] = &[
     "floor-shm",
@@ -386,66 +396,62 @@ pub fn quick_table(outcomes: &[Outcome]) -> String {
         "{:<26} {:>11} {:>11} {:>8} {:>34} {:>8}",
         "", "weft", "floor", "/floor", "best peer", "/peer"
     );
-    let shm_peer = best("pingpong");
-    let _ = writeln!(
-        t,
-        "{:<26} {:>11} {:>11} {:>8} {:>34} {:>8}",
-        "shm round trip p50, 32 B",
-        v(median("shm-pingpong", Metric::P50), "ns"),
-        v(median("floor-shm", Metric::P50), "ns"),
-        r(ratio(
-            outcomes,
-            ("shm-pingpong", Metric::P50),
-            ("floor-shm", Metric::P50)
-        )),
-        shm_peer.as_ref().map_or("-".into(), |p| format!(
-            "{p} {}",
-            v(median(p, Metric::P50), "ns")
-        )),
-        r(ratio_to_best_peer(outcomes, "shm-pingpong", "pingpong")),
-    );
-    let thr_peer = best("throughput");
-    let _ = writeln!(
-        t,
-        "{:<26} {:>11} {:>11} {:>8} {:>34} {:>8}",
-        "shm throughput, 64 B",
-        v(median("shm-throughput", Metric::Rate), "msgs/s"),
-        "-",
-        "-",
-        thr_peer.as_ref().map_or("-".into(), |p| format!(
-            "{p} {}",
-            v(median(p, Metric::Rate), "msgs/s")
-        )),
-        r(ratio_to_best_peer(outcomes, "shm-throughput", "throughput")),
-    );
-    let _ = writeln!(
-        t,
-        "{:<26} {:>11} {:>11} {:>8} {:>34} {:>8}",
-        "udp round trip p50, 32 B",
-        v(median("udp-pingpong", Metric::P50), "ns"),
-        v(median("floor-udp", Metric::P50), "ns"),
-        r(ratio(
-            outcomes,
-            ("udp-pingpong", Metric::P50),
-            ("floor-udp", Metric::P50)
-        )),
-        "- (no network peer built)",
-        "-",
-    );
-    let _ = writeln!(
-        t,
-        "{:<26} {:>11} {:>11} {:>8} {:>34} {:>8}",
-        "udp throughput, 64 B",
-        v(median("mcast-throughput", Metric::Rate), "msgs/s"),
-        v(median("udp-raw-throughput", Metric::Rate), "msgs/s"),
-        r(ratio(
-            outcomes,
-            ("mcast-throughput", Metric::Rate),
-            ("udp-raw-throughput", Metric::Rate)
-        )),
-        "-",
-        "-",
-    );
+    let rows: [QuickRow; 4] = [
+        (
+            "shm round trip p50, 32 B",
+            "shm-pingpong",
+            Some("floor-shm"),
+            Metric::P50,
+            Some("pingpong"),
+        ),
+        (
+            "shm throughput, 64 B",
+            "shm-throughput",
+            None,
+            Metric::Rate,
+            Some("throughput"),
+        ),
+        (
+            "udp round trip p50, 32 B",
+            "udp-pingpong",
+            Some("floor-udp"),
+            Metric::P50,
+            None,
+        ),
+        (
+            "udp throughput, 64 B",
+            "mcast-throughput",
+            Some("udp-raw-throughput"),
+            Metric::Rate,
+            None,
+        ),
+    ];
+    for (label, weft, floor, metric, peers) in rows {
+        let unit = if matches!(metric, Metric::Rate) {
+            "msgs/s"
+        } else {
+            "ns"
+        };
+        let peer = peers.and_then(best);
+        let _ = writeln!(
+            t,
+            "{:<26} {:>11} {:>11} {:>8} {:>34} {:>8}",
+            label,
+            v(median(weft, metric), unit),
+            floor.map_or("-".into(), |f| v(median(f, metric), unit)),
+            floor.map_or("-".into(), |f| r(ratio(
+                outcomes,
+                (weft, metric),
+                (f, metric)
+            ))),
+            match (&peer, peers) {
+                (Some(p), _) => format!("{p} {}", v(median(p, metric), unit)),
+                (None, None) => "- (no network peer built)".into(),
+                (None, Some(_)) => "-".into(),
+            },
+            peers.map_or("-".into(), |s| r(ratio_to_best_peer(outcomes, weft, s))),
+        );
+    }
     let _ = writeln!(
         t,
         "\nfloor: floor-shm (cache-line ping-pong) / floor-udp (raw UDP ping-pong) / udp-raw-throughput \
