@@ -119,14 +119,13 @@ impl CpuTimes {
         if others < MIN_BUSY_TICKS {
             return Some(0.0);
         }
-        Some((others / user_hz() / secs).max(0.0))
+        Some((others / USER_HZ / secs).max(0.0))
     }
 }
 
-fn user_hz() -> f64 {
-    // USER_HZ is 100 on every Linux architecture weft supports.
-    100.0
-}
+/// Clock ticks per second of `/proc/stat`: 100 on every Linux architecture
+/// weft supports.
+const USER_HZ: f64 = 100.0;
 
 /// Runs `scenario` between two floor probes; repeats it (up to `retries`
 /// more times) while the probes disagree by more than
@@ -259,19 +258,4 @@ fn git_commit() -> String {
     }
 }
 
-/// `s` as a JSON string literal.
-pub fn json_str(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
+pub use weft::weft_counters::json_string as json_str;

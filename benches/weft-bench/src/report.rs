@@ -206,8 +206,7 @@ impl Outcome {
             samples: h.len(),
             histogram: Some(h),
             intervals,
-            msgs_per_s: None,
-            ..Self::throughput(scenario, msg_bytes, 0, 0.0, note)
+            ..Self::new(scenario, msg_bytes, note)
         }
     }
 
@@ -219,11 +218,20 @@ impl Outcome {
         note: &str,
     ) -> Self {
         Self {
+            samples,
+            msgs_per_s: Some(msgs_per_s),
+            ..Self::new(scenario, msg_bytes, note)
+        }
+    }
+
+    /// A result with nothing measured yet; the harness fills in the rest.
+    fn new(scenario: &str, msg_bytes: usize, note: &str) -> Self {
+        Self {
             scenario: scenario.into(),
             msg_bytes,
-            samples,
+            samples: 0,
             latency: None,
-            msgs_per_s: Some(msgs_per_s),
+            msgs_per_s: None,
             note: note.into(),
             histogram: None,
             intervals: Vec::new(),

@@ -777,6 +777,24 @@ impl Default for CountersConfig {
     }
 }
 
+/// `s` as a JSON string literal (quotes, backslashes and control
+/// characters escaped): how the tools write labels and other text into JSON
+/// without a serializer. Allocates; not for the hot path.
+pub fn json_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
 /// The name of this process's next counters file: `counters.PID.N`, N
 /// counting the files this process made (a process may run several nodes).
 pub fn next_file_name() -> String {

@@ -523,8 +523,7 @@ impl Receiver {
     }
 
     fn missing_exists(&self) -> bool {
-        let end = self.highest.min(self.window_end());
-        (self.expected..end).any(|s| self.held[self.idx(s)] != s && s >= self.gone_until)
+        self.missing_in(self.expected, self.highest)
     }
 
     /// Runs due timers (NAK, STATUS, publisher liveness). A spurious call is a no-op.

@@ -52,13 +52,13 @@ pub const BROADCAST_FRAME_ALIGNMENT: usize = 8;
 /// Rounds up to the broadcast ring's frame alignment (8).
 #[inline(always)]
 pub(crate) const fn align_broadcast_frame(n: usize) -> usize {
-    (n + BROADCAST_FRAME_ALIGNMENT - 1) & !(BROADCAST_FRAME_ALIGNMENT - 1)
+    crate::mem::align_up(n, BROADCAST_FRAME_ALIGNMENT)
 }
 
 /// Rounds up to the frame alignment ([`FRAME_ALIGNMENT`]).
 #[inline(always)]
 pub(crate) const fn align_frame(n: usize) -> usize {
-    (n + FRAME_ALIGNMENT - 1) & !(FRAME_ALIGNMENT - 1)
+    crate::mem::align_up(n, FRAME_ALIGNMENT)
 }
 
 /// Packs a header word.

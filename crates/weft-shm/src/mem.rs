@@ -17,7 +17,6 @@ use crate::sync::{AtomicU64, Ordering, Zeroed};
 pub(crate) const MIN_CAPACITY: usize = if cfg!(loom) { 64 } else { 1024 };
 
 /// Rounds `n` up to a multiple of `align` (a power of two).
-#[cfg_attr(loom, allow(dead_code))] // used by the mapped layouts only
 #[inline(always)]
 pub(crate) const fn align_up(n: usize, align: usize) -> usize {
     (n + align - 1) & !(align - 1)

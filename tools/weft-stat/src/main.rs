@@ -93,20 +93,7 @@ fn type_name(t: u32) -> String {
     types::name(t).map_or_else(|| format!("type_{t}"), str::to_owned)
 }
 
-fn json_str(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
+use weft_counters::json_string as json_str;
 
 fn read_all(cli: &Cli, dir: &std::path::Path) -> Vec<Snapshot> {
     let mut out = Vec::new();
