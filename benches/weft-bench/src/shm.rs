@@ -77,11 +77,12 @@ pub fn attach_retry<T>(f: impl Fn() -> Result<T, ShmError>) -> T {
     loop {
         match f() {
             Ok(t) => return t,
-            Err(ShmError::NotFound { .. } | ShmError::NotInitialized { .. })
-                if Instant::now() < deadline =>
-            {
-                std::thread::sleep(Duration::from_millis(1))
-            }
+            // A 0-byte file is one being created (open, then set_len): wait.
+            Err(
+                ShmError::NotFound { .. }
+                | ShmError::NotInitialized { .. }
+                | ShmError::Truncated { len: 0, .. },
+            ) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(1)),
             Err(e) => panic!("attach: {e}"),
         }
     }
