@@ -14,6 +14,8 @@ mod fanout;
 mod harness;
 #[cfg(feature = "iceoryx2")]
 mod iceoryx2_peer;
+mod levels;
+mod lines;
 mod output;
 mod peers;
 mod pin;
@@ -62,6 +64,7 @@ macro_rules! scenarios {
 /// Every scenario, with one line saying what it measures.
 const SCENARIOS: &[Scenario] = scenarios![
     "floor-shm", Shm, RATE, "raw cache-line ping-pong between two pinned threads: the shared-memory floor (round trip)";
+    "floor-shm-lines", Shm, NONE, "the cache-line patterns rings are built from (same line, a new line per message, cursor plus slot) beside the floor, interleaved (4 rows)";
     "shm-pingpong", Shm, SIZE_RATE, "weft SPSC round trip, 32-byte messages, two pinned processes";
     "shm-pingpong-sizes", Shm, NONE, "shm-pingpong at 8 B, 64 B, 512 B, 4 KiB, 16 KiB and 64 KiB (one row per size)";
     "shm-pingpong-instrumented", Shm, NONE, "shm-pingpong plus per-message counters and a sampled one-way latency histogram in a counters file";
@@ -212,6 +215,7 @@ fn run(name: &str, ctx: Ctx) -> Vec<Outcome> {
         "shm-interleaved" => return api::shm_interleaved(clock, lat_warm, lat, 32),
         "udp-interleaved" => return udp::interleaved(clock, lat_warm / 10, lat / 10),
         "shm-peers-interleaved" => return peers::interleaved(clock, lat_warm, lat),
+        "floor-shm-lines" => return lines::run(clock, lat_warm, lat),
         "shm-pingpong-sizes" => {
             return SWEEP_SIZES
                 .iter()

@@ -457,7 +457,8 @@ pub fn interleaved(clock: Clock, warmup: u64, samples: u64) -> Vec<Outcome> {
         })
     };
     pin(0);
-    let mut h: [Recorder; 5] = Default::default();
+    let mut h: [Recorder; 5] = std::array::from_fn(|_| Recorder::with_blocks());
+    let mut rounds: Vec<crate::levels::Round> = Vec::with_capacity(blocks as usize);
     let mut n = 0u64;
     for b in 0..blocks {
         let keep = b >= warm_blocks;
@@ -501,12 +502,28 @@ pub fn interleaved(clock: Clock, warmup: u64, samples: u64) -> Vec<Outcome> {
             BLOCK,
             keep.then_some(disruptor),
         );
+        if keep {
+            rounds.push(h.iter_mut().map(Recorder::take_block_p50).collect());
+        }
     }
     echo.join().expect("echo thread");
+    let levels = crate::levels::extras(
+        &rounds,
+        1,
+        &[
+            (0, "low_level_x_floor", "high_level_x_floor"),
+            (2, "low_level_x_rtrb", "high_level_x_rtrb"),
+            (3, "low_level_x_crossbeam", "high_level_x_crossbeam"),
+            (4, "low_level_x_disruptor", "high_level_x_disruptor"),
+        ],
+    );
     let note = "interleaved in blocks of 5000 round trips with the other four kinds, same 2 pinned threads, 32-byte messages";
     vec![
         Outcome::latency("interleaved-floor-shm", 8, &h[0], note),
-        Outcome::latency("interleaved-weft-spsc", 32, &h[1], note),
+        levels.into_iter().fold(
+            Outcome::latency("interleaved-weft-spsc", 32, &h[1], note),
+            |o, (k, v)| o.with(k, v),
+        ),
         Outcome::latency("interleaved-rtrb", 32, &h[2], note),
         Outcome::latency("interleaved-crossbeam", 32, &h[3], note),
         Outcome::latency("interleaved-disruptor", 32, &h[4], note),

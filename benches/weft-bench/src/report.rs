@@ -117,6 +117,8 @@ pub struct Recorder {
     started: Option<Instant>,
     current_start: Instant,
     intervals: Vec<Interval>,
+    /// The samples since the last [`Recorder::take_block_p50`], if asked for.
+    block: Option<Histogram<u64>>,
 }
 
 impl Default for Recorder {
@@ -134,6 +136,33 @@ impl Recorder {
             started: None,
             current_start: Instant::now(),
             intervals: Vec::new(),
+            block: None,
+        }
+    }
+
+    /// A recorder that also keeps the current block's samples apart, for
+    /// [`Recorder::take_block_p50`] (interleaved scenarios).
+    pub fn with_blocks() -> Self {
+        Self {
+            block: Some(histogram()),
+            ..Self::new()
+        }
+    }
+
+    /// The p50 of the samples since the last call (0 if none, or if this
+    /// recorder keeps no blocks), and starts a new block.
+    pub fn take_block_p50(&mut self) -> u64 {
+        match &mut self.block {
+            Some(b) => {
+                let p50 = if b.is_empty() {
+                    0
+                } else {
+                    b.value_at_quantile(0.5)
+                };
+                b.reset();
+                p50
+            }
+            None => 0,
         }
     }
 
@@ -146,6 +175,9 @@ impl Recorder {
             self.current_start = now;
         }
         self.current.saturating_record(ns);
+        if let Some(b) = &mut self.block {
+            b.saturating_record(ns);
+        }
         self.in_current += 1;
         if self.in_current == self.per_interval {
             self.close_interval();

@@ -119,6 +119,15 @@ pub fn ratio(outcomes: &[Outcome], a: (&str, Metric), b: (&str, Metric)) -> Opti
     Spread::of(v)
 }
 
+/// `name`'s metric in each run, over runs.
+fn over_runs(outcomes: &[Outcome], name: &str, m: Metric) -> Option<Spread> {
+    let v = runs(outcomes)
+        .into_iter()
+        .filter_map(|r| m.of(find(outcomes, r, name)?))
+        .collect();
+    Spread::of(v)
+}
+
 /// The best shared-memory peer of each run for `suffix` (`pingpong`: lowest
 /// p50; `throughput`: highest rate), as (name, value) per run.
 fn best_peer(outcomes: &[Outcome], run: u32, suffix: &str) -> Option<(String, f64)> {
@@ -276,6 +285,56 @@ pub fn target_ratios(outcomes: &[Outcome]) -> Vec<String> {
                 (&format!("interleaved-{p}"), P50),
             ),
         );
+    }
+    // The same, paired block by block and split by the floor's level (see
+    // `levels`): the VM's level changes cannot favour one side.
+    const LEVEL_KEYS: [(&str, &str, &str); 4] = [
+        ("floor-shm", "low_level_x_floor", "high_level_x_floor"),
+        ("rtrb", "low_level_x_rtrb", "high_level_x_rtrb"),
+        (
+            "crossbeam",
+            "low_level_x_crossbeam",
+            "high_level_x_crossbeam",
+        ),
+        (
+            "disruptor",
+            "low_level_x_disruptor",
+            "high_level_x_disruptor",
+        ),
+    ];
+    for (level, pick, rounds_key) in [
+        ("low", 0, "low_level_rounds"),
+        ("high", 1, "high_level_rounds"),
+    ] {
+        let rounds: f64 = runs(outcomes)
+            .into_iter()
+            .filter_map(|r| find(outcomes, r, "interleaved-weft-spsc")?.extra(rounds_key))
+            .sum();
+        for name in [
+            "lines-same-line-40B",
+            "lines-new-line-40B",
+            "lines-cursor-slot",
+        ] {
+            let key = if pick == 0 {
+                "low_level_x_floor"
+            } else {
+                "high_level_x_floor"
+            };
+            push(
+                format!("{name} / lines-floor, {level} level"),
+                over_runs(outcomes, name, Extra(key)),
+            );
+        }
+        for keys in LEVEL_KEYS {
+            let key = if pick == 0 { keys.1 } else { keys.2 };
+            push(
+                format!(
+                    "interleaved-weft-spsc / {}, {level} level ({rounds} rounds)",
+                    keys.0
+                ),
+                over_runs(outcomes, "interleaved-weft-spsc", Extra(key)),
+            );
+        }
     }
     push(
         "shm-pingpong p50 / best shm peer's p50".into(),
