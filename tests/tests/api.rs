@@ -691,3 +691,42 @@ fn several_processes_publish_one_shm_channel() {
     node.close().unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Nodes opening one `publishers=many` channel at the same moment each get a
+/// publication: one creates the ring, and the others wait out the instant
+/// in which its file exists but is not yet sized or initialized, instead of
+/// failing with "truncated".
+#[test]
+fn nodes_racing_to_create_a_many_publisher_ring_all_publish() {
+    use std::sync::{Arc, Barrier};
+    let (first, dir) = node(ThreadingMode::Invoker);
+    for round in 0..20 {
+        let barrier = Arc::new(Barrier::new(3));
+        let racers: Vec<_> = (0..3)
+            .map(|_| {
+                let (dir, barrier) = (dir.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    let mut node = weft::Node::new(weft::NodeConfig {
+                        dir,
+                        threading: ThreadingMode::Invoker,
+                        shm_capacity: 64 * 1024,
+                        ..weft::NodeConfig::default()
+                    })
+                    .unwrap();
+                    barrier.wait();
+                    let opened = node
+                        .publication(&format!("shm:race{round}?publishers=many"), 1)
+                        .map(drop)
+                        .map_err(|e| e.to_string());
+                    node.close().unwrap();
+                    opened
+                })
+            })
+            .collect();
+        for r in racers {
+            r.join().unwrap().unwrap();
+        }
+    }
+    first.close().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}

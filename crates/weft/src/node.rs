@@ -255,13 +255,19 @@ impl Node {
             self.cfg.max_publications,
             self.cfg.shm_max_subscribers,
         );
-        let ring = match mp_broadcast::Ring::create(&self.shm, name, &config) {
-            Err(ShmError::AlreadyExists { .. }) => {
-                match mp_broadcast::Ring::attach(&self.shm, name) {
-                    Err(ShmError::WrongKind { .. }) => {
-                        // A one-publisher ring: take it over only if its
-                        // publisher is dead.
-                        match Region::reclaim(&self.shm, name) {
+        let mut tries = 0;
+        let ring = loop {
+            tries += 1;
+            break match mp_broadcast::Ring::create(&self.shm, name, &config) {
+                Err(ShmError::AlreadyExists { .. }) => {
+                    match attach_settled(|| mp_broadcast::Ring::attach(&self.shm, name)) {
+                        // Its last publisher left and removed it in between:
+                        // create it anew.
+                        Err(ShmError::NotFound { .. }) if tries < 1000 => continue,
+                        Err(ShmError::WrongKind { .. }) => {
+                            // A one-publisher ring: take it over only if its
+                            // publisher is dead.
+                            match Region::reclaim(&self.shm, name) {
                             Err(ShmError::OwnerAlive { pid, .. }) => {
                                 return Err(Error::Config(format!(
                                     "shm:{} stream {stream} is published by pid {pid} alone (publishers=one): \
@@ -271,12 +277,13 @@ impl Node {
                             }
                             other => other?,
                         }
-                        mp_broadcast::Ring::create(&self.shm, name, &config)?
+                            mp_broadcast::Ring::create(&self.shm, name, &config)?
+                        }
+                        other => other?,
                     }
-                    other => other?,
                 }
-            }
-            other => other?,
+                other => other?,
+            };
         };
         let producer = ring.producer().ok_or_else(|| {
             Error::Config(format!(
@@ -338,7 +345,7 @@ impl Node {
         );
         let ring = match broadcast::Producer::create(&self.shm, &name, &config) {
             Err(ShmError::AlreadyExists { .. }) => {
-                if mp_broadcast::Ring::attach(&self.shm, &name)
+                if attach_settled(|| mp_broadcast::Ring::attach(&self.shm, &name))
                     .is_ok_and(|r| r.live_producers() > 0)
                 {
                     return Err(Error::Config(format!(
@@ -705,6 +712,21 @@ impl Node {
 #[must_use = "dropping a Gateway stops it"]
 pub struct Gateway {
     _user: UserGuard,
+}
+
+/// Attaches with `attach`, waiting up to a second while the ring's file is
+/// one another process is creating right now (not yet sized, or not yet
+/// initialized); any other outcome is returned at once.
+fn attach_settled<T>(attach: impl Fn() -> Result<T, ShmError>) -> Result<T, ShmError> {
+    for _ in 0..1000 {
+        match attach() {
+            Err(ShmError::NotInitialized { .. } | ShmError::Truncated { .. }) => {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            other => return other,
+        }
+    }
+    attach()
 }
 
 /// The ring file of a shared-memory channel's stream.
