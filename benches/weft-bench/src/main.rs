@@ -305,16 +305,20 @@ fn run(name: &str, ctx: Ctx) -> Vec<Outcome> {
     vec![one]
 }
 
-/// `quick`'s sample counts: short, so the whole table takes well under a
-/// minute (the scenarios divide some of these further, as for `--samples`).
+/// `quick`'s sample counts: short, so that on a fresh clone the build and
+/// the table together take under 90 s on 2 cores (the scenarios divide some
+/// of these further, as for `--samples`).
 fn quick_samples(name: &str) -> Option<u64> {
     Some(match name {
-        // /20 and /4 inside: 500,000 datagrams, 2,500,000 messages.
-        n if n.ends_with("-throughput") => 10_000_000,
-        // /10 inside for UDP: 20,000 round trips.
-        _ => 200_000,
+        // /20 and /4 inside: 200,000 datagrams, 1,000,000 messages.
+        n if n.ends_with("-throughput") => 4_000_000,
+        // /10 inside for UDP: 10,000 round trips.
+        _ => 100_000,
     })
 }
+
+/// `quick`'s runs of each scenario.
+const QUICK_RUNS: u32 = 3;
 
 /// Runs `names` `opts.runs` times round robin, each between floor probes,
 /// with `samples_for(name)` (or `--samples`) samples. Prints JSON lines as
@@ -471,7 +475,7 @@ fn main() {
                 size: None,
                 rate: None,
                 subscribers: None,
-                runs: 5,
+                runs: QUICK_RUNS,
                 retries: 1,
                 out,
             };
