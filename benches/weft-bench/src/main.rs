@@ -9,6 +9,7 @@
 #![deny(unsafe_code)]
 
 mod api;
+mod cli;
 mod clock;
 mod fanout;
 mod harness;
@@ -25,10 +26,8 @@ mod shm;
 mod summary;
 mod udp;
 
-use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
-
+use crate::cli::{Cmd, RunOpts};
 use crate::clock::{Clock, Pace};
 use crate::harness::{Floor, Meta};
 use crate::report::Outcome;
@@ -114,74 +113,6 @@ const ICEORYX2_SCENARIOS: &[Scenario] = &[];
 
 fn all_scenarios() -> impl Iterator<Item = &'static Scenario> {
     SCENARIOS.iter().chain(ICEORYX2_SCENARIOS)
-}
-
-#[derive(Parser)]
-#[command(
-    name = "weft-bench",
-    about = "weft latency and throughput beside the floor and peer libraries"
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Cmd,
-}
-
-#[derive(clap::Args, Clone, Debug)]
-struct RunOpts {
-    /// One JSON object per result per line instead of a table.
-    #[arg(long)]
-    json: bool,
-    /// Measured samples: round trips for latency scenarios (default 500000;
-    /// 50000 over UDP), messages for throughput scenarios (default 20000000;
-    /// 5000000 for mcast-throughput, 1000000 for udp-raw-throughput).
-    #[arg(long)]
-    samples: Option<u64>,
-    /// Message size in bytes (scenarios marked SIZE in `list`).
-    #[arg(long)]
-    size: Option<usize>,
-    /// Fixed send rate, messages per second (scenarios marked RATE): round
-    /// trips are then timed from their scheduled send time, corrected for
-    /// coordinated omission.
-    #[arg(long)]
-    rate: Option<f64>,
-    /// Subscriber processes (scenarios marked SUBSCRIBERS).
-    #[arg(long)]
-    subscribers: Option<usize>,
-    /// Runs of the whole scenario list (round robin); tables show medians
-    /// and min–max over runs.
-    #[arg(long, default_value_t = 1)]
-    runs: u32,
-    /// Repeats of a run whose floor probes disagree by more than 1.5x.
-    #[arg(long, default_value_t = 2)]
-    retries: u32,
-    /// Write results here: results.jsonl, table.txt, an hdrhistogram
-    /// interval log per latency result, plots (SVG and PNG).
-    #[arg(long)]
-    out: Option<PathBuf>,
-}
-
-#[derive(Subcommand)]
-enum Cmd {
-    /// List the scenarios.
-    List,
-    /// Run scenarios in the order given.
-    Run {
-        /// Scenario names (see `list`).
-        #[arg(required = true)]
-        scenarios: Vec<String>,
-        #[command(flatten)]
-        opts: RunOpts,
-    },
-    /// The key scenarios, 5 runs with short samples: weft beside its floor
-    /// and its best peer (about 30 s).
-    Quick {
-        /// Write results here as `run --out` does.
-        #[arg(long)]
-        out: Option<PathBuf>,
-    },
-    /// Internal: the second process of a two-process scenario.
-    #[command(name = "__child", hide = true)]
-    Child { args: Vec<String> },
 }
 
 /// What one scenario run gets from the command line.
@@ -438,7 +369,12 @@ fn finish(outcomes: &[Outcome], opts: &RunOpts, meta: &Meta, quick: bool) {
 }
 
 fn main() {
-    match Cli::parse().command {
+    let cmd = cli::parse(std::env::args().skip(1)).unwrap_or_else(|e| {
+        eprintln!("weft-bench: {e}\n(`weft-bench help` shows the commands and options)");
+        std::process::exit(2);
+    });
+    match cmd {
+        Cmd::Help => print!("{}", cli::USAGE),
         Cmd::List => {
             for s in all_scenarios() {
                 let takes: Vec<&str> = s
@@ -470,14 +406,10 @@ fn main() {
         Cmd::Quick { out } => {
             let started = std::time::Instant::now();
             let opts = RunOpts {
-                json: false,
-                samples: None,
-                size: None,
-                rate: None,
-                subscribers: None,
                 runs: QUICK_RUNS,
                 retries: 1,
                 out,
+                ..RunOpts::default()
             };
             let meta = Meta::collect();
             let names: Vec<String> = summary::QUICK.iter().map(|s| s.to_string()).collect();
