@@ -8,12 +8,16 @@
 //! floor block's p50 is more than twice the lowest floor block's of the run,
 //! else on the *low* level. Ratios are paired: one kind's block p50 over
 //! another's in the same round, then the median over the rounds of a level.
+//! A run spent entirely on the high level has only "low" rounds by this
+//! rule, so each level also records its floor (`low_level_floor_ns`,
+//! `high_level_floor_ns`), and the summary classifies every run's levels
+//! again against the lowest floor of all runs.
 
 /// The p50s of one round of blocks, in ns, one per kind; kind 0 is the floor.
 pub type Round = Vec<u64>;
 
 /// A round counts as high-level above this many times the lowest floor p50.
-const HIGH_LEVEL: u64 = 2;
+pub const HIGH_LEVEL: u64 = 2;
 
 /// The median over the rounds of each level of `kind`'s block p50 over
 /// `other`'s: (low, high), `None` for a level with no round.
@@ -68,6 +72,18 @@ pub fn extras(
         ("low_level_rounds", low as f64),
         ("high_level_rounds", high as f64),
     ];
+    let (low_rounds, high_rounds) = split(rounds);
+    for (key, rs) in [
+        ("low_level_floor_ns", low_rounds),
+        ("high_level_floor_ns", high_rounds),
+    ] {
+        let mut floors: Vec<f64> = rs
+            .iter()
+            .map(|r| r[0] as f64)
+            .filter(|&f| f > 0.0)
+            .collect();
+        out.extend(median(&mut floors).map(|f| (key, f)));
+    }
     for &(other, low_key, high_key) in others {
         let (l, h) = paired(rounds, subject, other);
         out.extend(l.map(|v| (low_key, v)));

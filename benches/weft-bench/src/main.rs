@@ -26,7 +26,6 @@ mod shm;
 mod summary;
 mod udp;
 
-
 use crate::cli::{Cmd, RunOpts};
 use crate::clock::{Clock, Pace};
 use crate::harness::{Floor, Meta};

@@ -119,13 +119,30 @@ pub fn ratio(outcomes: &[Outcome], a: (&str, Metric), b: (&str, Metric)) -> Opti
     Spread::of(v)
 }
 
-/// `name`'s metric in each run, over runs.
-fn over_runs(outcomes: &[Outcome], name: &str, m: Metric) -> Option<Spread> {
-    let v = runs(outcomes)
+/// A level-split ratio (`levels`) of `name` over runs: each run's low- and
+/// high-level groups of rounds are classified again against the lowest floor
+/// of all runs (a run spent on the high level calls its rounds "low"). The
+/// spread over the groups on the asked level, and their rounds.
+fn by_level(outcomes: &[Outcome], name: &str, suffix: &str, high: bool) -> Option<(Spread, f64)> {
+    let groups: Vec<(f64, Option<f64>, f64)> = runs(outcomes)
         .into_iter()
-        .filter_map(|r| m.of(find(outcomes, r, name)?))
+        .filter_map(|r| find(outcomes, r, name))
+        .flat_map(|o| {
+            ["low", "high"].into_iter().filter_map(move |g| {
+                let floor = o.extra(&format!("{g}_level_floor_ns"))?;
+                let ratio = o.extra(&format!("{g}_level_{suffix}"));
+                let rounds = o.extra(&format!("{g}_level_rounds")).unwrap_or(0.0);
+                Some((floor, ratio, rounds))
+            })
+        })
         .collect();
-    Spread::of(v)
+    let lowest = groups.iter().map(|g| g.0).fold(f64::INFINITY, f64::min);
+    let on_level: Vec<_> = groups
+        .iter()
+        .filter(|g| (g.0 > crate::levels::HIGH_LEVEL as f64 * lowest) == high)
+        .collect();
+    let spread = Spread::of(on_level.iter().filter_map(|g| g.1).collect())?;
+    Some((spread, on_level.iter().map(|g| g.2).sum()))
 }
 
 /// The best shared-memory peer of each run for `suffix` (`pingpong`: lowest
@@ -288,52 +305,31 @@ pub fn target_ratios(outcomes: &[Outcome]) -> Vec<String> {
     }
     // The same, paired block by block and split by the floor's level (see
     // `levels`): the VM's level changes cannot favour one side.
-    const LEVEL_KEYS: [(&str, &str, &str); 4] = [
-        ("floor-shm", "low_level_x_floor", "high_level_x_floor"),
-        ("rtrb", "low_level_x_rtrb", "high_level_x_rtrb"),
+    let paired: [(&str, &str, &str); 7] = [
+        ("lines-same-line-40B", "x_floor", "lines-floor"),
+        ("lines-new-line-40B", "x_floor", "lines-floor"),
+        ("lines-cursor-slot", "x_floor", "lines-floor"),
+        ("interleaved-weft-spsc", "x_floor", "interleaved-floor-shm"),
+        ("interleaved-weft-spsc", "x_rtrb", "interleaved-rtrb"),
         (
-            "crossbeam",
-            "low_level_x_crossbeam",
-            "high_level_x_crossbeam",
+            "interleaved-weft-spsc",
+            "x_crossbeam",
+            "interleaved-crossbeam",
         ),
         (
-            "disruptor",
-            "low_level_x_disruptor",
-            "high_level_x_disruptor",
+            "interleaved-weft-spsc",
+            "x_disruptor",
+            "interleaved-disruptor",
         ),
     ];
-    for (level, pick, rounds_key) in [
-        ("low", 0, "low_level_rounds"),
-        ("high", 1, "high_level_rounds"),
-    ] {
-        let rounds: f64 = runs(outcomes)
-            .into_iter()
-            .filter_map(|r| find(outcomes, r, "interleaved-weft-spsc")?.extra(rounds_key))
-            .sum();
-        for name in [
-            "lines-same-line-40B",
-            "lines-new-line-40B",
-            "lines-cursor-slot",
-        ] {
-            let key = if pick == 0 {
-                "low_level_x_floor"
-            } else {
-                "high_level_x_floor"
-            };
-            push(
-                format!("{name} / lines-floor, {level} level"),
-                over_runs(outcomes, name, Extra(key)),
-            );
-        }
-        for keys in LEVEL_KEYS {
-            let key = if pick == 0 { keys.1 } else { keys.2 };
-            push(
-                format!(
-                    "interleaved-weft-spsc / {}, {level} level ({rounds} rounds)",
-                    keys.0
-                ),
-                over_runs(outcomes, "interleaved-weft-spsc", Extra(key)),
-            );
+    for (level, high) in [("low", false), ("high", true)] {
+        for (name, suffix, other) in paired {
+            if let Some((s, rounds)) = by_level(outcomes, name, suffix, high) {
+                push(
+                    format!("{name} / {other}, {level} level ({rounds:.0} rounds)"),
+                    Some(s),
+                );
+            }
         }
     }
     push(
@@ -519,4 +515,51 @@ pub fn quick_table(outcomes: &[Outcome]) -> String {
         runs(outcomes).len()
     );
     t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::Recorder;
+
+    /// A run that spent its whole time on the high level calls its rounds
+    /// "low"; across runs they count as high, by their floor.
+    #[test]
+    fn level_groups_are_classified_against_the_lowest_floor_of_all_runs() {
+        let run = |run: u32, groups: &[(&'static str, f64, f64)]| {
+            let mut o = Outcome::latency("interleaved-weft-spsc", 32, &Recorder::new(), "");
+            o.run = run;
+            o.requested = "shm-peers-interleaved".into();
+            for &(g, floor, ratio) in groups {
+                let (f, x, n) = match g {
+                    "low" => (
+                        "low_level_floor_ns",
+                        "low_level_x_floor",
+                        "low_level_rounds",
+                    ),
+                    _ => (
+                        "high_level_floor_ns",
+                        "high_level_x_floor",
+                        "high_level_rounds",
+                    ),
+                };
+                o = o.with(f, floor).with(x, ratio).with(n, 10.0);
+            }
+            o
+        };
+        let outcomes = vec![
+            run(1, &[("low", 140.0, 0.8), ("high", 520.0, 1.2)]),
+            run(2, &[("low", 550.0, 1.1)]),
+            run(3, &[("low", 130.0, 0.9)]),
+        ];
+        let (low, low_rounds) =
+            by_level(&outcomes, "interleaved-weft-spsc", "x_floor", false).unwrap();
+        let (high, high_rounds) =
+            by_level(&outcomes, "interleaved-weft-spsc", "x_floor", true).unwrap();
+        assert_eq!((low.n, low.min, low.max, low_rounds), (2, 0.8, 0.9, 20.0));
+        assert_eq!(
+            (high.n, high.min, high.max, high_rounds),
+            (2, 1.1, 1.2, 20.0)
+        );
+    }
 }
