@@ -514,6 +514,14 @@ pub fn quick_table(outcomes: &[Outcome]) -> String {
          Ratios are taken within each run, medians of {} runs.",
         runs(outcomes).len()
     );
+    if let Some(f) = median("floor-shm", Metric::P50).filter(|f| f.max > 1.5 * f.min) {
+        let _ = writeln!(
+            t,
+            "The shared-memory floor changed level between runs ({:.0} to {:.0} ns): the ns \
+             columns are medians of runs on different levels, so compare the ratios.",
+            f.min, f.max
+        );
+    }
     t
 }
 
