@@ -24,12 +24,12 @@ pub const HIGH_LEVEL: u64 = 2;
 pub fn paired(rounds: &[Round], kind: usize, other: usize) -> (Option<f64>, Option<f64>) {
     let (low, high) = split(rounds);
     let med = |rs: &[&Round]| {
-        let mut v: Vec<f64> = rs
+        let v: Vec<f64> = rs
             .iter()
             .filter(|r| r[other] > 0)
             .map(|r| r[kind] as f64 / r[other] as f64)
             .collect();
-        median(&mut v)
+        median(v)
     };
     (med(&low), med(&high))
 }
@@ -47,17 +47,8 @@ fn split(rounds: &[Round]) -> (Vec<&Round>, Vec<&Round>) {
         .partition(|r| lowest.is_none_or(|l| r[0] <= HIGH_LEVEL * l))
 }
 
-fn median(v: &mut [f64]) -> Option<f64> {
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    Some(if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    })
+fn median(v: Vec<f64>) -> Option<f64> {
+    crate::summary::Spread::of(v).map(|s| s.median)
 }
 
 /// Extras for the subject kind's outcome: rounds per level, then for each
@@ -77,12 +68,12 @@ pub fn extras(
         ("low_level_floor_ns", low_rounds),
         ("high_level_floor_ns", high_rounds),
     ] {
-        let mut floors: Vec<f64> = rs
+        let floors: Vec<f64> = rs
             .iter()
             .map(|r| r[0] as f64)
             .filter(|&f| f > 0.0)
             .collect();
-        out.extend(median(&mut floors).map(|f| (key, f)));
+        out.extend(median(floors).map(|f| (key, f)));
     }
     for &(other, low_key, high_key) in others {
         let (l, h) = paired(rounds, subject, other);

@@ -48,17 +48,26 @@ const PATTERNS: [(Pattern, &str); 4] = [
     (Pattern::CursorSlot, "lines-cursor-slot"),
 ];
 
-/// One direction: a ring of lines and a cursor line.
+/// One direction: a ring of lines and a cursor line. The cursor gets a
+/// 128-byte pair of lines to itself (as `floor-shm`'s words do), away from the
+/// ring's pointer that both threads read, so a pair-wise prefetcher cannot
+/// tie them together.
+#[repr(C, align(128))]
 struct Way {
     ring: Vec<Line>,
-    cursor: Line,
+    cursor: Pair,
 }
+
+/// A line alone in its 128-byte pair.
+#[repr(C, align(128))]
+#[derive(Default)]
+struct Pair(Line);
 
 impl Way {
     fn new() -> Self {
         Self {
             ring: (0..RING).map(|_| Line::default()).collect(),
-            cursor: Line::default(),
+            cursor: Pair::default(),
         }
     }
 
@@ -83,7 +92,7 @@ impl Way {
                 for w in &line[half..half + 4] {
                     w.store(n, Ordering::Relaxed);
                 }
-                self.cursor.0[0].store(n, Ordering::Release);
+                self.cursor.0 .0[0].store(n, Ordering::Release);
             }
         }
     }
@@ -102,7 +111,7 @@ impl Way {
                 line[1].load(Ordering::Relaxed)
             }
             Pattern::CursorSlot => {
-                while self.cursor.0[0].load(Ordering::Acquire) != n {}
+                while self.cursor.0 .0[0].load(Ordering::Acquire) != n {}
                 let line = &self.ring[(n as usize / 2) % RING].0;
                 line[(n as usize % 2) * 4].load(Ordering::Relaxed)
             }
