@@ -48,6 +48,17 @@ const PATTERNS: [(Pattern, &str); 4] = [
     (Pattern::CursorSlot, "lines-cursor-slot"),
 ];
 
+impl Pattern {
+    /// The ring line message `n` goes into, for the patterns that spin on
+    /// their data line: the next one for `NewLine`, always the first otherwise.
+    fn line_of(self, n: u64) -> usize {
+        match self {
+            Pattern::NewLine => n as usize % RING,
+            _ => 0,
+        }
+    }
+}
+
 /// One direction: a ring of lines and a cursor line. The cursor gets a
 /// 128-byte pair of lines to itself (as `floor-shm`'s words do), away from the
 /// ring's pointer that both threads read, so a pair-wise prefetcher cannot
@@ -75,12 +86,7 @@ impl Way {
         match p {
             Pattern::Floor => self.ring[0].0[0].store(n, Ordering::Release),
             Pattern::SameLine | Pattern::NewLine => {
-                let i = if matches!(p, Pattern::NewLine) {
-                    n as usize % RING
-                } else {
-                    0
-                };
-                let line = &self.ring[i].0;
+                let line = &self.ring[p.line_of(n)].0;
                 for w in &line[1..5] {
                     w.store(n, Ordering::Relaxed);
                 }
@@ -101,12 +107,7 @@ impl Way {
     fn recv(&self, p: Pattern, n: u64) -> u64 {
         match p {
             Pattern::Floor | Pattern::SameLine | Pattern::NewLine => {
-                let i = if matches!(p, Pattern::NewLine) {
-                    n as usize % RING
-                } else {
-                    0
-                };
-                let line = &self.ring[i].0;
+                let line = &self.ring[p.line_of(n)].0;
                 while line[0].load(Ordering::Acquire) != n {}
                 line[1].load(Ordering::Relaxed)
             }
@@ -167,15 +168,12 @@ pub fn run(clock: Clock, warmup: u64, samples: u64) -> Vec<Outcome> {
         .zip(&h)
         .enumerate()
         .map(|(k, ((_, name), h))| {
-            crate::levels::extras(
+            let to_floor = (0, "low_level_x_floor", "high_level_x_floor");
+            Outcome::latency(name, 8, h, note).with_all(crate::levels::extras(
                 &rounds,
                 k,
-                &[(0, "low_level_x_floor", "high_level_x_floor")],
-            )
-            .into_iter()
-            .fold(Outcome::latency(name, 8, h, note), |o, (key, v)| {
-                o.with(key, v)
-            })
+                &[to_floor],
+            ))
         })
         .collect()
 }

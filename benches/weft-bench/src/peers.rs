@@ -520,10 +520,7 @@ pub fn interleaved(clock: Clock, warmup: u64, samples: u64) -> Vec<Outcome> {
     let note = "interleaved in blocks of 5000 round trips with the other four kinds, same 2 pinned threads, 32-byte messages";
     vec![
         Outcome::latency("interleaved-floor-shm", 8, &h[0], note),
-        levels.into_iter().fold(
-            Outcome::latency("interleaved-weft-spsc", 32, &h[1], note),
-            |o, (k, v)| o.with(k, v),
-        ),
+        Outcome::latency("interleaved-weft-spsc", 32, &h[1], note).with_all(levels),
         Outcome::latency("interleaved-rtrb", 32, &h[2], note),
         Outcome::latency("interleaved-crossbeam", 32, &h[3], note),
         Outcome::latency("interleaved-disruptor", 32, &h[4], note),

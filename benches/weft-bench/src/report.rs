@@ -282,6 +282,12 @@ impl Outcome {
         self
     }
 
+    /// Adds several scenario-specific numbers.
+    pub fn with_all(mut self, extras: Vec<(&'static str, f64)>) -> Self {
+        self.extra.extend(extras);
+        self
+    }
+
     pub fn extra(&self, key: &str) -> Option<f64> {
         self.extra.iter().find(|(k, _)| *k == key).map(|(_, v)| *v)
     }
