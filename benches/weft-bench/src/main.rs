@@ -68,7 +68,7 @@ const SCENARIOS: &[Scenario] = scenarios![
     "shm-pingpong-instrumented", Shm, NONE, "shm-pingpong plus per-message counters and a sampled one-way latency histogram in a counters file";
     "api-shm-pingpong", Shm, SIZE_RATE, "shm-pingpong through the public API (weft::Node, shm: channels), two pinned processes";
     "api-shm-many-pingpong", Shm, SIZE, "api-shm-pingpong on publishers=many channels (the ring several processes may publish)";
-    "shm-peers-interleaved", Shm, NONE, "the floor, weft's SPSC ring (heap, two threads), rtrb, crossbeam and the disruptor (event pollers) in alternating blocks on the same two pinned threads (5 rows)";
+    "shm-peers-interleaved", Shm, NONE, "the floor, weft's SPSC ring (heap, two threads), rtrb, crossbeam, the disruptor (event pollers) and weft's ring in a shared-memory file, in alternating blocks on the same two pinned threads (6 rows)";
     "shm-interleaved", Shm, NONE, "shm-pingpong, api-shm-pingpong and the raw broadcast ring in alternating blocks between the same processes (3 rows)";
     "shm-throughput", Shm, SIZE, "weft SPSC one-way stream, 64-byte messages, two pinned processes (msgs/s)";
     "shm-throughput-sizes", Shm, NONE, "shm-throughput at 8 B, 64 B, 512 B, 4 KiB, 16 KiB and 64 KiB (one row per size)";

@@ -416,9 +416,11 @@ fn disruptor_pair() -> Disruptor32 {
 /// `shm-peers-interleaved`: weft's SPSC ring (heap memory, two threads),
 /// rtrb, crossbeam-channel and the disruptor (event pollers on both sides)
 /// round trips in alternating blocks of [`BLOCK`] on the same two pinned
-/// threads, with the cache-line floor as a fifth kind. All see the same
-/// machine state, so the VM's level changes cannot favour one of them.
-/// Returns one outcome per kind, named `interleaved-…`.
+/// threads, with the cache-line floor as a fifth kind and weft's ring in a
+/// shared-memory file (as `shm-pingpong` maps it, here between the same two
+/// threads) as a sixth. All see the same machine state, so the VM's level
+/// changes cannot favour one of them. Returns one outcome per kind, named
+/// `interleaved-…`.
 pub fn interleaved(clock: Clock, warmup: u64, samples: u64) -> Vec<Outcome> {
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::Arc;
@@ -431,6 +433,15 @@ pub fn interleaved(clock: Clock, warmup: u64, samples: u64) -> Vec<Outcome> {
         |_| weft_shm::spsc::channel(weft_shm::spsc::SpscConfig::new(64 * 1024)).expect("ring");
     let (mut w_ping_tx, mut w_ping_rx) = weft(());
     let (mut w_pong_tx, mut w_pong_rx) = weft(());
+    let mapped = |tag: &str| {
+        let (opts, name) = (crate::shm::bench_opts(), crate::shm::unique(tag));
+        let cfg = weft_shm::spsc::SpscConfig::new(64 * 1024);
+        let tx = weft_shm::spsc::Producer::create(&opts, &name, &cfg).expect("create ring");
+        let rx = weft_shm::spsc::Consumer::attach(&opts, &name).expect("attach ring");
+        (tx, rx)
+    };
+    let (mut m_ping_tx, mut m_ping_rx) = mapped("ilv-ping");
+    let (mut m_pong_tx, mut m_pong_rx) = mapped("ilv-pong");
     let (mut r_ping_tx, mut r_ping_rx) = rtrb_pair::<32>(1024);
     let (mut r_pong_tx, mut r_pong_rx) = rtrb_pair::<32>(1024);
     let (mut c_ping_tx, mut c_ping_rx) = crossbeam_pair::<32>(1024);
@@ -453,16 +464,17 @@ pub fn interleaved(clock: Clock, warmup: u64, samples: u64) -> Vec<Outcome> {
                 echo_block(&mut r_ping_rx, &mut r_pong_tx, BLOCK);
                 echo_block(&mut c_ping_rx, &mut c_pong_tx, BLOCK);
                 echo_block(&mut d_ping_rx, &mut d_pong_tx, BLOCK);
+                echo_block(&mut m_ping_rx, &mut m_pong_tx, BLOCK);
             }
         })
     };
     pin(0);
-    let mut h: [Recorder; 5] = std::array::from_fn(|_| Recorder::with_blocks());
+    let mut h: [Recorder; 6] = std::array::from_fn(|_| Recorder::with_blocks());
     let mut rounds: Vec<crate::levels::Round> = Vec::with_capacity(blocks as usize);
     let mut n = 0u64;
     for b in 0..blocks {
         let keep = b >= warm_blocks;
-        let [floor, weft, rtrb, crossbeam, disruptor] = &mut h;
+        let [floor, weft, rtrb, crossbeam, disruptor, mapped] = &mut h;
         for _ in 0..BLOCK {
             n += 1;
             let t0 = ticks();
@@ -502,6 +514,13 @@ pub fn interleaved(clock: Clock, warmup: u64, samples: u64) -> Vec<Outcome> {
             BLOCK,
             keep.then_some(disruptor),
         );
+        ping_block(
+            clock,
+            (&mut m_ping_tx, &mut m_pong_rx),
+            first,
+            BLOCK,
+            keep.then_some(mapped),
+        );
         if keep {
             rounds.push(h.iter_mut().map(Recorder::take_block_p50).collect());
         }
@@ -517,12 +536,22 @@ pub fn interleaved(clock: Clock, warmup: u64, samples: u64) -> Vec<Outcome> {
             (4, "low_level_x_disruptor", "high_level_x_disruptor"),
         ],
     );
-    let note = "interleaved in blocks of 5000 round trips with the other four kinds, same 2 pinned threads, 32-byte messages";
+    let mapped_levels = crate::levels::extras(
+        &rounds,
+        5,
+        &[
+            (0, "low_level_x_floor", "high_level_x_floor"),
+            (1, "low_level_x_heap", "high_level_x_heap"),
+            (4, "low_level_x_disruptor", "high_level_x_disruptor"),
+        ],
+    );
+    let note = "interleaved in blocks of 5000 round trips with the other five kinds, same 2 pinned threads, 32-byte messages";
     vec![
         Outcome::latency("interleaved-floor-shm", 8, &h[0], note),
         Outcome::latency("interleaved-weft-spsc", 32, &h[1], note).with_all(levels),
         Outcome::latency("interleaved-rtrb", 32, &h[2], note),
         Outcome::latency("interleaved-crossbeam", 32, &h[3], note),
         Outcome::latency("interleaved-disruptor", 32, &h[4], note),
+        Outcome::latency("interleaved-weft-spsc-mapped", 32, &h[5], note).with_all(mapped_levels),
     ]
 }

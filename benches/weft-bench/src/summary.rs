@@ -305,7 +305,7 @@ pub fn target_ratios(outcomes: &[Outcome]) -> Vec<String> {
     }
     // The same, paired block by block and split by the floor's level (see
     // `levels`): the VM's level changes cannot favour one side.
-    let paired: [(&str, &str, &str); 7] = [
+    let paired: [(&str, &str, &str); 10] = [
         ("lines-same-line-40B", "x_floor", "lines-floor"),
         ("lines-new-line-40B", "x_floor", "lines-floor"),
         ("lines-cursor-slot", "x_floor", "lines-floor"),
@@ -318,6 +318,21 @@ pub fn target_ratios(outcomes: &[Outcome]) -> Vec<String> {
         ),
         (
             "interleaved-weft-spsc",
+            "x_disruptor",
+            "interleaved-disruptor",
+        ),
+        (
+            "interleaved-weft-spsc-mapped",
+            "x_floor",
+            "interleaved-floor-shm",
+        ),
+        (
+            "interleaved-weft-spsc-mapped",
+            "x_heap",
+            "interleaved-weft-spsc",
+        ),
+        (
+            "interleaved-weft-spsc-mapped",
             "x_disruptor",
             "interleaved-disruptor",
         ),
