@@ -319,6 +319,86 @@ fn a_bad_uri_is_an_error_that_quotes_it() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The largest message of a shared-memory channel, with latency sampling off,
+/// on every message, and on one in three (a sampled message gives up 8 bytes
+/// for its stamp, so all messages do): `max_message` bytes go through both
+/// `offer` and `try_claim`, one byte more is refused whole as `TooLarge`
+/// naming both sizes, and the subscriber gets exactly the accepted messages.
+#[test]
+fn a_message_over_the_largest_is_refused_whole() {
+    for sample_every in [0, 1, 3] {
+        let dir = std::env::temp_dir().join(format!(
+            "weft-api-sizes-{}-{sample_every}",
+            std::process::id()
+        ));
+        let mut node = weft::Node::new(weft::NodeConfig {
+            dir: dir.clone(),
+            threading: ThreadingMode::Invoker,
+            shm_capacity: 64 * 1024,
+            latency_sample_every: sample_every,
+            ..weft::NodeConfig::default()
+        })
+        .unwrap();
+        let mut publ = node.publication("shm:sizes", 1).unwrap();
+        let mut sub = node.subscription("shm:sizes", 1).unwrap();
+        let started = Instant::now();
+        while !publ.is_connected() {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "never connected"
+            );
+            sub.poll(16, |_| {}).unwrap();
+        }
+        let max = publ.max_message();
+        let too_large = weft::PublishError::TooLarge { len: max + 1, max };
+        let (mut sent, mut got) = (0u8, Vec::new());
+        while sent < 12 {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "stuck at {sent}"
+            );
+            assert_eq!(publ.offer(&vec![sent; max + 1]), Err(too_large));
+            assert_eq!(publ.try_claim(max + 1).err(), Some(too_large));
+            let r = if sent % 2 == 0 {
+                publ.offer(&vec![sent; max])
+            } else {
+                publ.try_claim(max).map(|mut c| {
+                    c.payload_mut().fill(sent);
+                    c.commit()
+                })
+            };
+            match r {
+                Ok(()) => sent += 1,
+                Err(weft::PublishError::BackPressured) => {}
+                Err(e) => panic!("sample_every {sample_every}: {e} at {sent}"),
+            }
+            sub.poll(64, |e| {
+                if let weft::Event::Message(m) = e {
+                    got.push(m.to_vec())
+                }
+            })
+            .unwrap();
+        }
+        while got.len() < 12 {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "got {}",
+                got.len()
+            );
+            sub.poll(64, |e| {
+                if let weft::Event::Message(m) = e {
+                    got.push(m.to_vec())
+                }
+            })
+            .unwrap();
+        }
+        let want: Vec<Vec<u8>> = (0..12).map(|i| vec![i; max]).collect();
+        assert_eq!(got, want, "sample_every {sample_every}");
+        drop((publ, sub, node));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
 /// Another process's view: a move written into the node's control ring in
 /// shared memory is applied, and a move of an unknown task is refused.
 #[test]

@@ -303,33 +303,52 @@ impl PubInner {
                 connected,
                 until_check,
                 ..
-            } => {
-                if !*connected || *until_check == 0 {
-                    *connected = ring.consumers() > 0;
-                    *until_check = RECHECK_EVERY;
-                }
-                *until_check -= 1;
-                *connected
-            }
+            } => recount(connected, until_check, || ring.consumers() > 0),
             PubInner::ShmMany {
                 ring,
                 connected,
                 until_check,
                 ..
-            } => {
-                if !*connected || *until_check == 0 {
-                    *connected = ring.consumers() > 0;
-                    *until_check = RECHECK_EVERY;
-                }
-                *until_check -= 1;
-                *connected
-            }
+            } => recount(connected, until_check, || ring.consumers() > 0),
             PubInner::Udp { tx, .. } => SenderStatus(tx.consumer_status()).connected(),
         }
     }
 
+    /// Claims `len` bytes. A one-publisher shared-memory channel, the path a
+    /// latency-sensitive publisher takes on every message, is kept small and
+    /// inline; the other kinds are out of line in [`Self::claim_other`].
     #[inline]
     fn claim(&mut self, len: usize, sampling: &mut Sampling) -> Result<Claim<'_>, PublishError> {
+        let PubInner::Shm {
+            ring,
+            connected,
+            until_check,
+            counters,
+        } = self
+        else {
+            return self.claim_other(len, sampling);
+        };
+        let max = shm_admit(ring, connected, until_check, sampling, len)?;
+        if sampling.due() {
+            return claim_shm_stamped(ring, counters, sampling, len)
+                .map_err(|e| claim_error(e, len, max));
+        }
+        match ring.try_claim(len, TYPE_MESSAGE) {
+            Ok(c) => {
+                sampling.plain_claimed();
+                Ok(Claim(ClaimInner::Shm(c, counters)))
+            }
+            Err(e) => Err(shm_refused(counters, e, len, max)),
+        }
+    }
+
+    /// [`Self::claim`] on a `publishers=many` or a UDP channel.
+    #[inline(never)]
+    fn claim_other(
+        &mut self,
+        len: usize,
+        sampling: &mut Sampling,
+    ) -> Result<Claim<'_>, PublishError> {
         if let PubInner::Udp {
             tx, waker: None, ..
         } = self
@@ -345,30 +364,9 @@ impl PubInner {
         if !self.connected_now() {
             return Err(PublishError::NotConnected);
         }
-        let err = |e: ClaimError| match e {
-            ClaimError::Full => PublishError::BackPressured,
-            ClaimError::TooLarge { .. } => PublishError::TooLarge { len, max },
-            ClaimError::NotConnected => PublishError::NotConnected,
-            _ => PublishError::Closed,
-        };
+        let err = |e: ClaimError| claim_error(e, len, max);
         match self {
-            PubInner::Shm { ring, counters, .. } => {
-                if sampling.due() {
-                    return claim_shm_stamped(ring, counters, sampling, len).map_err(err);
-                }
-                match ring.try_claim(len, TYPE_MESSAGE) {
-                    Ok(c) => {
-                        sampling.plain_claimed();
-                        Ok(Claim(ClaimInner::Shm(c, counters)))
-                    }
-                    Err(e) => {
-                        if e == ClaimError::Full {
-                            counters.other.add(1);
-                        }
-                        Err(err(e))
-                    }
-                }
-            }
+            PubInner::Shm { .. } => unreachable!("`claim` takes one-publisher shm channels"),
             PubInner::ShmMany { ring, counters, .. } => {
                 let stamped = sampling.due();
                 let (len, t) = if stamped {
@@ -385,12 +383,7 @@ impl PubInner {
                 match claim {
                     Ok(c) if stamped => Ok(Claim(ClaimInner::ShmManyStamped(c, counters))),
                     Ok(c) => Ok(Claim(ClaimInner::ShmMany(c, counters))),
-                    Err(e) => {
-                        if e == ClaimError::Full {
-                            counters.other.add(1);
-                        }
-                        Err(err(e))
-                    }
+                    Err(e) => Err(shm_refused(counters, e, len, max)),
                 }
             }
             PubInner::Udp { tx, waker, .. } => {
@@ -406,6 +399,60 @@ impl PubInner {
                 }
             }
         }
+    }
+}
+
+/// A shared-memory publication's subscriber count as the hot path sees it:
+/// counted (`count`) on every call while there were none, and every
+/// [`RECHECK_EVERY`] calls while there are some.
+#[inline(always)]
+fn recount(connected: &mut bool, until_check: &mut u32, count: impl FnOnce() -> bool) -> bool {
+    if !*connected || *until_check == 0 {
+        *connected = count();
+        *until_check = RECHECK_EVERY;
+    }
+    *until_check -= 1;
+    *connected
+}
+
+/// Admits a message of `len` bytes on a one-publisher shared-memory channel:
+/// no longer than the largest message (returned), and a subscriber there.
+#[inline(always)]
+fn shm_admit(
+    ring: &broadcast::Producer,
+    connected: &mut bool,
+    until_check: &mut u32,
+    sampling: &Sampling,
+    len: usize,
+) -> Result<usize, PublishError> {
+    let max = ring.max_payload().saturating_sub(sampling.room());
+    if len > max {
+        return Err(PublishError::TooLarge { len, max });
+    }
+    if !recount(connected, until_check, || ring.consumers() > 0) {
+        return Err(PublishError::NotConnected);
+    }
+    Ok(max)
+}
+
+/// A shared-memory ring's refusal of a claim of `len` bytes (at most `max`),
+/// counted when it is back-pressure, as the publisher's error.
+#[inline]
+fn shm_refused(counters: &ShmCounters, e: ClaimError, len: usize, max: usize) -> PublishError {
+    if e == ClaimError::Full {
+        counters.other.add(1);
+    }
+    claim_error(e, len, max)
+}
+
+/// What a refused claim of `len` bytes (at most `max`) tells the publisher.
+#[inline]
+fn claim_error(e: ClaimError, len: usize, max: usize) -> PublishError {
+    match e {
+        ClaimError::Full => PublishError::BackPressured,
+        ClaimError::TooLarge { .. } => PublishError::TooLarge { len, max },
+        ClaimError::NotConnected => PublishError::NotConnected,
+        _ => PublishError::Closed,
     }
 }
 
@@ -508,6 +555,30 @@ impl Publication {
     /// Copies `msg` in and publishes it.
     #[inline]
     pub fn offer(&mut self, msg: &[u8]) -> Result<(), PublishError> {
+        // A one-publisher shared-memory channel copies straight into its ring:
+        // no claim is built and moved about (a claim is a large value, and
+        // moving it cost more than the ring's own work). Sampled messages
+        // take the claim path, which stamps them.
+        if let PubInner::Shm {
+            ring,
+            connected,
+            until_check,
+            counters,
+        } = &mut self.inner
+        {
+            if !self.sampling.due() {
+                let len = msg.len();
+                let max = shm_admit(ring, connected, until_check, &self.sampling, len)?;
+                return match ring.offer(TYPE_MESSAGE, msg) {
+                    Ok(()) => {
+                        self.sampling.plain_claimed();
+                        counters.sent(len, ring.position());
+                        Ok(())
+                    }
+                    Err(e) => Err(shm_refused(counters, e, len, max)),
+                };
+            }
+        }
         let mut c = self.try_claim(msg.len())?;
         c.payload_mut().copy_from_slice(msg);
         c.commit();
@@ -641,7 +712,66 @@ impl Subscription {
     /// Returns how many. While messages flow: no allocation, lock or syscall.
     /// A shared-memory subscription whose publisher is not there yet looks for
     /// its file now and then (a few syscalls, only while there is nothing to read).
+    #[inline]
     pub fn poll<F: FnMut(Event<'_>)>(
+        &mut self,
+        limit: usize,
+        mut f: F,
+    ) -> Result<usize, SubscribeError> {
+        // The path a spinning reader of a shared-memory channel takes on every
+        // call is kept small; what it rarely needs is out of line below.
+        let SubInner::Shm {
+            ring: Some(r),
+            empty_polls,
+            counters,
+            latency,
+            ..
+        } = &mut self.inner
+        else {
+            return self.poll_other(limit, f);
+        };
+        // Events come through too: a gateway republishes a UDP
+        // stream's losses and session changes into its ring.
+        let mut bytes = 0;
+        let result = r.poll(limit, |frame| {
+            let p = frame.payload();
+            match frame.type_id() {
+                TYPE_MESSAGE => {
+                    bytes += p.len() as u64;
+                    f(Event::Message(p));
+                }
+                TYPE_MESSAGE_STAMPED => {
+                    if let Some(m) = unstamp(p, latency) {
+                        bytes += m.len() as u64;
+                        f(Event::Message(m));
+                    }
+                }
+                t => {
+                    if let Some(e) = decode(t, p) {
+                        f(e)
+                    }
+                }
+            }
+        });
+        match result {
+            Ok(0) if !clock_due(empty_polls) => Ok(0),
+            Ok(0) => Ok(self.probe_publisher(&mut f)),
+            Ok(n) => {
+                *empty_polls = 0;
+                // Events other than messages are rare: count them in.
+                counters.messages.add(n as u64);
+                counters.bytes.add(bytes);
+                counters.position.set(r.position());
+                Ok(n)
+            }
+            Err(e) => self.shm_poll_failed(e, &mut f),
+        }
+    }
+
+    /// [`Self::poll`] of a UDP subscription, or of a shared-memory one that has
+    /// no ring yet (it looks for the publisher's file now and then).
+    #[inline(never)]
+    fn poll_other<F: FnMut(Event<'_>)>(
         &mut self,
         limit: usize,
         mut f: F,
@@ -679,85 +809,86 @@ impl Subscription {
                 ring,
                 name,
                 opts,
-                liveness_ns,
                 empty_polls,
                 last_probe,
-                counters,
-                latency,
+                ..
             } => {
-                let Some(r) = ring else {
-                    if *last_probe == 0 || probe_due(empty_polls, last_probe, ATTACH_EVERY_NS) {
-                        *last_probe = weft_shm::liveness::now_ns();
-                        if let Some((reader, session_id)) = ShmReader::attach(opts, name) {
-                            *ring = Some(reader);
-                            f(Event::NewSession { session_id });
-                            return Ok(1);
-                        }
-                    }
-                    return Ok(0);
-                };
-                // Events come through too: a gateway republishes a UDP
-                // stream's losses and session changes into its ring.
-                let mut bytes = 0;
-                let result = r.poll(limit, |frame| {
-                    let p = frame.payload();
-                    match frame.type_id() {
-                        TYPE_MESSAGE => {
-                            bytes += p.len() as u64;
-                            f(Event::Message(p));
-                        }
-                        TYPE_MESSAGE_STAMPED => {
-                            if let Some(m) = unstamp(p, latency) {
-                                bytes += m.len() as u64;
-                                f(Event::Message(m));
-                            }
-                        }
-                        t => {
-                            if let Some(e) = decode(t, p) {
-                                f(e)
-                            }
-                        }
-                    }
-                });
-                match result {
-                    Ok(0) => {
-                        if probe_due(empty_polls, last_probe, *liveness_ns / 4)
-                            && r.publishers_gone(*liveness_ns)
-                        {
-                            *ring = None;
-                            f(Event::PublisherGone);
-                            return Ok(1);
-                        }
-                        Ok(0)
-                    }
-                    Ok(n) => {
-                        *empty_polls = 0;
-                        // Events other than messages are rare: count them in.
-                        counters.messages.add(n as u64);
-                        counters.bytes.add(bytes);
-                        counters.position.set(r.position());
-                        Ok(n)
-                    }
-                    Err(PollError::Closed) => {
-                        *ring = None;
-                        f(Event::PublisherGone);
-                        Ok(1)
-                    }
-                    Err(PollError::Evicted) => {
-                        // Too slow for too long: the publisher went on without
-                        // us. Rejoin at the newest message and say what was lost
-                        // (the count is not known here).
-                        r.rejoin();
-                        counters.other.add(1);
-                        f(Event::Loss { from: 0, to: 0 });
-                        Ok(1)
-                    }
-                    Err(e) => Err(SubscribeError::Corrupt {
-                        uri: self.uri.to_string(),
-                        source: e,
-                    }),
+                if ring.is_some() {
+                    // An attached ring is `poll`'s own path.
+                    return self.poll(limit, f);
                 }
+                if *last_probe == 0 || probe_due(empty_polls, last_probe, ATTACH_EVERY_NS) {
+                    *last_probe = weft_shm::liveness::now_ns();
+                    if let Some((reader, session_id)) = ShmReader::attach(opts, name) {
+                        *ring = Some(reader);
+                        f(Event::NewSession { session_id });
+                        return Ok(1);
+                    }
+                }
+                Ok(0)
             }
+        }
+    }
+
+    /// Every [`CLOCK_EVERY`]th empty poll of an attached shared-memory
+    /// subscription: once a quarter of the liveness timeout has passed, checks
+    /// that a publisher is still there. Returns the events handed to `f`.
+    #[cold]
+    #[inline(never)]
+    fn probe_publisher<F: FnMut(Event<'_>)>(&mut self, f: &mut F) -> usize {
+        let SubInner::Shm {
+            ring,
+            liveness_ns,
+            last_probe,
+            ..
+        } = &mut self.inner
+        else {
+            return 0;
+        };
+        let gone = match ring {
+            Some(r) => time_passed(last_probe, *liveness_ns / 4) && r.publishers_gone(*liveness_ns),
+            None => false,
+        };
+        if !gone {
+            return 0;
+        }
+        *ring = None;
+        f(Event::PublisherGone);
+        1
+    }
+
+    /// An attached shared-memory subscription's ring said `error`.
+    #[cold]
+    #[inline(never)]
+    fn shm_poll_failed<F: FnMut(Event<'_>)>(
+        &mut self,
+        error: PollError,
+        f: &mut F,
+    ) -> Result<usize, SubscribeError> {
+        let SubInner::Shm { ring, counters, .. } = &mut self.inner else {
+            return Ok(0);
+        };
+        match error {
+            PollError::Closed => {
+                *ring = None;
+                f(Event::PublisherGone);
+                Ok(1)
+            }
+            PollError::Evicted => {
+                // Too slow for too long: the publisher went on without
+                // us. Rejoin at the newest message and say what was lost
+                // (the count is not known here).
+                if let Some(r) = ring {
+                    r.rejoin();
+                }
+                counters.other.add(1);
+                f(Event::Loss { from: 0, to: 0 });
+                Ok(1)
+            }
+            e => Err(SubscribeError::Corrupt {
+                uri: self.uri.to_string(),
+                source: e,
+            }),
         }
     }
 }
@@ -836,11 +967,22 @@ impl ShmReader {
 /// says whether `every_ns` have passed since `last_probe` (then resets it).
 #[inline]
 fn probe_due(empty_polls: &mut u32, last_probe: &mut u64, every_ns: u64) -> bool {
+    clock_due(empty_polls) && time_passed(last_probe, every_ns)
+}
+
+/// Counts an empty poll: true for every [`CLOCK_EVERY`]th (and starts over).
+#[inline(always)]
+fn clock_due(empty_polls: &mut u32) -> bool {
     *empty_polls += 1;
     if *empty_polls < CLOCK_EVERY {
         return false;
     }
     *empty_polls = 0;
+    true
+}
+
+/// Whether `every_ns` have passed since `last_probe` (then sets it to now).
+fn time_passed(last_probe: &mut u64, every_ns: u64) -> bool {
     let now = weft_shm::liveness::now_ns();
     if now.saturating_sub(*last_probe) < every_ns {
         return false;
