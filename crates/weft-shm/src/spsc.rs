@@ -285,6 +285,10 @@ pub struct Producer {
     max_payload: usize,
     /// A header whose store is deferred to the end of a batch: (offset, word).
     deferred: Option<(usize, u64)>,
+    /// The end of the last claim handed out, until it is committed. If the next
+    /// claim finds it set, that claim was abandoned, and its payload bytes (which
+    /// a shorter frame's end may fall on) are zeroed again.
+    open_claim_end: Option<u64>,
     batching: bool,
     _not_sync: PhantomData<std::cell::Cell<()>>,
 }
@@ -309,6 +313,14 @@ impl Producer {
             }
             tail += len as u64;
         }
+        // A producer that died holding a claim may have written its payload past
+        // `tail`: clear as much as one claim can span (see `clear_abandoned`).
+        let claim_span = 2 * align_frame(HEADER_LEN + max_payload) as u64;
+        let from = tail + HEADER_LEN as u64;
+        let to = (tail + claim_span).min(limit);
+        if to > from {
+            mem.area.zero(from as usize, (to - from) as usize);
+        }
         mem.ctrl().tail.store(tail, Ordering::Release);
         let cached_head = mem.ctrl().head.load(Ordering::Acquire);
         Self {
@@ -317,6 +329,7 @@ impl Producer {
             cached_head,
             max_payload,
             deferred: None,
+            open_claim_end: None,
             batching: false,
             _not_sync: PhantomData,
         }
@@ -342,6 +355,7 @@ impl Producer {
     #[inline]
     pub fn try_claim(&mut self, len: usize, type_id: u32) -> Result<Claim<'_>, ClaimError> {
         let (frame_off, pad) = self.reserve(len, type_id)?;
+        self.open_claim_end = Some(self.tail + (pad + align_frame(HEADER_LEN + len)) as u64);
         Ok(Claim {
             producer: self,
             frame_off,
@@ -353,6 +367,9 @@ impl Producer {
 
     #[inline(always)]
     fn reserve(&mut self, len: usize, type_id: u32) -> Result<(usize, usize), ClaimError> {
+        if let Some(end) = self.open_claim_end.take() {
+            self.clear_abandoned(end);
+        }
         if len > self.max_payload {
             return Err(ClaimError::TooLarge {
                 len,
@@ -381,6 +398,19 @@ impl Producer {
             }
         }
         Ok(((off + pad) & (cap - 1), pad))
+    }
+
+    /// Zeroes what an abandoned claim may have written (`tail + 8 .. end`: its
+    /// header, at `tail`, was never stored), so that no later frame ends on one
+    /// of its payload words and the consumer reads it as a header. Nothing
+    /// there was handed to the consumer.
+    #[cold]
+    fn clear_abandoned(&mut self, end: u64) {
+        let from = self.tail + HEADER_LEN as u64;
+        if end > from {
+            // Word offsets wrap at the end of the area (`Area::word` masks them).
+            self.mem.area.zero(from as usize, (end - from) as usize);
+        }
     }
 
     /// Claims, copies `payload` in, and commits.
@@ -425,6 +455,7 @@ impl Producer {
 
     #[inline(always)]
     fn publish(&mut self, frame_off: usize, pad: usize, len: usize, type_id: u32) {
+        self.open_claim_end = None;
         let area = &self.mem.area;
         let frame_len = align_frame(HEADER_LEN + len);
         let next = self.tail + (pad + frame_len) as u64;
@@ -463,6 +494,9 @@ impl Producer {
 
 impl Drop for Producer {
     fn drop(&mut self) {
+        if let Some(end) = self.open_claim_end.take() {
+            self.clear_abandoned(end);
+        }
         self.flush();
         self.mem.ctrl().producer.close();
     }
@@ -851,6 +885,70 @@ mod tests {
         let mut got = Vec::new();
         assert_eq!(rx.poll(10, |f| got.push(f.payload()[0])), Ok(5));
         assert_eq!(got, vec![0, 1, 2, 3, 4]);
+    }
+
+    /// An abandoned claim's payload bytes stay in the ring; the frames written
+    /// over and after them must never read them as a header.
+    #[test]
+    fn an_abandoned_claims_payload_never_reads_as_a_header() {
+        let (mut tx, mut rx) = channel(SpscConfig::new(1024)).unwrap();
+        let mut got = Vec::new();
+        for lap in 0..4u64 {
+            {
+                let mut c = tx.try_claim(120, 1).unwrap();
+                // Bytes that read as a valid header of a 16-byte frame, everywhere;
+                // then the claim is abandoned (dropped, not committed).
+                for at in (0..120).step_by(8) {
+                    c.write(at, &frame::pack(16, 1).to_le_bytes());
+                }
+            }
+            for i in 0..40u64 {
+                tx.offer(2, &(lap * 100 + i).to_le_bytes()).unwrap();
+                assert_eq!(
+                    rx.poll(4, |f| got
+                        .push(u64::from_le_bytes(f.payload().try_into().unwrap()))),
+                    Ok(1)
+                );
+            }
+        }
+        let want: Vec<u64> = (0..4u64)
+            .flat_map(|l| (0..40).map(move |i| l * 100 + i))
+            .collect();
+        assert_eq!(got, want);
+    }
+
+    /// A producer that died inside a claim leaves payload bytes past `tail`
+    /// (its header never stored); the producer that takes over clears them.
+    #[test]
+    fn a_new_producer_clears_what_the_old_one_left_past_tail() {
+        use crate::region::ShmOptions;
+        let dir = std::env::temp_dir().join(format!("weft-spsc-clear-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let opts = ShmOptions {
+            remove_on_drop: false,
+            ..ShmOptions::in_dir(&dir)
+        };
+        let mut tx = Producer::create(&opts, "r", &SpscConfig::new(1024)).unwrap();
+        let mut rx = Consumer::attach(&opts, "r").unwrap();
+        tx.offer(1, &7u64.to_le_bytes()).unwrap();
+        for at in (tx.tail + 8..tx.tail + 128).step_by(8) {
+            tx.mem
+                .area
+                .word(at as usize)
+                .store(frame::pack(16, 1), Ordering::Relaxed);
+        }
+        drop(tx);
+        let mut tx = Producer::attach(&opts, "r").unwrap();
+        for i in 8..11u64 {
+            tx.offer(1, &i.to_le_bytes()).unwrap();
+        }
+        let got: Vec<u64> = drain(&mut rx)
+            .into_iter()
+            .map(|(_, p)| u64::from_le_bytes(p.try_into().unwrap()))
+            .collect();
+        assert_eq!(got, vec![7, 8, 9, 10]);
+        drop((tx, rx));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
