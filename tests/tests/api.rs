@@ -372,12 +372,7 @@ fn a_message_over_the_largest_is_refused_whole() {
                 Err(weft::PublishError::BackPressured) => {}
                 Err(e) => panic!("sample_every {sample_every}: {e} at {sent}"),
             }
-            sub.poll(64, |e| {
-                if let weft::Event::Message(m) = e {
-                    got.push(m.to_vec())
-                }
-            })
-            .unwrap();
+            take_messages(&mut sub, &mut got);
         }
         while got.len() < 12 {
             assert!(
@@ -385,18 +380,23 @@ fn a_message_over_the_largest_is_refused_whole() {
                 "got {}",
                 got.len()
             );
-            sub.poll(64, |e| {
-                if let weft::Event::Message(m) = e {
-                    got.push(m.to_vec())
-                }
-            })
-            .unwrap();
+            take_messages(&mut sub, &mut got);
         }
         let want: Vec<Vec<u8>> = (0..12).map(|i| vec![i; max]).collect();
         assert_eq!(got, want, "sample_every {sample_every}");
         drop((publ, sub, node));
         let _ = std::fs::remove_dir_all(&dir);
     }
+}
+
+/// Polls `sub` once, appending the messages it hands out to `got`.
+fn take_messages(sub: &mut weft::Subscription, got: &mut Vec<Vec<u8>>) {
+    sub.poll(64, |e| {
+        if let weft::Event::Message(m) = e {
+            got.push(m.to_vec())
+        }
+    })
+    .unwrap();
 }
 
 /// Another process's view: a move written into the node's control ring in

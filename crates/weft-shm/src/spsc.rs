@@ -313,17 +313,9 @@ impl Producer {
             }
             tail += len as u64;
         }
-        // A producer that died holding a claim may have written its payload past
-        // `tail`: clear as much as one claim can span (see `clear_abandoned`).
-        let claim_span = 2 * align_frame(HEADER_LEN + max_payload) as u64;
-        let from = tail + HEADER_LEN as u64;
-        let to = (tail + claim_span).min(limit);
-        if to > from {
-            mem.area.zero(from as usize, (to - from) as usize);
-        }
         mem.ctrl().tail.store(tail, Ordering::Release);
         let cached_head = mem.ctrl().head.load(Ordering::Acquire);
-        Self {
+        let mut producer = Self {
             mem,
             tail,
             cached_head,
@@ -332,7 +324,12 @@ impl Producer {
             open_claim_end: None,
             batching: false,
             _not_sync: PhantomData,
-        }
+        };
+        // A producer that died holding a claim may have written its payload past
+        // `tail`: clear as much as one claim can span, within what we may write.
+        let claim_span = 2 * align_frame(HEADER_LEN + max_payload) as u64;
+        producer.clear_abandoned((tail + claim_span).min(limit));
+        producer
     }
 
     /// Largest payload one frame may carry.
