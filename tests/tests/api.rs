@@ -612,7 +612,9 @@ fn losses_pass_through_a_gateway_never_as_a_silent_gap() {
 /// `several_processes_publish_one_shm_channel` starts. Publishes
 /// `WEFT_API_COUNT` messages `(id << 32) | i` on `shm:fanin?publishers=many`;
 /// with `WEFT_API_CHILD_LINGER`, the second half slowly (so that it is
-/// killed mid-stream), then waits to be killed.
+/// killed mid-stream), then waits to be killed; with `WEFT_API_CHILD_HOLD`,
+/// it then claims one more message, says "claimed" and waits to be killed
+/// with the claim open.
 #[test]
 fn child_fanin_publisher() {
     let (Ok(dir), Ok(id), Ok(count)) = (
@@ -624,6 +626,7 @@ fn child_fanin_publisher() {
     };
     let (id, count): (u64, u64) = (id.parse().unwrap(), count.parse().unwrap());
     let linger = std::env::var("WEFT_API_CHILD_LINGER").is_ok();
+    let hold = std::env::var("WEFT_API_CHILD_HOLD").is_ok();
     let mut node = weft::Node::new(weft::NodeConfig {
         dir: dir.into(),
         threading: ThreadingMode::Invoker,
@@ -654,6 +657,20 @@ fn child_fanin_publisher() {
         }
     }
     println!("done");
+    if hold {
+        let claim = loop {
+            match publ.try_claim(8) {
+                Ok(c) => break c,
+                Err(weft::PublishError::BackPressured | weft::PublishError::NotConnected) => {
+                    std::thread::yield_now()
+                }
+                Err(e) => panic!("{e}"),
+            }
+        };
+        println!("claimed");
+        std::thread::sleep(Duration::from_secs(120));
+        drop(claim);
+    }
     if linger {
         std::thread::sleep(Duration::from_secs(120));
     }
@@ -674,6 +691,22 @@ fn spawn_publisher(
     count: u64,
     linger: bool,
 ) -> std::process::Child {
+    spawn_publisher_with(
+        dir,
+        id,
+        count,
+        if linger { "WEFT_API_CHILD_LINGER" } else { "" },
+    )
+}
+
+/// A child publisher process; `flag` names an environment variable to set
+/// (`WEFT_API_CHILD_LINGER`, `WEFT_API_CHILD_HOLD`) or is empty.
+fn spawn_publisher_with(
+    dir: &std::path::Path,
+    id: u64,
+    count: u64,
+    flag: &str,
+) -> std::process::Child {
     let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
     cmd.args([
         "--exact",
@@ -685,10 +718,79 @@ fn spawn_publisher(
     .env("WEFT_API_CHILD_ID", id.to_string())
     .env("WEFT_API_COUNT", count.to_string())
     .stdout(std::process::Stdio::piped());
-    if linger {
-        cmd.env("WEFT_API_CHILD_LINGER", "1");
+    if !flag.is_empty() {
+        cmd.env(flag, "1");
     }
     cmd.spawn().unwrap()
+}
+
+/// Reads `child`'s output up to a line ending in `word` (past the test
+/// harness's own "test … ..." prefix).
+fn wait_for_word(out: &mut impl std::io::BufRead, word: &str) {
+    let mut line = String::new();
+    while !line.trim_end().ends_with(word) {
+        line.clear();
+        assert!(out.read_line(&mut line).unwrap() > 0, "no {word:?} line");
+    }
+}
+
+/// A `publishers=many` publisher killed with `kill -9` while it holds a
+/// claim, and never reaped (a zombie, as under a parent that does not wait
+/// or a container's PID 1): it counts as dead, so its open claim is skipped
+/// and the publishers after it are delivered in full, each in order, while
+/// the zombie still exists. (Failed before: a zombie counted as alive, the
+/// subscriber waited on its claim, and the others stayed back-pressured
+/// until the parent reaped it.)
+#[test]
+fn a_killed_unreaped_publisher_does_not_wedge_a_many_publisher_channel() {
+    const COUNT: u64 = 20_000;
+    let (mut node, dir) = node(ThreadingMode::Invoker);
+    let mut sub = node.subscription("shm:fanin", 3).unwrap();
+    let mut zombie = spawn_publisher_with(&dir, 2, 10, "WEFT_API_CHILD_HOLD");
+    let mut out = std::io::BufReader::new(zombie.stdout.take().unwrap());
+    // The subscription attaches when polled: poll while the child starts.
+    let claimed = std::thread::spawn(move || wait_for_word(&mut out, "claimed"));
+    let mut next = [0u64; 3];
+    let mut events = Vec::new();
+    while !claimed.is_finished() {
+        sub.poll(256, |e| match e {
+            weft::Event::Message(m) => in_order(&mut next, m),
+            other => events.push(format!("{other:?}")),
+        })
+        .unwrap();
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    claimed.join().unwrap();
+    let zpid = nix::unistd::Pid::from_raw(zombie.id() as i32);
+    nix::sys::signal::kill(zpid, nix::sys::signal::Signal::SIGKILL).unwrap();
+    // Not reaped: the kernel keeps it as a zombie until we wait.
+    let mut survivors: Vec<_> = (0..2)
+        .map(|id| spawn_publisher(&dir, id, COUNT, false))
+        .collect();
+    let started = Instant::now();
+    while next[0] < COUNT || next[1] < COUNT {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "got {next:?} with the zombie unreaped: {events:?}"
+        );
+        sub.poll(256, |e| match e {
+            weft::Event::Message(m) => in_order(&mut next, m),
+            other => events.push(format!("{other:?}")),
+        })
+        .unwrap();
+    }
+    assert_eq!(
+        next[2], 10,
+        "the zombie's committed messages, not its open claim"
+    );
+    let stat = std::fs::read_to_string(format!("/proc/{zpid}/stat")).unwrap();
+    assert!(stat.contains(") Z "), "still a zombie at the end: {stat}");
+    for c in &mut survivors {
+        assert!(c.wait().unwrap().success());
+    }
+    zombie.wait().unwrap();
+    node.close().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Three processes publish one `publishers=many` shared-memory channel, one
@@ -721,12 +823,7 @@ fn several_processes_publish_one_shm_channel() {
         })
         .unwrap();
         if !killed && next[2] >= COUNT / 2 {
-            // Past the test harness's own output ("test … ... half").
-            let mut line = String::new();
-            while !line.trim_end().ends_with("half") {
-                line.clear();
-                assert!(half.read_line(&mut line).unwrap() > 0, "no 'half' line");
-            }
+            wait_for_word(&mut half, "half");
             nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(children[2].id() as i32),
                 nix::sys::signal::Signal::SIGKILL,

@@ -66,8 +66,12 @@ impl ProcessId {
         })
     }
 
-    /// Whether this process still runs: the pid exists and (when the start time
-    /// is known) started at the recorded time, so a recycled pid reads as dead.
+    /// Whether this process still runs: the pid exists, is not a zombie
+    /// (exited or killed, not yet reaped by its parent), and (when the start
+    /// time is known) started at the recorded time, so a recycled pid reads as
+    /// dead. A zombie holds no memory and runs no code, so a peer waiting on
+    /// it would wait until some parent reaps it, which may be never (a parent
+    /// that does not `wait`, a container's PID 1).
     pub fn is_alive(self) -> bool {
         if self.pid == 0 || self.pid > i32::MAX as u32 {
             return false;
@@ -76,27 +80,50 @@ impl ProcessId {
             Ok(()) | Err(Errno::EPERM) => {}
             Err(_) => return false,
         }
-        match start_time(self.pid) {
-            Some(now) if self.start != 0 => now == self.start,
-            // A zombie or a /proc we cannot read: trust kill().
-            _ => true,
+        match stat_of(self.pid) {
+            Some(Stat::Exited) => false,
+            Some(Stat::Running { start }) => self.start == 0 || start == self.start,
+            // A /proc we cannot read (another pid namespace, hidepid): trust kill().
+            None => true,
         }
     }
 }
 
-/// Start time of `pid` in clock ticks since boot, low 32 bits; `None` if unreadable
-/// or the process is a zombie (exited, not yet reaped: as good as dead).
-fn start_time(pid: u32) -> Option<u32> {
+/// What `/proc/<pid>/stat` says of a process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stat {
+    /// A zombie (`Z`) or dead (`X`): exited, whatever its parent does.
+    Exited,
+    /// Anything else, with its start time in clock ticks since boot, low 32 bits.
+    Running { start: u32 },
+}
+
+/// Parses `/proc/<pid>/stat`; `None` if unreadable or not in the expected shape.
+fn stat_of(pid: u32) -> Option<Stat> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) is in parentheses and may contain spaces.
-    let rest = &stat[stat.rfind(')')? + 2..];
+    parse_stat(&stat)
+}
+
+fn parse_stat(stat: &str) -> Option<Stat> {
+    // The command name (field 2) is in parentheses and may contain spaces and ')'.
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
     let mut fields = rest.split_ascii_whitespace();
     let state = fields.next()?;
-    if state == "Z" || state == "X" {
-        return None;
+    if state == "Z" || state == "X" || state == "x" {
+        return Some(Stat::Exited);
     }
     // `rest` starts at field 3; field 22 is the 20th from here.
-    fields.nth(18)?.parse::<u64>().ok().map(|t| t as u32)
+    let start = fields.nth(18)?.parse::<u64>().ok()? as u32;
+    Some(Stat::Running { start })
+}
+
+/// Start time of `pid` in clock ticks since boot, low 32 bits; `None` if unreadable
+/// or the process has exited (a zombie: as good as dead).
+fn start_time(pid: u32) -> Option<u32> {
+    match stat_of(pid)? {
+        Stat::Running { start } => Some(start),
+        Stat::Exited => None,
+    }
 }
 
 #[cfg(test)]
@@ -126,6 +153,56 @@ mod tests {
             start: 0
         }
         .is_alive());
+    }
+
+    /// A child killed and not yet reaped is a zombie: `kill(pid, 0)` still
+    /// succeeds, but it is dead. (Failed before: a zombie read as alive until
+    /// its parent reaped it.)
+    #[test]
+    fn a_killed_unreaped_child_reads_as_dead() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("spawn sleep");
+        let pid = child.id();
+        let id = ProcessId {
+            pid,
+            start: start_time(pid).expect("a running child has a start time"),
+        };
+        assert!(id.is_alive());
+        child.kill().expect("kill");
+        // Not reaped: wait until the kernel has made it a zombie.
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while stat_of(pid) != Some(Stat::Exited) {
+            assert!(std::time::Instant::now() < until, "never became a zombie");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        assert!(
+            kill(Pid::from_raw(pid as i32), None).is_ok(),
+            "the pid still exists"
+        );
+        assert!(!id.is_alive(), "a zombie is dead");
+        assert!(
+            !ProcessId { pid, start: 0 }.is_alive(),
+            "also without a start time"
+        );
+        child.wait().expect("reap");
+    }
+
+    #[test]
+    fn stat_lines_parse_including_odd_command_names() {
+        let line = |name: &str, state: &str| {
+            format!("42 ({name}) {state} 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 12345 19 20")
+        };
+        assert_eq!(
+            parse_stat(&line("a b) c", "S")),
+            Some(Stat::Running { start: 12345 })
+        );
+        assert_eq!(parse_stat(&line("x", "Z")), Some(Stat::Exited));
+        assert_eq!(parse_stat(&line("x", "X")), Some(Stat::Exited));
+        assert_eq!(parse_stat("42 (x"), None);
+        assert_eq!(parse_stat("42 (x)"), None);
+        assert_eq!(parse_stat(""), None);
     }
 
     #[test]
