@@ -249,10 +249,27 @@ mod shm {
                 },
                 eviction_timeout_ns: info.liveness_timeout_ns,
             };
-            Consumer::join(mem, params).ok_or(ShmError::RoleTaken {
-                path,
-                role: "broadcast consumer slot",
-                pid: 0,
+            crate::spsc::validate_sizes(
+                info.capacity as usize,
+                Some(params.max_payload),
+                BROADCAST_HEADER_LEN,
+            )
+            .map_err(|e| ShmError::Corrupt {
+                path: path.clone(),
+                what: e.to_string(),
+            })?;
+            Consumer::join(mem, params).map_err(|e| match e {
+                JoinFailure::NoSlot => ShmError::RoleTaken {
+                    path,
+                    role: "broadcast consumer slot",
+                    pid: 0,
+                },
+                JoinFailure::NoMemory(len) => ShmError::Corrupt {
+                    path,
+                    what: format!(
+                        "its largest frame needs a {len}-byte copy buffer that cannot be allocated"
+                    ),
+                },
             })
         }
     }
@@ -266,10 +283,20 @@ pub struct Joiner {
 }
 
 impl Joiner {
-    /// Joins a new consumer at the newest position; `None` if every slot is taken.
+    /// Joins a new consumer at the newest position; `None` if every slot is
+    /// taken (or, overwrite mode, its copy buffer cannot be allocated).
     pub fn join(&self) -> Option<Consumer> {
-        Consumer::join(self.mem.clone(), self.params)
+        Consumer::join(self.mem.clone(), self.params).ok()
     }
+}
+
+/// Why a consumer could not join.
+#[derive(Clone, Copy, Debug)]
+enum JoinFailure {
+    /// Every slot is taken.
+    NoSlot,
+    /// Overwrite mode: the copy buffer of this many bytes could not be allocated.
+    NoMemory(usize),
 }
 
 /// The producer. `Send`, not `Sync`. Dropping it closes the ring.
@@ -302,9 +329,10 @@ impl Producer {
     }
 
     /// Joins a new consumer to this (heap or mapped) ring, starting at the newest
-    /// position; `None` if every slot is taken.
+    /// position; `None` if every slot is taken (or, overwrite mode, its copy
+    /// buffer cannot be allocated).
     pub fn join(&self) -> Option<Consumer> {
-        Consumer::join(self.mem.clone(), self.params)
+        Consumer::join(self.mem.clone(), self.params).ok()
     }
 
     /// A handle that joins consumers to this ring later, from any thread, after
@@ -588,7 +616,7 @@ pub struct Consumer {
     /// Sequence number of the next frame, once known.
     expected: Option<u64>,
     /// Overwrite mode: the validated copy handed to the application.
-    scratch: Vec<u8>,
+    scratch: Box<[u8]>,
     _not_sync: PhantomData<std::cell::Cell<()>>,
 }
 
@@ -601,14 +629,22 @@ impl Consumer {
         self.cursor
     }
 
-    fn join(mem: Mem, params: Params) -> Option<Self> {
-        let me = ProcessId::current();
-        let slot = mem.slots().iter().position(|s| s.peer.take(me).is_ok())?;
+    fn join(mem: Mem, params: Params) -> Result<Self, JoinFailure> {
+        // Overwrite mode copies each frame out before handing it over. The
+        // size comes from the header, which another process wrote: allocate
+        // fallibly, before taking a slot.
         let scratch = if params.mode == Mode::Overwrite {
-            vec![0; align_broadcast_frame(params.max_payload)]
+            let len = align_broadcast_frame(params.max_payload);
+            crate::mem::try_zeroed_bytes(len).ok_or(JoinFailure::NoMemory(len))?
         } else {
-            Vec::new()
+            Box::default()
         };
+        let me = ProcessId::current();
+        let slot = mem
+            .slots()
+            .iter()
+            .position(|s| s.peer.take(me).is_ok())
+            .ok_or(JoinFailure::NoSlot)?;
         let mut c = Self {
             mem,
             params,
@@ -620,7 +656,7 @@ impl Consumer {
             _not_sync: PhantomData,
         };
         c.activate();
-        Some(c)
+        Ok(c)
     }
 
     fn slot(&self) -> &Slot {

@@ -22,6 +22,26 @@ pub(crate) const fn align_up(n: usize, align: usize) -> usize {
     (n + align - 1) & !(align - 1)
 }
 
+/// `len` zeroed bytes on the heap, or `None` if the allocator refuses them:
+/// for buffers whose size comes from a file another process wrote, where an
+/// infallible allocation would abort the process. The pages are the
+/// allocator's zeroed pages, so a large buffer costs address space, not
+/// memory, until it is written.
+pub(crate) fn try_zeroed_bytes(len: usize) -> Option<Box<[u8]>> {
+    if len == 0 {
+        return Some(Box::default());
+    }
+    let layout = std::alloc::Layout::array::<u8>(len).ok()?;
+    // SAFETY: `layout` has a non-zero size.
+    let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
+    if ptr.is_null() {
+        return None;
+    }
+    // SAFETY: `ptr` is a fresh allocation of `len` initialised (zero) bytes
+    // made with the global allocator and the layout `Box<[u8]>` frees with.
+    Some(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(ptr, len)) })
+}
+
 /// The ring's data area: `cap` bytes, `cap` a power of two of at least 64,
 /// addressed by offsets that are always masked into range.
 #[derive(Debug)]

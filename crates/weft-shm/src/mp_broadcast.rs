@@ -289,6 +289,11 @@ mod shm {
                     what: format!("slots {slots} with {producers} producer slots"),
                 });
             }
+            crate::spsc::validate_sizes(info.capacity as usize, Some(info.max_payload as usize), 0)
+                .map_err(|e| ShmError::Corrupt {
+                    path: path.clone(),
+                    what: e.to_string(),
+                })?;
             Ok(Self {
                 mem,
                 params: Params {

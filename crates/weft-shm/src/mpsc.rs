@@ -207,11 +207,26 @@ mod shm {
         /// [`ShmError::RoleTaken`] when every producer slot is in use.
         pub fn attach(opts: &ShmOptions, name: &str) -> Result<Self, ShmError> {
             let (mem, info, path) = attach_ring::<Control, Slot>(opts, name, RingKind::Mpsc)?;
-            let params = Params::new(
+            // The general bounds first, so the frame arithmetic below cannot
+            // overflow on sizes another process wrote.
+            let params = crate::spsc::validate_sizes(
                 info.capacity as usize,
-                info.max_payload as usize,
-                info.slots as usize,
+                Some(info.max_payload as usize),
+                0,
             )
+            .and_then(|_| {
+                if info.slots == 0 || info.slots > 256 {
+                    return Err(ShmError::InvalidConfig(format!(
+                        "{} producer slots: expected 1 to 256",
+                        info.slots
+                    )));
+                }
+                Params::new(
+                    info.capacity as usize,
+                    info.max_payload as usize,
+                    info.slots as usize,
+                )
+            })
             .map_err(|e| ShmError::Corrupt {
                 path: path.clone(),
                 what: e.to_string(),

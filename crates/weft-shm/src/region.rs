@@ -977,6 +977,87 @@ mod tests {
         );
     }
 
+    /// Header sizes no creator could have written, in a (sparse) file big
+    /// enough to pass the length checks: a typed error from every ring kind,
+    /// never an allocation the header drives (an overwrite-mode broadcast
+    /// consumer's copy buffer used to be `max_payload` bytes: 1 TiB here, and
+    /// the process aborted).
+    #[test]
+    fn crafted_sizes_in_a_big_sparse_file_are_refused_not_allocated() {
+        use crate::broadcast::{self, BroadcastConfig, Mode};
+        let d = Dir::new("crafted");
+        let opts = d.opts();
+        let cap: u64 = 1 << 40;
+        let craft = |name: &str, total: usize, max_payload: u64| {
+            let path = d.0.join(name);
+            patch(&path, 32, &cap.to_le_bytes());
+            patch(&path, 24, &(total as u64).to_le_bytes());
+            patch(&path, 40, &max_payload.to_le_bytes());
+            OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .unwrap()
+                .set_len(total as u64)
+                .unwrap();
+        };
+        let mut cfg = BroadcastConfig::new(4096, 2, Mode::Overwrite);
+        cfg.max_payload = Some(256);
+        drop(broadcast::Producer::create(&opts, "bc", &cfg).unwrap());
+        let layout = crate::mem::RingLayout::new::<broadcast::Control, broadcast::Slot>(
+            REGION_HEADER_LEN,
+            2,
+            cap as usize,
+        );
+        for max in [(1u64 << 40) - 8, (1 << 39) - 64, u32::MAX as u64] {
+            craft("bc", layout.total, max);
+            let e = broadcast::Consumer::attach(&opts, "bc").unwrap_err();
+            assert!(
+                matches!(e, ShmError::Corrupt { .. }),
+                "max payload {max}: {e}"
+            );
+            assert!(e.to_string().contains("max payload"), "{e}");
+        }
+        // The largest a creator may choose is taken, and its copy buffer
+        // costs address space, not memory, until frames that large arrive.
+        craft("bc", layout.total, u32::MAX as u64 - 64);
+        let c = broadcast::Consumer::attach(&opts, "bc").unwrap();
+        drop(c);
+        drop(Producer::create(&opts, "sp", &SpscConfig::new(4096)).unwrap());
+        let layout = crate::mem::RingLayout::new::<crate::spsc::Control, ()>(
+            REGION_HEADER_LEN,
+            0,
+            cap as usize,
+        );
+        craft("sp", layout.total, (1 << 40) - 8);
+        let e = Consumer::attach(&opts, "sp").unwrap_err();
+        assert!(matches!(e, ShmError::Corrupt { .. }), "{e}");
+        assert!(e.to_string().contains("max payload"), "{e}");
+        let many = crate::mp_broadcast::MpBroadcastConfig::new(4096, 2, 2);
+        drop(crate::mp_broadcast::Ring::create(&opts, "mp", &many).unwrap());
+        let layout = crate::mem::RingLayout::new::<
+            crate::mp_broadcast::Control,
+            crate::mp_broadcast::Slot,
+        >(REGION_HEADER_LEN, 4, cap as usize);
+        craft("mp", layout.total, (1 << 40) - 8);
+        let e = crate::mp_broadcast::Ring::attach(&opts, "mp").unwrap_err();
+        assert!(matches!(e, ShmError::Corrupt { .. }), "{e}");
+        assert!(e.to_string().contains("max payload"), "{e}");
+        // MPSC: a payload so large that the frame arithmetic would wrap.
+        drop(
+            crate::mpsc::Consumer::create(&opts, "q", &crate::mpsc::MpscConfig::new(4096, 2))
+                .unwrap(),
+        );
+        let layout = crate::mem::RingLayout::new::<crate::mpsc::Control, crate::mpsc::Slot>(
+            REGION_HEADER_LEN,
+            2,
+            cap as usize,
+        );
+        craft("q", layout.total, u64::MAX - 7);
+        let e = crate::mpsc::Producer::attach(&opts, "q").unwrap_err();
+        assert!(matches!(e, ShmError::Corrupt { .. }), "{e}");
+        assert!(e.to_string().contains("max payload"), "{e}");
+    }
+
     #[test]
     fn roles_are_single_holder() {
         let d = Dir::new("roles");

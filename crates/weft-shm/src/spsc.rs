@@ -191,10 +191,11 @@ mod shm {
     fn attach(opts: &ShmOptions, name: &str) -> Result<(Mem, usize), ShmError> {
         let (mem, info, path) = attach_ring(opts, name, RingKind::Spsc)?;
         let max = info.max_payload as usize;
-        if info.slots != 0 || max > info.capacity as usize / 2 {
+        let sizes = validate_sizes(info.capacity as usize, Some(max), 0);
+        if info.slots != 0 || sizes.is_err() {
             return Err(ShmError::Corrupt {
                 path,
-                what: "SPSC sizes".into(),
+                what: format!("SPSC sizes: {} slots; {:?}", info.slots, sizes.err()),
             });
         }
         Ok((mem, max))
