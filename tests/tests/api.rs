@@ -800,7 +800,6 @@ fn a_killed_unreaped_publisher_does_not_wedge_a_many_publisher_channel() {
 /// process opening the channel without `publishers=many` is told why not.
 #[test]
 fn several_processes_publish_one_shm_channel() {
-    use std::io::BufRead;
     const COUNT: u64 = 100_000;
     let (mut node, dir) = node(ThreadingMode::Invoker);
     let mut sub = node.subscription("shm:fanin", 3).unwrap();

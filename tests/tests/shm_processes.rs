@@ -457,7 +457,11 @@ fn mlock_beyond_the_limit_is_a_clear_error() {
     std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o777)).unwrap();
     let regions = dir.0.join("regions");
     std::fs::create_dir(&regions).unwrap();
-    std::fs::set_permissions(&regions, std::fs::Permissions::from_mode(0o777)).unwrap();
+    // The peer's own directory: weft refuses one owned by another user.
+    std::fs::set_permissions(&regions, std::fs::Permissions::from_mode(0o700)).unwrap();
+    if nix::unistd::geteuid().is_root() {
+        std::os::unix::fs::chown(&regions, Some(65534), Some(65534)).unwrap();
+    }
     let Some((line, ok)) =
         peer_as_nobody(&dir, &["mlock-create", regions.to_str().unwrap(), "locked"])
     else {
@@ -475,6 +479,9 @@ fn mlock_beyond_the_limit_is_a_clear_error() {
     );
 }
 
+/// Another user is refused twice over: our directory is not theirs to
+/// trust, and in a directory they do trust our 0600 file is not theirs to
+/// open. Both are typed errors, not crashes.
 #[test]
 fn another_user_gets_permission_denied_not_a_crash() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -485,9 +492,18 @@ fn another_user_gets_permission_denied_not_a_crash() {
     let dir_arg = dir.0.to_str().unwrap().to_string();
     if let Some((line, ok)) = peer_as_nobody(&dir, &["attach", &dir_arg, "private"]) {
         assert!(
+            ok && line.starts_with("error UntrustedDirectory") && line.contains("owned by uid 0"),
+            "peer said {line:?}"
+        );
+        // Now the directory is theirs; the file in it is still root's, 0600.
+        std::os::unix::fs::chown(&dir.0, Some(65534), Some(65534)).unwrap();
+        std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let (line, ok) = peer_as_nobody(&dir, &["attach", &dir_arg, "private"]).unwrap();
+        assert!(
             ok && line.starts_with("error PermissionDenied"),
             "peer said {line:?}"
         );
+        std::os::unix::fs::chown(&dir.0, Some(0), Some(0)).unwrap();
     } else {
         std::fs::set_permissions(
             dir.0.join("private"),

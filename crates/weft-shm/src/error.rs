@@ -26,6 +26,24 @@ pub enum ShmError {
         /// The file.
         path: PathBuf,
     },
+    /// The weft directory may not be trusted: another user owns it, or others
+    /// may write to it, or it is not a directory.
+    #[error("refusing the weft directory {path:?}: {why}")]
+    UntrustedDirectory {
+        /// The directory.
+        path: PathBuf,
+        /// What is wrong with it, and what to do.
+        why: String,
+    },
+    /// Where a region file was expected there is a symbolic link, a FIFO, a
+    /// device or a directory; it is never followed or opened.
+    #[error("{path:?} is {found}, not a region file; refusing to open it (remove it if it is not yours)")]
+    NotARegularFile {
+        /// The name.
+        path: PathBuf,
+        /// What it is.
+        found: &'static str,
+    },
     /// The file does not start with weft's magic number.
     #[error(
         "{path:?} is not a weft shared-memory region (magic {found:#018x}); refusing to touch it"

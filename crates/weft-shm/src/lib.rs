@@ -1,7 +1,7 @@
 //! Shared-memory regions and lock-free rings: weft's intra-host transport.
 //!
 //! Processes on one host exchange frames through rings in files under
-//! `/dev/shm/weft` (or `$WEFT_DIR`), with no syscall, lock or allocation per frame:
+//! `/dev/shm/weft-UID` (or `$WEFT_DIR`), with no syscall, lock or allocation per frame:
 //!
 //! - [`spsc`]: one producer, one consumer, variable-length frames, zero-copy
 //!   claim → write → commit and in-place poll.

@@ -1,6 +1,13 @@
-//! Named regions: files (by default under `/dev/shm/weft`) that several processes
-//! map, each starting with a one-page header that a stranger can validate before
-//! it touches anything else.
+//! Named regions: files (by default under `/dev/shm/weft-UID`, one directory per
+//! user) that several processes map, each starting with a one-page header that a
+//! stranger can validate before it touches anything else.
+//!
+//! The directory is trusted only if this process's user owns it and nobody else
+//! may write to it ([`ShmError::UntrustedDirectory`] otherwise), checked on the
+//! open directory itself (`fstat` of an `O_DIRECTORY` descriptor), and files are
+//! opened relative to that descriptor with `O_NOFOLLOW`: a neighbour who created
+//! the directory first, or swapped a symlink in, cannot make a process map, or
+//! remove, a file of their choosing.
 //!
 //! ```text
 //! offset 0     RegionInfo (written once by the creator, before `initialized`)
@@ -17,6 +24,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::ErrorKind;
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
@@ -109,11 +117,29 @@ pub struct RegionInfo {
     pub liveness_timeout_ns: u64,
 }
 
+/// The default directory of region files: `$WEFT_DIR` if set, else
+/// `/dev/shm/weft-UID` for this process's effective user id (as Aeron uses
+/// `aeron-USER`), so users never share a directory by accident.
+pub fn default_dir() -> PathBuf {
+    std::env::var_os("WEFT_DIR")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(format!("/dev/shm/weft-{}", nix::unistd::geteuid())))
+}
+
 /// How regions are created and where they live.
 #[derive(Clone, Debug)]
 pub struct ShmOptions {
-    /// Directory of region files. Default: `$WEFT_DIR`, else `/dev/shm/weft`.
+    /// Directory of region files. Default: [`default_dir`] (`$WEFT_DIR`, else
+    /// `/dev/shm/weft-UID`). It must be owned by this process's user (or by
+    /// [`trust_dir_owner`](Self::trust_dir_owner)) and writable by nobody else;
+    /// a missing one is created with mode 0700.
     pub dir: PathBuf,
+    /// Another user whose directory is trusted as well (for processes of
+    /// several users sharing rings that one service user creates, with a
+    /// wider [`mode`](Self::mode)). Default none. The directory must still not
+    /// be writable by its group or others.
+    pub trust_dir_owner: Option<u32>,
     /// File mode of created regions. Default 0o600 (owner only).
     pub mode: u32,
     /// Touch every page at create so no page fault lands on the hot path. Default on.
@@ -138,9 +164,8 @@ pub struct ShmOptions {
 impl Default for ShmOptions {
     fn default() -> Self {
         Self {
-            dir: std::env::var_os("WEFT_DIR")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from("/dev/shm/weft")),
+            dir: default_dir(),
+            trust_dir_owner: None,
             mode: 0o600,
             prefault: true,
             mlock: false,
@@ -196,7 +221,9 @@ pub struct Region {
     path: PathBuf,
     map: MmapRaw,
     info: RegionInfo,
-    remove_on_drop: bool,
+    /// The creator's handle with [`ShmOptions::remove_on_drop`]: the
+    /// directory (open) and the file name to remove from it on drop.
+    remove_on_drop: Option<(TrustedDir, String)>,
     huge_pages: bool,
 }
 
@@ -229,6 +256,138 @@ fn io_err(op: &'static str, path: &Path, source: std::io::Error) -> ShmError {
     }
 }
 
+/// A weft directory, open, and checked to be one this process may trust:
+/// owned by its effective user (or [`ShmOptions::trust_dir_owner`]) and not
+/// writable by group or others. The checks are made on the open descriptor,
+/// and files are opened relative to it, so the directory cannot be swapped
+/// between the check and the use.
+#[derive(Debug)]
+struct TrustedDir {
+    fd: OwnedFd,
+}
+
+impl TrustedDir {
+    /// Opens `opts.dir` (creating it, mode 0700, if `create` and missing) and
+    /// checks it.
+    fn open(opts: &ShmOptions, create: bool) -> Result<Self, ShmError> {
+        use nix::fcntl::OFlag;
+        let dir = &opts.dir;
+        if dir.as_os_str().is_empty() {
+            return Err(ShmError::InvalidConfig(
+                "the weft directory is empty: give a path, or leave it unset for the default"
+                    .into(),
+            ));
+        }
+        if create && !dir.exists() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|e| io_err("create directory", dir, e))?;
+        }
+        let fd = nix::fcntl::open(
+            dir.as_path(),
+            OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(|e| match e {
+            nix::errno::Errno::ENOTDIR => ShmError::UntrustedDirectory {
+                path: dir.clone(),
+                why: "it is not a directory".into(),
+            },
+            e => io_err("open directory", dir, e.into()),
+        })?;
+        let st = nix::sys::stat::fstat(&fd).map_err(|e| io_err("stat directory", dir, e.into()))?;
+        let me = nix::unistd::geteuid().as_raw();
+        if st.st_uid != me && Some(st.st_uid) != opts.trust_dir_owner {
+            return Err(ShmError::UntrustedDirectory {
+                path: dir.clone(),
+                why: format!(
+                    "it is owned by uid {}, not by this process's user (uid {me}); another user may \
+                     have created it first: remove it, or use a directory of your own (WEFT_DIR)",
+                    st.st_uid
+                ),
+            });
+        }
+        if st.st_mode & 0o022 != 0 {
+            return Err(ShmError::UntrustedDirectory {
+                path: dir.clone(),
+                why: format!(
+                    "its mode {:o} lets other users add, replace or remove files: chmod go-w it",
+                    st.st_mode & 0o7777
+                ),
+            });
+        }
+        Ok(Self { fd })
+    }
+
+    /// Opens file `name` in the directory, never through a symbolic link.
+    /// `create`: exclusively, with `mode`.
+    fn open_file(&self, path: &Path, name: &str, create: Option<u32>) -> Result<File, ShmError> {
+        use nix::fcntl::OFlag;
+        let mut flags = OFlag::O_RDWR | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK;
+        let mode = match create {
+            Some(m) => {
+                flags |= OFlag::O_CREAT | OFlag::O_EXCL;
+                nix::sys::stat::Mode::from_bits_truncate(m)
+            }
+            None => nix::sys::stat::Mode::empty(),
+        };
+        let fd = nix::fcntl::openat(&self.fd, name, flags, mode).map_err(|e| match e {
+            nix::errno::Errno::ELOOP => ShmError::NotARegularFile {
+                path: path.to_owned(),
+                found: "a symbolic link",
+            },
+            nix::errno::Errno::EISDIR => ShmError::NotARegularFile {
+                path: path.to_owned(),
+                found: "a directory",
+            },
+            e => io_err(
+                if create.is_some() { "create" } else { "open" },
+                path,
+                e.into(),
+            ),
+        })?;
+        let file = File::from(fd);
+        check_regular(&file, path)?;
+        Ok(file)
+    }
+
+    /// Removes file `name` from the directory (never the target of a link).
+    fn remove(&self, path: &Path, name: &str) -> Result<(), ShmError> {
+        nix::unistd::unlinkat(&self.fd, name, nix::unistd::UnlinkatFlags::NoRemoveDir)
+            .map_err(|e| io_err("remove", path, e.into()))
+    }
+}
+
+/// Refuses anything but a regular file (a FIFO, device or directory opened
+/// by name where a region was expected).
+fn check_regular(file: &File, path: &Path) -> Result<(), ShmError> {
+    let kind = file
+        .metadata()
+        .map_err(|e| io_err("stat", path, e))?
+        .file_type();
+    if kind.is_file() {
+        return Ok(());
+    }
+    use std::os::unix::fs::FileTypeExt;
+    let found = if kind.is_dir() {
+        "a directory"
+    } else if kind.is_fifo() {
+        "a FIFO"
+    } else if kind.is_char_device() || kind.is_block_device() {
+        "a device"
+    } else if kind.is_socket() {
+        "a socket"
+    } else {
+        "not a regular file"
+    };
+    Err(ShmError::NotARegularFile {
+        path: path.to_owned(),
+        found,
+    })
+}
+
 impl Region {
     /// Creates region `name` exclusively, sized and prefaulted per `spec`. The
     /// header is complete but not yet marked initialized: the ring sets up its
@@ -240,26 +399,21 @@ impl Region {
         total_len: usize,
     ) -> Result<Self, ShmError> {
         let path = opts.path_of(name)?;
-        if !opts.dir.is_dir() {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(&opts.dir)
-                .map_err(|e| io_err("create directory", &opts.dir, e))?;
-        }
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .mode(opts.mode)
-            .open(&path)
-            .map_err(|e| io_err("create", &path, e))?;
+        let dir = TrustedDir::open(opts, true)?;
+        let file = dir.open_file(&path, name, Some(opts.mode))?;
         // From here on a failure must not leave a half-made file behind.
-        let made = Self::lay_out(opts, &path, &file, spec, total_len);
-        if made.is_err() {
-            let _ = std::fs::remove_file(&path);
+        match Self::lay_out(opts, &path, &file, spec, total_len) {
+            Ok(mut region) => {
+                if opts.remove_on_drop {
+                    region.remove_on_drop = Some((dir, name.to_owned()));
+                }
+                Ok(region)
+            }
+            Err(e) => {
+                let _ = dir.remove(&path, name);
+                Err(e)
+            }
         }
-        made
     }
 
     fn lay_out(
@@ -312,7 +466,7 @@ impl Region {
             path: path.to_owned(),
             map,
             info,
-            remove_on_drop: opts.remove_on_drop,
+            remove_on_drop: None,
             huge_pages,
         };
         region.heartbeat();
@@ -334,7 +488,8 @@ impl Region {
     /// header is read from a file that fails a check.
     pub(crate) fn attach(opts: &ShmOptions, name: &str, kind: RingKind) -> Result<Self, ShmError> {
         let path = opts.path_of(name)?;
-        let region = Self::open_validated(&path)?;
+        let file = TrustedDir::open(opts, false)?.open_file(&path, name, None)?;
+        let region = Self::validate(file, &path)?;
         let found = RingKind::from_u32(region.info.kind).expect("validated");
         if found != kind {
             return Err(ShmError::WrongKind {
@@ -350,6 +505,9 @@ impl Region {
     }
 
     /// Opens and validates any region file, for tools that inspect regions.
+    /// Never follows a symbolic link and refuses anything but a regular file;
+    /// unlike [`Region::attach`], it does not check who owns the directory
+    /// (a tool may read another user's regions it has permission for).
     pub fn open(path: &Path) -> Result<Self, ShmError> {
         Self::open_validated(path)
     }
@@ -395,8 +553,25 @@ impl Region {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
+            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
             .open(path)
-            .map_err(|e| io_err("open", path, e))?;
+            .map_err(|e| match e.raw_os_error() {
+                Some(nix::libc::ELOOP) => ShmError::NotARegularFile {
+                    path: path.to_owned(),
+                    found: "a symbolic link",
+                },
+                Some(nix::libc::EISDIR) => ShmError::NotARegularFile {
+                    path: path.to_owned(),
+                    found: "a directory",
+                },
+                _ => io_err("open", path, e),
+            })?;
+        check_regular(&file, path)?;
+        Self::validate(file, path)
+    }
+
+    /// Validates an open region file: size, header, initialisation.
+    fn validate(file: File, path: &Path) -> Result<Self, ShmError> {
         let len = file.metadata().map_err(|e| io_err("stat", path, e))?.len();
         if len < REGION_HEADER_LEN as u64 {
             return Err(ShmError::Truncated {
@@ -442,7 +617,7 @@ impl Region {
             path: path.to_owned(),
             map,
             info,
-            remove_on_drop: false,
+            remove_on_drop: None,
             huge_pages: false,
         };
         // SYNC POINT: pairs with the Release store in `mark_initialized`.
@@ -495,7 +670,7 @@ impl Region {
     /// mapping; new attaches fail with `NotFound`.
     pub fn remove(opts: &ShmOptions, name: &str) -> Result<(), ShmError> {
         let path = opts.path_of(name)?;
-        std::fs::remove_file(&path).map_err(|e| io_err("remove", &path, e))
+        TrustedDir::open(opts, false)?.remove(&path, name)
     }
 
     /// Deletes region `name` if its creator is dead or stale (see
@@ -504,7 +679,11 @@ impl Region {
     /// deletes a file that is not a weft region.
     pub fn reclaim(opts: &ShmOptions, name: &str) -> Result<(), ShmError> {
         let path = opts.path_of(name)?;
-        match Self::open_validated(&path) {
+        let dir = TrustedDir::open(opts, false)?;
+        match dir
+            .open_file(&path, name, None)
+            .and_then(|f| Self::validate(f, &path))
+        {
             Ok(region) => {
                 if region.creator_state() == CreatorState::Alive {
                     let pid = ProcessId::from_word(region.info.creator).map_or(0, |p| p.pid);
@@ -529,7 +708,7 @@ impl Region {
             }
             Err(e) => return Err(e),
         }
-        std::fs::remove_file(&path).map_err(|e| io_err("remove", &path, e))
+        dir.remove(&path, name)
     }
 
     /// The header fields.
@@ -734,8 +913,8 @@ impl std::ops::Deref for WordRef {
 
 impl Drop for Region {
     fn drop(&mut self) {
-        if self.remove_on_drop {
-            let _ = std::fs::remove_file(&self.path);
+        if let Some((dir, name)) = &self.remove_on_drop {
+            let _ = dir.remove(&self.path, name);
         }
     }
 }
@@ -1056,6 +1235,98 @@ mod tests {
         let e = crate::mpsc::Producer::attach(&opts, "q").unwrap_err();
         assert!(matches!(e, ShmError::Corrupt { .. }), "{e}");
         assert!(e.to_string().contains("max payload"), "{e}");
+    }
+
+    /// A directory another user made first (the default path is
+    /// predictable, in world-writable /dev/shm), or one others may write to,
+    /// is refused for create, attach, remove and reclaim; symbolic links,
+    /// FIFOs and directories where a region should be are never opened.
+    /// (Failed before: any directory was used, and a symlink to any file was
+    /// opened read-write.)
+    #[test]
+    fn untrusted_directories_and_files_that_are_not_regions_are_refused() {
+        use std::os::unix::fs::symlink;
+        let d = Dir::new("trust");
+        let opts = d.opts();
+        let path = d.region();
+        let untrusted = |e: ShmError| matches!(e, ShmError::UntrustedDirectory { .. });
+        for mode in [0o777, 0o770, 0o722, 0o1777] {
+            std::fs::set_permissions(&d.0, std::fs::Permissions::from_mode(mode)).unwrap();
+            let e = Producer::create(&opts, "new", &SpscConfig::new(4096)).unwrap_err();
+            assert!(untrusted(e), "mode {mode:o}");
+            assert!(untrusted(attach(&d)), "mode {mode:o}");
+            assert!(untrusted(Region::remove(&opts, "r").unwrap_err()));
+            assert!(untrusted(Region::reclaim(&opts, "r").unwrap_err()));
+            assert!(path.exists());
+        }
+        std::fs::set_permissions(&d.0, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert!(Consumer::attach(&opts, "r").is_ok(), "0755 is fine");
+        if nix::unistd::geteuid().is_root() {
+            // Another user's directory: refused, unless that user is trusted.
+            std::os::unix::fs::chown(&d.0, Some(65534), Some(65534)).unwrap();
+            let e = attach(&d);
+            assert!(untrusted(e), "owned by nobody");
+            assert!(attach(&d).to_string().contains("owned by uid 65534"));
+            let trusting = ShmOptions {
+                trust_dir_owner: Some(65534),
+                ..d.opts()
+            };
+            assert!(Consumer::attach(&trusting, "r").is_ok());
+            std::os::unix::fs::chown(&d.0, Some(0), Some(0)).unwrap();
+        } else {
+            eprintln!("not root: the other-owner case needs chown; skipped");
+        }
+        // A symlink to a valid region elsewhere is still refused, and so is
+        // one to a file that is not a region.
+        let elsewhere = Dir::new("trust-target");
+        let target = elsewhere.region();
+        symlink(&target, d.0.join("link")).unwrap();
+        symlink("/etc/passwd", d.0.join("passwd")).unwrap();
+        for name in ["link", "passwd"] {
+            let e = Consumer::attach(&opts, name).unwrap_err();
+            assert!(
+                matches!(
+                    e,
+                    ShmError::NotARegularFile {
+                        found: "a symbolic link",
+                        ..
+                    }
+                ),
+                "{name}: {e}"
+            );
+            let e = Region::open(&d.0.join(name)).unwrap_err();
+            assert!(matches!(e, ShmError::NotARegularFile { .. }), "{name}: {e}");
+        }
+        // A symlink where a new region goes: create does not write through it.
+        symlink(d.0.join("victim"), d.0.join("made")).unwrap();
+        assert!(Producer::create(&opts, "made", &SpscConfig::new(4096)).is_err());
+        assert!(
+            !d.0.join("victim").exists(),
+            "nothing written through the link"
+        );
+        nix::unistd::mkfifo(&d.0.join("fifo"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+        std::fs::create_dir(d.0.join("sub")).unwrap();
+        for (name, found) in [("fifo", "a FIFO"), ("sub", "a directory")] {
+            let e = Consumer::attach(&opts, name).unwrap_err();
+            assert!(
+                matches!(e, ShmError::NotARegularFile { found: f, .. } if f == found),
+                "{name}: {e}"
+            );
+        }
+        // A directory given as "" is refused, not taken as the current one.
+        let e = Producer::create(&ShmOptions::in_dir(""), "x", &SpscConfig::new(4096)).unwrap_err();
+        assert!(matches!(e, ShmError::InvalidConfig(_)), "{e}");
+    }
+
+    #[test]
+    fn the_default_directory_is_per_user() {
+        if std::env::var_os("WEFT_DIR").is_some() {
+            eprintln!("WEFT_DIR is set: the default is that; skipped");
+            return;
+        }
+        let want = format!("/dev/shm/weft-{}", nix::unistd::geteuid());
+        assert_eq!(default_dir(), PathBuf::from(&want));
+        assert_eq!(ShmOptions::default().dir, PathBuf::from(want));
     }
 
     #[test]

@@ -11,7 +11,9 @@ use crate::idle::IdleStrategy;
 /// Settings of one process's weft context.
 #[derive(Clone, Debug, PartialEq)]
 pub struct NodeConfig {
-    /// Directory of shared-memory files. Default: `$WEFT_DIR`, else `/dev/shm/weft`.
+    /// Directory of shared-memory files. Default: `$WEFT_DIR`, else
+    /// `/dev/shm/weft-UID` ([`weft_shm::region::default_dir`]). It must be this
+    /// user's and writable by nobody else (see `weft_shm::ShmOptions::dir`).
     pub dir: PathBuf,
     /// CPUs the worker agents may be pinned to: agent *i* gets
     /// `cores[i % cores.len()]`. Empty (default): not pinned.

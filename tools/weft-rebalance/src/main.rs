@@ -26,7 +26,7 @@ enum Cmd {
     /// Samples every live weft node in the directory for a window and
     /// appends it to FILE as one JSON line (valid or not, with the reason).
     Collect {
-        /// The weft directory. Default: $WEFT_DIR, else /dev/shm/weft.
+        /// The weft directory. Default: $WEFT_DIR, else /dev/shm/weft-UID (your user id).
         #[arg(long)]
         dir: Option<PathBuf>,
         /// Window length, seconds.
@@ -57,7 +57,7 @@ enum Cmd {
     Apply {
         /// A plan file written by `plan --out`.
         plan: PathBuf,
-        /// The weft directory. Default: $WEFT_DIR, else /dev/shm/weft.
+        /// The weft directory. Default: $WEFT_DIR, else /dev/shm/weft-UID (your user id).
         #[arg(long)]
         dir: Option<PathBuf>,
         /// Moves per batch.
@@ -147,7 +147,7 @@ fn parse_cpu_list(text: &str) -> Vec<u32> {
 }
 
 fn default_dir() -> PathBuf {
-    std::env::var_os("WEFT_DIR").map_or_else(|| PathBuf::from("/dev/shm/weft"), PathBuf::from)
+    weft_shm::region::default_dir()
 }
 
 /// This tool's own counters file in `dir` (for `weft-stat serve`): the

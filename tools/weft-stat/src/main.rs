@@ -28,7 +28,7 @@ use weft_counters::{scan, types, CounterValue, CountersReader, ProcessState};
 struct Cli {
     #[command(subcommand)]
     command: Option<Cmd>,
-    /// The weft directory. Default: $WEFT_DIR, else /dev/shm/weft.
+    /// The weft directory. Default: $WEFT_DIR, else /dev/shm/weft-UID (your user id).
     #[arg(long, global = true)]
     dir: Option<PathBuf>,
     /// Only this process.
