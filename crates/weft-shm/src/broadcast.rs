@@ -296,6 +296,7 @@ enum JoinFailure {
     /// Every slot is taken.
     NoSlot,
     /// Overwrite mode: the copy buffer of this many bytes could not be allocated.
+    #[cfg_attr(loom, allow(dead_code))] // read by the mapped rings' attach only
     NoMemory(usize),
 }
 
@@ -309,14 +310,14 @@ pub struct Producer {
     /// Reliable mode: may write up to here without rescanning the slots.
     limit: u64,
     /// Per slot: (progress seen, when first seen unchanged while blocking us).
-    watch: Vec<(u64, u64)>,
+    watch: Vec<crate::peer::BlockerWatch>,
     _not_sync: PhantomData<std::cell::Cell<()>>,
 }
 
 impl Producer {
     fn new(mem: Mem, params: Params) -> Self {
         let tail = mem.ctrl().tail.load(Ordering::Acquire);
-        let watch = vec![(0, 0); mem.slots().len()];
+        let watch = vec![crate::peer::BlockerWatch::default(); mem.slots().len()];
         Self {
             mem,
             params,
@@ -478,21 +479,19 @@ impl Producer {
                 if now == 0 {
                     now = now_ns().max(1);
                 }
-                let (seen, since) = &mut self.watch[i];
-                if *seen != progress || *since == 0 {
-                    (*seen, *since) = (progress, now);
-                } else if now - *since >= self.params.eviction_timeout_ns
+                let timeout = self.params.eviction_timeout_ns;
+                if self.watch[i].should_evict(progress, now, timeout, &slot.peer)
                     && slot
                         .state
                         .compare_exchange(ACTIVE, EVICTED, Ordering::AcqRel, Ordering::Relaxed)
                         .is_ok()
                 {
                     self.mem.ctrl().evictions.fetch_add(1, Ordering::Relaxed);
-                    *since = 0;
+                    self.watch[i].clear();
                     continue;
                 }
             } else {
-                self.watch[i].1 = 0;
+                self.watch[i].clear();
             }
             min = min.min(cursor);
         }

@@ -389,7 +389,7 @@ pub struct Producer {
     /// May claim up to here without rescanning the consumer slots.
     limit: u64,
     /// Per consumer slot: (progress seen, when first seen unchanged while blocking us).
-    watch: Vec<(u64, u64)>,
+    watch: Vec<crate::peer::BlockerWatch>,
     _not_sync: PhantomData<std::cell::Cell<()>>,
 }
 
@@ -402,7 +402,7 @@ impl Producer {
             })?;
         let key = mem.ctrl().key.load(Ordering::Relaxed);
         Some(Self {
-            watch: vec![(0, 0); params.consumers],
+            watch: vec![crate::peer::BlockerWatch::default(); params.consumers],
             mem,
             params,
             slot,
@@ -527,21 +527,19 @@ impl Producer {
                 if now == 0 {
                     now = now_ns().max(1);
                 }
-                let (seen, since) = &mut self.watch[i];
-                if *seen != progress || *since == 0 {
-                    (*seen, *since) = (progress, now);
-                } else if now - *since >= self.params.eviction_timeout_ns
+                let timeout = self.params.eviction_timeout_ns;
+                if self.watch[i].should_evict(progress, now, timeout, &slot.peer)
                     && slot
                         .state
                         .compare_exchange(ACTIVE, EVICTED, Ordering::AcqRel, Ordering::Relaxed)
                         .is_ok()
                 {
                     self.mem.ctrl().evictions.fetch_add(1, Ordering::Relaxed);
-                    *since = 0;
+                    self.watch[i].clear();
                     continue;
                 }
             } else {
-                self.watch[i].1 = 0;
+                self.watch[i].clear();
             }
             min = min.min(cursor);
         }

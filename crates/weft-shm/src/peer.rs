@@ -126,3 +126,51 @@ impl PeerWords {
         PeerState::Live
     }
 }
+
+/// How often a producer blocked by a consumer looks at that consumer's
+/// process (one `kill(pid, 0)` and one read of `/proc/<pid>/stat`): 1 ms.
+const PROBE_EVERY_NS: u64 = 1_000_000;
+
+/// A producer's watch on one consumer slot while that consumer blocks it:
+/// the progress count it last saw and since when, and when it last probed
+/// the consumer's process. Plain data in the producer's own memory.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct BlockerWatch {
+    seen: u64,
+    since: u64,
+    probed: u64,
+}
+
+impl BlockerWatch {
+    /// The consumer blocks the producer now (`now` > 0, ns): whether to evict
+    /// it. Yes at once if its process is known dead (it closed, exited, was
+    /// killed, is a zombie: probed when it first blocks, then at most every
+    /// millisecond), and yes once it has made no progress for `timeout_ns` (a
+    /// live consumer that is stuck). A consumer that moves is watched afresh.
+    pub(crate) fn should_evict(
+        &mut self,
+        progress: u64,
+        now: u64,
+        timeout_ns: u64,
+        peer: &PeerWords,
+    ) -> bool {
+        if self.seen != progress || self.since == 0 {
+            (self.seen, self.since) = (progress, now);
+        } else if now - self.since >= timeout_ns {
+            return true;
+        }
+        // Loom models run one process and no clock: nothing to probe.
+        if !cfg!(loom) && (self.probed == 0 || now.saturating_sub(self.probed) >= PROBE_EVERY_NS) {
+            self.probed = now;
+            if let PeerState::Gone(GoneReason::Died | GoneReason::Closed) = peer.state(timeout_ns) {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// The consumer does not block the producer (or was evicted): forget it.
+    pub(crate) fn clear(&mut self) {
+        *self = Self::default();
+    }
+}
