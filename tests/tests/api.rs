@@ -299,8 +299,10 @@ fn shm_and_udp_channels_have_the_same_shape() {
                     "{uri}: publisher never gone"
                 );
                 node.do_work();
-                sub.poll(16, |e| gone |= e == weft::Event::PublisherGone)
-                    .unwrap();
+                sub.poll(16, |e| {
+                    gone |= matches!(e, weft::Event::PublisherGone { .. })
+                })
+                .unwrap();
             }
         }
         node.close().unwrap();
@@ -492,7 +494,7 @@ fn a_gateway_passes_messages_and_session_events_to_local_subscribers() {
         local
             .poll(64, |e| match e {
                 weft::Event::Message(m) => got.push(u64::from_le_bytes(m.try_into().unwrap())),
-                weft::Event::PublisherGone => gone = true,
+                weft::Event::PublisherGone { .. } => gone = true,
                 other => events.push(format!("{other:?}")),
             })
             .unwrap();
@@ -582,12 +584,12 @@ fn losses_pass_through_a_gateway_never_as_a_silent_gap() {
                     loss_since_last = false;
                     received += 1;
                 }
-                weft::Event::Loss { from, to } => {
+                weft::Event::Loss { from, to, .. } => {
                     losses += 1;
                     lost_datagrams += to - from;
                     loss_since_last = true;
                 }
-                weft::Event::PublisherGone => gone = true,
+                weft::Event::PublisherGone { .. } => gone = true,
                 weft::Event::NewSession { .. } => {}
             })
             .unwrap();
@@ -851,7 +853,7 @@ fn several_processes_publish_one_shm_channel() {
             "publishers never gone: {events:?}"
         );
         sub.poll(256, |e| match e {
-            weft::Event::PublisherGone => gone = true,
+            weft::Event::PublisherGone { .. } => gone = true,
             weft::Event::Message(m) => in_order(&mut next, m),
             other => events.push(format!("{other:?}")),
         })
@@ -905,4 +907,64 @@ fn nodes_racing_to_create_a_many_publisher_ring_all_publish() {
     }
     first.close().unwrap();
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A channel with `key_file=`: every datagram is authenticated, so a
+/// subscriber with the key gets the stream and one without it gets nothing
+/// (it drops them as authenticated datagrams it has no key for); a key
+/// file others may read is refused with the fix.
+#[test]
+fn a_keyed_udp_channel_reaches_only_subscribers_with_the_key() {
+    use std::os::unix::fs::PermissionsExt;
+    let (mut keyed, dir) = node(ThreadingMode::Invoker);
+    let (mut plain, plain_dir) = node(ThreadingMode::Invoker);
+    let key = dir.join("md.key");
+    std::fs::write(
+        &key,
+        "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let base = udp_uri();
+    let uri = format!("{base}?key_file={}", key.display());
+    let err = keyed.publication(&uri, 9).unwrap_err().to_string();
+    assert!(err.contains("chmod 600"), "{err}");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let mut publ = keyed.publication(&uri, 9).unwrap();
+    let mut sub = keyed.subscription(&uri, 9).unwrap();
+    let mut stranger = plain.subscription(&base, 9).unwrap();
+    let started = Instant::now();
+    while !publ.is_connected() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "never connected"
+        );
+        keyed.do_work();
+        plain.do_work();
+    }
+    let mut stranger_events = Vec::new();
+    for i in 0..1000u64 {
+        while publ.offer(&i.to_le_bytes()).is_err() {
+            keyed.do_work();
+        }
+        keyed.do_work();
+        plain.do_work();
+        stranger
+            .poll(64, |e| stranger_events.push(format!("{e:?}")))
+            .unwrap();
+    }
+    let (got, _) = receive(&mut keyed, &mut sub, 1000);
+    assert_eq!(got, (0..1000).collect::<Vec<_>>());
+    for _ in 0..100 {
+        plain.do_work();
+        stranger
+            .poll(64, |e| stranger_events.push(format!("{e:?}")))
+            .unwrap();
+    }
+    assert!(stranger_events.is_empty(), "{stranger_events:?}");
+    drop((publ, sub, stranger));
+    keyed.close().unwrap();
+    plain.close().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&plain_dir);
 }

@@ -237,6 +237,116 @@ fn a_hostile_sender_on_the_group_is_dropped_and_counted_and_the_stream_is_unaffe
     publ.finish(LIMIT);
 }
 
+/// Runs a 50,000 msgs/s stream to three subscriber processes on loopback
+/// while a hostile process runs `attack` for most of it; returns the
+/// hostile's lines and each subscriber's stats line, after checking every
+/// subscriber got the whole stream in order with no loss, never saw its
+/// publisher reported gone, and followed only one session of its own.
+fn stream_under_attack(attack: &str, group: &str) -> (Vec<String>, Vec<String>) {
+    let count = scaled(200_000);
+    let count_s = count.to_string();
+    let common = [
+        "--group",
+        group,
+        "--iface",
+        "127.0.0.1",
+        "--count",
+        &count_s,
+    ];
+    let subs: Vec<Peer> = (0..3)
+        .map(|i| {
+            let mut args = vec!["subscribe"];
+            args.extend(common);
+            Peer::spawn(&format!("subscriber {i}"), peer_cmd(&args))
+        })
+        .collect();
+    for s in &subs {
+        s.wait_line("ready", LIMIT);
+    }
+    let mut args = vec!["publish", "--rate", "50000", "--linger-ms", "2000"];
+    args.extend(common);
+    let publ = Peer::spawn("publisher", peer_cmd(&args));
+    for s in &subs {
+        s.wait_line("first 0", LIMIT);
+    }
+    let secs = (count as f64 / 50_000.0 * 0.8).to_string();
+    let hostile = Peer::spawn(
+        "hostile",
+        peer_cmd(&[
+            "hostile",
+            "--attack",
+            attack,
+            "--group",
+            group,
+            "--iface",
+            "127.0.0.1",
+            "--seconds",
+            &secs,
+        ]),
+    );
+    let hostile_lines = hostile.finish(LIMIT);
+    let mut stats = Vec::new();
+    for s in subs {
+        let lines = s.finish(LIMIT);
+        assert_complete(&lines, count);
+        assert!(
+            !lines.iter().any(|l| l.starts_with("gone")),
+            "the real publisher was reported gone: {lines:?}"
+        );
+        assert_eq!(
+            lines.iter().filter(|l| l.starts_with("first")).count(),
+            1,
+            "one session of ours, never restarted: {lines:?}"
+        );
+        stats.push(line_with(&lines, "stats").to_string());
+    }
+    publ.finish(LIMIT);
+    (hostile_lines, stats)
+}
+
+/// Issue 23, point 1: the 32-byte SETUP of a foreign session that used to
+/// make every subscriber switch to the stranger (and report the real
+/// publisher gone), then a flood of SETUPs at full speed that used to open a
+/// silent gap: the real stream arrives whole and in order, its publisher is
+/// never reported gone, and the strangers' sessions cost nothing but the
+/// drops (a SETUP alone is never announced as a session).
+#[test]
+fn a_foreign_setup_and_a_setup_flood_leave_the_stream_complete() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let group = loopback_group(3);
+    let (hostile, stats) = stream_under_attack("setup", &group);
+    let sent = stat(
+        &line_with(&hostile, "sent").replace("sent ", "sent: "),
+        "sent",
+    );
+    assert!(sent > 1000, "{hostile:?}");
+    for s in &stats {
+        eprintln!("{sent} SETUPs sent; subscriber: {s}");
+    }
+}
+
+/// Issue 23, point 2: a neighbour who reads the real session id off the
+/// group and sends LOSS frames and heartbeats in that session claiming
+/// everything up to 2^40 is gone (it used to end the stream with
+/// `Loss { to: 2^40 }`): the claims are dropped and counted as implausible,
+/// and the stream arrives whole.
+#[test]
+fn a_forged_loss_in_the_real_session_is_counted_and_ignored() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let group = loopback_group(4);
+    let (hostile, stats) = stream_under_attack("forge-loss", &group);
+    let sent = stat(
+        &line_with(&hostile, "sent").replace("sent ", "sent: "),
+        "sent",
+    );
+    assert!(sent > 100, "{hostile:?}");
+    for s in &stats {
+        let implausible = stat(s, "implausible");
+        assert!(implausible > 0, "the forged frames were not seen: {s}");
+        eprintln!("{sent} forged frames sent; subscriber counted {implausible} implausible: {s}");
+    }
+}
+
 /// Network namespaces: a switch (bridge) and hosts `0..n`, host `i` at
 /// 10.77.0.(i+1)/24 on `eth0`. Removed on drop.
 struct Hosts {

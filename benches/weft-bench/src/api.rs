@@ -72,7 +72,7 @@ pub(crate) fn await_message(
                 buf[..m.len()].copy_from_slice(m);
                 got = Some(Some(m.len()));
             }
-            Event::PublisherGone => got = Some(None),
+            Event::PublisherGone { .. } => got = Some(None),
             Event::NewSession { .. } => {}
             other => panic!("unexpected {other:?}"),
         })
@@ -102,7 +102,7 @@ pub(crate) fn echo_one(
                 offer(node, publ, m);
                 done = Some(true);
             }
-            Event::PublisherGone => done = Some(false),
+            Event::PublisherGone { .. } => done = Some(false),
             Event::NewSession { .. } => {}
             other => panic!("unexpected {other:?}"),
         })

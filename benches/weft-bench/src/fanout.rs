@@ -260,7 +260,7 @@ pub fn mcast_subscriber(group: &str, total: u64, core: usize, seed: u64) {
         let work = sub.do_work();
         while let Some(e) = sub.poll_event() {
             match e {
-                Event::Message(m) => {
+                Event::Message { message: m, .. } => {
                     let seq = u64::from_le_bytes(m[..8].try_into().unwrap_or_default());
                     assert_eq!(seq, next, "multicast subscriber: message out of order");
                     next += 1;

@@ -162,7 +162,7 @@ fn await_message(publ: &mut Publication, sub: &mut Subscription, buf: &mut [u8])
         sub.do_work();
         while let Some(e) = sub.poll_event() {
             match e {
-                Event::Message(m) => {
+                Event::Message { message: m, .. } => {
                     buf[..m.len()].copy_from_slice(m);
                     return m.len();
                 }
@@ -311,7 +311,7 @@ pub fn mcast_throughput(
         sub.do_work();
         while let Some(e) = sub.poll_event() {
             match e {
-                Event::Message(m) => {
+                Event::Message { message: m, .. } => {
                     let seq = u64::from_le_bytes(m[..8].try_into().unwrap_or_default());
                     assert_eq!(seq, next, "messages out of order");
                     next += 1;

@@ -490,7 +490,7 @@ mod tests {
                 s.do_work();
                 while let Some(e) = s.poll_event() {
                     match e {
-                        Event::Message(m) => {
+                        Event::Message { message: m, .. } => {
                             let len = message(*next, &mut buf);
                             assert_eq!(m, &buf[..len], "message {next}");
                             *next += 1;

@@ -28,7 +28,7 @@
 //! publ.do_work();
 //! sub.do_work();
 //! while let Some(event) = sub.poll_event() {
-//!     if let Event::Message(m) = event {
+//!     if let Event::Message { message: m, .. } = event {
 //!         assert_eq!(m, b"hello");
 //!     }
 //! }

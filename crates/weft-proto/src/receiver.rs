@@ -1,19 +1,42 @@
 //! The subscribing side of a stream: reordering, gap detection, NAKs with
-//! suppression, in-order delivery, reassembly, loss reports, session changes.
+//! suppression, in-order delivery, reassembly, loss reports, and several
+//! publisher sessions at once.
 //!
-//! ## State
-//! - A **reorder buffer**, allocated once: datagram `seq` waits, indexed by
-//!   `seq % buffer_datagrams`, until everything before it is delivered or
-//!   reported lost. Datagrams are stored back to back in arrival order in a byte
-//!   ring of `(2 × buffer_datagrams + 2) × mtu` bytes, so in-order traffic of
-//!   small datagrams reuses cache lines and pages. While a datagram `S` waits,
-//!   fewer than `2 × buffer_datagrams` others can be stored after it: each is a
-//!   distinct sequence number between the `expected` of when `S` arrived and
-//!   `S + buffer_datagrams`. Those take less than
+//! ## Sessions (images)
+//! Each publisher incarnation is a session, named by the random session id
+//! every frame carries. A receiver follows up to `max_sessions` of them at
+//! once, each in its own *image* (Aeron's word) with its own buffers, position,
+//! NAK and STATUS timers, so a new session never replaces a live one: a
+//! restarted publisher, a second publisher of the stream on another host, and a
+//! stranger's forged SETUP all get images of their own, and the session that
+//! was there goes on untouched.
+//!
+//! - An image is *confirmed* once its session has sent more than a SETUP (DATA,
+//!   a heartbeat or a LOSS). [`Event::NewSession`] is delivered then, before
+//!   the session's first message. A SETUP alone costs nothing else.
+//! - When every image is taken, a new session takes the image of a session
+//!   reported gone (its events all delivered), else that of the longest-silent
+//!   unconfirmed one (which has delivered nothing: it goes silently). If all are
+//!   confirmed and live, the newcomer is refused and counted
+//!   (`sessions_refused`): a live session is never dropped for a new one.
+//! - A session silent for `publisher_timeout_ns` is gone: what it still lacks
+//!   will never come, so its gaps are reported as [`Event::Loss`], what it holds
+//!   beyond them is delivered, and then [`Event::PublisherGone`]. If it speaks
+//!   again before its image is reused, it goes on where it was.
+//!
+//! ## State of an image
+//! - A **reorder buffer**, allocated once per image: datagram `seq` waits,
+//!   indexed by `seq % buffer_datagrams`, until everything before it is
+//!   delivered or reported lost. Datagrams are stored back to back in arrival
+//!   order in a byte ring of `(2 × buffer_datagrams + 2) × mtu` bytes, so
+//!   in-order traffic of small datagrams reuses cache lines and pages. While a
+//!   datagram `S` waits, fewer than `2 × buffer_datagrams` others can be stored
+//!   after it: each is a distinct sequence number between the `expected` of when
+//!   `S` arrived and `S + buffer_datagrams`. Those take less than
 //!   `(2 × buffer_datagrams + 1) × mtu` bytes with the wrap, so the ring never
-//!   overwrites a datagram still waiting. `expected` is the next datagram to deliver,
-//!   `highest` one past the highest datagram known to exist (from DATA or from a
-//!   heartbeat's `next_seq`).
+//!   overwrites a datagram still waiting. `expected` is the next datagram to
+//!   deliver, `highest` one past the highest datagram the session has shown to
+//!   exist (by DATA or a heartbeat's `next_seq`).
 //! - **NAKs.** When a gap appears, a NAK is scheduled after a random delay in
 //!   `[nak_delay_min_ns, nak_delay_max_ns]`. It is multicast, so other receivers
 //!   hear it. Each missing datagram carries a "requested until" time: set when
@@ -33,13 +56,22 @@
 //!   session later *joins late*: it starts at the datagram it heard (a heartbeat's
 //!   `next_seq`), reports that start in [`Event::NewSession`], and skips fragments
 //!   of a message begun before it.
-//! - **Sessions.** A frame with a new session id is a restarted publisher. The
-//!   receiver switches on a SETUP, or when the old session has been silent for
-//!   `session_switch_ns`; frames of sessions it left are ignored.
 //!
-//! Nothing allocates after [`Receiver::new`].
+//! ## What a frame may claim
+//! Sequence numbers in a frame are believed only as far as the session could
+//! have sent them. DATA or a heartbeat more than `max_seq_jump` datagrams past
+//! the highest the session has shown is *implausible*: dropped and counted. A
+//! LOSS range counts only up to the highest datagram the session has shown (a
+//! sender declares lost only what it sent), and one reaching past that by more
+//! than `max_seq_jump` is implausible too. So one forged datagram can no longer
+//! move a stream to sequence 2^40 and kill it; what a forger who knows the
+//! session id can still do is bounded and always explicit (a Loss event),
+//! never a silent gap. `docs/operations.md` has the threat model and the
+//! authentication that closes it.
+//!
+//! Nothing allocates after [`Receiver::new`] but a new session's first image
+//! beyond the first (once per image, reused after).
 
-use std::collections::VecDeque;
 use std::net::SocketAddr;
 
 use crate::wire::{self, Frame, Header, SeqRange, Status};
@@ -76,14 +108,21 @@ pub struct ReceiverConfig {
     pub nak_retry_max_ns: Nanos,
     /// STATUS interval. Default 10 ms.
     pub status_interval_ns: Nanos,
-    /// Silence after which the publisher is reported gone. Default 1 s.
+    /// Silence after which a publisher session is reported gone. Default 1 s.
     pub publisher_timeout_ns: Nanos,
-    /// Silence of the current session after which another session may take over
-    /// without a SETUP. Default 100 ms.
-    pub session_switch_ns: Nanos,
     /// A session first heard within this many datagrams of its start is received
     /// from its start (capped at half the reorder buffer). Default 512.
     pub join_window: u64,
+    /// Publisher sessions followed at once, each with its own reorder buffer
+    /// (`(2 × buffer_datagrams + 2) × mtu` bytes, allocated when first needed).
+    /// Default 4.
+    pub max_sessions: usize,
+    /// How far past the highest datagram a session has shown a frame may
+    /// claim before it is dropped as implausible. Default 64 × `buffer_datagrams`.
+    pub max_seq_jump: u64,
+    /// Authenticate every datagram with this key (see [`crate::auth`]);
+    /// datagrams without a valid tag are dropped and counted. Default none.
+    pub auth: Option<crate::auth::AuthKey>,
 }
 
 impl ReceiverConfig {
@@ -103,8 +142,10 @@ impl ReceiverConfig {
             nak_retry_max_ns: 50_000_000,
             status_interval_ns: 10_000_000,
             publisher_timeout_ns: 1_000_000_000,
-            session_switch_ns: 100_000_000,
             join_window: 512,
+            max_sessions: 4,
+            max_seq_jump: 64 * 1024,
+            auth: None,
         }
     }
 }
@@ -114,46 +155,55 @@ impl ReceiverConfig {
 pub enum LossReason {
     /// The sender no longer holds them (LOSS frame or heartbeat's oldest_seq).
     SenderEvicted,
+    /// The publisher went silent for `publisher_timeout_ns` with them missing.
+    PublisherGone,
 }
 
-/// What a receiver hands the application.
+/// What a receiver hands the application. Every event names its session.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Event<'a> {
-    /// One message, in order, borrowed until the next call.
-    Message(&'a [u8]),
+    /// One message, in order within its session, borrowed until the next call.
+    Message {
+        /// The session it came from.
+        session_id: u64,
+        /// The bytes.
+        message: &'a [u8],
+    },
     /// One message its publisher stamped with its send time
     /// ([`Sender::offer_stamped`](crate::sender::Sender::offer_stamped)), in
     /// order like any other.
     StampedMessage {
+        /// The session it came from.
+        session_id: u64,
         /// The publisher's send time (ns, the publisher's clock: comparable
         /// with this host's only if the publisher runs here).
         sent_ns: u64,
         /// The message, without the stamp.
         message: &'a [u8],
     },
-    /// Datagrams `range` will never arrive; messages in them (and a message
-    /// fragmented across them) are lost.
+    /// Datagrams `range` of the session will never arrive; messages in them
+    /// (and a message fragmented across them) are lost.
     Loss {
+        /// The session.
+        session_id: u64,
         /// Sequence numbers of the lost datagrams.
         range: SeqRange,
         /// Why.
         reason: LossReason,
     },
-    /// A publisher session started or replaced the previous one.
+    /// A publisher session started (delivered before its first message).
     NewSession {
         /// Its id.
         session_id: u64,
         /// Where delivery starts.
         start_seq: u64,
     },
-    /// The publisher has been silent for `publisher_timeout_ns`.
-    PublisherGone,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Control {
-    NewSession(u64, u64),
-    PublisherGone,
+    /// A session has been silent for `publisher_timeout_ns` (delivered after
+    /// everything it had sent that could be delivered).
+    PublisherGone {
+        /// The session.
+        session_id: u64,
+    },
 }
 
 /// Counters.
@@ -167,9 +217,20 @@ pub struct ReceiverStats {
     pub repairs_received: u64,
     /// NAKs sent.
     pub naks_sent: u64,
-    /// Datagrams dropped (malformed, another stream, a left session) and
-    /// messages dropped (larger than `max_message`, stamped without a stamp).
+    /// Datagrams dropped (malformed, another stream, an unknown or left
+    /// session, implausible, failed authentication) and messages dropped
+    /// (larger than `max_message`, stamped without a stamp).
     pub dropped: u64,
+    /// Of `dropped`: frames claiming sequence numbers their session could not
+    /// have sent (see the module doc).
+    pub implausible: u64,
+    /// Of `dropped`: datagrams without a valid authentication tag.
+    pub unauthenticated: u64,
+    /// New sessions refused because every image held a live, confirmed session.
+    pub sessions_refused: u64,
+    /// Sessions heard only as a SETUP and forgotten (silent for the publisher
+    /// timeout, or displaced by a newcomer): a SETUP flood shows here.
+    pub setups_forgotten: u64,
     /// DATA beyond the reorder buffer (dropped; NAKed later).
     pub overflow: u64,
     /// Datagrams reported lost.
@@ -178,16 +239,70 @@ pub struct ReceiverStats {
     pub messages: u64,
 }
 
-/// The receiver state machine. See the module doc.
+const NONE: u64 = u64::MAX;
+
+/// Whether a message of `len` bytes with its first fragment's `flags` holds
+/// the stamp those flags announce (one that does not is the publisher's
+/// fault: dropped and counted).
+fn holds_stamp(len: usize, flags: u8) -> bool {
+    flags & wire::ENTRY_STAMPED == 0 || len >= wire::STAMP_LEN
+}
+
+/// A whole message as an event, by its first fragment's flags (checked with
+/// [`holds_stamp`]).
+fn message_event(session_id: u64, m: &[u8], flags: u8) -> Event<'_> {
+    match m.split_first_chunk::<{ wire::STAMP_LEN }>() {
+        Some((stamp, message)) if flags & wire::ENTRY_STAMPED != 0 => Event::StampedMessage {
+            session_id,
+            sent_ns: u64::from_le_bytes(*stamp),
+            message,
+        },
+        _ => Event::Message {
+            session_id,
+            message: m,
+        },
+    }
+}
+
+/// What an image has ready to hand out, as plain data: the receiver turns it
+/// into an [`Event`] borrowing the image's buffers.
+#[derive(Clone, Copy, Debug)]
+enum Ready {
+    NewSession(u64),
+    Loss(SeqRange, LossReason),
+    /// A whole message at `slots[from..to]` (or `reasm[..to]` when `reasm`).
+    Message {
+        from: usize,
+        to: usize,
+        reasm: bool,
+        flags: u8,
+    },
+    Gone,
+}
+
+/// Where an image is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Not in use.
+    Free,
+    /// Heard only a SETUP: nothing delivered, no event yet.
+    Unconfirmed,
+    /// In use; `NewSession` queued or delivered.
+    Live,
+}
+
+/// One session's state. See the module doc.
 #[derive(Debug)]
-pub struct Receiver {
-    cfg: ReceiverConfig,
-    rng: SplitMix,
-    session: Option<u64>,
-    left_sessions: [u64; 4],
-    sender: Option<SocketAddr>,
-    last_heard: Nanos,
+struct Image {
+    phase: Phase,
+    session_id: u64,
+    sender: SocketAddr,
+    start_seq: u64,
+    new_session_due: bool,
+    /// Silent past the publisher timeout: gaps are losses, then `Gone` is due.
+    gone: bool,
     gone_reported: bool,
+    last_heard: Nanos,
     expected: u64,
     highest: u64,
     gone_until: u64,
@@ -217,36 +332,588 @@ pub struct Receiver {
     status_position: u64,
     /// The NAK just multicast still has to go to the sender's address.
     nak_copy_due: bool,
-    control: VecDeque<Control>,
+    /// The ranges of the last NAK (sent twice).
     ranges: Vec<SeqRange>,
-    stats: ReceiverStats,
 }
 
-const NONE: u64 = u64::MAX;
+impl Image {
+    /// An unused image with every buffer allocated.
+    fn new(cfg: &ReceiverConfig) -> Self {
+        let n = cfg.buffer_datagrams;
+        Self {
+            phase: Phase::Free,
+            session_id: 0,
+            sender: SocketAddr::from(([0, 0, 0, 0], 0)),
+            start_seq: 0,
+            new_session_due: false,
+            gone: false,
+            gone_reported: false,
+            last_heard: 0,
+            expected: 0,
+            highest: 0,
+            gone_until: 0,
+            slots: vec![0; (2 * n + 2) * cfg.mtu],
+            offsets: vec![0; n],
+            tail: 0,
+            lens: vec![0; n],
+            held: vec![NONE; n],
+            requested_until: vec![0; n],
+            cursor: None,
+            reasm: vec![0; cfg.max_message],
+            reasm_len: 0,
+            reasm_active: false,
+            reasm_flags: 0,
+            nak_timer: 0,
+            nak_due: false,
+            nak_retry: cfg.nak_retry_min_ns,
+            status_timer: 0,
+            status_due: false,
+            status_position: 0,
+            nak_copy_due: false,
+            ranges: Vec::with_capacity(wire::MAX_NAK_RANGES),
+        }
+    }
 
-/// Whether a message of `len` bytes with its first fragment's `flags` holds
-/// the stamp those flags announce (one that does not is the publisher's
-/// fault: dropped and counted).
-fn holds_stamp(len: usize, flags: u8) -> bool {
-    flags & wire::ENTRY_STAMPED == 0 || len >= wire::STAMP_LEN
-}
+    /// Takes the image for `session_id`, delivering from `start`.
+    /// `confirmed`: heard more than a SETUP.
+    #[allow(clippy::too_many_arguments)]
+    fn start(
+        &mut self,
+        cfg: &ReceiverConfig,
+        session_id: u64,
+        start: u64,
+        src: SocketAddr,
+        now: Nanos,
+        confirmed: bool,
+    ) {
+        self.phase = if confirmed {
+            Phase::Live
+        } else {
+            Phase::Unconfirmed
+        };
+        self.session_id = session_id;
+        self.sender = src;
+        self.start_seq = start;
+        self.new_session_due = confirmed;
+        self.gone = false;
+        self.gone_reported = false;
+        self.last_heard = now;
+        self.expected = start;
+        self.highest = start;
+        self.gone_until = start;
+        self.status_position = start;
+        self.held.fill(NONE);
+        self.requested_until.fill(0);
+        self.cursor = None;
+        self.reasm_active = false;
+        self.nak_timer = 0;
+        self.nak_due = false;
+        self.nak_copy_due = false;
+        self.nak_retry = cfg.nak_retry_min_ns;
+        self.status_timer = 0;
+        self.status_due = true;
+    }
 
-/// A whole message as an event, by its first fragment's flags (checked with
-/// [`holds_stamp`]).
-fn message_event(m: &[u8], flags: u8) -> Event<'_> {
-    match m.split_first_chunk::<{ wire::STAMP_LEN }>() {
-        Some((stamp, message)) if flags & wire::ENTRY_STAMPED != 0 => Event::StampedMessage {
-            sent_ns: u64::from_le_bytes(*stamp),
-            message,
-        },
-        _ => Event::Message(m),
+    fn idx(&self, seq: u64) -> usize {
+        (seq % self.held.len() as u64) as usize
+    }
+
+    fn window_end(&self) -> u64 {
+        self.expected + self.held.len() as u64
+    }
+
+    /// Where delivery may run to without waiting: below it, what is missing
+    /// will never come (declared by the sender, or the publisher is gone).
+    fn give_up_until(&self) -> u64 {
+        if self.gone {
+            self.gone_until.max(self.highest)
+        } else {
+            self.gone_until
+        }
+    }
+
+    /// Whether nothing is left to hand out (for reusing a gone session's image).
+    fn drained(&self) -> bool {
+        !self.new_session_due
+            && self.gone_reported
+            && self.held[self.idx(self.expected)] != self.expected
+            && self.expected >= self.give_up_until()
+    }
+
+    /// A frame of this image's session (not a NAK or STATUS).
+    #[allow(clippy::too_many_arguments)]
+    fn on_frame(
+        &mut self,
+        cfg: &ReceiverConfig,
+        rng: &mut SplitMix,
+        stats: &mut ReceiverStats,
+        now: Nanos,
+        src: SocketAddr,
+        frame: Frame<'_>,
+        bytes: &[u8],
+    ) {
+        // What the frame says exists; believed only as far as the session
+        // could have sent it (module doc).
+        let claim = match frame {
+            Frame::Data(d) => d.seq.saturating_add(1),
+            Frame::Heartbeat(hb) => hb.next_seq,
+            Frame::Loss(l) => l.range.to,
+            _ => 0,
+        };
+        let limit = self.highest.saturating_add(cfg.max_seq_jump);
+        if claim > limit {
+            if !self.gone {
+                stats.dropped += 1;
+                stats.implausible += 1;
+                return;
+            }
+            // The session fell silent (to us) for the publisher timeout and
+            // is now far ahead: rejoin it where it is, the rest reported lost.
+            if matches!(frame, Frame::Loss(_)) {
+                stats.dropped += 1;
+                stats.implausible += 1;
+                return;
+            }
+            let start = match frame {
+                Frame::Heartbeat(hb) => hb.next_seq,
+                _ => claim - 1,
+            };
+            self.gone_until = self.gone_until.max(start);
+            self.highest = self.highest.max(start);
+        }
+        if self.phase == Phase::Unconfirmed && !matches!(frame, Frame::Setup(_)) {
+            self.phase = Phase::Live;
+            self.new_session_due = true;
+        }
+        self.last_heard = now;
+        if self.gone {
+            self.gone = false;
+            if self.gone_reported {
+                // Back after being reported gone: announced again.
+                self.gone_reported = false;
+                self.new_session_due = true;
+                self.start_seq = self.expected;
+            }
+        }
+        self.sender = src;
+        match frame {
+            Frame::Data(d) => self.on_data(cfg, rng, stats, now, d, bytes),
+            Frame::Heartbeat(hb) => {
+                // Like a LOSS: only what the session had already shown can be
+                // given up on (the rest, once a later frame shows it).
+                self.gone_until = self.gone_until.max(hb.oldest_seq.min(self.highest));
+                self.learn_highest(cfg, rng, now, hb.next_seq);
+            }
+            Frame::Loss(l) => {
+                // A sender declares lost only what it sent: up to `highest`.
+                let to = l.range.to.min(self.highest);
+                if to < l.range.to {
+                    stats.implausible += 1;
+                }
+                self.gone_until = self.gone_until.max(to);
+            }
+            Frame::Setup(_) | Frame::Nak(_) | Frame::Status(_) => {}
+        }
+    }
+
+    /// Another receiver's NAK for this session: hold back our own for those
+    /// datagrams (suppression).
+    fn hear_nak(&mut self, now: Nanos, nak: wire::Nak<'_>) {
+        let until = now + self.nak_retry;
+        for r in nak.ranges() {
+            let (from, to) = (r.from.max(self.expected), r.to.min(self.window_end()));
+            for seq in from..to {
+                let i = self.idx(seq);
+                self.requested_until[i] = self.requested_until[i].max(until);
+            }
+        }
+    }
+
+    fn on_data(
+        &mut self,
+        cfg: &ReceiverConfig,
+        rng: &mut SplitMix,
+        stats: &mut ReceiverStats,
+        now: Nanos,
+        d: wire::Data<'_>,
+        bytes: &[u8],
+    ) {
+        let seq = d.seq;
+        let i = self.idx(seq);
+        if seq < self.expected || self.held[i] == seq {
+            stats.duplicates += 1;
+            return;
+        }
+        if seq >= self.window_end() {
+            stats.overflow += 1;
+            self.learn_highest(cfg, rng, now, seq + 1);
+            return;
+        }
+        let len = bytes.len();
+        if len > cfg.mtu {
+            stats.dropped += 1; // larger than our MTU
+            return;
+        }
+        let start = if self.tail + len > self.slots.len() {
+            0
+        } else {
+            self.tail
+        };
+        self.slots[start..start + len].copy_from_slice(bytes);
+        // Stored as a plain frame (its tag, if any, was checked on arrival).
+        self.slots[start + 3] &= !crate::auth::AUTH_FLAG;
+        self.tail = start + len;
+        self.offsets[i] = start;
+        self.lens[i] = len as u32;
+        self.held[i] = seq;
+        stats.data_received += 1;
+        if d.flags & wire::DATA_REPAIR != 0 && seq < self.highest {
+            stats.repairs_received += 1;
+        }
+        self.learn_highest(cfg, rng, now, seq + 1);
+    }
+
+    /// `next` datagrams exist: schedule a NAK if that opens a gap.
+    ///
+    /// A newly opened gap gets its first NAK after the random NAK delay even
+    /// when the timer is already set further out (a retry of an older gap,
+    /// up to `nak_retry_max_ns` away, or a stale retry time left after that
+    /// gap was repaired). Otherwise a loss soon after a repair would wait for
+    /// the old retry: at 1 % loss that put the round trip's p99 at the retry
+    /// interval.
+    fn learn_highest(&mut self, cfg: &ReceiverConfig, rng: &mut SplitMix, now: Nanos, next: u64) {
+        let before = self.highest;
+        if next > self.highest {
+            self.highest = next;
+        }
+        if self.nak_due {
+            return;
+        }
+        let opened = next > before && self.missing_in(before, next);
+        if opened || (self.nak_timer == 0 && self.missing_exists()) {
+            let due = (now + nak_delay(cfg, rng)).max(1);
+            if self.nak_timer == 0 || due < self.nak_timer {
+                self.nak_timer = due;
+            }
+        }
+    }
+
+    /// Whether a datagram in `from..to` is missing (and not given up on).
+    /// In-order arrival asks about one held datagram: O(1).
+    fn missing_in(&self, from: u64, to: u64) -> bool {
+        let from = from.max(self.expected).max(self.gone_until);
+        let to = to.min(self.window_end());
+        (from..to).any(|s| self.held[self.idx(s)] != s)
+    }
+
+    fn missing_exists(&self) -> bool {
+        self.missing_in(self.expected, self.highest)
+    }
+
+    fn handle_timeout(&mut self, cfg: &ReceiverConfig, stats: &mut ReceiverStats, now: Nanos) {
+        let silent = now.saturating_sub(self.last_heard) >= cfg.publisher_timeout_ns;
+        if self.phase == Phase::Unconfirmed {
+            if silent {
+                self.phase = Phase::Free; // a SETUP and nothing else: forgotten
+                stats.setups_forgotten += 1;
+            }
+            return;
+        }
+        if self.nak_timer != 0 && now >= self.nak_timer {
+            self.nak_timer = 0;
+            self.nak_due = !self.gone;
+        }
+        if now >= self.status_timer && !self.gone {
+            self.status_due = true;
+        }
+        if silent && !self.gone {
+            self.gone = true;
+            self.nak_due = false;
+            self.nak_timer = 0;
+            self.status_due = false;
+        }
+    }
+
+    fn poll_timeout(&self, cfg: &ReceiverConfig) -> Option<Nanos> {
+        match self.phase {
+            Phase::Free => return None,
+            Phase::Unconfirmed => return Some(self.last_heard + cfg.publisher_timeout_ns),
+            Phase::Live => {}
+        }
+        if self.gone {
+            return None; // until the session speaks again
+        }
+        let mut t = self.status_timer.max(1);
+        if self.nak_timer != 0 {
+            t = t.min(self.nak_timer);
+        }
+        Some(t.min(self.last_heard + cfg.publisher_timeout_ns))
+    }
+
+    fn header(&self, cfg: &ReceiverConfig) -> Header {
+        Header {
+            stream_id: cfg.stream_id,
+            session_id: self.session_id,
+        }
+    }
+
+    /// See [`Receiver::poll_transmit`].
+    fn poll_transmit(
+        &mut self,
+        cfg: &ReceiverConfig,
+        stats: &mut ReceiverStats,
+        now: Nanos,
+        buf: &mut [u8],
+    ) -> Option<Transmit> {
+        if self.nak_copy_due {
+            self.nak_copy_due = false;
+            let nak = wire::Nak::new(cfg.receiver_id, &self.ranges);
+            let len = Frame::Nak(nak).emit(self.header(cfg), buf).ok()?;
+            return Some(Transmit {
+                len,
+                dest: Destination::Unicast(self.sender),
+            });
+        }
+        if self.nak_due {
+            self.nak_due = false;
+            if let Some(t) = self.build_nak(cfg, stats, now, buf) {
+                return Some(t);
+            }
+        }
+        if self.status_due {
+            self.status_due = false;
+            self.status_timer = now + cfg.status_interval_ns;
+            self.status_position = self.expected;
+            let status = Status {
+                receiver_id: cfg.receiver_id,
+                position: self.expected,
+                window: cfg.buffer_datagrams as u64,
+            };
+            let len = Frame::Status(status).emit(self.header(cfg), buf).ok()?;
+            return Some(Transmit {
+                len,
+                dest: Destination::Unicast(self.sender),
+            });
+        }
+        None
+    }
+
+    fn build_nak(
+        &mut self,
+        cfg: &ReceiverConfig,
+        stats: &mut ReceiverStats,
+        now: Nanos,
+        buf: &mut [u8],
+    ) -> Option<Transmit> {
+        self.ranges.clear();
+        let end = self.highest.min(self.window_end());
+        let mut next_try = Nanos::MAX;
+        let mut seq = self.expected.max(self.gone_until);
+        while seq < end && self.ranges.len() < wire::MAX_NAK_RANGES {
+            let i = self.idx(seq);
+            if self.held[i] != seq {
+                if self.requested_until[i] <= now {
+                    self.requested_until[i] = now + self.nak_retry;
+                    match self.ranges.last_mut() {
+                        Some(r) if r.to == seq => r.to = seq + 1,
+                        _ => self.ranges.push(SeqRange {
+                            from: seq,
+                            to: seq + 1,
+                        }),
+                    }
+                } else {
+                    next_try = next_try.min(self.requested_until[i]);
+                }
+            }
+            seq += 1;
+        }
+        let sent = !self.ranges.is_empty();
+        if sent {
+            self.nak_retry = (self.nak_retry * 2).min(cfg.nak_retry_max_ns);
+            next_try = next_try.min(now + self.nak_retry);
+        }
+        if self.missing_exists() {
+            self.nak_timer = next_try.max(now + 1);
+        }
+        if !sent {
+            return None;
+        }
+        stats.naks_sent += 1;
+        self.nak_copy_due = true;
+        let nak = wire::Nak::new(cfg.receiver_id, &self.ranges);
+        let len = Frame::Nak(nak).emit(self.header(cfg), buf).ok()?;
+        Some(Transmit {
+            len,
+            dest: Destination::Group,
+        })
+    }
+
+    /// The next thing to hand out, in order: the session's start, then
+    /// messages and losses, then its departure.
+    fn next_ready(&mut self, cfg: &ReceiverConfig, stats: &mut ReceiverStats) -> Option<Ready> {
+        if self.new_session_due {
+            self.new_session_due = false;
+            return Some(Ready::NewSession(self.start_seq));
+        }
+        loop {
+            let i = self.idx(self.expected);
+            if self.held[i] != self.expected {
+                let give_up = self.give_up_until();
+                if self.expected >= give_up {
+                    if self.gone && !self.gone_reported {
+                        self.gone_reported = true;
+                        return Some(Ready::Gone);
+                    }
+                    return None;
+                }
+                // A run of datagrams that will never come. Only the reorder
+                // window can hold anything, so the scan stops there: a LOSS or
+                // heartbeat naming a far-away sequence number costs one step.
+                let from = self.expected;
+                let window_end = self.window_end().min(give_up);
+                while self.expected < window_end
+                    && self.held[self.idx(self.expected)] != self.expected
+                {
+                    self.expected += 1;
+                }
+                if self.expected == window_end {
+                    self.expected = give_up;
+                }
+                self.reasm_active = false;
+                self.cursor = None;
+                self.advanced(cfg);
+                let range = SeqRange {
+                    from,
+                    to: self.expected,
+                };
+                stats.lost += range.len();
+                let reason = if from < self.gone_until {
+                    LossReason::SenderEvicted
+                } else {
+                    LossReason::PublisherGone
+                };
+                return Some(Ready::Loss(range, reason));
+            }
+            let base = self.offsets[i];
+            let len = self.lens[i] as usize;
+            let (off, left) = match self.cursor {
+                Some(c) => c,
+                None => match Frame::parse(&self.slots[base..base + len]) {
+                    Ok((_, Frame::Data(d))) => (wire::DATA_HEADER_LEN, d.len() as u16),
+                    _ => (len, 0),
+                },
+            };
+            if left == 0 {
+                self.held[i] = NONE;
+                self.expected += 1;
+                self.cursor = None;
+                self.advanced(cfg);
+                continue;
+            }
+            // The entry at `off` was checked when the datagram was parsed on arrival.
+            let entry = &self.slots[base + off..base + len];
+            let elen = u32::from_le_bytes([entry[0], entry[1], entry[2], entry[3]]) as usize;
+            let flags = entry[4];
+            let (p_from, p_to) = (
+                base + off + wire::ENTRY_HEADER_LEN,
+                base + off + wire::ENTRY_HEADER_LEN + elen,
+            );
+            self.cursor = Some((off + wire::ENTRY_HEADER_LEN + elen, left - 1));
+            let begin = flags & wire::ENTRY_BEGIN != 0;
+            let end = flags & wire::ENTRY_END != 0;
+            if begin && end {
+                self.reasm_active = false;
+                if !holds_stamp(p_to - p_from, flags) {
+                    stats.dropped += 1;
+                    continue;
+                }
+                stats.messages += 1;
+                return Some(Ready::Message {
+                    from: p_from,
+                    to: p_to,
+                    reasm: false,
+                    flags,
+                });
+            }
+            if begin {
+                self.reasm_len = 0;
+                self.reasm_active = true;
+                self.reasm_flags = flags;
+            }
+            if !self.reasm_active {
+                continue; // a fragment of a message begun before we joined or before a loss
+            }
+            if self.reasm_len + elen > self.reasm.len() {
+                self.reasm_active = false; // larger than max_message: dropped
+                stats.dropped += 1;
+                continue;
+            }
+            self.reasm[self.reasm_len..self.reasm_len + elen]
+                .copy_from_slice(&self.slots[p_from..p_to]);
+            self.reasm_len += elen;
+            if end {
+                self.reasm_active = false;
+                if holds_stamp(self.reasm_len, self.reasm_flags) {
+                    stats.messages += 1;
+                    return Some(Ready::Message {
+                        from: 0,
+                        to: self.reasm_len,
+                        reasm: true,
+                        flags: self.reasm_flags,
+                    });
+                }
+                stats.dropped += 1;
+            }
+        }
+    }
+
+    fn advanced(&mut self, cfg: &ReceiverConfig) {
+        self.nak_retry = cfg.nak_retry_min_ns;
+        if self.expected.saturating_sub(self.status_position) >= cfg.buffer_datagrams as u64 / 4 {
+            self.status_due = true;
+        }
     }
 }
 
+/// A random NAK delay (see [`ReceiverConfig::nak_delay_lambda`]).
+fn nak_delay(cfg: &ReceiverConfig, rng: &mut SplitMix) -> Nanos {
+    let spread = cfg.nak_delay_max_ns.saturating_sub(cfg.nak_delay_min_ns) as f64;
+    let u = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+    let lambda = cfg.nak_delay_lambda;
+    let fraction = if lambda > 0.0 {
+        (u * lambda.exp_m1()).ln_1p() / lambda
+    } else {
+        u
+    };
+    cfg.nak_delay_min_ns + (spread * fraction) as Nanos
+}
+
+/// Events taken from one image in a row before the others get a turn.
+const RUN: u32 = 64;
+
+/// The receiver state machine. See the module doc.
+#[derive(Debug)]
+pub struct Receiver {
+    cfg: ReceiverConfig,
+    rng: SplitMix,
+    /// One per session followed; allocated when first needed, then reused.
+    images: Vec<Image>,
+    /// Sessions whose images were reused after they were gone: their
+    /// stragglers are ignored.
+    left_sessions: [u64; 8],
+    /// The image `poll_event` reads first, and how many events in a row.
+    current: usize,
+    run: u32,
+    /// The image `poll_transmit` asks first.
+    tx_next: usize,
+    stats: ReceiverStats,
+}
+
 impl Receiver {
-    /// A receiver for `cfg.stream_id`. Allocates the reorder buffer
-    /// (`(2 × buffer_datagrams + 2) × mtu` bytes), the reassembly buffer and every queue; a value
-    /// out of range is a [`ConfigError`] naming it.
+    /// A receiver for `cfg.stream_id`. Allocates the first session's image (a
+    /// reorder buffer of `(2 × buffer_datagrams + 2) × mtu` bytes, a
+    /// reassembly buffer of `max_message`); a value out of range is a
+    /// [`ConfigError`] naming it.
     pub fn new(cfg: ReceiverConfig) -> Result<Self, ConfigError> {
         check_sizes(cfg.mtu, cfg.buffer_datagrams, cfg.max_message)?;
         check(cfg.nak_delay_min_ns <= cfg.nak_delay_max_ns, || {
@@ -276,37 +943,24 @@ impl Receiver {
                 )
             },
         )?;
-        let n = cfg.buffer_datagrams;
+        check((1..=64).contains(&cfg.max_sessions), || {
+            format!("max_sessions {}: expected 1 to 64", cfg.max_sessions)
+        })?;
+        check(cfg.max_seq_jump >= cfg.buffer_datagrams as u64, || {
+            format!(
+                "max_seq_jump {}: expected at least buffer_datagrams ({})",
+                cfg.max_seq_jump, cfg.buffer_datagrams
+            )
+        })?;
+        let mut images = Vec::with_capacity(cfg.max_sessions);
+        images.push(Image::new(&cfg));
         Ok(Self {
             rng: SplitMix::new(cfg.seed),
-            session: None,
-            left_sessions: [0; 4],
-            sender: None,
-            last_heard: 0,
-            gone_reported: false,
-            expected: 0,
-            highest: 0,
-            gone_until: 0,
-            slots: vec![0; (2 * n + 2) * cfg.mtu],
-            offsets: vec![0; n],
-            tail: 0,
-            lens: vec![0; n],
-            held: vec![NONE; n],
-            requested_until: vec![0; n],
-            cursor: None,
-            reasm: vec![0; cfg.max_message],
-            reasm_len: 0,
-            reasm_active: false,
-            reasm_flags: 0,
-            nak_timer: 0,
-            nak_due: false,
-            nak_retry: cfg.nak_retry_min_ns,
-            status_timer: 0,
-            status_due: false,
-            status_position: 0,
-            nak_copy_due: false,
-            control: VecDeque::with_capacity(64),
-            ranges: Vec::with_capacity(wire::MAX_NAK_RANGES),
+            images,
+            left_sessions: [0; 8],
+            current: 0,
+            run: 0,
+            tx_next: 0,
             stats: ReceiverStats::default(),
             cfg,
         })
@@ -322,443 +976,237 @@ impl Receiver {
         self.stats
     }
 
-    /// The next datagram to deliver: everything below is delivered or reported lost.
+    /// The next datagram to deliver of the session heard from most recently
+    /// (everything below is delivered or reported lost); 0 before any.
     pub fn position(&self) -> u64 {
-        self.expected
+        self.images
+            .iter()
+            .filter(|im| im.phase == Phase::Live)
+            .max_by_key(|im| im.last_heard)
+            .map_or(0, |im| im.expected)
     }
 
-    fn idx(&self, seq: u64) -> usize {
-        (seq % self.cfg.buffer_datagrams as u64) as usize
+    /// Sessions followed now (heard more than a SETUP, not yet gone).
+    pub fn sessions(&self) -> usize {
+        self.images
+            .iter()
+            .filter(|im| im.phase == Phase::Live && !im.gone)
+            .count()
     }
 
-    fn header(&self) -> Header {
-        Header {
-            stream_id: self.cfg.stream_id,
-            session_id: self.session.unwrap_or(0),
-        }
-    }
-
-    fn push_control(&mut self, c: Control) {
-        if self.control.len() == self.control.capacity() {
-            self.control.pop_front();
-        }
-        self.control.push_back(c);
-    }
-
-    /// Processes one datagram from the network. Malformed, foreign-stream and
-    /// left-session datagrams are dropped and counted; none can panic.
+    /// Processes one datagram from the network. Malformed, foreign-stream,
+    /// unknown- or left-session, implausible and (with a key) unauthenticated
+    /// datagrams are dropped and counted; none can panic.
     pub fn handle_datagram(&mut self, now: Nanos, src: SocketAddr, bytes: &[u8]) {
-        let Ok((h, frame)) = Frame::parse(bytes) else {
+        let bytes = match &self.cfg.auth {
+            None => bytes,
+            Some(key) => match key.open(bytes) {
+                Some(frame) => frame,
+                None => {
+                    self.stats.dropped += 1;
+                    self.stats.unauthenticated += 1;
+                    return;
+                }
+            },
+        };
+        let parsed = if self.cfg.auth.is_some() {
+            Frame::parse_authenticated(bytes)
+        } else {
+            Frame::parse(bytes)
+        };
+        let Ok((h, frame)) = parsed else {
             self.stats.dropped += 1;
             return;
         };
-        if h.stream_id != self.cfg.stream_id || self.left_sessions.contains(&h.session_id) {
+        if h.stream_id != self.cfg.stream_id {
             self.stats.dropped += 1;
             return;
         }
-        if let Frame::Nak(nak) = frame {
-            // Another receiver's NAK (or our own, looped back): suppression.
-            if Some(h.session_id) == self.session && nak.receiver_id != self.cfg.receiver_id {
-                let until = now + self.nak_retry;
-                for r in nak.ranges() {
-                    let (from, to) = (r.from.max(self.expected), r.to.min(self.window_end()));
-                    for seq in from..to {
-                        let i = self.idx(seq);
-                        self.requested_until[i] = self.requested_until[i].max(until);
+        let found = self
+            .images
+            .iter()
+            .position(|im| im.phase != Phase::Free && im.session_id == h.session_id);
+        match frame {
+            // Another receiver's STATUS, if unicast ever reaches us.
+            Frame::Status(_) => return,
+            Frame::Nak(nak) => {
+                match found {
+                    // Another receiver's NAK: suppression. Our own, looped back: nothing.
+                    Some(i) if nak.receiver_id != self.cfg.receiver_id => {
+                        self.images[i].hear_nak(now, nak)
                     }
+                    Some(_) => {}
+                    None => self.stats.dropped += 1,
                 }
+                return;
             }
-            return;
+            _ => {}
         }
-        if matches!(frame, Frame::Status(_)) {
-            return; // another receiver's STATUS, if unicast ever reaches us
-        }
-        if Some(h.session_id) != self.session {
-            let window = self
-                .cfg
-                .join_window
-                .min(self.cfg.buffer_datagrams as u64 / 2);
-            let start = match frame {
-                Frame::Setup(s) => Some(s.initial_seq),
-                Frame::Data(d) if (d.offset as u64) < window => Some(d.seq - d.offset as u64),
-                Frame::Data(d) => Some(d.seq),
-                Frame::Heartbeat(hb) if hb.next_seq - hb.oldest_seq < window => Some(hb.oldest_seq),
-                Frame::Heartbeat(hb) => Some(hb.next_seq),
-                _ => None,
-            };
-            let may_switch = self.session.is_none()
-                || matches!(frame, Frame::Setup(_))
-                || now.saturating_sub(self.last_heard) >= self.cfg.session_switch_ns;
-            match start {
-                Some(start) if may_switch => self.start_session(h.session_id, start, src),
-                _ => {
+        let i = match found {
+            Some(i) => i,
+            None => {
+                if self.left_sessions.contains(&h.session_id) {
                     self.stats.dropped += 1;
                     return;
                 }
+                let window = self
+                    .cfg
+                    .join_window
+                    .min(self.cfg.buffer_datagrams as u64 / 2);
+                let start = match frame {
+                    Frame::Setup(s) => s.initial_seq,
+                    Frame::Data(d) if (d.offset as u64) < window => d.seq - d.offset as u64,
+                    Frame::Data(d) => d.seq,
+                    Frame::Heartbeat(hb) if hb.next_seq - hb.oldest_seq < window => hb.oldest_seq,
+                    Frame::Heartbeat(hb) => hb.next_seq,
+                    _ => {
+                        self.stats.dropped += 1; // a LOSS of a session we never heard
+                        return;
+                    }
+                };
+                let Some(i) = self.admit() else {
+                    self.stats.dropped += 1;
+                    self.stats.sessions_refused += 1;
+                    return;
+                };
+                let confirmed = !matches!(frame, Frame::Setup(_));
+                self.images[i].start(&self.cfg, h.session_id, start, src, now, confirmed);
+                i
             }
-        }
-        self.last_heard = now;
-        self.gone_reported = false;
-        self.sender = Some(src);
-        match frame {
-            Frame::Data(d) => self.on_data(now, d, bytes),
-            Frame::Heartbeat(hb) => {
-                self.gone_until = self.gone_until.max(hb.oldest_seq);
-                self.learn_highest(now, hb.next_seq);
-            }
-            Frame::Loss(l) => {
-                self.gone_until = self.gone_until.max(l.range.to);
-                self.learn_highest(now, l.range.to);
-            }
-            Frame::Setup(_) | Frame::Nak(_) | Frame::Status(_) => {}
-        }
-    }
-
-    fn start_session(&mut self, session_id: u64, start: u64, src: SocketAddr) {
-        if let Some(old) = self.session {
-            self.left_sessions.rotate_right(1);
-            self.left_sessions[0] = old;
-        }
-        self.session = Some(session_id);
-        self.sender = Some(src);
-        self.expected = start;
-        self.highest = start;
-        self.gone_until = start;
-        self.status_position = start;
-        self.held.fill(NONE);
-        self.cursor = None;
-        self.reasm_active = false;
-        self.nak_timer = 0;
-        self.nak_due = false;
-        self.nak_copy_due = false;
-        self.nak_retry = self.cfg.nak_retry_min_ns;
-        self.status_due = true;
-        self.push_control(Control::NewSession(session_id, start));
-    }
-
-    fn window_end(&self) -> u64 {
-        self.expected + self.cfg.buffer_datagrams as u64
-    }
-
-    fn on_data(&mut self, now: Nanos, d: wire::Data<'_>, bytes: &[u8]) {
-        let seq = d.seq;
-        let i = self.idx(seq);
-        if seq < self.expected || self.held[i] == seq {
-            self.stats.duplicates += 1;
-            return;
-        }
-        if seq >= self.window_end() {
-            self.stats.overflow += 1;
-            self.learn_highest(now, seq + 1);
-            return;
-        }
-        let len = bytes.len();
-        if len > self.cfg.mtu {
-            self.stats.dropped += 1; // larger than our MTU
-            return;
-        }
-        let start = if self.tail + len > self.slots.len() {
-            0
-        } else {
-            self.tail
         };
-        self.slots[start..start + len].copy_from_slice(bytes);
-        self.tail = start + len;
-        self.offsets[i] = start;
-        self.lens[i] = len as u32;
-        self.held[i] = seq;
-        self.stats.data_received += 1;
-        if d.flags & wire::DATA_REPAIR != 0 && seq < self.highest {
-            self.stats.repairs_received += 1;
-        }
-        self.learn_highest(now, seq + 1);
+        self.images[i].on_frame(
+            &self.cfg,
+            &mut self.rng,
+            &mut self.stats,
+            now,
+            src,
+            frame,
+            bytes,
+        );
     }
 
-    /// `next` datagrams exist: schedule a NAK if that opens a gap.
-    ///
-    /// A newly opened gap gets its first NAK after the random NAK delay even
-    /// when the timer is already set further out (a retry of an older gap,
-    /// up to `nak_retry_max_ns` away, or a stale retry time left after that
-    /// gap was repaired). Otherwise a loss soon after a repair would wait for
-    /// the old retry: at 1 % loss that put the round trip's p99 at the retry
-    /// interval.
-    fn learn_highest(&mut self, now: Nanos, next: u64) {
-        let before = self.highest;
-        if next > self.highest {
-            self.highest = next;
+    /// An image for a new session: a free one, a new one while fewer than
+    /// `max_sessions` exist, a gone session's with nothing left to deliver, or
+    /// the longest-silent unconfirmed one's. `None`: every image holds a live
+    /// session, none of which is dropped for a newcomer.
+    fn admit(&mut self) -> Option<usize> {
+        if let Some(i) = self.images.iter().position(|im| im.phase == Phase::Free) {
+            return Some(i);
         }
-        if self.nak_due {
-            return;
+        if self.images.len() < self.cfg.max_sessions {
+            self.images.push(Image::new(&self.cfg));
+            return Some(self.images.len() - 1);
         }
-        let opened = next > before && self.missing_in(before, next);
-        if opened || (self.nak_timer == 0 && self.missing_exists()) {
-            let due = (now + self.nak_delay()).max(1);
-            if self.nak_timer == 0 || due < self.nak_timer {
-                self.nak_timer = due;
-            }
-        }
-    }
-
-    /// Whether a datagram in `from..to` is missing (and not given up on).
-    /// In-order arrival asks about one held datagram: O(1).
-    fn missing_in(&self, from: u64, to: u64) -> bool {
-        let from = from.max(self.expected).max(self.gone_until);
-        let to = to.min(self.window_end());
-        (from..to).any(|s| self.held[self.idx(s)] != s)
-    }
-
-    fn nak_delay(&mut self) -> Nanos {
-        let spread = self
-            .cfg
-            .nak_delay_max_ns
-            .saturating_sub(self.cfg.nak_delay_min_ns) as f64;
-        let u = (self.rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
-        let lambda = self.cfg.nak_delay_lambda;
-        let fraction = if lambda > 0.0 {
-            (u * lambda.exp_m1()).ln_1p() / lambda
-        } else {
-            u
-        };
-        self.cfg.nak_delay_min_ns + (spread * fraction) as Nanos
-    }
-
-    fn missing_exists(&self) -> bool {
-        self.missing_in(self.expected, self.highest)
-    }
-
-    /// Runs due timers (NAK, STATUS, publisher liveness). A spurious call is a no-op.
-    pub fn handle_timeout(&mut self, now: Nanos) {
-        if self.nak_timer != 0 && now >= self.nak_timer {
-            self.nak_timer = 0;
-            self.nak_due = true;
-        }
-        if self.session.is_some() && now >= self.status_timer {
-            self.status_due = true;
-        }
-        if self.session.is_some()
-            && !self.gone_reported
-            && now.saturating_sub(self.last_heard) >= self.cfg.publisher_timeout_ns
+        if let Some(i) = self
+            .images
+            .iter()
+            .position(|im| im.phase == Phase::Live && im.drained())
         {
-            self.gone_reported = true;
-            self.push_control(Control::PublisherGone);
+            self.left_sessions.rotate_right(1);
+            self.left_sessions[0] = self.images[i].session_id;
+            return Some(i);
+        }
+        let i = self
+            .images
+            .iter()
+            .enumerate()
+            .filter(|(_, im)| im.phase == Phase::Unconfirmed)
+            .min_by_key(|(_, im)| im.last_heard)
+            .map(|(i, _)| i)?;
+        self.stats.setups_forgotten += 1;
+        Some(i)
+    }
+
+    /// Runs due timers (NAK, STATUS, publisher liveness) of every session. A
+    /// spurious call is a no-op.
+    pub fn handle_timeout(&mut self, now: Nanos) {
+        for im in &mut self.images {
+            im.handle_timeout(&self.cfg, &mut self.stats, now);
         }
     }
 
     /// When `handle_timeout` should next be called.
     pub fn poll_timeout(&self) -> Option<Nanos> {
-        self.session?;
-        let mut t = self.status_timer.max(1);
-        if self.nak_timer != 0 {
-            t = t.min(self.nak_timer);
-        }
-        if !self.gone_reported {
-            t = t.min(self.last_heard + self.cfg.publisher_timeout_ns);
-        }
-        Some(t)
+        self.images
+            .iter()
+            .filter_map(|im| im.poll_timeout(&self.cfg))
+            .min()
     }
 
-    /// Writes the next datagram to send: a NAK, twice (multicast, so other receivers
-    /// hear it and hold back theirs, then unicast to the sender's address, since a
-    /// sender need not be a member of its own group), or a STATUS (unicast to the
-    /// sender), sent every `status_interval_ns` and whenever delivery has moved a
-    /// quarter of the window since the last one, so flow control never waits a
-    /// whole interval for room.
+    /// Writes the next datagram to send, taking the sessions in turn: a NAK,
+    /// twice (multicast, so other receivers hear it and hold back theirs, then
+    /// unicast to the sender's address, since a sender need not be a member of
+    /// its own group), or a STATUS (unicast to the sender), sent every
+    /// `status_interval_ns` and whenever delivery has moved a quarter of the
+    /// window since the last one, so flow control never waits a whole interval
+    /// for room. With a key, `buf` needs [`crate::auth::TAG_LEN`] bytes beyond
+    /// the frame for the tag.
     pub fn poll_transmit(&mut self, now: Nanos, buf: &mut [u8]) -> Option<Transmit> {
-        if self.nak_copy_due {
-            self.nak_copy_due = false;
-            if let Some(sender) = self.sender {
-                let nak = wire::Nak::new(self.cfg.receiver_id, &self.ranges);
-                let len = Frame::Nak(nak).emit(self.header(), buf).ok()?;
-                return Some(Transmit {
-                    len,
-                    dest: Destination::Unicast(sender),
-                });
+        let n = self.images.len();
+        for k in 0..n {
+            let i = (self.tx_next + k) % n;
+            if self.images[i].phase != Phase::Live {
+                continue;
             }
-        }
-        if self.nak_due {
-            self.nak_due = false;
-            if let Some(t) = self.build_nak(now, buf) {
+            if let Some(mut t) = self.images[i].poll_transmit(&self.cfg, &mut self.stats, now, buf)
+            {
+                self.tx_next = (i + 1) % n;
+                if let Some(key) = &self.cfg.auth {
+                    t.len = key.seal(buf, t.len)?;
+                }
                 return Some(t);
             }
-        }
-        if self.status_due {
-            self.status_due = false;
-            self.status_timer = now + self.cfg.status_interval_ns;
-            self.status_position = self.expected;
-            let status = Status {
-                receiver_id: self.cfg.receiver_id,
-                position: self.expected,
-                window: self.cfg.buffer_datagrams as u64,
-            };
-            let len = Frame::Status(status).emit(self.header(), buf).ok()?;
-            let dest = self.sender.map_or(Destination::Group, Destination::Unicast);
-            return Some(Transmit { len, dest });
         }
         None
     }
 
-    fn build_nak(&mut self, now: Nanos, buf: &mut [u8]) -> Option<Transmit> {
-        self.ranges.clear();
-        let end = self.highest.min(self.window_end());
-        let mut next_try = Nanos::MAX;
-        let mut seq = self.expected.max(self.gone_until);
-        while seq < end && self.ranges.len() < wire::MAX_NAK_RANGES {
-            let i = self.idx(seq);
-            if self.held[i] != seq {
-                if self.requested_until[i] <= now {
-                    self.requested_until[i] = now + self.nak_retry;
-                    match self.ranges.last_mut() {
-                        Some(r) if r.to == seq => r.to = seq + 1,
-                        _ => self.ranges.push(SeqRange {
-                            from: seq,
-                            to: seq + 1,
-                        }),
-                    }
-                } else {
-                    next_try = next_try.min(self.requested_until[i]);
-                }
-            }
-            seq += 1;
-        }
-        let sent = !self.ranges.is_empty();
-        if sent {
-            self.nak_retry = (self.nak_retry * 2).min(self.cfg.nak_retry_max_ns);
-            next_try = next_try.min(now + self.nak_retry);
-        }
-        if self.missing_exists() {
-            self.nak_timer = next_try.max(now + 1);
-        }
-        if !sent {
-            return None;
-        }
-        self.stats.naks_sent += 1;
-        self.nak_copy_due = true;
-        let nak = wire::Nak::new(self.cfg.receiver_id, &self.ranges);
-        let len = Frame::Nak(nak).emit(self.header(), buf).ok()?;
-        Some(Transmit {
-            len,
-            dest: Destination::Group,
-        })
-    }
-
-    /// The next event: control events first, then messages in order, with loss
-    /// reports where datagrams will never come. A message is borrowed from the
+    /// The next event: a session's start, its messages in order with loss
+    /// reports where datagrams will never come, its departure; sessions take
+    /// turns, a run of up to 64 events each. A message is borrowed from the
     /// receiver's buffers until the next call. Never allocates.
     pub fn poll_event(&mut self) -> Option<Event<'_>> {
-        if let Some(c) = self.control.pop_front() {
-            return Some(match c {
-                Control::NewSession(session_id, start_seq) => Event::NewSession {
-                    session_id,
-                    start_seq,
-                },
-                Control::PublisherGone => Event::PublisherGone,
-            });
+        let n = self.images.len();
+        if self.run >= RUN {
+            self.current = (self.current + 1) % n;
+            self.run = 0;
         }
-        loop {
-            let i = self.idx(self.expected);
-            if self.held[i] != self.expected {
-                if self.expected >= self.gone_until {
-                    return None;
-                }
-                // A run of datagrams the sender no longer holds. Only the reorder
-                // window can hold anything, so the scan stops there: a LOSS or
-                // heartbeat naming a far-away sequence number costs one step.
-                let from = self.expected;
-                let window_end = self.window_end().min(self.gone_until);
-                while self.expected < window_end
-                    && self.held[self.idx(self.expected)] != self.expected
-                {
-                    self.expected += 1;
-                }
-                if self.expected == window_end {
-                    self.expected = self.gone_until;
-                }
-                self.reasm_active = false;
-                self.cursor = None;
-                self.advanced();
-                let range = SeqRange {
-                    from,
-                    to: self.expected,
-                };
-                self.stats.lost += range.len();
-                return Some(Event::Loss {
-                    range,
-                    reason: LossReason::SenderEvicted,
-                });
-            }
-            let base = self.offsets[i];
-            let len = self.lens[i] as usize;
-            let (off, left) = match self.cursor {
-                Some(c) => c,
-                None => match Frame::parse(&self.slots[base..base + len]) {
-                    Ok((_, Frame::Data(d))) => (wire::DATA_HEADER_LEN, d.len() as u16),
-                    _ => (len, 0),
-                },
-            };
-            if left == 0 {
-                self.held[i] = NONE;
-                self.expected += 1;
-                self.cursor = None;
-                self.advanced();
+        let mut found = None;
+        for k in 0..n {
+            let i = (self.current + k) % n;
+            if self.images[i].phase != Phase::Live {
                 continue;
             }
-            // The entry at `off` was checked when the datagram was parsed on arrival.
-            let entry = &self.slots[base + off..base + len];
-            let elen = u32::from_le_bytes([entry[0], entry[1], entry[2], entry[3]]) as usize;
-            let flags = entry[4];
-            let (p_from, p_to) = (
-                base + off + wire::ENTRY_HEADER_LEN,
-                base + off + wire::ENTRY_HEADER_LEN + elen,
-            );
-            self.cursor = Some((off + wire::ENTRY_HEADER_LEN + elen, left - 1));
-            let begin = flags & wire::ENTRY_BEGIN != 0;
-            let end = flags & wire::ENTRY_END != 0;
-            if begin && end {
-                self.reasm_active = false;
-                if !holds_stamp(p_to - p_from, flags) {
-                    self.stats.dropped += 1;
-                    continue;
+            if let Some(r) = self.images[i].next_ready(&self.cfg, &mut self.stats) {
+                if k != 0 {
+                    (self.current, self.run) = (i, 0);
                 }
-                self.stats.messages += 1;
-                return Some(message_event(&self.slots[p_from..p_to], flags));
-            }
-            if begin {
-                self.reasm_len = 0;
-                self.reasm_active = true;
-                self.reasm_flags = flags;
-            }
-            if !self.reasm_active {
-                continue; // a fragment of a message begun before we joined or before a loss
-            }
-            if self.reasm_len + elen > self.reasm.len() {
-                self.reasm_active = false; // larger than max_message: dropped
-                self.stats.dropped += 1;
-                continue;
-            }
-            self.reasm[self.reasm_len..self.reasm_len + elen]
-                .copy_from_slice(&self.slots[p_from..p_to]);
-            self.reasm_len += elen;
-            if end {
-                self.reasm_active = false;
-                if holds_stamp(self.reasm_len, self.reasm_flags) {
-                    self.stats.messages += 1;
-                    return Some(message_event(
-                        &self.reasm[..self.reasm_len],
-                        self.reasm_flags,
-                    ));
-                }
-                self.stats.dropped += 1;
+                self.run += 1;
+                found = Some((i, r));
+                break;
             }
         }
-    }
-
-    fn advanced(&mut self) {
-        self.nak_retry = self.cfg.nak_retry_min_ns;
-        if self.expected.saturating_sub(self.status_position)
-            >= self.cfg.buffer_datagrams as u64 / 4
-        {
-            self.status_due = true;
-        }
+        let (i, ready) = found?;
+        let im = &self.images[i];
+        let session_id = im.session_id;
+        Some(match ready {
+            Ready::NewSession(start_seq) => Event::NewSession {
+                session_id,
+                start_seq,
+            },
+            Ready::Loss(range, reason) => Event::Loss {
+                session_id,
+                range,
+                reason,
+            },
+            Ready::Gone => Event::PublisherGone { session_id },
+            Ready::Message {
+                from,
+                to,
+                reasm: false,
+                flags,
+            } => message_event(session_id, &im.slots[from..to], flags),
+            Ready::Message { to, flags, .. } => message_event(session_id, &im.reasm[..to], flags),
+        })
     }
 }
 
@@ -833,7 +1281,7 @@ mod tests {
                 rx.handle_datagram(now, src, d);
                 while let Some(e) = rx.poll_event() {
                     match e {
-                        Event::Message(m) => {
+                        Event::Message { message: m, .. } => {
                             assert_eq!(m, &message(next_msg)[..], "message {next_msg}");
                             next_msg += 1;
                             delivered += 1;
@@ -885,7 +1333,7 @@ mod tests {
         // 0, then 2: 1 is missing; its NAK goes within the NAK delay.
         rx.handle_datagram(now, src, &datagrams[0]);
         rx.handle_datagram(now, src, &datagrams[2]);
-        let due = rx.nak_timer;
+        let due = rx.images[0].nak_timer;
         assert!(
             due > 0 && due <= now + delay_max,
             "first NAK at +{}",
@@ -895,14 +1343,14 @@ mod tests {
         assert!(naks(&mut rx, now) > 0, "the NAK for 1");
         // The retry timer is now set (the NAK timer field: `poll_timeout` is
         // the earliest of every timer); the repair fills the gap.
-        assert!(rx.nak_timer >= now + retry);
+        assert!(rx.images[0].nak_timer >= now + retry);
         rx.handle_datagram(now + 20_000, src, &datagrams[1]);
         now += 50_000;
         // 3, then 5: 4 is missing. Its NAK is due within the NAK delay, not
         // at the earlier gap's retry time.
         rx.handle_datagram(now, src, &datagrams[3]);
         rx.handle_datagram(now, src, &datagrams[5]);
-        let due = rx.nak_timer;
+        let due = rx.images[0].nak_timer;
         assert!(
             due > 0 && due <= now + delay_max,
             "second gap's NAK at +{} ns, retry interval {retry}",
@@ -944,10 +1392,10 @@ mod tests {
             rx.handle_datagram(1, src, d);
             while let Some(e) = rx.poll_event() {
                 match e {
-                    Event::StampedMessage { sent_ns, message } => {
-                        got.push((Some(sent_ns), message.to_vec()))
-                    }
-                    Event::Message(m) => got.push((None, m.to_vec())),
+                    Event::StampedMessage {
+                        sent_ns, message, ..
+                    } => got.push((Some(sent_ns), message.to_vec())),
+                    Event::Message { message: m, .. } => got.push((None, m.to_vec())),
                     _ => {}
                 }
             }

@@ -79,6 +79,10 @@ pub struct SenderConfig {
     pub receiver_timeout_ns: Nanos,
     /// Receivers tracked at most. Default 256.
     pub max_receivers: usize,
+    /// Authenticate every datagram with this key (see [`crate::auth`]): each
+    /// carries a [`TAG_LEN`](crate::auth::TAG_LEN)-byte tag within `mtu`, and
+    /// NAK and STATUS without a valid tag are dropped and counted. Default none.
+    pub auth: Option<crate::auth::AuthKey>,
 }
 
 impl SenderConfig {
@@ -98,6 +102,7 @@ impl SenderConfig {
             initial_window: 1024,
             receiver_timeout_ns: 1_000_000_000,
             max_receivers: 256,
+            auth: None,
         }
     }
 }
@@ -146,8 +151,14 @@ pub struct SenderStats {
     pub heartbeats_sent: u64,
     /// Receivers timed out.
     pub receivers_timed_out: u64,
-    /// Datagrams dropped as malformed, foreign or of another stream/session.
+    /// Datagrams dropped as malformed, foreign or of another stream/session,
+    /// or (with a key) unauthenticated.
     pub dropped: u64,
+    /// Of `dropped`: datagrams without a valid authentication tag.
+    pub unauthenticated: u64,
+    /// STATUS claiming a position beyond what was sent (clamped to it) and
+    /// NAK ranges before the session's start (clipped).
+    pub implausible: u64,
     /// Offers refused by back-pressure.
     pub back_pressured: u64,
 }
@@ -240,6 +251,11 @@ impl Sender {
     /// Allocates the retransmit buffer (`buffer_datagrams × mtu`) and every queue;
     /// a value out of range is a [`ConfigError`] naming it.
     pub fn new(cfg: SenderConfig) -> Result<Self, ConfigError> {
+        let mut cfg = cfg;
+        if cfg.auth.is_some() {
+            // Frames leave room for the tag, so datagrams stay within the MTU.
+            cfg.mtu = cfg.mtu.saturating_sub(crate::auth::TAG_LEN);
+        }
         check_sizes(cfg.mtu, cfg.buffer_datagrams, cfg.max_message)?;
         check(
             cfg.heartbeat_min_ns > 0 && cfg.heartbeat_min_ns <= cfg.heartbeat_max_ns,
@@ -254,7 +270,6 @@ impl Sender {
             "max_receivers 0: expected at least 1".into()
         })?;
         let payload = cfg.mtu - wire::DATA_HEADER_LEN - wire::ENTRY_HEADER_LEN;
-        let mut cfg = cfg;
         cfg.max_message = cfg.max_message.min(payload * (cfg.buffer_datagrams / 2));
         let session_id = SplitMix::new(cfg.seed).next_u64() | 1;
         let n = cfg.buffer_datagrams;
@@ -420,7 +435,18 @@ impl Sender {
     /// Processes a datagram from the network (NAK or STATUS; anything else from a
     /// receiver is ignored, anything malformed is dropped and counted).
     pub fn handle_datagram(&mut self, now: Nanos, _src: SocketAddr, bytes: &[u8]) {
-        let Ok((h, frame)) = Frame::parse(bytes) else {
+        let parsed = match &self.cfg.auth {
+            None => Frame::parse(bytes),
+            Some(key) => match key.open(bytes) {
+                Some(frame) => Frame::parse_authenticated(frame),
+                None => {
+                    self.stats.dropped += 1;
+                    self.stats.unauthenticated += 1;
+                    return;
+                }
+            },
+        };
+        let Ok((h, frame)) = parsed else {
             self.stats.dropped += 1;
             return;
         };
@@ -433,9 +459,12 @@ impl Sender {
                 self.stats.naks_received += 1;
                 let oldest = self.oldest_seq();
                 for r in nak.ranges() {
-                    // Gone for good: answer with LOSS.
+                    if r.from < self.cfg.initial_seq {
+                        self.stats.implausible += 1;
+                    }
+                    // Gone for good: answer with LOSS (never before the start).
                     self.losses.push(SeqRange {
-                        from: r.from,
+                        from: r.from.max(self.cfg.initial_seq),
                         to: r.to.min(oldest),
                     });
                     // Still held and already sent: repair, unless repaired just now.
@@ -469,6 +498,16 @@ impl Sender {
                 }
             }
             Frame::Status(s) => {
+                // A receiver cannot have more than was sent, nor more room
+                // than a reorder buffer can have.
+                if s.position > self.unsent {
+                    self.stats.implausible += 1;
+                }
+                let s = wire::Status {
+                    position: s.position.min(self.unsent),
+                    window: s.window.min(1 << 24),
+                    ..s
+                };
                 let room = self.receivers.len() < self.cfg.max_receivers;
                 match self.receivers.iter_mut().find(|r| r.id == s.receiver_id) {
                     Some(r) => {
@@ -557,7 +596,16 @@ impl Sender {
 
     /// Writes the next datagram to send into `buf` (at least the MTU): SETUP first,
     /// then LOSS notices, repairs, new data (sealing the open batch), heartbeats.
+    /// With a key, each is authenticated (and still within the MTU).
     pub fn poll_transmit(&mut self, now: Nanos, buf: &mut [u8]) -> Option<Transmit> {
+        let mut t = self.poll_frame(now, buf)?;
+        if let Some(key) = &self.cfg.auth {
+            t.len = key.seal(buf, t.len)?;
+        }
+        Some(t)
+    }
+
+    fn poll_frame(&mut self, now: Nanos, buf: &mut [u8]) -> Option<Transmit> {
         let header = self.header;
         if self.setup_pending {
             self.setup_pending = false;

@@ -94,6 +94,9 @@ pub enum WireError {
     Version(u8),
     /// A frame kind this version does not define.
     UnknownKind(u8),
+    /// An authenticated datagram (see [`crate::auth`]) reached a receiver
+    /// that has no key for the channel.
+    NeedsKey,
     /// A field is out of range; the text names it.
     Malformed(&'static str),
     /// Emit: the output buffer is too small.
@@ -110,6 +113,10 @@ impl std::fmt::Display for WireError {
                 "unsupported protocol version {v} (this build speaks {VERSION})"
             ),
             Self::UnknownKind(k) => write!(f, "unknown frame kind {k}"),
+            Self::NeedsKey => write!(
+                f,
+                "authenticated datagram, and this end has no key for the channel"
+            ),
             Self::Malformed(what) => write!(f, "malformed frame: {what}"),
             Self::BufferTooSmall => write!(f, "output buffer too small"),
         }
@@ -498,7 +505,25 @@ impl<'a> Frame<'a> {
     /// Parses one datagram. Checks the magic, the version, the kind, every length
     /// and every field; trailing bytes after a fixed-size frame are rejected, so a
     /// datagram has exactly one reading. Never panics, whatever the input.
+    /// An authenticated datagram is [`WireError::NeedsKey`]: it is parsed only
+    /// through [`parse_authenticated`](Self::parse_authenticated), after its
+    /// tag was checked.
     pub fn parse(bytes: &'a [u8]) -> Result<(Header, Frame<'a>), WireError> {
+        Self::parse_marked(bytes, false)
+    }
+
+    /// Parses the frame of an authenticated datagram whose tag
+    /// [`AuthKey::open`](crate::auth::AuthKey::open) checked (the kind byte
+    /// carries [`AUTH_FLAG`](crate::auth::AUTH_FLAG)); anything else is
+    /// refused.
+    pub fn parse_authenticated(bytes: &'a [u8]) -> Result<(Header, Frame<'a>), WireError> {
+        Self::parse_marked(bytes, true)
+    }
+
+    fn parse_marked(
+        bytes: &'a [u8],
+        authenticated: bool,
+    ) -> Result<(Header, Frame<'a>), WireError> {
         let c: CommonWire = read(bytes, 0)?;
         if c.magic != MAGIC {
             return Err(WireError::NotWeft);
@@ -506,7 +531,15 @@ impl<'a> Frame<'a> {
         if c.version != VERSION {
             return Err(WireError::Version(c.version));
         }
-        let kind = Kind::from_u8(c.kind)?;
+        let marked = c.kind & crate::auth::AUTH_FLAG != 0;
+        if marked != authenticated {
+            return Err(if marked {
+                WireError::NeedsKey
+            } else {
+                WireError::Malformed("not marked authenticated")
+            });
+        }
+        let kind = Kind::from_u8(c.kind & !crate::auth::AUTH_FLAG)?;
         let header = Header {
             stream_id: u32::from_le_bytes(c.stream_id),
             session_id: u64::from_le_bytes(c.session_id),

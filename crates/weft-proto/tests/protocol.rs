@@ -194,9 +194,15 @@ fn random_scenario(seed: u64) -> Result<(), String> {
     }
     let mut scfg = SenderConfig::new(7, seed);
     scfg.buffer_datagrams = [64, 256, 4096][pick(3) as usize];
+    // One network in three authenticates every datagram.
+    let key = (pick(3) == 0)
+        .then(|| weft_proto::auth::AuthKey::new(&seed.to_le_bytes().repeat(4)).unwrap());
+    scfg.auth = key.clone();
     let n = 50 + pick(300);
     let mut s = Sim::new(seed, receivers, net, scfg, |i| {
-        ReceiverConfig::new(7, seed ^ (i as u64) << 40)
+        let mut c = ReceiverConfig::new(7, seed ^ (i as u64) << 40);
+        c.auth = key.clone();
+        c
     });
     // Latency samples: none, some (fragmented ones among them), or all.
     s.stamp_every = [0, 3, 1][pick(3) as usize];

@@ -103,7 +103,7 @@ fn gateway(args: &Args, udp: &str, shm: &str) {
         let n = watch
             .poll(256, |e| match e {
                 Event::Message(_) => seen += 1,
-                Event::PublisherGone => gone = true,
+                Event::PublisherGone { .. } => gone = true,
                 _ => {}
             })
             .unwrap_or_else(|e| fail(USAGE, &e.to_string()));
@@ -139,11 +139,11 @@ fn subscriber(args: &Args, shm: &str, count: u64, id: u32) {
                     spread += q.ask - q.bid;
                     next += 1;
                 }
-                Event::Loss { from, to } => {
+                Event::Loss { from, to, .. } => {
                     eprintln!("subscriber {id}: lost datagrams {from}..{to}");
                     std::process::exit(1);
                 }
-                Event::NewSession { .. } | Event::PublisherGone => {}
+                Event::NewSession { .. } | Event::PublisherGone { .. } => {}
             })
             .unwrap_or_else(|e| fail(USAGE, &e.to_string()));
         (n, (next == count).then_some(()))

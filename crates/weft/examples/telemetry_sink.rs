@@ -170,12 +170,12 @@ fn sink(args: &Args, udp: &str, sensors: u32, count: u64) {
                     sum[i] += s.value;
                     got += 1;
                 }
-                Event::Loss { from, to } => {
+                Event::Loss { from, to, .. } => {
                     eprintln!("sink: lost datagrams {from}..{to}");
                     std::process::exit(1);
                 }
                 Event::NewSession { .. } => sessions += 1,
-                Event::PublisherGone => {}
+                Event::PublisherGone { .. } => {}
             })
             .unwrap_or_else(|e| fail(USAGE, &e.to_string()));
         (n, (got == total).then_some(()))

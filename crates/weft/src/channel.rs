@@ -61,9 +61,12 @@ pub enum PublishError {
 pub enum Event<'a> {
     /// One message, read in place; valid during the callback.
     Message(&'a [u8]),
-    /// UDP: datagrams `from..to` (transport sequence numbers) will never
-    /// arrive; the messages in them are lost. Never a silent gap.
+    /// Messages that will never arrive, `to - from` of them in the units
+    /// below; never a silent gap. UDP: datagrams `from..to` (transport
+    /// sequence numbers) of the session, and the messages in them.
     Loss {
+        /// The session they were lost from.
+        session_id: u64,
         /// First lost datagram.
         from: u64,
         /// One past the last.
@@ -76,8 +79,12 @@ pub enum Event<'a> {
         /// Identifies the session.
         session_id: u64,
     },
-    /// The publisher has been silent past the liveness timeout, or closed the channel.
-    PublisherGone,
+    /// The session's publisher has been silent past the liveness timeout, or
+    /// closed the channel (delivered after its last message).
+    PublisherGone {
+        /// The session that ended.
+        session_id: u64,
+    },
 }
 
 /// A claimed message: write it in place, then [`commit`](Self::commit).
@@ -623,6 +630,8 @@ pub(crate) enum SubInner {
     /// its publisher is gone, until a new one creates it).
     Shm {
         ring: Option<ShmReader>,
+        /// The attached ring's session (see [`ShmReader::attach`]).
+        session_id: u64,
         name: String,
         opts: ShmOptions,
         liveness_ns: u64,
@@ -807,6 +816,7 @@ impl Subscription {
             }
             SubInner::Shm {
                 ring,
+                session_id: session,
                 name,
                 opts,
                 empty_polls,
@@ -821,6 +831,7 @@ impl Subscription {
                     *last_probe = weft_shm::liveness::now_ns();
                     if let Some((reader, session_id)) = ShmReader::attach(opts, name) {
                         *ring = Some(reader);
+                        *session = session_id;
                         f(Event::NewSession { session_id });
                         return Ok(1);
                     }
@@ -838,6 +849,7 @@ impl Subscription {
     fn probe_publisher<F: FnMut(Event<'_>)>(&mut self, f: &mut F) -> usize {
         let SubInner::Shm {
             ring,
+            session_id,
             liveness_ns,
             last_probe,
             ..
@@ -853,7 +865,9 @@ impl Subscription {
             return 0;
         }
         *ring = None;
-        f(Event::PublisherGone);
+        f(Event::PublisherGone {
+            session_id: *session_id,
+        });
         1
     }
 
@@ -865,13 +879,20 @@ impl Subscription {
         error: PollError,
         f: &mut F,
     ) -> Result<usize, SubscribeError> {
-        let SubInner::Shm { ring, counters, .. } = &mut self.inner else {
+        let SubInner::Shm {
+            ring,
+            session_id,
+            counters,
+            ..
+        } = &mut self.inner
+        else {
             return Ok(0);
         };
+        let session_id = *session_id;
         match error {
             PollError::Closed => {
                 *ring = None;
-                f(Event::PublisherGone);
+                f(Event::PublisherGone { session_id });
                 Ok(1)
             }
             PollError::Evicted => {
@@ -882,7 +903,11 @@ impl Subscription {
                     r.rejoin();
                 }
                 counters.other.add(1);
-                f(Event::Loss { from: 0, to: 0 });
+                f(Event::Loss {
+                    session_id,
+                    from: 0,
+                    to: 0,
+                });
                 Ok(1)
             }
             e => Err(SubscribeError::Corrupt {
@@ -1017,11 +1042,14 @@ fn decode(type_id: u32, p: &[u8]) -> Option<Event<'_>> {
         TYPE_LOSS => Some(Event::Loss {
             from: word(0),
             to: word(1),
+            session_id: word(2),
         }),
         TYPE_NEW_SESSION => Some(Event::NewSession {
             session_id: word(0),
         }),
-        TYPE_PUBLISHER_GONE => Some(Event::PublisherGone),
+        TYPE_PUBLISHER_GONE => Some(Event::PublisherGone {
+            session_id: word(0),
+        }),
         _ => None,
     }
 }

@@ -318,6 +318,7 @@ impl Node {
                 ))),
                 latency: self.latency_histogram(uri, stream),
                 ring: None,
+                session_id: 0,
                 name: shm_name(s, stream),
                 opts: self.shm.clone(),
                 liveness_ns: self.cfg.liveness_timeout.as_nanos() as u64,
@@ -485,6 +486,7 @@ impl Node {
     ) -> Result<PubInner, Error> {
         let mut proto = SenderConfig::new(stream, self.next_seed());
         proto.mtu = u.mtu.unwrap_or(self.cfg.udp.mtu);
+        proto.auth = auth_key(u)?;
         proto.receiver_timeout_ns = self.liveness_ns();
         proto.flow = u.flow.unwrap_or(self.cfg.udp.flow);
         let channel = ChannelConfig {
@@ -625,6 +627,7 @@ impl Node {
     ) -> Result<UserGuard, Error> {
         let mut proto = ReceiverConfig::new(stream, self.next_seed());
         proto.mtu = u.mtu.unwrap_or(self.cfg.udp.mtu);
+        proto.auth = auth_key(u)?;
         proto.publisher_timeout_ns = self.cfg.liveness_timeout.as_nanos() as u64;
         let channel = ChannelConfig {
             group: u.group,
@@ -738,4 +741,28 @@ fn shm_name(s: &ShmUri, stream: u32) -> String {
 /// directory: every process on the host that publishes the channel writes into it.
 fn udp_send_name(u: &UdpUri, stream: u32) -> String {
     format!("udp-send.{}-{}.{stream}", u.group.ip(), u.group.port())
+}
+
+/// The channel's authentication key, from its `key_file=` (hex digits in a
+/// file that only its owner may read); `None` without one.
+fn auth_key(u: &UdpUri) -> Result<Option<weft_proto::auth::AuthKey>, Error> {
+    use std::os::unix::fs::MetadataExt;
+    let Some(path) = &u.key_file else {
+        return Ok(None);
+    };
+    let bad = |what: String| Error::Config(format!("{}: key file {path:?}: {what}", u.group));
+    let meta = std::fs::metadata(path).map_err(|e| bad(e.to_string()))?;
+    if meta.mode() & 0o077 != 0 {
+        return Err(bad(format!(
+            "mode {:o} lets other users read or change it: chmod 600 it",
+            meta.mode() & 0o777
+        )));
+    }
+    if meta.len() > 4096 {
+        return Err(bad(format!("{} bytes: expected a hex key", meta.len())));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+    weft_proto::auth::AuthKey::from_hex(&text)
+        .map(Some)
+        .map_err(|e| bad(e.to_string()))
 }

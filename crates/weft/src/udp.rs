@@ -172,15 +172,18 @@ pub(crate) struct RecvCounters {
     file: Arc<CountersFile>,
     prefix: String,
     stream: u32,
-    /// Error counts already logged (kernel drops, dropped, truncated,
-    /// receive errors, oversize).
-    logged: [u64; 5],
+    /// Error counts already logged (see `export`).
+    logged: [u64; 8],
     /// Messages larger than the local ring's largest frame, dropped.
     pub(crate) oversize: u64,
-    /// The session whose losses `report` holds.
-    session: u64,
-    report: Option<LossReport>,
+    /// The loss-report entries of the sessions that lost data, newest last
+    /// (at most [`LOSS_SESSIONS`]: the oldest makes room).
+    reports: Vec<(u64, LossReport)>,
 }
+
+/// Sessions of one stream whose losses a receive task keeps an entry of the
+/// loss report for at once.
+const LOSS_SESSIONS: usize = 8;
 
 impl RecvCounters {
     pub(crate) fn new(file: &Arc<CountersFile>, stream: u32, prefix: &str) -> Self {
@@ -189,10 +192,9 @@ impl RecvCounters {
             file: file.clone(),
             prefix: prefix.to_owned(),
             stream,
-            logged: [0; 5],
+            logged: [0; 8],
             oversize: 0,
-            session: 0,
-            report: None,
+            reports: Vec::with_capacity(LOSS_SESSIONS),
             messages: set.make(types::UDP_RECEIVED_MESSAGES, "messages received"),
             bytes: set.make(types::UDP_RECEIVED_BYTES, "bytes received"),
             datagrams: set.make(types::UDP_RECEIVED_DATAGRAMS, "datagrams received"),
@@ -228,37 +230,50 @@ impl RecvCounters {
         self.position.set(net.receiver().position());
         let now = [
             st.io.kernel_drops,
-            st.proto.dropped,
+            st.proto.dropped.saturating_sub(
+                st.proto.unauthenticated + st.proto.implausible + st.proto.sessions_refused,
+            ),
             st.io.truncated,
             st.io.recv_errors,
             self.oversize,
+            st.proto.unauthenticated,
+            st.proto.implausible,
+            st.proto.sessions_refused,
         ];
-        const WHAT: [&str; 5] = [
+        const WHAT: [&str; 8] = [
             "datagrams dropped by the kernel (receive buffer full: raise udp.rcvbuf)",
             "malformed, foreign or stale datagrams dropped",
             "datagrams longer than the MTU dropped",
             "receive calls failed",
             "messages larger than the local ring dropped",
+            "datagrams without a valid authentication tag dropped (a forger, or a key_file that differs)",
+            "frames claiming sequence numbers their session never sent dropped (forged?)",
+            "new sessions refused: every session slot holds a live session",
         ];
         log_increases(&self.file, &self.prefix, &mut self.logged, now, WHAT);
     }
 
-    /// A session started: its losses go to a new loss-report entry.
-    fn new_session(&mut self, session: u64) {
-        self.session = session;
-        self.report = None;
-    }
-
-    /// Puts a loss of `datagrams` datagrams in the loss report; the bytes
-    /// are estimated from the stream's mean datagram size so far.
-    fn loss(&mut self, datagrams: u64, net: &NetSubscription) {
+    /// Puts a loss of `datagrams` datagrams of `session` in the loss report
+    /// (an entry per session); the bytes are estimated from the stream's mean
+    /// datagram size so far.
+    fn loss(&mut self, session: u64, datagrams: u64, net: &NetSubscription) {
         self.losses += 1;
         let io = net.stats().io;
-        let bytes = datagrams * io.bytes_in.checked_div(io.datagrams_in).unwrap_or(0);
-        let (file, stream, session, prefix) = (&self.file, self.stream, self.session, &self.prefix);
-        self.report
-            .get_or_insert_with(|| file.loss_report(stream as u64, session, prefix))
-            .record(datagrams, bytes);
+        let bytes = datagrams.saturating_mul(io.bytes_in.checked_div(io.datagrams_in).unwrap_or(0));
+        let i = match self.reports.iter().position(|(s, _)| *s == session) {
+            Some(i) => i,
+            None => {
+                if self.reports.len() == LOSS_SESSIONS {
+                    self.reports.remove(0);
+                }
+                let entry = self
+                    .file
+                    .loss_report(self.stream as u64, session, &self.prefix);
+                self.reports.push((session, entry));
+                self.reports.len() - 1
+            }
+        };
+        self.reports[i].1.record(datagrams, bytes);
     }
 }
 
@@ -478,15 +493,17 @@ impl Task for RecvTask {
             }
         }
         work += self.net.do_work();
-        let mut words = [0u8; 16];
+        let mut words = [0u8; 24];
         while self.pending_type.is_none() && work < RECV_BURST {
-            let (mut lost, mut session) = (None, None);
+            let mut lost = None;
             let Some(e) = self.net.poll_event() else {
                 break;
             };
             let (t, bytes): (u32, &[u8]) = match e {
-                ProtoEvent::Message(m) => (TYPE_MESSAGE, m),
-                ProtoEvent::StampedMessage { sent_ns, message } => {
+                ProtoEvent::Message { message, .. } => (TYPE_MESSAGE, message),
+                ProtoEvent::StampedMessage {
+                    sent_ns, message, ..
+                } => {
                     // The local ring carries the stamp in front, as a
                     // shared-memory publication writes it.
                     match republish_stamped(&mut self.out, sent_ns, message) {
@@ -502,18 +519,23 @@ impl Task for RecvTask {
                     work += 1;
                     continue;
                 }
-                ProtoEvent::Loss { range, .. } => {
-                    lost = Some(range.to.saturating_sub(range.from));
+                ProtoEvent::Loss {
+                    session_id, range, ..
+                } => {
+                    lost = Some((session_id, range.to.saturating_sub(range.from)));
                     words[..8].copy_from_slice(&range.from.to_le_bytes());
-                    words[8..].copy_from_slice(&range.to.to_le_bytes());
+                    words[8..16].copy_from_slice(&range.to.to_le_bytes());
+                    words[16..].copy_from_slice(&session_id.to_le_bytes());
                     (TYPE_LOSS, &words)
                 }
                 ProtoEvent::NewSession { session_id, .. } => {
-                    session = Some(session_id);
                     words[..8].copy_from_slice(&session_id.to_le_bytes());
                     (TYPE_NEW_SESSION, &words[..8])
                 }
-                ProtoEvent::PublisherGone => (TYPE_PUBLISHER_GONE, &words[..0]),
+                ProtoEvent::PublisherGone { session_id } => {
+                    words[..8].copy_from_slice(&session_id.to_le_bytes());
+                    (TYPE_PUBLISHER_GONE, &words[..8])
+                }
             };
             match self.out.offer(t, bytes) {
                 Ok(()) => republished += 1,
@@ -526,11 +548,8 @@ impl Task for RecvTask {
                     self.pending_type = Some(t);
                 }
             }
-            if let Some(s) = session {
-                self.counters.new_session(s);
-            }
-            if let Some(l) = lost {
-                self.counters.loss(l, &self.net);
+            if let Some((session, datagrams)) = lost {
+                self.counters.loss(session, datagrams, &self.net);
             }
             work += 1;
         }

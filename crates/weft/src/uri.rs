@@ -8,6 +8,7 @@
 //! udp://239.1.2.3:40456
 //! udp://239.1.2.3:40456?interface=10.0.0.5&ttl=4&loopback=false&control_port=40457&mtu=1408&flow=min
 //! udp://239.1.2.3:40456?interface=eth0
+//! udp://239.1.2.3:40456?key_file=/etc/weft/md.key
 //! ```
 //!
 //! A parameter left out takes the node's default. A malformed URI is a
@@ -67,6 +68,11 @@ pub struct UdpUri {
     /// receivers live), `max` (the fastest; slower ones may get LOSS) or `none`
     /// (only the retransmit buffer bounds repair).
     pub flow: Option<FlowControl>,
+    /// `key_file=`: authenticate every datagram of the channel (HMAC-SHA256,
+    /// see `weft_proto::auth`) with the shared secret in this file: hex
+    /// digits, at least 32 of them, in a file only its owner may read. Every
+    /// publisher and subscriber of the channel needs the same key.
+    pub key_file: Option<std::path::PathBuf>,
 }
 
 /// A channel URI that could not be parsed.
@@ -149,6 +155,7 @@ impl FromStr for ChannelUri {
                 control_port: None,
                 mtu: None,
                 flow: None,
+                key_file: None,
             };
             for (key, value) in params {
                 match key {
@@ -195,10 +202,16 @@ impl FromStr for ChannelUri {
                             _ => return Err(bad(value, "a flow control: min, max or none")),
                         })
                     }
+                    "key_file" => {
+                        if value.is_empty() || !value.starts_with('/') {
+                            return Err(bad(value, "the absolute path of a key file"));
+                        }
+                        udp.key_file = Some(value.into())
+                    }
                     _ => {
                         return Err(bad(
                             key,
-                            "a udp parameter: interface, ttl, loopback, control_port, mtu or flow",
+                            "a udp parameter: interface, ttl, loopback, control_port, mtu, flow or key_file",
                         ))
                     }
                 }
@@ -305,6 +318,9 @@ impl fmt::Display for ChannelUri {
                     };
                     param(f, "flow", &name)?;
                 }
+                if let Some(k) = &u.key_file {
+                    param(f, "key_file", &k.display())?;
+                }
             }
         }
         Ok(())
@@ -352,6 +368,7 @@ mod tests {
                 control_port: Some(40457),
                 mtu: Some(1408),
                 flow: Some(FlowControl::Max),
+                key_file: None,
             })
         );
         match parse("udp://239.1.2.3:1?interface=10.0.0.5").unwrap() {
@@ -397,6 +414,11 @@ mod tests {
             ("udp://239.1.2.3:5?ttl=1&ttl=2", "ttl", "at most once"),
             ("udp://239.1.2.3:5?colour=red", "colour", "interface, ttl"),
             ("udp://239.1.2.3:5?flow=fast", "fast", "min, max or none"),
+            (
+                "udp://239.1.2.3:5?key_file=md.key",
+                "md.key",
+                "absolute path",
+            ),
         ] {
             let e = parse(uri).expect_err(uri);
             assert_eq!(e.part, part, "{uri}: {e}");
@@ -438,9 +460,10 @@ mod tests {
                 Just(FlowControl::Max),
                 Just(FlowControl::None)
             ]),
+            proptest::option::of("/[a-z0-9._/-]{1,30}"),
         )
             .prop_map(
-                |((a, rest, port), interface, ttl, loopback, control_port, mtu, flow)| {
+                |((a, rest, port), interface, ttl, loopback, control_port, mtu, flow, key)| {
                     ChannelUri::Udp(UdpUri {
                         group: SocketAddrV4::new(Ipv4Addr::new(a, rest[0], rest[1], rest[2]), port),
                         interface,
@@ -449,6 +472,7 @@ mod tests {
                         control_port,
                         mtu,
                         flow,
+                        key_file: key.map(Into::into),
                     })
                 },
             );

@@ -11,12 +11,16 @@
 //!                    [--publisher-timeout-ms MS] [--until-gone] [--id ID]
 //!                    [--sessions N] [--small]
 //! net-peer hostile   --group G --iface I --seconds T [--seed S]
+//!                    [--attack junk|setup|setup-flood|forge-loss]
 //! ```
 //!
 //! Message `k` is 8 bytes of `k` then bytes derived from (seed, k): mostly up to
 //! 600 bytes, one in twenty up to 6000 (fragmented over several datagrams;
 //! `--small`: never). A subscriber stops after message `count - 1` of its
 //! `--sessions`-th session.
+//! Every session is checked apart; one whose first message is not the
+//! test's pattern is a stranger's (`foreign ID`, its messages counted in
+//! `foreign messages N`, never mistaken for the stream's).
 //! Subscriber lines: `session ID START_SEQ`, `first K` (first message after a
 //! session start), `loss FROM TO after NEXT` (the datagram range, and the message
 //! that was expected next), `gone MS` (publisher gone, ms after the last
@@ -208,8 +212,13 @@ fn subscribe(o: &Opts) {
     say("ready");
     let mut idle = Idle::backoff();
     let mut received = 0u64;
-    // The next message number expected; None right after a session start.
-    let mut next: Option<u64> = None;
+    let mut foreign = 0u64;
+    // Per session: the next message number expected (None right after its
+    // start or a loss), and whether it is the test's publisher (its first
+    // message checked out) or a stranger's (it did not: ignored, counted).
+    let mut streams: HashMap<u64, (Option<u64>, Option<bool>)> = HashMap::new();
+    // Loss lines of sessions not yet known to be ours, said once they are.
+    let mut held_lines: HashMap<u64, Vec<String>> = HashMap::new();
     let mut last_msg_at = Instant::now();
     let mut sessions = 0;
     loop {
@@ -217,22 +226,41 @@ fn subscribe(o: &Opts) {
         let mut done = false;
         while let Some(e) = sub.poll_event() {
             match e {
-                Event::Message(m) => {
-                    let Some(k) = seq_of(m) else {
-                        fail("message shorter than 8 bytes")
-                    };
-                    if !frame_matches(seed, k, m) || m.len() != size_of_message(seed, k, small) {
-                        fail(&format!(
-                            "message {k}: contents or length wrong ({} bytes)",
-                            m.len()
-                        ));
+                Event::Message {
+                    session_id,
+                    message: m,
+                } => {
+                    let (next, ours) = streams.entry(session_id).or_insert((None, None));
+                    let valid = seq_of(m).filter(|&k| {
+                        frame_matches(seed, k, m) && m.len() == size_of_message(seed, k, small)
+                    });
+                    if *ours == Some(false) || (ours.is_none() && valid.is_none()) {
+                        if ours.is_none() {
+                            say(&format!("foreign {session_id:x}"));
+                        }
+                        *ours = Some(false);
+                        foreign += 1;
+                        continue;
                     }
-                    match next {
+                    let Some(k) = valid else {
+                        fail(&format!(
+                            "session {session_id:x}, after message {next:?}: contents or length wrong ({} bytes)",
+                            m.len()
+                        ))
+                    };
+                    if ours.is_none() {
+                        *ours = Some(true);
+                        sessions += 1;
+                        for l in held_lines.remove(&session_id).unwrap_or_default() {
+                            say(&l);
+                        }
+                    }
+                    match *next {
                         None => say(&format!("first {k}")),
                         Some(n) if n != k => fail(&format!("expected message {n}, got {k}")),
                         Some(_) => {}
                     }
-                    next = Some(k + 1);
+                    *next = Some(k + 1);
                     received += 1;
                     last_msg_at = Instant::now();
                     if count.is_some_and(|c| k + 1 == c) && !until_gone && sessions >= want_sessions
@@ -243,25 +271,35 @@ fn subscribe(o: &Opts) {
                 Event::StampedMessage { .. } => {
                     fail("a stamped message (this publisher sends none)")
                 }
-                Event::Loss { range, .. } => {
+                Event::Loss {
+                    session_id, range, ..
+                } => {
                     // Messages skipped are learned from the next message's number.
-                    say(&format!(
+                    let (next, ours) = streams.entry(session_id).or_insert((None, None));
+                    let line = format!(
                         "loss {} {} after {}",
                         range.from,
                         range.to,
                         next.unwrap_or(0)
-                    ));
-                    next = None;
+                    );
+                    match ours {
+                        Some(true) => say(&line),
+                        Some(false) => {}
+                        None => held_lines.entry(session_id).or_default().push(line),
+                    }
+                    *next = None;
                 }
                 Event::NewSession {
                     session_id,
                     start_seq,
                 } => {
-                    sessions += 1;
                     say(&format!("session {session_id:x} {start_seq}"));
-                    next = None;
+                    streams.entry(session_id).or_insert((None, None)).0 = None;
                 }
-                Event::PublisherGone => {
+                Event::PublisherGone { session_id } => {
+                    if streams.get(&session_id).is_some_and(|s| s.1 == Some(false)) {
+                        continue; // a stranger's session ended
+                    }
                     say(&format!("gone {}", last_msg_at.elapsed().as_millis()));
                     if until_gone && sessions > 0 {
                         done = true;
@@ -277,13 +315,129 @@ fn subscribe(o: &Opts) {
         }
         idle.idle(work, &[&sub as &dyn Waitable]);
     }
+    if foreign > 0 {
+        say(&format!("foreign messages {foreign}"));
+    }
     say(&format!("done {received}"));
     say(&format!("stats {:?}", sub.stats()));
 }
 
-/// Sends, as fast as it can, random bytes, truncated frames, frames of another
-/// version, and well-formed frames of a foreign session on the same stream.
+/// A hostile neighbour on the group, by `--attack`:
+/// - `junk` (default): as fast as it can, random bytes, truncated frames,
+///   frames of another version, and well-formed frames of a foreign session on
+///   the same stream;
+/// - `setup`: one 32-byte SETUP of a foreign session, then `setup-flood`:
+///   SETUPs of random sessions as fast as it can;
+/// - `forge-loss`: listens on the group for the real stream's session id and
+///   position, then sends LOSS frames and heartbeats in that session claiming
+///   everything up to 2^40 is gone.
 fn hostile(o: &Opts) {
+    match o.get::<String>("attack").as_deref().unwrap_or("junk") {
+        "junk" => hostile_junk(o),
+        "setup" | "setup-flood" => hostile_setups(o),
+        "forge-loss" => hostile_forge_loss(o),
+        other => fail(&format!("unknown attack {other:?}")),
+    }
+}
+
+fn hostile_setups(o: &Opts) {
+    let seed: u64 = o.get("seed").unwrap_or(99);
+    let seconds: f64 = o.req("seconds");
+    let ch = channel(o);
+    let (sock, _) =
+        weft_net::unicast_socket(0, &ch.socket).unwrap_or_else(|e| fail(&e.to_string()));
+    let to: socket2::SockAddr = ch.group.into();
+    say("ready");
+    let mut buf = [0u8; 64];
+    let setup = |session_id: u64, initial_seq: u64, buf: &mut [u8]| {
+        let header = Header {
+            stream_id: STREAM,
+            session_id,
+        };
+        let setup = wire::Setup {
+            initial_seq,
+            mtu: 1408,
+        };
+        Frame::Setup(setup).emit(header, buf).expect("fits")
+    };
+    // The single datagram that used to hijack the stream.
+    let n = setup(0xBAD_5E55, 0, &mut buf);
+    assert_eq!(n, 32);
+    let mut sent = sock.send_to(&buf[..n], &to).is_ok() as u64;
+    let until = Instant::now() + Duration::from_secs_f64(seconds);
+    let mut i = 0u64;
+    while Instant::now() < until {
+        i += 1;
+        let r = splitmix(seed ^ i);
+        let n = setup(r | 1, r >> 20, &mut buf);
+        if sock.send_to(&buf[..n], &to).is_ok() {
+            sent += 1;
+        }
+    }
+    say(&format!("sent {sent}"));
+}
+
+fn hostile_forge_loss(o: &Opts) {
+    let seconds: f64 = o.req("seconds");
+    let ch = channel(o);
+    let (listen, _) =
+        weft_net::group_socket(ch.group, &ch.socket).unwrap_or_else(|e| fail(&e.to_string()));
+    let (sock, _) =
+        weft_net::unicast_socket(0, &ch.socket).unwrap_or_else(|e| fail(&e.to_string()));
+    let to: socket2::SockAddr = ch.group.into();
+    say("ready");
+    // Any datagram of the stream shows its session id: wait for a DATA.
+    let listen: std::net::UdpSocket = listen.into();
+    let mut bytes = [0u8; 2048];
+    let (session_id, seq) = loop {
+        match listen.recv(&mut bytes) {
+            Ok(n) => {
+                if let Ok((h, Frame::Data(d))) = Frame::parse(&bytes[..n]) {
+                    if h.stream_id == STREAM {
+                        break (h.session_id, d.seq);
+                    }
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_micros(100))
+            }
+            Err(e) => fail(&e.to_string()),
+        }
+    };
+    say(&format!("session {session_id:x} at {seq}"));
+    let header = Header {
+        stream_id: STREAM,
+        session_id,
+    };
+    let mut buf = [0u8; 64];
+    let until = Instant::now() + Duration::from_secs_f64(seconds);
+    let (mut sent, mut i) = (0u64, 0u64);
+    while Instant::now() < until {
+        i += 1;
+        let frame = if i % 2 == 0 {
+            Frame::Loss(Loss {
+                range: SeqRange {
+                    from: seq,
+                    to: 1 << 40,
+                },
+            })
+        } else {
+            Frame::Heartbeat(Heartbeat {
+                next_seq: 1 << 40,
+                oldest_seq: (1 << 40) - 1,
+            })
+        };
+        let n = frame.emit(header, &mut buf).expect("fits");
+        if sock.send_to(&buf[..n], &to).is_ok() {
+            sent += 1;
+        }
+        // A steady trickle, not a flood: what is tested is the claim.
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    say(&format!("sent {sent}"));
+}
+
+fn hostile_junk(o: &Opts) {
     let seed: u64 = o.get("seed").unwrap_or(99);
     let seconds: f64 = o.req("seconds");
     let ch = channel(o);

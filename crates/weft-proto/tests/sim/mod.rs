@@ -315,14 +315,16 @@ impl Sim {
             while let Some(e) = self.receivers[r].poll_event() {
                 let log = &mut self.logs[r];
                 match e {
-                    Event::Message(m) => match intact(m) {
+                    Event::Message { message: m, .. } => match intact(m) {
                         Some(seq) if !(self.stamp_every > 0 && seq % self.stamp_every == 0) => {
                             log.messages.push(seq);
                             log.times.push(self.now);
                         }
                         _ => log.corrupt += 1,
                     },
-                    Event::StampedMessage { sent_ns, message } => match intact(message) {
+                    Event::StampedMessage {
+                        sent_ns, message, ..
+                    } => match intact(message) {
                         Some(seq)
                             if self.stamp_every > 0
                                 && seq % self.stamp_every == 0
@@ -339,7 +341,7 @@ impl Sim {
                         session_id,
                         start_seq,
                     } => log.sessions.push((session_id, start_seq)),
-                    Event::PublisherGone => log.gone += 1,
+                    Event::PublisherGone { .. } => log.gone += 1,
                 }
             }
         }
