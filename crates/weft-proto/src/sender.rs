@@ -329,6 +329,21 @@ impl Sender {
         self.receivers.len()
     }
 
+    /// Datagrams queued (or being batched) but not yet sent once.
+    pub fn unsent(&self) -> u64 {
+        self.next_seq - self.unsent
+    }
+
+    /// Datagrams sent that some receiver in flow control has not yet
+    /// reported delivered (by STATUS); 0 with no receivers.
+    pub fn unacknowledged(&self) -> u64 {
+        self.receivers
+            .iter()
+            .map(|r| self.unsent.saturating_sub(r.position))
+            .max()
+            .unwrap_or(0)
+    }
+
     /// Datagram `seq`'s room: an MTU from where it starts.
     fn slot(&mut self, seq: u64) -> &mut [u8] {
         let off = self.offsets[self.index(seq)];

@@ -46,6 +46,11 @@ pub struct NodeConfig {
     /// subscriber (evicted), a UDP publisher (`publisher_timeout`) or receiver.
     /// Default 1 s.
     pub liveness_timeout: Duration,
+    /// How long [`Node::close`](crate::Node::close) (and a dropped node)
+    /// waits for its UDP channels to send what they accepted and for their
+    /// receivers to acknowledge it, before it gives up and reports exactly
+    /// what was not delivered. Default 2 s.
+    pub close_timeout: Duration,
     /// Defaults of UDP channels; a URI parameter overrides each.
     pub udp: UdpDefaults,
     /// Bytes of the in-process rings between publications or subscriptions and
@@ -126,6 +131,7 @@ impl Default for NodeConfig {
             mlock: false,
             lock_memory: false,
             liveness_timeout: Duration::from_secs(1),
+            close_timeout: Duration::from_secs(2),
             udp: UdpDefaults::default(),
             local_ring: 1 << 20,
             max_publications: 8,
@@ -198,6 +204,7 @@ struct FileConfig {
     mlock: Option<bool>,
     lock_memory: Option<bool>,
     liveness_timeout: Option<String>,
+    close_timeout: Option<String>,
     local_ring: Option<usize>,
     max_publications: Option<usize>,
     control_ring: Option<bool>,
@@ -258,6 +265,7 @@ impl NodeConfig {
             mlock: f.mlock.unwrap_or(d.mlock),
             lock_memory: f.lock_memory.unwrap_or(d.lock_memory),
             liveness_timeout: dur("liveness_timeout", f.liveness_timeout, d.liveness_timeout)?,
+            close_timeout: dur("close_timeout", f.close_timeout, d.close_timeout)?,
             local_ring: f.local_ring.unwrap_or(d.local_ring),
             max_publications: f.max_publications.unwrap_or(d.max_publications),
             control_ring: f.control_ring.unwrap_or(d.control_ring),

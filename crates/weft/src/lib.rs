@@ -30,7 +30,7 @@ pub use agent::{
 pub use channel::{Claim, Event, Publication, PublishError, SubscribeError, Subscription};
 pub use config::{NodeConfig, UdpDefaults};
 pub use idle::{IdleStep, IdleStrategy, Idler};
-pub use node::{Gateway, Node};
+pub use node::{ChannelBacklog, Gateway, Node, Undelivered};
 pub use uri::{ChannelUri, ShmUri, UdpUri, UriError};
 pub use weft_counters;
 
@@ -53,4 +53,7 @@ pub enum Error {
     /// Agents and threads.
     #[error(transparent)]
     Agent(#[from] AgentError),
+    /// A flush or close ran out of time: what was not delivered, exactly.
+    #[error("not delivered in time: {0}")]
+    Undelivered(node::Undelivered),
 }

@@ -10,14 +10,14 @@ use weft_shm::{broadcast, mp_broadcast, mpsc, PeerState, Region, ShmError, ShmOp
 
 use weft_counters::{CounterSet, CountersConfig, CountersError, CountersFile, Histogram};
 
-use crate::agent::{AgentConfig, AgentError, AgentStats, Agents, Task, TaskId, TaskStats};
+use crate::agent::{AgentConfig, AgentStats, Agents, Task, TaskId, TaskStats};
 use crate::channel::{
     PubInner, Publication, Sampling, ShmCounters, SubInner, Subscription, UserGuard, Users,
 };
 use crate::config::NodeConfig;
 use crate::control::{self, ControlStats, ControlTask};
 use crate::doorbell::ReaderBells;
-use crate::udp::{RecvCounters, RecvTask, SendCounters, SendTask, SenderStatus};
+use crate::udp::{RecvCounters, RecvTask, SendCounters, SendProgress, SendTask, SenderStatus};
 use crate::uri::{ChannelUri, ShmUri, UdpUri};
 use crate::Error;
 
@@ -28,6 +28,8 @@ struct UdpSend {
     stream: u32,
     joiner: mpsc::Joiner,
     users: Arc<Users>,
+    /// How far its send task is from having delivered everything.
+    progress: Arc<SendProgress>,
 }
 
 /// A UDP channel this node receives: where subscriptions join.
@@ -55,6 +57,65 @@ pub struct Node {
     seed: u64,
     control: Arc<ControlStats>,
     control_ring: Option<String>,
+    /// `close` (or drop) has run.
+    closed: bool,
+}
+
+impl Drop for Node {
+    /// A node dropped without [`Node::close`] closes the same way; what it
+    /// could not deliver goes to its error log (and stderr).
+    fn drop(&mut self) {
+        if let Err(e) = self.shut_down() {
+            eprintln!("weft: {e}");
+        }
+    }
+}
+
+/// What a node could not deliver when it flushed or closed: one entry per
+/// UDP channel that was not done.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Undelivered {
+    /// The channels.
+    pub channels: Vec<ChannelBacklog>,
+}
+
+/// One UDP channel's backlog; see [`Undelivered`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChannelBacklog {
+    /// The group.
+    pub group: SocketAddrV4,
+    /// The stream.
+    pub stream: u32,
+    /// Messages accepted by publications but never sent (counted at close,
+    /// when the node gave up; 0 from `flush`, which gives nothing up).
+    pub messages_not_sent: u64,
+    /// Datagrams queued but not yet sent once.
+    pub datagrams_not_sent: u64,
+    /// Datagrams sent that a receiver has not reported delivered.
+    pub datagrams_not_acknowledged: u64,
+    /// Receivers in flow control at the time.
+    pub receivers: u64,
+}
+
+impl std::fmt::Display for Undelivered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, c) in self.channels.iter().enumerate() {
+            if i > 0 {
+                write!(f, "; ")?;
+            }
+            write!(
+                f,
+                "udp://{} stream {}: {} messages not sent, {} datagrams not sent, {} not acknowledged by {} receivers",
+                c.group,
+                c.stream,
+                c.messages_not_sent,
+                c.datagrams_not_sent,
+                c.datagrams_not_acknowledged,
+                c.receivers
+            )?;
+        }
+        Ok(())
+    }
 }
 
 impl std::fmt::Debug for Node {
@@ -151,6 +212,7 @@ impl Node {
             recvs: Vec::new(),
             next_agent: 0,
             seed,
+            closed: false,
         })
     }
 
@@ -204,9 +266,117 @@ impl Node {
         self.agents.task_stats()
     }
 
-    /// Stops the agent threads (also done on drop).
-    pub fn close(mut self) -> Result<(), AgentError> {
-        self.agents.stop()
+    /// Waits until every message this node's UDP publications accepted has
+    /// been sent and every receiver of the channel has reported it delivered
+    /// (by STATUS: within about one status interval, 10 ms, of the last
+    /// datagram), or `timeout` passes. Shared-memory channels need no flush:
+    /// a committed message is in the ring. Receivers that left flow control
+    /// (silent for the liveness timeout) are not waited for. In `Invoker`
+    /// mode it runs the node's work itself; otherwise it sleeps in steps of
+    /// 100 µs while the agents work.
+    ///
+    /// On timeout: [`Error::Undelivered`], per channel, with the datagrams not
+    /// yet sent and those not yet acknowledged. Nothing is given up: the
+    /// channels go on, and a later flush may succeed.
+    pub fn flush(&mut self, timeout: std::time::Duration) -> Result<(), Error> {
+        let until = std::time::Instant::now() + timeout;
+        // Several consistent looks: the task publishes after each duty cycle.
+        let mut settled = 0;
+        loop {
+            if self.cfg.threading == crate::ThreadingMode::Invoker {
+                self.do_work();
+            }
+            if self.sends.iter().all(|s| s.progress.flushed()) {
+                settled += 1;
+                if settled >= 3 {
+                    return Ok(());
+                }
+            } else {
+                settled = 0;
+            }
+            if std::time::Instant::now() >= until {
+                return Err(Error::Undelivered(self.backlog(false)));
+            }
+            if self.cfg.threading != crate::ThreadingMode::Invoker {
+                std::thread::sleep(std::time::Duration::from_micros(100));
+            }
+        }
+    }
+
+    /// What each UDP channel still has to deliver; with `abandoned`, the
+    /// messages its task counted in its ring when told to give up.
+    fn backlog(&self, abandoned: bool) -> Undelivered {
+        use std::sync::atomic::Ordering::{Acquire, Relaxed};
+        let channels = self
+            .sends
+            .iter()
+            .filter(|s| !s.progress.flushed())
+            .map(|s| {
+                let p = &s.progress;
+                ChannelBacklog {
+                    group: s.group,
+                    stream: s.stream,
+                    messages_not_sent: if abandoned && p.counted.load(Acquire) {
+                        p.abandoned.load(Relaxed)
+                    } else {
+                        0
+                    },
+                    datagrams_not_sent: p.unsent.load(Relaxed),
+                    datagrams_not_acknowledged: p.unacknowledged.load(Relaxed),
+                    receivers: p.receivers.load(Relaxed),
+                }
+            })
+            .collect();
+        Undelivered { channels }
+    }
+
+    /// Flushes (for at most [`NodeConfig::close_timeout`]), then stops the
+    /// agent threads. Also done on drop, which logs what it could not
+    /// deliver. What could not be delivered in time is not silently
+    /// dropped: it is [`Error::Undelivered`], with, per channel, the messages
+    /// never sent and the datagrams sent but not acknowledged.
+    pub fn close(mut self) -> Result<(), Error> {
+        self.shut_down()
+    }
+
+    fn shut_down(&mut self) -> Result<(), Error> {
+        if self.closed {
+            return Ok(());
+        }
+        self.closed = true;
+        let flushed = self.flush(self.cfg.close_timeout);
+        let flushed = match flushed {
+            Ok(()) => Ok(()),
+            Err(_) => {
+                // Give up: each task counts what is left in its ring.
+                for s in &self.sends {
+                    s.progress
+                        .abandon
+                        .store(true, std::sync::atomic::Ordering::Release);
+                }
+                let until = std::time::Instant::now() + std::time::Duration::from_millis(200);
+                while std::time::Instant::now() < until
+                    && !self.sends.iter().all(|s| {
+                        s.progress.flushed()
+                            || s.progress
+                                .counted
+                                .load(std::sync::atomic::Ordering::Acquire)
+                    })
+                {
+                    if self.cfg.threading == crate::ThreadingMode::Invoker {
+                        self.do_work();
+                    } else {
+                        std::thread::sleep(std::time::Duration::from_micros(100));
+                    }
+                }
+                let report = self.backlog(true);
+                self.counters
+                    .log_error(&format!("node closed: {report}"), 1);
+                Err(Error::Undelivered(report))
+            }
+        };
+        self.agents.stop()?;
+        flushed
     }
 
     fn next_seed(&mut self) -> u64 {
@@ -507,6 +677,7 @@ impl Node {
         let (users, user) = Users::first();
         let name_prefix = format!("udp-send {} stream {stream}", u.group);
         let counters = SendCounters::new(&self.counters, stream, &name_prefix);
+        let progress = Arc::new(SendProgress::default());
         let task = SendTask {
             counters,
             name: name_prefix,
@@ -522,6 +693,7 @@ impl Node {
             linger_ns: self.liveness_ns() / 4,
             linger_until: 0,
             done: false,
+            progress: progress.clone(),
         };
         let agent = self.pick_agent();
         self.agents.add_task(agent, Box::new(task))?;
@@ -530,6 +702,7 @@ impl Node {
             stream,
             joiner,
             users,
+            progress,
         });
         Ok(PubInner::Udp {
             tx,

@@ -4,6 +4,7 @@
 //! ring for every local subscriber).
 
 use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -277,6 +278,40 @@ impl RecvCounters {
     }
 }
 
+/// How far a UDP send task is from having delivered everything it was
+/// given: written by the task at the end of each duty cycle, read by
+/// [`Node::flush`](crate::Node::flush) and the node's close. Relaxed atomics:
+/// a reader acts on them only after several consistent looks.
+#[derive(Debug, Default)]
+pub(crate) struct SendProgress {
+    /// Messages taken from the ring so far.
+    pub(crate) taken: AtomicU64,
+    /// The ring was found empty and no message waits for the protocol.
+    pub(crate) drained: AtomicBool,
+    /// Datagrams not yet sent once.
+    pub(crate) unsent: AtomicU64,
+    /// Datagrams some receiver has not reported delivered.
+    pub(crate) unacknowledged: AtomicU64,
+    /// Receivers in flow control.
+    pub(crate) receivers: AtomicU64,
+    /// Set by the node when it gives up on flushing: the task counts what
+    /// is left in its ring into `abandoned` (those messages are not sent).
+    pub(crate) abandon: AtomicBool,
+    /// Messages left in the ring when the node gave up (see `abandon`).
+    pub(crate) abandoned: AtomicU64,
+    /// `abandoned` is final.
+    pub(crate) counted: AtomicBool,
+}
+
+impl SendProgress {
+    /// Whether everything taken was sent and every receiver has it.
+    pub(crate) fn flushed(&self) -> bool {
+        self.drained.load(Ordering::Acquire)
+            && self.unsent.load(Ordering::Relaxed) == 0
+            && self.unacknowledged.load(Ordering::Relaxed) == 0
+    }
+}
+
 /// Sends one UDP stream.
 pub(crate) struct SendTask {
     pub(crate) counters: SendCounters,
@@ -303,6 +338,8 @@ pub(crate) struct SendTask {
     pub(crate) linger_ns: u64,
     pub(crate) linger_until: u64,
     pub(crate) done: bool,
+    /// What the node reads to flush and close.
+    pub(crate) progress: Arc<SendProgress>,
 }
 
 impl Task for SendTask {
@@ -376,20 +413,25 @@ impl Task for SendTask {
             self.counters.last_export = now_ns;
             self.counters.export(&self.net);
         }
+        self.report(drained);
         let connected = self.net.sender().receivers() > 0;
         if connected != self.connected {
             self.connected = connected;
             self.rx.set_status(SenderStatus::new(connected, self.max).0);
         }
         // The last publication is gone and everything it sent is handed over:
-        // keep serving repairs for the linger time, then fall silent, so the
-        // receivers see the publisher go. Publications of other processes
-        // keep the sender running while their processes live (looked at once
-        // per linger time: it probes each one's process).
+        // keep serving repairs for the linger time and until every receiver
+        // has reported it all delivered (a receiver that falls silent leaves
+        // flow control after the liveness timeout, so this ends), then fall
+        // silent, so the receivers see the publisher go. Publications of
+        // other processes keep the sender running while their processes live
+        // (looked at once per linger time: it probes each one's process).
+        let sender = self.net.sender();
+        let delivered = sender.unsent() == 0 && sender.unacknowledged() == 0;
         if self.users.count() == 0 && drained && !self.has_pending {
             if self.linger_until == 0 {
                 self.linger_until = now_ns + self.linger_ns;
-            } else if now_ns >= self.linger_until {
+            } else if now_ns >= self.linger_until && delivered {
                 if self.rx.producers_elsewhere() > 0 {
                     self.linger_until = now_ns + self.linger_ns;
                 } else if self.users.try_close() {
@@ -416,11 +458,44 @@ fn send(net: &mut NetPublication, payload: &[u8], stamped: bool) -> Result<(), O
 }
 
 impl SendTask {
+    /// Publishes how far the task is from having delivered everything; when
+    /// the node gave up on it, counts the messages left in the ring (read
+    /// and discarded: they are reported, not sent).
+    fn report(&mut self, drained: bool) {
+        let p = &self.progress;
+        let sender = self.net.sender();
+        p.taken.store(self.counters.taken, Ordering::Relaxed);
+        p.unsent.store(sender.unsent(), Ordering::Relaxed);
+        p.unacknowledged
+            .store(sender.unacknowledged(), Ordering::Relaxed);
+        p.receivers
+            .store(sender.receivers() as u64, Ordering::Relaxed);
+        // SYNC POINT: pairs with the Acquire load in `SendProgress::flushed`.
+        p.drained
+            .store(drained && !self.has_pending, Ordering::Release);
+        if p.abandon.load(Ordering::Acquire) && !p.counted.load(Ordering::Relaxed) {
+            let mut left = self.has_pending as u64;
+            self.has_pending = false;
+            loop {
+                match self.rx.poll(usize::MAX, |_| {}) {
+                    Ok(0) => break,
+                    Ok(n) => left += n as u64,
+                    Err(PollError::SkippedDeadProducer { .. }) => {}
+                    Err(_) => break,
+                }
+            }
+            p.abandoned.store(left, Ordering::Relaxed);
+            // SYNC POINT: pairs with the node's Acquire load of `counted`.
+            p.counted.store(true, Ordering::Release);
+        }
+    }
+
     /// Ends the task: removes the ring's file first, so no process attaches
     /// to a ring whose sender is leaving; one that attached just before sees
     /// the ring close and gets `PublishError::Closed`.
     fn finish(&mut self) {
         self.counters.export(&self.net);
+        self.report(true);
         if let Some((opts, name)) = self.file.take() {
             let _ = weft_shm::Region::remove(&opts, &name);
         }
