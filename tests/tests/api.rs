@@ -1065,3 +1065,124 @@ fn a_udp_publisher_closing_cleanly_delivers_every_accepted_message() {
         let _ = std::fs::remove_dir_all(&d);
     }
 }
+
+/// Issue 23, point 7: a gateway's local subscriber that sleeps 1 ms per
+/// message but keeps polling used to hold the gateway's ring, and through
+/// UDP flow control the remote publisher, to its pace. With the channel's
+/// `slow_timeout=`, it is cut loose with a `Loss` saying how many ring bytes
+/// it missed (and rejoins), the gateway logs it by pid and name, and the
+/// fast subscriber gets every message while the slow one has handled only a
+/// few. (Failed before: no policy, no loss; the slow one set everyone's pace.)
+#[test]
+fn a_slow_subscriber_is_cut_loose_with_a_counted_loss_and_the_others_go_on() {
+    const COUNT: u64 = 20_000;
+    let (mut host, dir) = node(ThreadingMode::Dedicated);
+    let udp = udp_uri();
+    let shm = "shm:slowgw?capacity=16384&slow_timeout=50ms";
+    let gateway = host.gateway_in(&udp, shm, 3).unwrap();
+    let attach = |host: &mut weft::Node| {
+        let mut s = host.subscription("shm:slowgw", 3).unwrap();
+        let started = Instant::now();
+        while !s.is_connected() {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "never attached"
+            );
+            s.poll(16, |_| {}).unwrap();
+        }
+        s
+    };
+    let mut fast = attach(&mut host);
+    let mut slow = attach(&mut host);
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let slow_done = done.clone();
+    let slow_thread = std::thread::spawn(move || {
+        let (mut handled, mut losses) = (0u64, Vec::new());
+        let started = Instant::now();
+        // Until the others are done and it has been told what it lost.
+        let finished = |losses: &Vec<_>| {
+            slow_done.load(std::sync::atomic::Ordering::Relaxed) && !losses.is_empty()
+        };
+        while !finished(&losses) && started.elapsed() < Duration::from_secs(60) {
+            slow.poll(1, |e| match e {
+                weft::Event::Message(_) => handled += 1,
+                weft::Event::Loss { from, to, unit, .. } => losses.push((from, to, unit)),
+                _ => {}
+            })
+            .unwrap();
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        (handled, losses)
+    });
+    let fast_thread = std::thread::spawn(move || {
+        let (mut next, mut other) = (0u64, Vec::new());
+        let started = Instant::now();
+        while next < COUNT && started.elapsed() < Duration::from_secs(60) {
+            fast.poll(256, |e| match e {
+                weft::Event::Message(m) => {
+                    assert_eq!(u64::from_le_bytes(m.try_into().unwrap()), next, "in order");
+                    next += 1;
+                }
+                weft::Event::NewSession { .. } => {}
+                e => other.push(format!("{e:?}")),
+            })
+            .unwrap();
+        }
+        (next, other)
+    });
+    let (mut remote, remote_dir) = node(ThreadingMode::Dedicated);
+    let mut publ = remote.publication(&udp, 3).unwrap();
+    let started = Instant::now();
+    let mut sent = 0;
+    while sent < COUNT {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "publisher stuck at {sent}"
+        );
+        match publ.offer_pod(&sent) {
+            Ok(()) => sent += 1,
+            Err(_) => std::thread::yield_now(),
+        }
+    }
+    let (fast_got, fast_other) = fast_thread.join().unwrap();
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (slow_handled, slow_losses) = slow_thread.join().unwrap();
+    assert_eq!(
+        fast_got, COUNT,
+        "the fast subscriber lost nothing: {fast_other:?}"
+    );
+    assert!(fast_other.is_empty(), "{fast_other:?}");
+    assert!(
+        slow_handled < COUNT / 2,
+        "the slow one handled {slow_handled}: it did not set the pace"
+    );
+    assert!(!slow_losses.is_empty(), "the slow one was never cut loose");
+    for (from, to, unit) in &slow_losses {
+        assert!(
+            to > from && *unit == weft::LossUnit::RingBytes,
+            "{slow_losses:?}"
+        );
+    }
+    let errors = weft::weft_counters::CountersReader::open(host.counters().path().unwrap())
+        .unwrap()
+        .errors();
+    let line = errors
+        .iter()
+        .find(|e| e.text.contains("cut loose"))
+        .unwrap_or_else(|| panic!("no eviction in the error log: {errors:?}"));
+    assert!(
+        line.text.contains(&format!("pid {}", std::process::id())) && line.text.contains("slow"),
+        "{line:?}"
+    );
+    eprintln!(
+        "slow subscriber: {} losses ({} bytes), {slow_handled} handled; log: {}",
+        slow_losses.len(),
+        slow_losses.iter().map(|(f, t, _)| t - f).sum::<u64>(),
+        line.text
+    );
+    drop(publ);
+    drop(gateway);
+    drop((remote, host));
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&remote_dir);
+}

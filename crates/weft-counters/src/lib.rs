@@ -1258,6 +1258,11 @@ impl<'a> CounterSet<'a> {
         }
     }
 
+    /// The label prefix of its counters.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
     /// One counter (standalone if the file is full).
     pub fn make(&self, type_id: u32, what: &str) -> Counter {
         Counter::in_file_or_standalone(

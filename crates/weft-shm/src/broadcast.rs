@@ -88,6 +88,13 @@ pub struct BroadcastConfig {
     /// progress before it is evicted. Default 1 s. (Mapped rings take it from
     /// [`crate::ShmOptions::liveness_timeout`].)
     pub eviction_timeout: Duration,
+    /// Reliable mode, the slow-consumer policy: a consumer that keeps the
+    /// producer blocked (a whole ring behind) for this long without a break
+    /// is evicted even though it is reading, so one slow reader cannot set
+    /// everyone's pace; it learns it with [`PollError::Evicted`] and how much
+    /// it missed from [`Consumer::rejoin`]. `None` (default): a consumer that
+    /// makes progress is waited for, however slow.
+    pub slow_consumer_timeout: Option<Duration>,
 }
 
 impl BroadcastConfig {
@@ -99,7 +106,13 @@ impl BroadcastConfig {
             max_consumers,
             mode,
             eviction_timeout: Duration::from_secs(1),
+            slow_consumer_timeout: None,
         }
+    }
+
+    fn slow_ns(&self) -> Option<u64> {
+        self.slow_consumer_timeout
+            .map(|d| (d.as_nanos() as u64).max(1))
     }
 
     fn validate(&self) -> Result<usize, crate::ShmError> {
@@ -179,6 +192,8 @@ struct Params {
     max_payload: usize,
     mode: Mode,
     eviction_timeout_ns: u64,
+    /// Producer side: see [`BroadcastConfig::slow_consumer_timeout`].
+    slow_consumer_ns: Option<u64>,
 }
 
 /// A broadcast ring over heap memory; consumers join with [`Producer::join`].
@@ -190,6 +205,7 @@ pub fn channel(config: BroadcastConfig) -> Result<Producer, crate::ShmError> {
         max_payload,
         mode: config.mode,
         eviction_timeout_ns: config.eviction_timeout.as_nanos() as u64,
+        slow_consumer_ns: config.slow_ns(),
     };
     Ok(Producer::new(mem, params))
 }
@@ -223,6 +239,7 @@ mod shm {
                 max_payload,
                 mode: config.mode,
                 eviction_timeout_ns: opts.liveness_timeout.as_nanos() as u64,
+                slow_consumer_ns: config.slow_ns(),
             };
             Ok(Self::new(mem, params))
         }
@@ -248,6 +265,7 @@ mod shm {
                     Mode::Reliable
                 },
                 eviction_timeout_ns: info.liveness_timeout_ns,
+                slow_consumer_ns: None,
             };
             crate::spsc::validate_sizes(
                 info.capacity as usize,
@@ -309,8 +327,9 @@ pub struct Producer {
     seq: u64,
     /// Reliable mode: may write up to here without rescanning the slots.
     limit: u64,
-    /// Per slot: (progress seen, when first seen unchanged while blocking us).
+    /// Per slot: what we know of the consumer while it blocks us.
     watch: Vec<crate::peer::BlockerWatch>,
+    last_eviction: Option<crate::peer::Eviction>,
     _not_sync: PhantomData<std::cell::Cell<()>>,
 }
 
@@ -325,6 +344,7 @@ impl Producer {
             seq: 0,
             limit: tail,
             watch,
+            last_eviction: None,
             _not_sync: PhantomData,
         }
     }
@@ -356,6 +376,12 @@ impl Producer {
     #[inline]
     pub fn position(&self) -> u64 {
         self.tail
+    }
+
+    /// The last consumer this producer evicted, and why (dead, stuck or
+    /// slow); `None` before any.
+    pub fn last_eviction(&self) -> Option<crate::peer::Eviction> {
+        self.last_eviction
     }
 
     /// Consumers evicted so far (reliable mode).
@@ -473,25 +499,42 @@ impl Producer {
             // SYNC POINT: pairs with the consumer's Release store of its cursor:
             // frames below it are read, their space may be reused.
             let cursor = slot.cursor.load(Ordering::Acquire);
-            if cursor + cap < need {
-                // This consumer blocks us: has it moved since we last looked?
+            if now == 0 {
+                now = now_ns().max(1);
+            }
+            let reason = if cursor + cap < need {
+                // This consumer blocks us: is it dead, or has it not moved
+                // for the eviction timeout?
                 let progress = slot.progress.load(Ordering::Relaxed);
-                if now == 0 {
-                    now = now_ns().max(1);
-                }
                 let timeout = self.params.eviction_timeout_ns;
-                if self.watch[i].should_evict(progress, now, timeout, &slot.peer)
-                    && slot
-                        .state
-                        .compare_exchange(ACTIVE, EVICTED, Ordering::AcqRel, Ordering::Relaxed)
-                        .is_ok()
-                {
-                    self.mem.ctrl().evictions.fetch_add(1, Ordering::Relaxed);
-                    self.watch[i].clear();
-                    continue;
-                }
+                self.watch[i].should_evict(progress, now, timeout, &slot.peer)
             } else {
                 self.watch[i].clear();
+                None
+            };
+            // Or is it slow: more than half a ring behind for the slow
+            // timeout, however much it reads?
+            let reason = reason.or_else(|| {
+                let slow = self.params.slow_consumer_ns?;
+                self.watch[i]
+                    .too_slow(cursor + cap / 2 < need, now, slow)
+                    .then_some(crate::peer::EvictReason::Slow)
+            });
+            if let Some(reason) = reason {
+                if slot
+                    .state
+                    .compare_exchange(ACTIVE, EVICTED, Ordering::AcqRel, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    self.mem.ctrl().evictions.fetch_add(1, Ordering::Relaxed);
+                    self.last_eviction = Some(crate::peer::Eviction {
+                        pid: ProcessId::from_word(slot.peer.holder.load(Ordering::Relaxed))
+                            .map_or(0, |p| p.pid),
+                        reason,
+                    });
+                    self.watch[i].reset();
+                    continue;
+                }
             }
             min = min.min(cursor);
         }
@@ -729,9 +772,12 @@ impl Consumer {
     }
 
     /// After [`PollError::Evicted`]: joins again at the newest position, keeping
-    /// this consumer's slot.
-    pub fn rejoin(&mut self) {
+    /// this consumer's slot. Returns the ring positions skipped over
+    /// (`from..to`, bytes, frame headers included): what it lost.
+    pub fn rejoin(&mut self) -> std::ops::Range<u64> {
+        let from = self.cursor;
         self.activate();
+        from..self.cursor.max(from)
     }
 
     /// Frames this consumer has missed by being lapped (overwrite mode).
@@ -1012,6 +1058,71 @@ mod tests {
         );
         drop(p);
         assert_eq!(a.poll(1, |_| {}), Err(PollError::Closed));
+    }
+
+    #[test]
+    fn a_slow_consumer_is_cut_loose_only_with_the_policy_and_told_what_it_missed() {
+        for policy in [None, Some(Duration::from_millis(20))] {
+            let config = BroadcastConfig {
+                eviction_timeout: Duration::from_secs(60),
+                slow_consumer_timeout: policy,
+                ..BroadcastConfig::new(1024, 2, Mode::Reliable)
+            };
+            let mut p = channel(config).unwrap();
+            let mut fast = p.join().unwrap();
+            let mut slow = p.join().unwrap();
+            let (mut sent, mut slow_read) = (0u64, 0u64);
+            // `slow` reads one frame per pass (progress, so never "stuck");
+            // `fast` reads all. Without a policy the producer waits for
+            // `slow`: it is never evicted.
+            let started = std::time::Instant::now();
+            let mut passes = 0;
+            while p.evictions() == 0 && (policy.is_some() || passes < 500) {
+                assert!(
+                    started.elapsed() < Duration::from_secs(30),
+                    "never cut loose"
+                );
+                passes += 1;
+                for _ in 0..10 {
+                    if p.offer(1, &sent.to_le_bytes()).is_ok() {
+                        sent += 1;
+                    }
+                }
+                seqs(&mut fast).unwrap();
+                if let Ok(n) = slow.poll(1, |_| {}) {
+                    slow_read += n as u64;
+                }
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            match policy {
+                None => {
+                    assert_eq!(p.evictions(), 0, "a reading consumer is waited for");
+                    // The producer went at the slow one's pace: at most a ring ahead.
+                    assert!(
+                        slow_read > 0 && sent <= slow_read + 64,
+                        "{sent} {slow_read}"
+                    );
+                }
+                Some(_) => {
+                    assert_eq!(p.evictions(), 1);
+                    assert_eq!(
+                        p.last_eviction().map(|e| e.reason),
+                        Some(crate::peer::EvictReason::Slow)
+                    );
+                    for _ in 0..100 {
+                        p.offer(1, &sent.to_le_bytes()).unwrap();
+                        sent += 1;
+                        seqs(&mut fast).unwrap();
+                    }
+                    assert_eq!(slow.poll(10, |_| {}), Err(PollError::Evicted));
+                    let before = slow.position();
+                    let missed = slow.rejoin();
+                    assert_eq!(missed.start, before);
+                    assert_eq!(missed.end, p.position());
+                    assert!(missed.end - missed.start >= 100 * 24, "{missed:?}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -60,6 +60,6 @@ mod sync;
 
 pub use error::{ClaimError, PollError, ShmError};
 pub use frame::{Frame, BROADCAST_FRAME_ALIGNMENT, FRAME_ALIGNMENT};
-pub use peer::{GoneReason, PeerState};
+pub use peer::{EvictReason, Eviction, GoneReason, PeerState};
 #[cfg(not(loom))]
 pub use region::{CreatorState, Region, RegionInfo, RingKind, ShmOptions, WordRef, Words};

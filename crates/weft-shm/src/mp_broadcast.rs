@@ -146,6 +146,8 @@ impl MpBroadcastConfig {
 struct Params {
     max_payload: usize,
     eviction_timeout_ns: u64,
+    /// Producer side: see [`Ring::with_slow_consumer_timeout`].
+    slow_consumer_ns: Option<u64>,
     consumers: usize,
     producers: usize,
 }
@@ -233,6 +235,7 @@ pub fn channel(config: MpBroadcastConfig) -> Result<Ring, crate::ShmError> {
         params: Params {
             max_payload,
             eviction_timeout_ns: config.eviction_timeout.as_nanos() as u64,
+            slow_consumer_ns: None,
             consumers: config.max_consumers,
             producers: config.max_producers,
         },
@@ -270,6 +273,7 @@ mod shm {
                 params: Params {
                     max_payload,
                     eviction_timeout_ns: opts.liveness_timeout.as_nanos() as u64,
+                    slow_consumer_ns: None,
                     consumers: config.max_consumers,
                     producers: config.max_producers,
                 },
@@ -299,6 +303,7 @@ mod shm {
                 params: Params {
                     max_payload: info.max_payload as usize,
                     eviction_timeout_ns: info.liveness_timeout_ns,
+                    slow_consumer_ns: None,
                     consumers: slots - producers,
                     producers,
                 },
@@ -316,6 +321,15 @@ pub struct Ring {
 }
 
 impl Ring {
+    /// The slow-consumer policy of the producers made from this handle (see
+    /// [`crate::broadcast::BroadcastConfig::slow_consumer_timeout`]): each
+    /// producer process applies its own, so all of a channel's publishers
+    /// should set the same. Default `None`.
+    pub fn with_slow_consumer_timeout(mut self, timeout: Option<std::time::Duration>) -> Self {
+        self.params.slow_consumer_ns = timeout.map(|d| (d.as_nanos() as u64).max(1));
+        self
+    }
+
     /// A new producer; `None` if every producer slot is taken (a dead
     /// producer's slot is taken over once no claim of it is outstanding).
     pub fn producer(&self) -> Option<Producer> {
@@ -388,8 +402,9 @@ pub struct Producer {
     key: u64,
     /// May claim up to here without rescanning the consumer slots.
     limit: u64,
-    /// Per consumer slot: (progress seen, when first seen unchanged while blocking us).
+    /// Per consumer slot: what we know of the consumer while it blocks us.
     watch: Vec<crate::peer::BlockerWatch>,
+    last_eviction: Option<crate::peer::Eviction>,
     _not_sync: PhantomData<std::cell::Cell<()>>,
 }
 
@@ -403,6 +418,7 @@ impl Producer {
         let key = mem.ctrl().key.load(Ordering::Relaxed);
         Some(Self {
             watch: vec![crate::peer::BlockerWatch::default(); params.consumers],
+            last_eviction: None,
             mem,
             params,
             slot,
@@ -414,6 +430,17 @@ impl Producer {
 
     fn slot(&self) -> &Slot {
         &self.mem.slots()[self.slot]
+    }
+
+    /// The last consumer this producer evicted, and why (dead, stuck or
+    /// slow); `None` before any.
+    pub fn last_eviction(&self) -> Option<crate::peer::Eviction> {
+        self.last_eviction
+    }
+
+    /// Consumers evicted so far, by any producer of the ring.
+    pub fn evictions(&self) -> u64 {
+        self.mem.ctrl().evictions.load(Ordering::Relaxed)
     }
 
     /// Largest payload.
@@ -522,24 +549,42 @@ impl Producer {
             // SYNC POINT: pairs with the consumer's Release store of its
             // cursor: frames below it are read, their space may be reused.
             let cursor = slot.cursor.load(Ordering::Acquire);
-            if cursor + cap < need {
+            if now == 0 {
+                now = now_ns().max(1);
+            }
+            let reason = if cursor + cap < need {
+                // This consumer blocks us: is it dead, or has it not moved
+                // for the eviction timeout?
                 let progress = slot.progress.load(Ordering::Relaxed);
-                if now == 0 {
-                    now = now_ns().max(1);
-                }
                 let timeout = self.params.eviction_timeout_ns;
-                if self.watch[i].should_evict(progress, now, timeout, &slot.peer)
-                    && slot
-                        .state
-                        .compare_exchange(ACTIVE, EVICTED, Ordering::AcqRel, Ordering::Relaxed)
-                        .is_ok()
-                {
-                    self.mem.ctrl().evictions.fetch_add(1, Ordering::Relaxed);
-                    self.watch[i].clear();
-                    continue;
-                }
+                self.watch[i].should_evict(progress, now, timeout, &slot.peer)
             } else {
                 self.watch[i].clear();
+                None
+            };
+            // Or is it slow: more than half a ring behind for the slow
+            // timeout, however much it reads?
+            let reason = reason.or_else(|| {
+                let slow = self.params.slow_consumer_ns?;
+                self.watch[i]
+                    .too_slow(cursor + cap / 2 < need, now, slow)
+                    .then_some(crate::peer::EvictReason::Slow)
+            });
+            if let Some(reason) = reason {
+                if slot
+                    .state
+                    .compare_exchange(ACTIVE, EVICTED, Ordering::AcqRel, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    self.mem.ctrl().evictions.fetch_add(1, Ordering::Relaxed);
+                    self.last_eviction = Some(crate::peer::Eviction {
+                        pid: ProcessId::from_word(slot.peer.holder.load(Ordering::Relaxed))
+                            .map_or(0, |p| p.pid),
+                        reason,
+                    });
+                    self.watch[i].reset();
+                    continue;
+                }
             }
             min = min.min(cursor);
         }
@@ -732,9 +777,12 @@ impl Consumer {
     }
 
     /// After [`PollError::Evicted`]: joins again at the newest position,
-    /// keeping this consumer's slot.
-    pub fn rejoin(&mut self) {
+    /// keeping this consumer's slot. Returns the ring positions skipped over
+    /// (`from..to`, bytes, frame headers included): what it lost.
+    pub fn rejoin(&mut self) -> std::ops::Range<u64> {
+        let from = self.cursor;
         self.activate();
+        from..self.cursor.max(from)
     }
 
     /// The ring position this consumer has read up to, in bytes. A plain

@@ -257,6 +257,13 @@ impl Joiner {
     pub fn producers_elsewhere(&self) -> usize {
         producers_elsewhere(&self.mem)
     }
+
+    /// The ring position claimed so far by every producer (bytes since
+    /// creation): once the consumer's [`position`](Consumer::position) has
+    /// reached it, it has read everything committed before this call.
+    pub fn claimed(&self) -> u64 {
+        self.mem.ctrl().tail.load(Ordering::Acquire)
+    }
 }
 
 /// Slots held by live processes other than this one.
@@ -514,6 +521,11 @@ pub struct Consumer {
 }
 
 impl Consumer {
+    /// The ring position read up to (bytes since creation). A field read.
+    pub fn position(&self) -> u64 {
+        self.head
+    }
+
     fn new(mem: Mem, params: Params) -> Self {
         let head = mem.ctrl().head.load(Ordering::Acquire);
         Self {

@@ -131,46 +131,97 @@ impl PeerWords {
 /// process (one `kill(pid, 0)` and one read of `/proc/<pid>/stat`): 1 ms.
 const PROBE_EVERY_NS: u64 = 1_000_000;
 
-/// A producer's watch on one consumer slot while that consumer blocks it:
+/// Why a producer evicts a consumer that blocks it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EvictReason {
+    /// Its process is gone (exited, killed, a zombie) or closed its end.
+    Dead,
+    /// Alive, but no progress for the eviction timeout.
+    Stuck,
+    /// Alive and reading, but a whole ring behind for the slow-consumer
+    /// timeout: cut loose so the others go on.
+    Slow,
+}
+
+/// A producer's watch on one consumer slot: while that consumer blocks it,
 /// the progress count it last saw and since when, and when it last probed
-/// the consumer's process. Plain data in the producer's own memory.
+/// the consumer's process; and since when the consumer has been more than
+/// half a ring behind (the slow-consumer policy). Plain data in the
+/// producer's own memory.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct BlockerWatch {
     seen: u64,
     since: u64,
     probed: u64,
+    /// When the consumer's present spell of lagging began (0: not lagging).
+    lag_since: u64,
+    /// When a rescan last saw it lagging.
+    lag_seen: u64,
 }
 
 impl BlockerWatch {
     /// The consumer blocks the producer now (`now` > 0, ns): whether to evict
-    /// it. Yes at once if its process is known dead (it closed, exited, was
-    /// killed, is a zombie: probed when it first blocks, then at most every
-    /// millisecond), and yes once it has made no progress for `timeout_ns` (a
-    /// live consumer that is stuck). A consumer that moves is watched afresh.
+    /// it, and why. At once if its process is known dead (probed when it
+    /// first blocks, then at most every millisecond), and once it has made no
+    /// progress for `timeout_ns` (stuck). A consumer that moves is watched
+    /// afresh.
     pub(crate) fn should_evict(
         &mut self,
         progress: u64,
         now: u64,
         timeout_ns: u64,
         peer: &PeerWords,
-    ) -> bool {
+    ) -> Option<EvictReason> {
         if self.seen != progress || self.since == 0 {
             (self.seen, self.since) = (progress, now);
         } else if now - self.since >= timeout_ns {
-            return true;
+            return Some(EvictReason::Stuck);
         }
         // Loom models run one process and no clock: nothing to probe.
         if !cfg!(loom) && (self.probed == 0 || now.saturating_sub(self.probed) >= PROBE_EVERY_NS) {
             self.probed = now;
             if let PeerState::Gone(GoneReason::Died | GoneReason::Closed) = peer.state(timeout_ns) {
-                return true;
+                return Some(EvictReason::Dead);
             }
         }
-        false
+        None
     }
 
-    /// The consumer does not block the producer (or was evicted): forget it.
+    /// The slow-consumer policy, at a rescan (the producer wants room): the
+    /// consumer is `lagging` (more than half a ring behind where the
+    /// producer wants to write) or not. Whether it has lagged for `slow_ns`
+    /// without a break, however much it reads meanwhile. A spell ends when a
+    /// rescan finds it closer, or when rescans stop for a tenth of `slow_ns`
+    /// (the producer was not held back meanwhile).
+    pub(crate) fn too_slow(&mut self, lagging: bool, now: u64, slow_ns: u64) -> bool {
+        if !lagging {
+            self.lag_since = 0;
+            return false;
+        }
+        if self.lag_since == 0 || now.saturating_sub(self.lag_seen) > slow_ns / 10 {
+            self.lag_since = now;
+        }
+        self.lag_seen = now;
+        now - self.lag_since >= slow_ns
+    }
+
+    /// The consumer does not block the producer: forget what it did while it
+    /// blocked (not its lagging spell).
     pub(crate) fn clear(&mut self) {
+        (self.seen, self.since, self.probed) = (0, 0, 0);
+    }
+
+    /// The consumer was evicted: forget everything.
+    pub(crate) fn reset(&mut self) {
         *self = Self::default();
     }
+}
+
+/// The last consumer a producer evicted: who, and why.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Eviction {
+    /// The consumer's process (0 if its slot named none).
+    pub pid: u32,
+    /// Why.
+    pub reason: EvictReason,
 }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use weft_shm::{broadcast, mp_broadcast, mpsc, ClaimError, PeerState, PollError, ShmOptions};
 
-use weft_counters::{types, Counter, CounterSet, Histogram};
+use weft_counters::{types, Counter, CounterSet, CountersFile, Histogram};
 
 use crate::agent::Waker;
 use crate::doorbell::ReaderBells;
@@ -65,12 +65,14 @@ pub enum Event<'a> {
     /// below; never a silent gap. UDP: datagrams `from..to` (transport
     /// sequence numbers) of the session, and the messages in them.
     Loss {
-        /// The session they were lost from.
+        /// The session they were lost from (0: not known, see [`LossUnit::RingBytes`]).
         session_id: u64,
-        /// First lost datagram.
+        /// First lost datagram, or ring position.
         from: u64,
         /// One past the last.
         to: u64,
+        /// What `from` and `to` count.
+        unit: LossUnit,
     },
     /// A publisher session started (first contact, or a restarted publisher
     /// replacing the old one). Shared memory: `session_id` is the publisher's
@@ -85,6 +87,20 @@ pub enum Event<'a> {
         /// The session that ended.
         session_id: u64,
     },
+}
+
+/// What an [`Event::Loss`]'s range counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LossUnit {
+    /// UDP datagrams (transport sequence numbers): the messages in them are
+    /// lost, however many a datagram held.
+    Datagrams,
+    /// Bytes of a shared-memory ring (its positions, frame headers
+    /// included): this subscription was evicted, a whole ring behind, and
+    /// rejoined at the newest message. On a UDP subscription the ring is
+    /// the process's own copy of the stream, which carries every session:
+    /// `session_id` is 0 then.
+    RingBytes,
 }
 
 /// A claimed message: write it in place, then [`commit`](Self::commit).
@@ -229,6 +245,58 @@ pub(crate) struct ShmCounters {
     pub(crate) other: Counter,
     /// The ring position written or read up to (a gauge).
     pub(crate) position: Counter,
+    /// A publication's: the subscribers its ring evicted, each logged.
+    pub(crate) evictions: Option<EvictionLog>,
+}
+
+/// The subscribers a ring's producer evicted: counted, and each logged in
+/// the node's error log by pid, process name and reason, for `weft-stat`.
+#[derive(Debug)]
+pub(crate) struct EvictionLog {
+    file: Arc<CountersFile>,
+    prefix: String,
+    counter: Counter,
+    seen: u64,
+}
+
+impl EvictionLog {
+    pub(crate) fn new(set: &CounterSet<'_>, file: &Arc<CountersFile>, prefix: &str) -> Self {
+        Self {
+            file: file.clone(),
+            prefix: prefix.to_owned(),
+            counter: set.make(types::SHM_EVICTIONS, "subscribers evicted"),
+            seen: 0,
+        }
+    }
+
+    /// The ring has evicted `total` subscribers so far, the last one
+    /// `last`: counts and logs the new ones as `PREFIX: pid P (NAME) cut
+    /// loose: dead|stuck|slow` (a few syscalls and an allocation, only when
+    /// there is one).
+    pub(crate) fn note(&mut self, total: u64, last: Option<weft_shm::Eviction>) {
+        if total <= self.seen {
+            return;
+        }
+        self.counter.set(total);
+        let who = match last {
+            Some(e) => {
+                let comm = std::fs::read_to_string(format!("/proc/{}/comm", e.pid))
+                    .map(|c| c.trim().to_owned())
+                    .unwrap_or_else(|_| "gone".into());
+                // Short: the error log keeps 88 bytes of text.
+                let why = match e.reason {
+                    weft_shm::EvictReason::Dead => "dead",
+                    weft_shm::EvictReason::Stuck => "stuck",
+                    weft_shm::EvictReason::Slow => "slow",
+                };
+                format!("pid {} ({comm}) cut loose: {why}", e.pid)
+            }
+            None => "a subscriber was evicted".into(),
+        };
+        self.file
+            .log_error(&format!("{}: {who}", self.prefix), total - self.seen);
+        self.seen = total;
+    }
 }
 
 impl ShmCounters {
@@ -241,12 +309,13 @@ impl ShmCounters {
         self.position.set(position);
     }
 
-    pub(crate) fn publication(set: &CounterSet<'_>) -> Self {
+    pub(crate) fn publication(set: &CounterSet<'_>, file: &Arc<CountersFile>) -> Self {
         Self {
             messages: set.make(types::SHM_SENT_MESSAGES, "messages sent"),
             bytes: set.make(types::SHM_SENT_BYTES, "bytes sent"),
             other: set.make(types::SHM_BACK_PRESSURED, "back-pressure events"),
             position: set.make(types::SHM_SEND_POSITION, "ring position"),
+            evictions: Some(EvictionLog::new(set, file, set.prefix())),
         }
     }
 
@@ -256,6 +325,7 @@ impl ShmCounters {
             bytes: set.make(types::SHM_RECEIVED_BYTES, "bytes received"),
             other: set.make(types::SHM_EVICTIONS, "evictions"),
             position: set.make(types::SHM_RECEIVE_POSITION, "ring position"),
+            evictions: None,
         }
     }
 }
@@ -309,14 +379,20 @@ impl PubInner {
                 ring,
                 connected,
                 until_check,
-                ..
-            } => recount(connected, until_check, || ring.consumers() > 0),
+                counters,
+            } => recount(connected, until_check, || {
+                note_evictions(counters, ring.evictions(), ring.last_eviction());
+                ring.consumers() > 0
+            }),
             PubInner::ShmMany {
                 ring,
                 connected,
                 until_check,
-                ..
-            } => recount(connected, until_check, || ring.consumers() > 0),
+                counters,
+            } => recount(connected, until_check, || {
+                note_evictions(counters, ring.evictions(), ring.last_eviction());
+                ring.consumers() > 0
+            }),
             PubInner::Udp { tx, .. } => SenderStatus(tx.consumer_status()).connected(),
         }
     }
@@ -335,7 +411,7 @@ impl PubInner {
         else {
             return self.claim_other(len, sampling);
         };
-        let max = shm_admit(ring, connected, until_check, sampling, len)?;
+        let max = shm_admit(ring, connected, until_check, counters, sampling, len)?;
         if sampling.due() {
             return claim_shm_stamped(ring, counters, sampling, len)
                 .map_err(|e| claim_error(e, len, max));
@@ -409,6 +485,17 @@ impl PubInner {
     }
 }
 
+/// Counts and logs a publication's ring's new evictions (see
+/// [`EvictionLog::note`]); one load when there are none.
+#[inline]
+fn note_evictions(counters: &mut ShmCounters, total: u64, last: Option<weft_shm::Eviction>) {
+    if let Some(log) = &mut counters.evictions {
+        if total > log.seen {
+            log.note(total, last);
+        }
+    }
+}
+
 /// A shared-memory publication's subscriber count as the hot path sees it:
 /// counted (`count`) on every call while there were none, and every
 /// [`RECHECK_EVERY`] calls while there are some.
@@ -429,6 +516,7 @@ fn shm_admit(
     ring: &broadcast::Producer,
     connected: &mut bool,
     until_check: &mut u32,
+    counters: &mut ShmCounters,
     sampling: &Sampling,
     len: usize,
 ) -> Result<usize, PublishError> {
@@ -436,7 +524,10 @@ fn shm_admit(
     if len > max {
         return Err(PublishError::TooLarge { len, max });
     }
-    if !recount(connected, until_check, || ring.consumers() > 0) {
+    if !recount(connected, until_check, || {
+        note_evictions(counters, ring.evictions(), ring.last_eviction());
+        ring.consumers() > 0
+    }) {
         return Err(PublishError::NotConnected);
     }
     Ok(max)
@@ -575,7 +666,7 @@ impl Publication {
         {
             if !self.sampling.due() {
                 let len = msg.len();
-                let max = shm_admit(ring, connected, until_check, &self.sampling, len)?;
+                let max = shm_admit(ring, connected, until_check, counters, &self.sampling, len)?;
                 return match ring.offer(TYPE_MESSAGE, msg) {
                     Ok(()) => {
                         self.sampling.plain_claimed();
@@ -801,11 +892,18 @@ impl Subscription {
                 });
                 match r {
                     Ok(n) => Ok(n),
-                    // The node's receive task outlives its subscriptions; a
-                    // reliable ring evicts only a stuck reader: rejoin.
+                    // Stuck or too slow (the slow-consumer policy): the
+                    // receive task went on without this subscription. Rejoin
+                    // and say how much of the process's copy was skipped.
                     Err(PollError::Evicted) => {
-                        ring.rejoin();
-                        Ok(0)
+                        let skipped = ring.rejoin();
+                        f(Event::Loss {
+                            session_id: 0,
+                            from: skipped.start,
+                            to: skipped.end,
+                            unit: LossUnit::RingBytes,
+                        });
+                        Ok(1)
                     }
                     Err(PollError::Closed) => Ok(0),
                     Err(e) => Err(SubscribeError::Corrupt {
@@ -896,17 +994,17 @@ impl Subscription {
                 Ok(1)
             }
             PollError::Evicted => {
-                // Too slow for too long: the publisher went on without
-                // us. Rejoin at the newest message and say what was lost
-                // (the count is not known here).
-                if let Some(r) = ring {
-                    r.rejoin();
-                }
+                // Stuck, or too slow for too long: the publisher went on
+                // without us. Rejoin at the newest message and say what was
+                // lost: the ring bytes skipped over.
+                let Some(r) = ring else { return Ok(0) };
+                let skipped = r.rejoin();
                 counters.other.add(1);
                 f(Event::Loss {
                     session_id,
-                    from: 0,
-                    to: 0,
+                    from: skipped.start,
+                    to: skipped.end,
+                    unit: LossUnit::RingBytes,
                 });
                 Ok(1)
             }
@@ -972,7 +1070,7 @@ impl ShmReader {
         }
     }
 
-    fn rejoin(&mut self) {
+    fn rejoin(&mut self) -> std::ops::Range<u64> {
         match self {
             ShmReader::One(c) => c.rejoin(),
             ShmReader::Many(c) => c.rejoin(),
@@ -1043,6 +1141,7 @@ fn decode(type_id: u32, p: &[u8]) -> Option<Event<'_>> {
             from: word(0),
             to: word(1),
             session_id: word(2),
+            unit: LossUnit::Datagrams,
         }),
         TYPE_NEW_SESSION => Some(Event::NewSession {
             session_id: word(0),

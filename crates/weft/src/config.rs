@@ -51,6 +51,14 @@ pub struct NodeConfig {
     /// receivers to acknowledge it, before it gives up and reports exactly
     /// what was not delivered. Default 2 s.
     pub close_timeout: Duration,
+    /// The slow-subscriber policy of this node's shared-memory channels (a
+    /// URI's `slow_timeout=` overrides it) and of the in-process rings its
+    /// UDP subscriptions read: a subscriber that keeps its publisher blocked,
+    /// a whole ring behind, for this long without a break is cut loose with
+    /// an explicit `Loss` and rejoins at the newest message; the others go
+    /// on at their own pace. `None` (default): a subscriber that reads is
+    /// waited for, however slowly (only a stuck or dead one is evicted).
+    pub slow_consumer_timeout: Option<Duration>,
     /// Defaults of UDP channels; a URI parameter overrides each.
     pub udp: UdpDefaults,
     /// Bytes of the in-process rings between publications or subscriptions and
@@ -132,6 +140,7 @@ impl Default for NodeConfig {
             lock_memory: false,
             liveness_timeout: Duration::from_secs(1),
             close_timeout: Duration::from_secs(2),
+            slow_consumer_timeout: None,
             udp: UdpDefaults::default(),
             local_ring: 1 << 20,
             max_publications: 8,
@@ -205,6 +214,7 @@ struct FileConfig {
     lock_memory: Option<bool>,
     liveness_timeout: Option<String>,
     close_timeout: Option<String>,
+    slow_consumer_timeout: Option<String>,
     local_ring: Option<usize>,
     max_publications: Option<usize>,
     control_ring: Option<bool>,
@@ -266,6 +276,13 @@ impl NodeConfig {
             lock_memory: f.lock_memory.unwrap_or(d.lock_memory),
             liveness_timeout: dur("liveness_timeout", f.liveness_timeout, d.liveness_timeout)?,
             close_timeout: dur("close_timeout", f.close_timeout, d.close_timeout)?,
+            slow_consumer_timeout: match f.slow_consumer_timeout.as_deref() {
+                None | Some("none") => None,
+                Some(s) => Some(
+                    crate::idle::parse_duration(s)
+                        .map_err(|e| format!("slow_consumer_timeout: {e}"))?,
+                ),
+            },
             local_ring: f.local_ring.unwrap_or(d.local_ring),
             max_publications: f.max_publications.unwrap_or(d.max_publications),
             control_ring: f.control_ring.unwrap_or(d.control_ring),

@@ -122,6 +122,23 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     }
 }
 
+/// Writes a duration in the largest unit [`parse_duration`] reads that
+/// holds it exactly (`100ms`, `1500us`), so it parses back to the same value.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct DurationText(pub(crate) Duration);
+
+impl std::fmt::Display for DurationText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ns = self.0.as_nanos();
+        for (unit, per) in [("s", 1_000_000_000u128), ("ms", 1_000_000), ("us", 1_000)] {
+            if ns % per == 0 {
+                return write!(f, "{}{unit}", ns / per);
+            }
+        }
+        write!(f, "{ns}ns")
+    }
+}
+
 /// An [`IdleStrategy`] with its state (how far it has backed off).
 #[derive(Clone, Debug)]
 pub struct Idler {

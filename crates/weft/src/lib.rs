@@ -27,7 +27,9 @@ pub use agent::{
     AgentConfig, AgentError, AgentStats, Agents, MoveTicket, Mover, TakenTask, Task, TaskId,
     TaskStats, ThreadingMode,
 };
-pub use channel::{Claim, Event, Publication, PublishError, SubscribeError, Subscription};
+pub use channel::{
+    Claim, Event, LossUnit, Publication, PublishError, SubscribeError, Subscription,
+};
 pub use config::{NodeConfig, UdpDefaults};
 pub use idle::{IdleStep, IdleStrategy, Idler};
 pub use node::{ChannelBacklog, Gateway, Node, Undelivered};

@@ -280,13 +280,21 @@ impl Node {
     /// channels go on, and a later flush may succeed.
     pub fn flush(&mut self, timeout: std::time::Duration) -> Result<(), Error> {
         let until = std::time::Instant::now() + timeout;
+        // What has been accepted so far: each ring's claimed position now.
+        let upto: Vec<u64> = self.sends.iter().map(|s| s.joiner.claimed()).collect();
+        let done = |sends: &[UdpSend]| {
+            sends
+                .iter()
+                .zip(&upto)
+                .all(|(s, &upto)| s.progress.flushed(upto))
+        };
         // Several consistent looks: the task publishes after each duty cycle.
         let mut settled = 0;
         loop {
             if self.cfg.threading == crate::ThreadingMode::Invoker {
                 self.do_work();
             }
-            if self.sends.iter().all(|s| s.progress.flushed()) {
+            if done(&self.sends) {
                 settled += 1;
                 if settled >= 3 {
                     return Ok(());
@@ -295,7 +303,7 @@ impl Node {
                 settled = 0;
             }
             if std::time::Instant::now() >= until {
-                return Err(Error::Undelivered(self.backlog(false)));
+                return Err(Error::Undelivered(self.backlog(&upto, false)));
             }
             if self.cfg.threading != crate::ThreadingMode::Invoker {
                 std::thread::sleep(std::time::Duration::from_micros(100));
@@ -305,13 +313,14 @@ impl Node {
 
     /// What each UDP channel still has to deliver; with `abandoned`, the
     /// messages its task counted in its ring when told to give up.
-    fn backlog(&self, abandoned: bool) -> Undelivered {
+    fn backlog(&self, upto: &[u64], abandoned: bool) -> Undelivered {
         use std::sync::atomic::Ordering::{Acquire, Relaxed};
         let channels = self
             .sends
             .iter()
-            .filter(|s| !s.progress.flushed())
-            .map(|s| {
+            .zip(upto)
+            .filter(|(s, &upto)| !s.progress.flushed(upto))
+            .map(|(s, _)| {
                 let p = &s.progress;
                 ChannelBacklog {
                     group: s.group,
@@ -354,10 +363,11 @@ impl Node {
                         .abandon
                         .store(true, std::sync::atomic::Ordering::Release);
                 }
+                let upto: Vec<u64> = self.sends.iter().map(|s| s.joiner.claimed()).collect();
                 let until = std::time::Instant::now() + std::time::Duration::from_millis(200);
                 while std::time::Instant::now() < until
-                    && !self.sends.iter().all(|s| {
-                        s.progress.flushed()
+                    && !self.sends.iter().zip(&upto).all(|(s, &upto)| {
+                        s.progress.flushed(upto)
                             || s.progress
                                 .counted
                                 .load(std::sync::atomic::Ordering::Acquire)
@@ -369,7 +379,7 @@ impl Node {
                         std::thread::sleep(std::time::Duration::from_micros(100));
                     }
                 }
-                let report = self.backlog(true);
+                let report = self.backlog(&upto, true);
                 self.counters
                     .log_error(&format!("node closed: {report}"), 1);
                 Err(Error::Undelivered(report))
@@ -455,6 +465,8 @@ impl Node {
                 other => other?,
             };
         };
+        let ring =
+            ring.with_slow_consumer_timeout(s.slow_timeout.or(self.cfg.slow_consumer_timeout));
         let producer = ring.producer().ok_or_else(|| {
             Error::Config(format!(
                 "shm:{} stream {stream}: all {} publisher slots are in use (max_publications)",
@@ -465,11 +477,14 @@ impl Node {
             ring: producer,
             connected: false,
             until_check: 0,
-            counters: Box::new(ShmCounters::publication(&CounterSet::new(
+            counters: Box::new(ShmCounters::publication(
+                &CounterSet::new(
+                    &self.counters,
+                    stream as u64,
+                    format!("shm:{} stream {stream}", s.name),
+                ),
                 &self.counters,
-                stream as u64,
-                format!("shm:{} stream {stream}", s.name),
-            ))),
+            )),
         })
     }
 
@@ -509,11 +524,14 @@ impl Node {
         if s.many_publishers {
             return self.shm_many_publication(s, stream, &name);
         }
-        let config = broadcast::BroadcastConfig::new(
-            s.capacity.unwrap_or(self.cfg.shm_capacity),
-            self.cfg.shm_max_subscribers,
-            broadcast::Mode::Reliable,
-        );
+        let config = broadcast::BroadcastConfig {
+            slow_consumer_timeout: s.slow_timeout.or(self.cfg.slow_consumer_timeout),
+            ..broadcast::BroadcastConfig::new(
+                s.capacity.unwrap_or(self.cfg.shm_capacity),
+                self.cfg.shm_max_subscribers,
+                broadcast::Mode::Reliable,
+            )
+        };
         let ring = match broadcast::Producer::create(&self.shm, &name, &config) {
             Err(ShmError::AlreadyExists { .. }) => {
                 if attach_settled(|| mp_broadcast::Ring::attach(&self.shm, &name))
@@ -534,11 +552,14 @@ impl Node {
             ring,
             connected: false,
             until_check: 0,
-            counters: Box::new(ShmCounters::publication(&CounterSet::new(
+            counters: Box::new(ShmCounters::publication(
+                &CounterSet::new(
+                    &self.counters,
+                    stream as u64,
+                    format!("shm:{} stream {stream}", s.name),
+                ),
                 &self.counters,
-                stream as u64,
-                format!("shm:{} stream {stream}", s.name),
-            ))),
+            )),
         })
     }
 
@@ -753,6 +774,7 @@ impl Node {
         }
         let out = broadcast::channel(broadcast::BroadcastConfig {
             eviction_timeout: self.cfg.liveness_timeout,
+            slow_consumer_timeout: self.cfg.slow_consumer_timeout,
             ..broadcast::BroadcastConfig::new(
                 self.cfg.local_ring,
                 self.cfg.shm_max_subscribers,

@@ -180,6 +180,8 @@ pub(crate) struct RecvCounters {
     /// The loss-report entries of the sessions that lost data, newest last
     /// (at most [`LOSS_SESSIONS`]: the oldest makes room).
     reports: Vec<(u64, LossReport)>,
+    /// The local subscribers the republishing ring cut loose.
+    evictions: crate::channel::EvictionLog,
 }
 
 /// Sessions of one stream whose losses a receive task keeps an entry of the
@@ -196,6 +198,7 @@ impl RecvCounters {
             logged: [0; 8],
             oversize: 0,
             reports: Vec::with_capacity(LOSS_SESSIONS),
+            evictions: crate::channel::EvictionLog::new(&set, file, prefix),
             messages: set.make(types::UDP_RECEIVED_MESSAGES, "messages received"),
             bytes: set.make(types::UDP_RECEIVED_BYTES, "bytes received"),
             datagrams: set.make(types::UDP_RECEIVED_DATAGRAMS, "datagrams received"),
@@ -214,7 +217,8 @@ impl RecvCounters {
         }
     }
 
-    fn export(&mut self, net: &NetSubscription) {
+    fn export(&mut self, net: &NetSubscription, out: &broadcast::Producer) {
+        self.evictions.note(out.evictions(), out.last_eviction());
         let st = net.stats();
         self.messages.set(st.proto.messages);
         self.bytes.set(st.io.bytes_in);
@@ -286,6 +290,8 @@ impl RecvCounters {
 pub(crate) struct SendProgress {
     /// Messages taken from the ring so far.
     pub(crate) taken: AtomicU64,
+    /// The ring position read up to.
+    pub(crate) consumed: AtomicU64,
     /// The ring was found empty and no message waits for the protocol.
     pub(crate) drained: AtomicBool,
     /// Datagrams not yet sent once.
@@ -304,9 +310,11 @@ pub(crate) struct SendProgress {
 }
 
 impl SendProgress {
-    /// Whether everything taken was sent and every receiver has it.
-    pub(crate) fn flushed(&self) -> bool {
-        self.drained.load(Ordering::Acquire)
+    /// Whether everything up to ring position `upto` was taken, sent, and
+    /// reported delivered by every receiver.
+    pub(crate) fn flushed(&self, upto: u64) -> bool {
+        self.consumed.load(Ordering::Acquire) >= upto
+            && self.drained.load(Ordering::Acquire)
             && self.unsent.load(Ordering::Relaxed) == 0
             && self.unacknowledged.load(Ordering::Relaxed) == 0
     }
@@ -465,6 +473,8 @@ impl SendTask {
         let p = &self.progress;
         let sender = self.net.sender();
         p.taken.store(self.counters.taken, Ordering::Relaxed);
+        // SYNC POINT: pairs with the Acquire load in `SendProgress::flushed`:
+        // the numbers below are at least as new as this position.
         p.unsent.store(sender.unsent(), Ordering::Relaxed);
         p.unacknowledged
             .store(sender.unacknowledged(), Ordering::Relaxed);
@@ -473,6 +483,7 @@ impl SendTask {
         // SYNC POINT: pairs with the Acquire load in `SendProgress::flushed`.
         p.drained
             .store(drained && !self.has_pending, Ordering::Release);
+        p.consumed.store(self.rx.position(), Ordering::Release);
         if p.abandon.load(Ordering::Acquire) && !p.counted.load(Ordering::Relaxed) {
             let mut left = self.has_pending as u64;
             self.has_pending = false;
@@ -550,13 +561,13 @@ impl Task for RecvTask {
 
     fn do_work(&mut self, now_ns: u64) -> usize {
         if self.users.try_close() {
-            self.counters.export(&self.net);
+            self.counters.export(&self.net, &self.out);
             self.done = true;
             return 0;
         }
         if now_ns.saturating_sub(self.counters.last_export) >= EXPORT_EVERY_NS {
             self.counters.last_export = now_ns;
-            self.counters.export(&self.net);
+            self.counters.export(&self.net, &self.out);
         }
         let mut work = 0;
         let mut republished = 0;

@@ -5,6 +5,7 @@
 //! shm:orders
 //! shm:orders?capacity=1048576
 //! shm:orders?publishers=many
+//! shm:md?slow_timeout=100ms
 //! udp://239.1.2.3:40456
 //! udp://239.1.2.3:40456?interface=10.0.0.5&ttl=4&loopback=false&control_port=40457&mtu=1408&flow=min
 //! udp://239.1.2.3:40456?interface=eth0
@@ -46,6 +47,13 @@ pub struct ShmUri {
     /// `publishers=one`: one publishing process, the cheapest ring.
     /// Subscribers need not say: they read whichever ring the channel has.
     pub many_publishers: bool,
+    /// `slow_timeout=DURATION` (`100ms`, `2s`): a subscriber that keeps the
+    /// publisher blocked, a whole ring behind, for this long without a break
+    /// is cut loose with an explicit `Loss` (how many ring bytes it missed)
+    /// and rejoins at the newest message, so one slow reader cannot set the
+    /// pace of the others. Default: the node's `slow_consumer_timeout`
+    /// (none: a subscriber that reads is waited for, however slowly).
+    pub slow_timeout: Option<std::time::Duration>,
 }
 
 /// The parts of a `udp://` URI.
@@ -112,6 +120,7 @@ impl FromStr for ChannelUri {
                 name: name.to_string(),
                 capacity: None,
                 many_publishers: false,
+                slow_timeout: None,
             };
             for (key, value) in params {
                 match key {
@@ -133,7 +142,22 @@ impl FromStr for ChannelUri {
                             _ => return Err(bad(value, "one or many")),
                         }
                     }
-                    _ => return Err(bad(key, "a shm parameter: capacity, publishers")),
+                    "slow_timeout" => {
+                        shm.slow_timeout = Some(
+                            crate::idle::parse_duration(value)
+                                .ok()
+                                .filter(|d| !d.is_zero())
+                                .ok_or_else(|| {
+                                    bad(value, "a duration with a unit, more than 0: 100ms, 2s")
+                                })?,
+                        )
+                    }
+                    _ => {
+                        return Err(bad(
+                            key,
+                            "a shm parameter: capacity, publishers, slow_timeout",
+                        ))
+                    }
                 }
             }
             Ok(ChannelUri::Shm(shm))
@@ -290,6 +314,9 @@ impl fmt::Display for ChannelUri {
                 if s.many_publishers {
                     param(f, "publishers", &"many")?;
                 }
+                if let Some(d) = s.slow_timeout {
+                    param(f, "slow_timeout", &crate::idle::DurationText(d))?;
+                }
             }
             ChannelUri::Udp(u) => {
                 write!(f, "udp://{}", u.group)?;
@@ -344,6 +371,7 @@ mod tests {
                 name: "orders".into(),
                 capacity: None,
                 many_publishers: false,
+                slow_timeout: None,
             })
         );
         assert_eq!(
@@ -352,6 +380,7 @@ mod tests {
                 name: "orders".into(),
                 capacity: None,
                 many_publishers: true,
+                slow_timeout: None,
             })
         );
         let u = parse(
@@ -393,6 +422,8 @@ mod tests {
             ("shm:x?capacity=1000", "1000", "power of two"),
             ("shm:x?size=4096", "size", "capacity"),
             ("shm:x?publishers=several", "several", "one or many"),
+            ("shm:x?slow_timeout=100", "100", "duration"),
+            ("shm:x?slow_timeout=0ms", "0ms", "more than 0"),
             ("udp://239.1.2.3", "239.1.2.3", "GROUP:PORT"),
             ("udp://10.1.2.3:80", "10.1.2.3", "multicast"),
             ("udp://239.1.2.3:0", "0", "port"),
@@ -436,12 +467,14 @@ mod tests {
             "[A-Za-z0-9_-][A-Za-z0-9._-]{0,30}",
             proptest::option::of(12u32..30),
             any::<bool>(),
+            proptest::option::of(1u64..u32::MAX as u64),
         )
-            .prop_map(|(name, cap, many_publishers)| {
+            .prop_map(|(name, cap, many_publishers, slow)| {
                 ChannelUri::Shm(ShmUri {
                     name,
                     capacity: cap.map(|c| 1usize << c),
                     many_publishers,
+                    slow_timeout: slow.map(std::time::Duration::from_nanos),
                 })
             });
         let iface = prop_oneof![
