@@ -1186,3 +1186,73 @@ fn a_slow_subscriber_is_cut_loose_with_a_counted_loss_and_the_others_go_on() {
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_dir_all(&remote_dir);
 }
+
+/// Issue 23, point 9: a shared-memory subscription whose channel file is
+/// foreign or crafted says so (once, from `poll`, and in the node's error
+/// log) instead of staying unconnected in silence, and attaches when a good
+/// file replaces it; a stale file of a dead publisher is not joined over and
+/// over (it used to flap: NewSession, PublisherGone, several times a second).
+#[test]
+fn a_bad_or_stale_channel_file_is_reported_once_and_never_flaps() {
+    let (mut node, dir) = node(ThreadingMode::Invoker);
+    // A foreign file where shm:bad stream 1's ring would be.
+    std::fs::write(dir.join("bad.1"), vec![0xAB; 8192]).unwrap();
+    let mut sub = node.subscription("shm:bad", 1).unwrap();
+    let mut errors = Vec::new();
+    let mut events = Vec::new();
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_millis(300) {
+        match sub.poll(16, |e| events.push(format!("{e:?}"))) {
+            Ok(_) => {}
+            Err(e) => errors.push(e.to_string()),
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    assert_eq!(errors.len(), 1, "reported once: {errors:?}");
+    assert!(
+        errors[0].contains("not a weft shared-memory region"),
+        "{errors:?}"
+    );
+    assert!(events.is_empty(), "{events:?}");
+    let logged = weft::weft_counters::CountersReader::open(node.counters().path().unwrap())
+        .unwrap()
+        .errors();
+    assert!(
+        logged.iter().any(|e| e.text.contains("cannot attach")),
+        "{logged:?}"
+    );
+    // The publisher comes: it replaces the file (a foreign file is never
+    // deleted by weft; the operator removes it), and the subscription attaches.
+    std::fs::remove_file(dir.join("bad.1")).unwrap();
+    let mut publ = node.publication("shm:bad", 1).unwrap();
+    let started = Instant::now();
+    while !sub.is_connected() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "never attached"
+        );
+        sub.poll(16, |_| {}).unwrap();
+    }
+    let _ = publ.offer(b"x");
+
+    // A stale file: its publisher closed without removing it (a crash).
+    let opts = weft_shm::ShmOptions {
+        remove_on_drop: false,
+        ..weft_shm::ShmOptions::in_dir(&dir)
+    };
+    let cfg =
+        weft_shm::broadcast::BroadcastConfig::new(4096, 4, weft_shm::broadcast::Mode::Reliable);
+    drop(weft_shm::broadcast::Producer::create(&opts, "stale.1", &cfg).unwrap());
+    let mut stale = node.subscription("shm:stale", 1).unwrap();
+    let mut events = Vec::new();
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_millis(300) {
+        stale.poll(16, |e| events.push(format!("{e:?}"))).unwrap();
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    assert!(events.is_empty(), "a stale file flaps: {events:?}");
+    assert!(!stale.is_connected());
+    drop((publ, sub, stale));
+    node.close().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}

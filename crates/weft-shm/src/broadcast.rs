@@ -875,6 +875,21 @@ impl Consumer {
             }
             self.cursor += frame_len as u64;
         }
+        if delivered > 0 {
+            // The frames were read in place while we were a live consumer;
+            // if the producer evicted us meanwhile (a stall longer than the
+            // eviction or slow-consumer timeout), it may have written over
+            // them while the callback read them. Checked after the reads,
+            // as a seqlock reader checks its sequence: the producer's CAS
+            // of our state comes before any such write.
+            fence(Ordering::Acquire);
+            if self.slot().state.load(Ordering::Relaxed) != ACTIVE {
+                return Err(PollError::Overrun {
+                    from: start,
+                    to: self.cursor,
+                });
+            }
+        }
         if self.cursor != start {
             // SYNC POINT: pairs with the producer's Acquire load in `rescan`.
             self.slot().cursor.store(self.cursor, Ordering::Release);
@@ -1123,6 +1138,54 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A consumer that stalls inside its callback, holding a frame read in
+    /// place, past the eviction timeout: the producer evicts it and writes
+    /// over that frame. The poll says so (`Overrun`, with the frames it had
+    /// handed over) instead of returning as if the bytes had been stable.
+    /// (Failed before: `Ok(1)`, and the callback's slice had changed.)
+    #[test]
+    fn a_consumer_evicted_while_reading_in_place_is_told_its_frames_may_have_changed() {
+        let config = BroadcastConfig {
+            eviction_timeout: Duration::from_millis(5),
+            ..BroadcastConfig::new(1024, 2, Mode::Reliable)
+        };
+        let mut p = channel(config).unwrap();
+        let mut c = p.join().unwrap();
+        let mut live = p.join().unwrap();
+        p.offer(1, &[1u8; 64]).unwrap();
+        let (go, wait) = std::sync::mpsc::channel::<()>();
+        let (done, finished) = std::sync::mpsc::channel::<u64>();
+        let producer = std::thread::spawn(move || {
+            wait.recv().unwrap(); // the consumer is inside its callback
+            let started = std::time::Instant::now();
+            let mut written = 0u64;
+            // Until it is evicted, and then a whole ring more.
+            while p.evictions() == 0 || written < 4096 {
+                assert!(started.elapsed() < Duration::from_secs(30), "never evicted");
+                if p.offer(1, &[2u8; 64]).is_ok() && p.evictions() > 0 {
+                    written += 64;
+                }
+                live.poll(usize::MAX, |_| {}).unwrap();
+            }
+            done.send(written).unwrap();
+            p
+        });
+        // (The callback does not look at its slice after the stall: that
+        // is the race the error reports.)
+        let r = c.poll(1, |f| {
+            assert_eq!(f.payload(), &[1u8; 64]);
+            go.send(()).unwrap();
+            finished.recv().unwrap();
+        });
+        let p = producer.join().unwrap();
+        assert!(
+            matches!(r, Err(PollError::Overrun { from: 0, to: 80 })),
+            "{r:?}"
+        );
+        let skipped = c.rejoin();
+        assert_eq!(skipped.end, p.position());
     }
 
     #[test]

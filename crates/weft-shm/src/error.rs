@@ -194,10 +194,22 @@ pub enum PollError {
         /// Frames skipped over.
         missed: u64,
     },
-    /// Reliable broadcast: this consumer was evicted for making no progress within
-    /// the eviction timeout. Join again to resume from the newest frame.
-    #[error("evicted by the producer for making no progress")]
+    /// Reliable broadcast: this consumer was evicted (dead to the producer,
+    /// stuck for the eviction timeout, or too slow for the slow-consumer
+    /// timeout). Join again to resume from the newest frame.
+    #[error("evicted by the producer (stuck or too slow)")]
     Evicted,
+    /// Reliable broadcast: this consumer was evicted while the frames this
+    /// poll handed to the callback (ring positions `from..to`) were being
+    /// read in place, so the producer may have written over them meanwhile:
+    /// treat them as lost. Join again to resume from the newest frame.
+    #[error("evicted while reading frames at positions {from}..{to}: they may have changed during the read")]
+    Overrun {
+        /// Ring position of the first frame handed over in that poll.
+        from: u64,
+        /// Ring position after the last.
+        to: u64,
+    },
     /// MPSC: a producer died between claim and commit; its frame was skipped.
     #[error("skipped a {len}-byte frame at position {position} left by dead producer pid {pid}")]
     SkippedDeadProducer {

@@ -886,6 +886,21 @@ impl Consumer {
             }
             self.cursor += frame_len as u64;
         }
+        if delivered > 0 {
+            // The frames were read in place while we were a live consumer;
+            // if the producer evicted us meanwhile (a stall longer than the
+            // eviction or slow-consumer timeout), it may have written over
+            // them while the callback read them. Checked after the reads,
+            // as a seqlock reader checks its sequence: the producer's CAS
+            // of our state comes before any such write.
+            fence(Ordering::Acquire);
+            if self.slot().state.load(Ordering::Relaxed) != ACTIVE {
+                return Err(PollError::Overrun {
+                    from: start,
+                    to: self.cursor,
+                });
+            }
+        }
         if self.cursor != start {
             self.last_probe = 0;
             // SYNC POINT: pairs with the producers' Acquire load in `rescan`.

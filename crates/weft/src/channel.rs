@@ -96,8 +96,11 @@ pub enum LossUnit {
     /// lost, however many a datagram held.
     Datagrams,
     /// Bytes of a shared-memory ring (its positions, frame headers
-    /// included): this subscription was evicted, a whole ring behind, and
-    /// rejoined at the newest message. On a UDP subscription the ring is
+    /// included): this subscription was evicted (stuck, or too slow under
+    /// the slow-subscriber policy) and rejoined at the newest message. If it
+    /// was evicted while a poll's messages were being read in place, the
+    /// range starts at those messages: the producer may have written over
+    /// them during the callback, so they count as lost too. On a UDP subscription the ring is
     /// the process's own copy of the stream, which carries every session:
     /// `session_id` is 0 then.
     RingBytes,
@@ -703,6 +706,19 @@ fn udp_max(tx: &mpsc::Producer) -> usize {
 /// Why a subscription cannot go on.
 #[derive(Debug, thiserror::Error)]
 pub enum SubscribeError {
+    /// Shared memory: the channel's file is there but cannot be used (not a
+    /// weft ring, corrupt, another version, not ours to open, an untrusted
+    /// directory). Returned once per distinct problem (and written to the
+    /// node's error log); the subscription keeps looking, and attaches when
+    /// a good file replaces it.
+    #[error("channel {uri}: cannot attach: {source}")]
+    Attach {
+        /// The channel.
+        uri: String,
+        /// What is wrong with the file.
+        #[source]
+        source: weft_shm::ShmError,
+    },
     /// The ring holds data no weft writer produced; the subscription stopped
     /// there rather than hand out garbage.
     #[error("channel {uri}: {source}")]
@@ -723,6 +739,10 @@ pub(crate) enum SubInner {
         ring: Option<ShmReader>,
         /// The attached ring's session (see [`ShmReader::attach`]).
         session_id: u64,
+        /// The last attach failure reported (so each is reported once).
+        attach_error: Option<String>,
+        /// The node's counters file, for its error log.
+        file: Arc<CountersFile>,
         name: String,
         opts: ShmOptions,
         liveness_ns: u64,
@@ -895,11 +915,15 @@ impl Subscription {
                     // Stuck or too slow (the slow-consumer policy): the
                     // receive task went on without this subscription. Rejoin
                     // and say how much of the process's copy was skipped.
-                    Err(PollError::Evicted) => {
+                    Err(e @ (PollError::Evicted | PollError::Overrun { .. })) => {
                         let skipped = ring.rejoin();
+                        let from = match e {
+                            PollError::Overrun { from, .. } => from,
+                            _ => skipped.start,
+                        };
                         f(Event::Loss {
                             session_id: 0,
-                            from: skipped.start,
+                            from,
                             to: skipped.end,
                             unit: LossUnit::RingBytes,
                         });
@@ -915,8 +939,11 @@ impl Subscription {
             SubInner::Shm {
                 ring,
                 session_id: session,
+                attach_error,
+                file,
                 name,
                 opts,
+                liveness_ns,
                 empty_polls,
                 last_probe,
                 ..
@@ -927,11 +954,24 @@ impl Subscription {
                 }
                 if *last_probe == 0 || probe_due(empty_polls, last_probe, ATTACH_EVERY_NS) {
                     *last_probe = weft_shm::liveness::now_ns();
-                    if let Some((reader, session_id)) = ShmReader::attach(opts, name) {
-                        *ring = Some(reader);
-                        *session = session_id;
-                        f(Event::NewSession { session_id });
-                        return Ok(1);
+                    match ShmReader::attach(opts, name, *liveness_ns) {
+                        Ok(Some((reader, session_id))) => {
+                            *ring = Some(reader);
+                            *session = session_id;
+                            *attach_error = None;
+                            f(Event::NewSession { session_id });
+                            return Ok(1);
+                        }
+                        Ok(None) => {}
+                        Err(e) => {
+                            let text = e.to_string();
+                            if attach_error.as_deref() != Some(text.as_str()) {
+                                let uri = self.uri.to_string();
+                                file.log_error(&format!("{uri}: cannot attach: {text}"), 1);
+                                *attach_error = Some(text);
+                                return Err(SubscribeError::Attach { uri, source: e });
+                            }
+                        }
                     }
                 }
                 Ok(0)
@@ -993,16 +1033,22 @@ impl Subscription {
                 f(Event::PublisherGone { session_id });
                 Ok(1)
             }
-            PollError::Evicted => {
+            PollError::Evicted | PollError::Overrun { .. } => {
                 // Stuck, or too slow for too long: the publisher went on
                 // without us. Rejoin at the newest message and say what was
-                // lost: the ring bytes skipped over.
+                // lost: the ring bytes skipped over, from the messages just
+                // handed over if we were evicted while they were read (they
+                // may have changed under the callback).
                 let Some(r) = ring else { return Ok(0) };
                 let skipped = r.rejoin();
                 counters.other.add(1);
+                let from = match error {
+                    PollError::Overrun { from, .. } => from,
+                    _ => skipped.start,
+                };
                 f(Event::Loss {
                     session_id,
-                    from: skipped.start,
+                    from,
                     to: skipped.end,
                     unit: LossUnit::RingBytes,
                 });
@@ -1029,20 +1075,45 @@ impl ShmReader {
     /// the publisher's process id for a one-publisher ring, the ring's own
     /// id for a many-publisher ring (which is only joined while a
     /// publisher of it lives). `None` if there is nothing to join yet.
-    fn attach(opts: &ShmOptions, name: &str) -> Option<(Self, u64)> {
+    ///
+    /// `Ok(None)` while there is nothing to join yet: no file, a file still
+    /// being made, or a file whose publisher is gone (a crashed publisher's
+    /// leftover: joining it would only report it gone again, and again).
+    /// `Err` for a file that cannot be used.
+    fn attach(
+        opts: &ShmOptions,
+        name: &str,
+        liveness_ns: u64,
+    ) -> Result<Option<(Self, u64)>, weft_shm::ShmError> {
+        use weft_shm::ShmError;
         match broadcast::Consumer::attach(opts, name) {
             Ok(c) => {
                 let session_id = c.producer_id().map_or(0, |p| p.to_word());
-                Some((ShmReader::One(c), session_id))
-            }
-            Err(weft_shm::ShmError::WrongKind { .. }) => {
-                let ring = mp_broadcast::Ring::attach(opts, name).ok()?;
-                if ring.live_producers() == 0 {
-                    return None;
+                if matches!(c.producer_state(liveness_ns), PeerState::Gone(_)) {
+                    return Ok(None); // stale: its publisher is gone (the slot is freed on drop)
                 }
-                Some((ShmReader::Many(ring.consumer()?), ring.id()))
+                Ok(Some((ShmReader::One(c), session_id)))
             }
-            Err(_) => None,
+            Err(ShmError::WrongKind { .. }) => {
+                let ring = mp_broadcast::Ring::attach(opts, name)?;
+                if ring.live_producers() == 0 {
+                    return Ok(None);
+                }
+                match ring.consumer() {
+                    Some(c) => Ok(Some((ShmReader::Many(c), ring.id()))),
+                    None => Ok(None), // every slot in use: try again later
+                }
+            }
+            Err(ShmError::NotFound { .. } | ShmError::NotInitialized { .. }) => Ok(None),
+            // Every consumer slot taken: one may free.
+            Err(ShmError::RoleTaken { .. }) => Ok(None),
+            // A file its creator has made but not yet sized.
+            Err(ShmError::Truncated { len, .. })
+                if len < weft_shm::region::REGION_HEADER_LEN as u64 =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e),
         }
     }
 

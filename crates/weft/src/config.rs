@@ -158,19 +158,42 @@ impl Default for NodeConfig {
 impl NodeConfig {
     /// Checks ranges; the error names the field and what it accepts.
     pub fn validate(&self) -> Result<(), String> {
-        let pow2 = |v: usize| v.is_power_of_two() && v >= 4096;
+        let pow2 = |v: usize| v.is_power_of_two() && (4096..=1 << 40).contains(&v);
+        if self.dir.as_os_str().is_empty() {
+            return Err("dir = \"\": expected a directory (leave it out for the default)".into());
+        }
+        if self.name.is_empty()
+            || self.name.chars().count() > 64
+            || self.name.chars().any(char::is_control)
+        {
+            return Err(format!(
+                "name = {:?}: expected 1 to 64 characters, none of them control characters",
+                self.name
+            ));
+        }
+        for (key, v) in [
+            ("udp.rcvbuf", self.udp.rcvbuf),
+            ("udp.sndbuf", self.udp.sndbuf),
+        ] {
+            if !(4096..=1 << 31).contains(&v) {
+                return Err(format!("{key} = {v}: expected 4096 to 2^31 bytes"));
+            }
+        }
+        if self.slow_consumer_timeout.is_some_and(|d| d.is_zero()) {
+            return Err("slow_consumer_timeout = 0: expected more than 0, or none".into());
+        }
         if self.agents == 0 || self.agents > 64 {
             return Err(format!("agents = {}: expected 1 to 64", self.agents));
         }
         if !pow2(self.shm_capacity) {
             return Err(format!(
-                "shm_capacity = {}: expected a power of two, at least 4096",
+                "shm_capacity = {}: expected a power of two from 4096 to 2^40",
                 self.shm_capacity
             ));
         }
         if !pow2(self.local_ring) {
             return Err(format!(
-                "local_ring = {}: expected a power of two, at least 4096",
+                "local_ring = {}: expected a power of two from 4096 to 2^40",
                 self.local_ring
             ));
         }
@@ -355,6 +378,11 @@ mod tests {
             ("shm_capacity = 1000", "power of two"),
             ("[udp]\nmtu = 10", "udp.mtu"),
             ("agents = ", "line 1"),
+            ("dir = \"\"", "dir"),
+            ("name = \"a\\nb\"", "control"),
+            ("[udp]\nrcvbuf = 0", "udp.rcvbuf"),
+            ("shm_capacity = 9223372036854775808", "2^40"),
+            ("slow_consumer_timeout = \"0ms\"", "slow_consumer_timeout"),
         ] {
             let e = NodeConfig::from_toml(text).unwrap_err();
             assert!(e.contains(says), "{text:?}: {e}");

@@ -504,6 +504,8 @@ impl Node {
                 latency: self.latency_histogram(uri, stream),
                 ring: None,
                 session_id: 0,
+                attach_error: None,
+                file: self.counters.clone(),
                 name: shm_name(s, stream),
                 opts: self.shm.clone(),
                 liveness_ns: self.cfg.liveness_timeout.as_nanos() as u64,
