@@ -822,7 +822,10 @@ fn store_text(words: &Words, at: usize, max: usize, text: &str) {
     }
 }
 
-/// Reads text stored by [`store_text`]; invalid UTF-8 is replaced.
+/// Reads text stored by [`store_text`]; invalid UTF-8 is replaced, and so
+/// is every control character (by `?`): the file is another process's, and
+/// a newline or an escape sequence in a label must not forge a row of a
+/// tool's table or move its terminal's cursor.
 fn load_text(words: &Words, at: usize, max: usize) -> String {
     let mut bytes = Vec::with_capacity(max);
     for i in 0..max / 8 {
@@ -832,7 +835,10 @@ fn load_text(words: &Words, at: usize, max: usize) -> String {
         bytes.extend_from_slice(&w.to_le_bytes());
     }
     let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
-    String::from_utf8_lossy(&bytes[..end]).into_owned()
+    String::from_utf8_lossy(&bytes[..end])
+        .chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
 }
 
 /// Word `i` of `w` (Acquire); 0 past the end, so a corrupt file reads as
@@ -1787,6 +1793,20 @@ mod tests {
         );
         std::thread::sleep(Duration::from_millis(60));
         assert!(file.allocate(1, 99, "y").is_ok());
+        let _ = std::fs::remove_dir_all(&c.shm.dir);
+    }
+
+    /// A label with a newline or an escape sequence (any process can write
+    /// its own counters file) reads back with them replaced, so it cannot
+    /// forge a row of `weft-stat list` or drive the terminal.
+    #[test]
+    fn control_characters_in_a_label_read_back_replaced() {
+        let c = cfg("ctrl");
+        let file = CountersFile::create(&c, "evil\n12345 forged\x1b[2J").unwrap();
+        let _k = file.allocate(1, 0, "a\rb\tc").unwrap();
+        let r = CountersReader::open(file.path().unwrap()).unwrap();
+        assert_eq!(r.process_label(), "evil?12345 forged?[2J");
+        assert_eq!(r.counters()[0].label, "a?b?c");
         let _ = std::fs::remove_dir_all(&c.shm.dir);
     }
 
