@@ -1256,3 +1256,80 @@ fn a_bad_or_stale_channel_file_is_reported_once_and_never_flaps() {
     node.close().unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Issue 23, point 10: a live shared-memory channel's file truncated under
+/// both ends (by its owner: nobody else may write it) used to kill both
+/// with SIGBUS. Now the fault is caught: the subscription's poll says the
+/// file was truncated (and the publisher is gone), the publication refuses
+/// with `Closed`, both log it, and the process goes on.
+#[test]
+fn a_ring_file_truncated_under_both_ends_is_an_error_not_a_crash() {
+    let (mut node, dir) = node(ThreadingMode::Invoker);
+    let mut publ = node.publication("shm:cut", 2).unwrap();
+    let mut sub = node.subscription("shm:cut", 2).unwrap();
+    let started = Instant::now();
+    while !sub.is_connected() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "never attached"
+        );
+        sub.poll(16, |_| {}).unwrap();
+    }
+    let mut got = 0;
+    for i in 0..100u64 {
+        publ.offer(&i.to_le_bytes()).unwrap();
+    }
+    sub.poll(1000, |e| got += matches!(e, weft::Event::Message(_)) as u64)
+        .unwrap();
+    assert_eq!(got, 100);
+    // Cut the file to nothing under both mappings.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(dir.join("cut.2"))
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    let (mut sub_error, mut publ_error, mut events) = (None, None, Vec::new());
+    let started = Instant::now();
+    while sub_error.is_none() || publ_error.is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{sub_error:?} {publ_error:?} {events:?}"
+        );
+        if publ_error.is_none() {
+            match publ.offer(b"after the cut") {
+                Ok(()) | Err(weft::PublishError::BackPressured) => {}
+                Err(e) => publ_error = Some(e),
+            }
+        }
+        if sub_error.is_none() {
+            match sub.poll(64, |e| events.push(format!("{e:?}"))) {
+                Ok(_) => {}
+                Err(e) => sub_error = Some(e.to_string()),
+            }
+        }
+    }
+    assert_eq!(publ_error, Some(weft::PublishError::Closed));
+    assert!(
+        sub_error.as_deref().unwrap().contains("truncated"),
+        "{sub_error:?}"
+    );
+    assert!(
+        events.iter().any(|e| e.starts_with("PublisherGone")),
+        "{events:?}"
+    );
+    let logged = weft::weft_counters::CountersReader::open(node.counters().path().unwrap())
+        .unwrap()
+        .errors();
+    assert_eq!(
+        logged
+            .iter()
+            .filter(|e| e.text.contains("truncated"))
+            .count(),
+        2,
+        "{logged:?}"
+    );
+    drop((publ, sub));
+    node.close().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -334,6 +334,14 @@ pub struct Producer {
 }
 
 impl Producer {
+    /// Whether the ring's file was truncated under it while in use: the
+    /// ring is then unusable (it reads as empty, writes go nowhere) and the
+    /// process survived only because weft caught the fault. Not for every
+    /// call: one atomic load and a type check; false for heap rings.
+    pub fn truncated(&self) -> bool {
+        self.mem.truncated()
+    }
+
     fn new(mem: Mem, params: Params) -> Self {
         let tail = mem.ctrl().tail.load(Ordering::Acquire);
         let watch = vec![crate::peer::BlockerWatch::default(); mem.slots().len()];
@@ -663,6 +671,20 @@ pub struct Consumer {
 }
 
 impl Consumer {
+    /// The region this ring lives in, if it is a mapped ring.
+    #[cfg(not(loom))]
+    pub fn region(&self) -> Option<&crate::Region> {
+        self.mem.keep_alive().downcast_ref()
+    }
+
+    /// Whether the ring's file was truncated under it while in use: the
+    /// ring is then unusable (it reads as empty, writes go nowhere) and the
+    /// process survived only because weft caught the fault. Not for every
+    /// call: one atomic load and a type check; false for heap rings.
+    pub fn truncated(&self) -> bool {
+        self.mem.truncated()
+    }
+
     /// The ring position this consumer has read up to, in bytes (the
     /// producer's [`position`](Producer::position) once it has read
     /// everything). A plain field read.

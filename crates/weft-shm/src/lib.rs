@@ -55,6 +55,8 @@ pub mod mpsc;
 mod peer;
 #[cfg(not(loom))]
 pub mod region;
+#[cfg(not(loom))]
+mod sigbus;
 pub mod spsc;
 mod sync;
 

@@ -247,6 +247,21 @@ impl<C, S> RingMem<C, S> {
     pub(crate) fn keep_alive(&self) -> &KeepAlive {
         &self.keep
     }
+
+    /// Whether this is a mapped region whose file was truncated under it
+    /// (see the `sigbus` module); false for heap memory. One atomic load.
+    pub(crate) fn truncated(&self) -> bool {
+        #[cfg(not(loom))]
+        {
+            self.keep
+                .downcast_ref::<crate::region::Region>()
+                .is_some_and(crate::region::Region::truncated)
+        }
+        #[cfg(loom)]
+        {
+            false
+        }
+    }
 }
 
 /// Where the control block, the slots and the data area sit inside one block.

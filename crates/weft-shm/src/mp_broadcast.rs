@@ -409,6 +409,14 @@ pub struct Producer {
 }
 
 impl Producer {
+    /// Whether the ring's file was truncated under it while in use: the
+    /// ring is then unusable (it reads as empty, writes go nowhere) and the
+    /// process survived only because weft caught the fault. Not for every
+    /// call: one atomic load and a type check; false for heap rings.
+    pub fn truncated(&self) -> bool {
+        self.mem.truncated()
+    }
+
     fn join(mem: Mem, params: Params) -> Option<Self> {
         let me = ProcessId::current();
         let slot = params.consumers
@@ -739,6 +747,20 @@ pub struct Consumer {
 }
 
 impl Consumer {
+    /// The region this ring lives in, if it is a mapped ring.
+    #[cfg(not(loom))]
+    pub fn region(&self) -> Option<&crate::Region> {
+        self.mem.keep_alive().downcast_ref()
+    }
+
+    /// Whether the ring's file was truncated under it while in use: the
+    /// ring is then unusable (it reads as empty, writes go nowhere) and the
+    /// process survived only because weft caught the fault. Not for every
+    /// call: one atomic load and a type check; false for heap rings.
+    pub fn truncated(&self) -> bool {
+        self.mem.truncated()
+    }
+
     fn join(mem: Mem, params: Params) -> Option<Self> {
         let me = ProcessId::current();
         let slot = consumer_slots(&mem, &params)

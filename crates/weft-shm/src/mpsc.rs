@@ -289,6 +289,14 @@ pub struct Producer {
 }
 
 impl Producer {
+    /// Whether the ring's file was truncated under it while in use: the
+    /// ring is then unusable (it reads as empty, writes go nowhere) and the
+    /// process survived only because weft caught the fault. Not for every
+    /// call: one atomic load and a type check; false for heap rings.
+    pub fn truncated(&self) -> bool {
+        self.mem.truncated()
+    }
+
     fn join(mem: Mem, params: Params) -> Option<Self> {
         let me = ProcessId::current();
         // A dead producer's slot with a claim outstanding is left for the consumer,
@@ -521,6 +529,14 @@ pub struct Consumer {
 }
 
 impl Consumer {
+    /// Whether the ring's file was truncated under it while in use: the
+    /// ring is then unusable (it reads as empty, writes go nowhere) and the
+    /// process survived only because weft caught the fault. Not for every
+    /// call: one atomic load and a type check; false for heap rings.
+    pub fn truncated(&self) -> bool {
+        self.mem.truncated()
+    }
+
     /// The ring position read up to (bytes since creation). A field read.
     pub fn position(&self) -> u64 {
         self.head

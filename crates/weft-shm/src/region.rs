@@ -219,6 +219,8 @@ pub enum CreatorState {
 #[derive(Debug)]
 pub struct Region {
     path: PathBuf,
+    /// The mapping's entry in the SIGBUS registry (dropped before `map`).
+    guard: crate::sigbus::Guard,
     map: MmapRaw,
     info: RegionInfo,
     /// The creator's handle with [`ShmOptions::remove_on_drop`]: the
@@ -464,6 +466,7 @@ impl Region {
         unsafe { (map.as_mut_ptr() as *mut RegionInfo).write(info) };
         let region = Self {
             path: path.to_owned(),
+            guard: crate::sigbus::register(map.as_mut_ptr(), total_len),
             map,
             info,
             remove_on_drop: None,
@@ -615,6 +618,7 @@ impl Region {
         }
         let mut region = Self {
             path: path.to_owned(),
+            guard: crate::sigbus::register(map.as_mut_ptr(), len as usize),
             map,
             info,
             remove_on_drop: None,
@@ -709,6 +713,15 @@ impl Region {
             Err(e) => return Err(e),
         }
         dir.remove(&path, name)
+    }
+
+    /// Whether the file was truncated under the mapping (someone shrank it
+    /// while it was in use): what lay past its new end reads as zeros and
+    /// writes there go nowhere; the ring is unusable. One atomic load. See
+    /// the `sigbus` module: without it, the access would have killed the
+    /// process.
+    pub fn truncated(&self) -> bool {
+        self.guard.truncated()
     }
 
     /// The header fields.

@@ -295,6 +295,14 @@ pub struct Producer {
 }
 
 impl Producer {
+    /// Whether the ring's file was truncated under it while in use: the
+    /// ring is then unusable (it reads as empty, writes go nowhere) and the
+    /// process survived only because weft caught the fault. Not for every
+    /// call: one atomic load and a type check; false for heap rings.
+    pub fn truncated(&self) -> bool {
+        self.mem.truncated()
+    }
+
     fn new(mem: Mem, max_payload: usize) -> Self {
         let mut tail = mem.ctrl().tail.load(Ordering::Acquire);
         // After a crashed producer, frames may be committed past the recorded tail
@@ -601,6 +609,14 @@ pub struct Consumer {
 }
 
 impl Consumer {
+    /// Whether the ring's file was truncated under it while in use: the
+    /// ring is then unusable (it reads as empty, writes go nowhere) and the
+    /// process survived only because weft caught the fault. Not for every
+    /// call: one atomic load and a type check; false for heap rings.
+    pub fn truncated(&self) -> bool {
+        self.mem.truncated()
+    }
+
     fn new(mem: Mem, max_payload: usize) -> Self {
         let head = mem.ctrl().head.load(Ordering::Acquire);
         let release_every = (mem.area.capacity() as u64 / 8).min(RELEASE_BATCH);

@@ -260,6 +260,8 @@ pub(crate) struct EvictionLog {
     prefix: String,
     counter: Counter,
     seen: u64,
+    /// The ring's file was found truncated (logged once).
+    truncated: bool,
 }
 
 impl EvictionLog {
@@ -269,6 +271,7 @@ impl EvictionLog {
             prefix: prefix.to_owned(),
             counter: set.make(types::SHM_EVICTIONS, "subscribers evicted"),
             seen: 0,
+            truncated: false,
         }
     }
 
@@ -385,7 +388,7 @@ impl PubInner {
                 counters,
             } => recount(connected, until_check, || {
                 note_evictions(counters, ring.evictions(), ring.last_eviction());
-                ring.consumers() > 0
+                ring.consumers() > 0 && !ring.truncated()
             }),
             PubInner::ShmMany {
                 ring,
@@ -394,7 +397,7 @@ impl PubInner {
                 counters,
             } => recount(connected, until_check, || {
                 note_evictions(counters, ring.evictions(), ring.last_eviction());
-                ring.consumers() > 0
+                ring.consumers() > 0 && !ring.truncated()
             }),
             PubInner::Udp { tx, .. } => SenderStatus(tx.consumer_status()).connected(),
         }
@@ -448,6 +451,9 @@ impl PubInner {
             return Err(PublishError::TooLarge { len, max });
         }
         if !self.connected_now() {
+            if let PubInner::ShmMany { ring, counters, .. } = self {
+                return Err(shm_unconnected(counters, ring.truncated()));
+            }
             return Err(PublishError::NotConnected);
         }
         let err = |e: ClaimError| claim_error(e, len, max);
@@ -499,6 +505,24 @@ fn note_evictions(counters: &mut ShmCounters, total: u64, last: Option<weft_shm:
     }
 }
 
+/// Why a shared-memory publication with no subscriber in sight refuses:
+/// `Closed` if its ring's file was truncated under it (logged once: the
+/// ring is unusable), else `NotConnected`.
+#[cold]
+fn shm_unconnected(counters: &mut ShmCounters, truncated: bool) -> PublishError {
+    if !truncated {
+        return PublishError::NotConnected;
+    }
+    if let Some(log) = &mut counters.evictions {
+        if !log.truncated {
+            log.truncated = true;
+            log.file
+                .log_error(&format!("{}: ring file truncated under it", log.prefix), 1);
+        }
+    }
+    PublishError::Closed
+}
+
 /// A shared-memory publication's subscriber count as the hot path sees it:
 /// counted (`count`) on every call while there were none, and every
 /// [`RECHECK_EVERY`] calls while there are some.
@@ -529,9 +553,9 @@ fn shm_admit(
     }
     if !recount(connected, until_check, || {
         note_evictions(counters, ring.evictions(), ring.last_eviction());
-        ring.consumers() > 0
+        ring.consumers() > 0 && !ring.truncated()
     }) {
-        return Err(PublishError::NotConnected);
+        return Err(shm_unconnected(counters, ring.truncated()));
     }
     Ok(max)
 }
@@ -875,7 +899,7 @@ impl Subscription {
         });
         match result {
             Ok(0) if !clock_due(empty_polls) => Ok(0),
-            Ok(0) => Ok(self.probe_publisher(&mut f)),
+            Ok(0) => self.probe_publisher(&mut f),
             Ok(n) => {
                 *empty_polls = 0;
                 // Events other than messages are rare: count them in.
@@ -984,29 +1008,48 @@ impl Subscription {
     /// that a publisher is still there. Returns the events handed to `f`.
     #[cold]
     #[inline(never)]
-    fn probe_publisher<F: FnMut(Event<'_>)>(&mut self, f: &mut F) -> usize {
+    fn probe_publisher<F: FnMut(Event<'_>)>(&mut self, f: &mut F) -> Result<usize, SubscribeError> {
         let SubInner::Shm {
             ring,
             session_id,
             liveness_ns,
             last_probe,
+            file,
             ..
         } = &mut self.inner
         else {
-            return 0;
+            return Ok(0);
         };
-        let gone = match ring {
-            Some(r) => time_passed(last_probe, *liveness_ns / 4) && r.publishers_gone(*liveness_ns),
-            None => false,
-        };
+        let Some(r) = ring else { return Ok(0) };
+        if r.truncated() {
+            // The file was cut under the mapping (weft caught the fault):
+            // what lay past the cut is gone, and the ring is unusable.
+            let path = r.path();
+            *ring = None;
+            let uri = self.uri.to_string();
+            file.log_error(&format!("{uri}: ring file truncated under it"), 1);
+            f(Event::PublisherGone {
+                session_id: *session_id,
+            });
+            return Err(SubscribeError::Attach {
+                uri,
+                source: weft_shm::ShmError::Corrupt {
+                    path,
+                    what: "truncated while in use: messages past the cut are lost; \
+                           the publisher must make the ring anew"
+                        .into(),
+                },
+            });
+        }
+        let gone = time_passed(last_probe, *liveness_ns / 4) && r.publishers_gone(*liveness_ns);
         if !gone {
-            return 0;
+            return Ok(0);
         }
         *ring = None;
         f(Event::PublisherGone {
             session_id: *session_id,
         });
-        1
+        Ok(1)
     }
 
     /// An attached shared-memory subscription's ring said `error`.
@@ -1146,6 +1189,23 @@ impl ShmReader {
             ShmReader::One(c) => c.rejoin(),
             ShmReader::Many(c) => c.rejoin(),
         }
+    }
+
+    /// Whether the ring's file was truncated under it.
+    fn truncated(&self) -> bool {
+        match self {
+            ShmReader::One(c) => c.truncated(),
+            ShmReader::Many(c) => c.truncated(),
+        }
+    }
+
+    /// The ring's file, for messages.
+    fn path(&self) -> std::path::PathBuf {
+        let region = match self {
+            ShmReader::One(c) => c.region(),
+            ShmReader::Many(c) => c.region(),
+        };
+        region.map(|r| r.path().to_owned()).unwrap_or_default()
     }
 
     /// Whether every publisher is gone (probes processes: not for the hot path).
