@@ -90,7 +90,7 @@ const SCENARIOS: &[Scenario] = scenarios![
     "udp-pingpong-loss1", Udp, SIZE, "udp-pingpong with 1 % injected loss at each end";
     "udp-pingpong-loss5", Udp, SIZE, "udp-pingpong with 5 % injected loss at each end";
     "api-udp-pingpong", Udp, SIZE, "udp-pingpong through the public API (weft::Node in invoker mode, udp: channels), two pinned threads";
-    "udp-interleaved", Udp, NONE, "floor-udp, floor-mcast, udp-pingpong and api-udp-pingpong in alternating blocks on the same threads (4 rows)";
+    "udp-interleaved", Udp, NONE, "floor-udp, floor-mcast, udp-pingpong, api-udp-pingpong and udp-pingpong with authenticated datagrams in alternating blocks on the same threads (5 rows)";
     "mcast-throughput", Udp, SIZE, "weft one-way multicast stream on 127.0.0.1, 64-byte messages batched per datagram (msgs/s)";
     "mcast-throughput-loss0.1", Udp, SIZE, "mcast-throughput with 0.1 % of datagrams dropped at the subscriber (seeded), repaired by NAK";
     "mcast-throughput-loss1", Udp, SIZE, "mcast-throughput with 1 % injected loss";

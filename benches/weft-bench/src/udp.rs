@@ -136,12 +136,25 @@ fn side(
     seed: u64,
     loss_pct: Option<f64>,
 ) -> (Publication, Subscription) {
-    let publ = Publication::open(&ChannelConfig::new(out), SenderConfig::new(1, seed))
-        .expect("open publication");
+    side_keyed(out, inn, seed, loss_pct, None)
+}
+
+/// [`side`], with every datagram authenticated by `key` when given.
+fn side_keyed(
+    out: SocketAddrV4,
+    inn: SocketAddrV4,
+    seed: u64,
+    loss_pct: Option<f64>,
+    key: Option<&weft_proto::auth::AuthKey>,
+) -> (Publication, Subscription) {
+    let mut scfg = SenderConfig::new(1, seed);
+    scfg.auth = key.cloned();
+    let publ = Publication::open(&ChannelConfig::new(out), scfg).expect("open publication");
     let mut sub_cfg = ChannelConfig::new(inn);
     sub_cfg.loss = loss_pct.map(|pct| loss(pct, seed + 2));
-    let sub =
-        Subscription::open(&sub_cfg, ReceiverConfig::new(1, seed + 1)).expect("open subscription");
+    let mut rcfg = ReceiverConfig::new(1, seed + 1);
+    rcfg.auth = key.cloned();
+    let sub = Subscription::open(&sub_cfg, rcfg).expect("open subscription");
     (publ, sub)
 }
 
@@ -396,8 +409,9 @@ pub fn raw_throughput(clock: Clock, warmup: u64, samples: u64) -> Outcome {
 /// Round trips per block of [`interleaved`].
 const BLOCK: u64 = 2_000;
 
-/// `udp-interleaved`: `floor-udp`, `floor-mcast`, `udp-pingpong` and
-/// `api-udp-pingpong` in alternating
+/// `udp-interleaved`: `floor-udp`, `floor-mcast`, `udp-pingpong`,
+/// `api-udp-pingpong` and `udp-pingpong` with authenticated datagrams
+/// (HMAC-SHA256 on every datagram both ways) in alternating
 /// blocks of [`BLOCK`] round trips on the same two pinned threads, so all four
 /// see the same machine state. This VM's round trip drifts between levels for
 /// seconds at a time; scenarios run one after the other can land on different
@@ -413,6 +427,10 @@ pub fn interleaved(clock: Clock, warmup: u64, samples: u64) -> Vec<Outcome> {
     let (w_ping, w_pong) = (group(8), group(9));
     let (mut a_pub, mut a_sub) = side(w_ping, w_pong, 30, None);
     let (mut b_pub, mut b_sub) = side(w_pong, w_ping, 40, None);
+    let key = weft_proto::auth::AuthKey::new(&[0x5A; 32]).expect("a 32-byte key");
+    let (k_ping, k_pong) = (group(12), group(13));
+    let (mut ka_pub, mut ka_sub) = side_keyed(k_ping, k_pong, 50, None, Some(&key));
+    let (mut kb_pub, mut kb_sub) = side_keyed(k_pong, k_ping, 60, None, Some(&key));
     let (api_ping, api_pong) = (api::udp_uri(10), api::udp_uri(11));
     let (mut na, mut nb) = (api::invoker_node(), api::invoker_node());
     let mut na_sub = na.subscription(&api_pong, 1).expect("pong subscription");
@@ -441,14 +459,19 @@ pub fn interleaved(clock: Clock, warmup: u64, samples: u64) -> Vec<Outcome> {
                 );
                 nb.do_work();
             }
+            for _ in 0..BLOCK {
+                echo_one(&mut kb_pub, &mut kb_sub, &mut buf);
+            }
         }
         drain(&mut b_pub, &mut b_sub);
+        drain(&mut kb_pub, &mut kb_sub);
         for _ in 0..1000 {
             nb.do_work();
         }
     });
     pin(0);
     let mut h = [
+        Recorder::new(),
         Recorder::new(),
         Recorder::new(),
         Recorder::new(),
@@ -495,14 +518,28 @@ pub fn interleaved(clock: Clock, warmup: u64, samples: u64) -> Vec<Outcome> {
             record(&mut h[3], t0);
             assert_eq!(&buf[..n], &msg[..], "api reply {i} of block {b}");
         }
+        for i in 0..BLOCK {
+            msg[..8].copy_from_slice(&(b * BLOCK + i).to_le_bytes());
+            let t0 = ticks();
+            send(&mut ka_pub, &msg);
+            let n = await_message(&mut ka_pub, &mut ka_sub, &mut buf);
+            record(&mut h[4], t0);
+            assert_eq!(&buf[..n], &msg[..], "authenticated reply {i} of block {b}");
+        }
     }
     echo.join().expect("echo thread");
     let note =
-        "interleaved in blocks of 2000 round trips with the other three kinds, same 2 pinned threads";
+        "interleaved in blocks of 2000 round trips with the other four kinds, same 2 pinned threads";
     vec![
         Outcome::latency("interleaved-floor-udp", 64, &h[0], note),
         Outcome::latency("interleaved-floor-mcast", 64, &h[1], note),
         Outcome::latency("interleaved-udp-pingpong", 32, &h[2], note),
         Outcome::latency("interleaved-api-udp-pingpong", 32, &h[3], note),
+        Outcome::latency(
+            "interleaved-udp-pingpong-auth",
+            32,
+            &h[4],
+            "interleaved as the others; every datagram both ways carries an HMAC-SHA256 tag (16 bytes) that the other end checks",
+        ),
     ]
 }
