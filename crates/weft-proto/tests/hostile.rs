@@ -501,3 +501,24 @@ fn authenticated_streams_flow_and_unauthenticated_datagrams_are_dropped() {
     let want: Vec<String> = (0..300).map(|i| format!("m{i}")).collect();
     assert_eq!(got, want);
 }
+
+/// A NAK of a session this receiver does not follow is dropped and counted,
+/// not silently ignored (issue 23, point 9).
+#[test]
+fn a_foreign_nak_is_counted_as_dropped() {
+    let mut tx = Sender::new(SenderConfig::new(7, 1)).unwrap();
+    let mut rx = Receiver::new(ReceiverConfig::new(7, 3)).unwrap();
+    let mut buf = vec![0u8; 2048];
+    tx.offer(1, b"hello").unwrap();
+    pump(&mut tx, 1, &mut rx, &mut buf);
+    let dropped = rx.stats().dropped;
+    let h = Header {
+        stream_id: 7,
+        session_id: 0xF0E1_0000,
+    };
+    let n = Frame::Nak(Nak::new(99, &[SeqRange { from: 0, to: 5 }]))
+        .emit(h, &mut buf)
+        .unwrap();
+    rx.handle_datagram(2, SRC, &buf[..n]);
+    assert_eq!(rx.stats().dropped, dropped + 1);
+}
