@@ -678,6 +678,16 @@ fn child_fanin_publisher() {
     }
 }
 
+/// Polls a fan-in subscription once: messages checked with [`in_order`],
+/// other events kept as text.
+fn poll_fanin(sub: &mut weft::Subscription, next: &mut [u64; 3], events: &mut Vec<String>) {
+    sub.poll(256, |e| match e {
+        weft::Event::Message(m) => in_order(next, m),
+        other => events.push(format!("{other:?}")),
+    })
+    .unwrap();
+}
+
 /// Checks message `(id << 32) | i` is publisher `id`'s next, and counts it.
 fn in_order(next: &mut [u64; 3], m: &[u8]) {
     let v = u64::from_le_bytes(m.try_into().unwrap());
@@ -755,11 +765,7 @@ fn a_killed_unreaped_publisher_does_not_wedge_a_many_publisher_channel() {
     let mut next = [0u64; 3];
     let mut events = Vec::new();
     while !claimed.is_finished() {
-        sub.poll(256, |e| match e {
-            weft::Event::Message(m) => in_order(&mut next, m),
-            other => events.push(format!("{other:?}")),
-        })
-        .unwrap();
+        poll_fanin(&mut sub, &mut next, &mut events);
         std::thread::sleep(Duration::from_millis(1));
     }
     claimed.join().unwrap();
@@ -775,11 +781,7 @@ fn a_killed_unreaped_publisher_does_not_wedge_a_many_publisher_channel() {
             started.elapsed() < Duration::from_secs(60),
             "got {next:?} with the zombie unreaped: {events:?}"
         );
-        sub.poll(256, |e| match e {
-            weft::Event::Message(m) => in_order(&mut next, m),
-            other => events.push(format!("{other:?}")),
-        })
-        .unwrap();
+        poll_fanin(&mut sub, &mut next, &mut events);
     }
     assert_eq!(
         next[2], 10,
@@ -818,11 +820,7 @@ fn several_processes_publish_one_shm_channel() {
             started.elapsed() < Duration::from_secs(120),
             "got {next:?}: {events:?}"
         );
-        sub.poll(256, |e| match e {
-            weft::Event::Message(m) => in_order(&mut next, m),
-            other => events.push(format!("{other:?}")),
-        })
-        .unwrap();
+        poll_fanin(&mut sub, &mut next, &mut events);
         if !killed && next[2] >= COUNT / 2 {
             wait_for_word(&mut half, "half");
             nix::sys::signal::kill(

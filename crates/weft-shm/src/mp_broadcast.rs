@@ -560,39 +560,27 @@ impl Producer {
             if now == 0 {
                 now = now_ns().max(1);
             }
-            let reason = if cursor + cap < need {
-                // This consumer blocks us: is it dead, or has it not moved
-                // for the eviction timeout?
-                let progress = slot.progress.load(Ordering::Relaxed);
-                let timeout = self.params.eviction_timeout_ns;
-                self.watch[i].should_evict(progress, now, timeout, &slot.peer)
-            } else {
-                self.watch[i].clear();
-                None
-            };
-            // Or is it slow: more than half a ring behind for the slow
-            // timeout, however much it reads?
-            let reason = reason.or_else(|| {
-                let slow = self.params.slow_consumer_ns?;
-                self.watch[i]
-                    .too_slow(cursor + cap / 2 < need, now, slow)
-                    .then_some(crate::peer::EvictReason::Slow)
-            });
-            if let Some(reason) = reason {
-                if slot
-                    .state
-                    .compare_exchange(ACTIVE, EVICTED, Ordering::AcqRel, Ordering::Relaxed)
-                    .is_ok()
-                {
-                    self.mem.ctrl().evictions.fetch_add(1, Ordering::Relaxed);
-                    self.last_eviction = Some(crate::peer::Eviction {
-                        pid: ProcessId::from_word(slot.peer.holder.load(Ordering::Relaxed))
-                            .map_or(0, |p| p.pid),
-                        reason,
-                    });
-                    self.watch[i].reset();
-                    continue;
-                }
+            let (timeout, slow) = (
+                self.params.eviction_timeout_ns,
+                self.params.slow_consumer_ns,
+            );
+            let reason = self.watch[i].judge(
+                cursor,
+                need,
+                cap,
+                now,
+                &slot.progress,
+                &slot.peer,
+                timeout,
+                slow,
+            );
+            let evictions = &self.mem.ctrl().evictions;
+            if let Some(e) = reason.and_then(|r| {
+                crate::peer::evict(&slot.state, (ACTIVE, EVICTED), evictions, &slot.peer, r)
+            }) {
+                self.last_eviction = Some(e);
+                self.watch[i].reset();
+                continue;
             }
             min = min.min(cursor);
         }

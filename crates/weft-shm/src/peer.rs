@@ -205,6 +205,36 @@ impl BlockerWatch {
         now - self.lag_since >= slow_ns
     }
 
+    /// A producer's rescan looks at an active consumer at `cursor` while it
+    /// wants room up to `need` in a ring of `cap` bytes: whether to evict it,
+    /// and why (dead or stuck while it blocks; slow, with a slow-consumer
+    /// timeout, however much it reads). See the module doc of each ring.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn judge(
+        &mut self,
+        cursor: u64,
+        need: u64,
+        cap: u64,
+        now: u64,
+        progress: &AtomicU64,
+        peer: &PeerWords,
+        timeout_ns: u64,
+        slow_ns: Option<u64>,
+    ) -> Option<EvictReason> {
+        let reason = if cursor + cap < need {
+            // It blocks us: is it dead, or has it not moved for the timeout?
+            self.should_evict(progress.load(Ordering::Relaxed), now, timeout_ns, peer)
+        } else {
+            self.clear();
+            None
+        };
+        // Or is it slow: more than half a ring behind for the slow timeout?
+        reason.or_else(|| {
+            self.too_slow(cursor + cap / 2 < need, now, slow_ns?)
+                .then_some(EvictReason::Slow)
+        })
+    }
+
     /// The consumer does not block the producer: forget what it did while it
     /// blocked (not its lagging spell).
     pub(crate) fn clear(&mut self) {
@@ -215,6 +245,24 @@ impl BlockerWatch {
     pub(crate) fn reset(&mut self) {
         *self = Self::default();
     }
+}
+
+/// Moves a consumer slot from `active` to `evicted` (CAS, so a consumer
+/// leaving at the same moment wins), counts it in `evictions`, and names the
+/// consumer; `None` if the slot was no longer active.
+pub(crate) fn evict(
+    state: &AtomicU32,
+    (active, evicted): (u32, u32),
+    evictions: &AtomicU64,
+    peer: &PeerWords,
+    reason: EvictReason,
+) -> Option<Eviction> {
+    state
+        .compare_exchange(active, evicted, Ordering::AcqRel, Ordering::Relaxed)
+        .ok()?;
+    evictions.fetch_add(1, Ordering::Relaxed);
+    let pid = ProcessId::from_word(peer.holder.load(Ordering::Relaxed)).map_or(0, |p| p.pid);
+    Some(Eviction { pid, reason })
 }
 
 /// The last consumer a producer evicted: who, and why.

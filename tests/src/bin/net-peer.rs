@@ -340,13 +340,17 @@ fn hostile(o: &Opts) {
     }
 }
 
+/// A socket to send hostile datagrams from, and the group's address.
+fn hostile_socket(ch: &ChannelConfig) -> (socket2::Socket, socket2::SockAddr) {
+    let (sock, _) =
+        weft_net::unicast_socket(0, &ch.socket).unwrap_or_else(|e| fail(&e.to_string()));
+    (sock, ch.group.into())
+}
+
 fn hostile_setups(o: &Opts) {
     let seed: u64 = o.get("seed").unwrap_or(99);
     let seconds: f64 = o.req("seconds");
-    let ch = channel(o);
-    let (sock, _) =
-        weft_net::unicast_socket(0, &ch.socket).unwrap_or_else(|e| fail(&e.to_string()));
-    let to: socket2::SockAddr = ch.group.into();
+    let (sock, to) = hostile_socket(&channel(o));
     say("ready");
     let mut buf = [0u8; 64];
     let setup = |session_id: u64, initial_seq: u64, buf: &mut [u8]| {
@@ -382,9 +386,7 @@ fn hostile_forge_loss(o: &Opts) {
     let ch = channel(o);
     let (listen, _) =
         weft_net::group_socket(ch.group, &ch.socket).unwrap_or_else(|e| fail(&e.to_string()));
-    let (sock, _) =
-        weft_net::unicast_socket(0, &ch.socket).unwrap_or_else(|e| fail(&e.to_string()));
-    let to: socket2::SockAddr = ch.group.into();
+    let (sock, to) = hostile_socket(&ch);
     say("ready");
     // Any datagram of the stream shows its session id: wait for a DATA.
     let listen: std::net::UdpSocket = listen.into();
@@ -440,10 +442,7 @@ fn hostile_forge_loss(o: &Opts) {
 fn hostile_junk(o: &Opts) {
     let seed: u64 = o.get("seed").unwrap_or(99);
     let seconds: f64 = o.req("seconds");
-    let ch = channel(o);
-    let (sock, _) =
-        weft_net::unicast_socket(0, &ch.socket).unwrap_or_else(|e| fail(&e.to_string()));
-    let to: socket2::SockAddr = ch.group.into();
+    let (sock, to) = hostile_socket(&channel(o));
     say("ready");
     let header = Header {
         stream_id: STREAM,
