@@ -402,8 +402,11 @@ impl Image {
         self.highest = start;
         self.gone_until = start;
         self.status_position = start;
-        self.held.fill(NONE);
-        self.requested_until.fill(0);
+        // Clearing the buffers' index is O(buffer); a SETUP-only session
+        // (a flood of forged ones included) never gets that far.
+        if confirmed {
+            self.clear_index();
+        }
         self.cursor = None;
         self.reasm_active = false;
         self.nak_timer = 0;
@@ -412,6 +415,12 @@ impl Image {
         self.nak_retry = cfg.nak_retry_min_ns;
         self.status_timer = 0;
         self.status_due = true;
+    }
+
+    /// Forgets every datagram held (the index; the bytes stay).
+    fn clear_index(&mut self) {
+        self.held.fill(NONE);
+        self.requested_until.fill(0);
     }
 
     fn idx(&self, seq: u64) -> usize {
@@ -484,6 +493,7 @@ impl Image {
         if self.phase == Phase::Unconfirmed && !matches!(frame, Frame::Setup(_)) {
             self.phase = Phase::Live;
             self.new_session_due = true;
+            self.clear_index();
         }
         self.last_heard = now;
         if self.gone {

@@ -147,9 +147,18 @@ impl Default for NodeConfig {
             control_ring: true,
             counters: 1024,
             latency_sample_every: 0,
+            // The executable's name, as `name` must be: at most 64
+            // characters, none of them control characters.
             name: std::env::current_exe()
                 .ok()
                 .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+                .map(|n| {
+                    n.chars()
+                        .filter(|c| !c.is_control())
+                        .take(64)
+                        .collect::<String>()
+                })
+                .filter(|n| !n.is_empty())
                 .unwrap_or_else(|| "weft".into()),
         }
     }
