@@ -9,6 +9,7 @@ pub const USAGE: &str = "\
 weft-bench: weft latency and throughput beside the floor and peer libraries
 
 usage:
+  weft-bench --version              the version
   weft-bench quick [--out DIR]      the key scenarios, 3 runs with short samples:
                                     weft beside its floor and its best peer
   weft-bench list                   every scenario, one line each
@@ -67,6 +68,7 @@ impl Default for RunOpts {
 #[derive(Debug, PartialEq)]
 pub enum Cmd {
     Help,
+    Version,
     List,
     Run {
         scenarios: Vec<String>,
@@ -90,6 +92,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Cmd, String> {
     };
     match command.as_str() {
         "help" | "-h" | "--help" => Ok(Cmd::Help),
+        "version" | "-V" | "--version" => no_more(args, "--version").map(|()| Cmd::Version),
         "list" => no_more(args, "list").map(|()| Cmd::List),
         "__child" => Ok(Cmd::Child {
             args: args.collect(),
@@ -193,6 +196,8 @@ mod tests {
     fn commands_and_options_parse_in_both_spellings() {
         assert_eq!(parse_str("list"), Ok(Cmd::List));
         assert_eq!(parse_str("--help"), Ok(Cmd::Help));
+        assert_eq!(parse_str("--version"), Ok(Cmd::Version));
+        assert!(parse_str("--version extra").is_err());
         assert_eq!(
             parse_str("quick --out=r"),
             Ok(Cmd::Quick {

@@ -378,6 +378,7 @@ fn main() {
     });
     match cmd {
         Cmd::Help => print!("{}", cli::USAGE),
+        Cmd::Version => println!("weft-bench {}", env!("CARGO_PKG_VERSION")),
         Cmd::List => {
             for s in all_scenarios() {
                 let takes: Vec<&str> = s

@@ -14,7 +14,8 @@ use weft_rebalance::plan::{plan, Plan, Policy, Verdict};
 #[derive(Parser, Debug)]
 #[command(
     name = "weft-rebalance",
-    about = "Assess weft's core utilization and plan task moves that even it out"
+    about = "Assess weft's core utilization and plan task moves that even it out",
+    version
 )]
 struct Cli {
     #[command(subcommand)]

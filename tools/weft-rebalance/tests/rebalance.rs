@@ -525,3 +525,17 @@ fn bad_collections_are_refused_with_the_reason() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Issue 22, CLI hygiene: `--version` answers.
+#[test]
+fn version_is_answered() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_weft-rebalance"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.starts_with("weft-rebalance 0."),
+        "{text}"
+    );
+}

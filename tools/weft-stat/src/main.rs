@@ -23,7 +23,8 @@ use weft_counters::{scan, types, CounterValue, CountersReader, ProcessState};
 #[derive(Parser)]
 #[command(
     name = "weft-stat",
-    about = "Live counters of the weft processes on this host"
+    about = "Live counters of the weft processes on this host",
+    version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("WEFT_COMMIT"), ")")
 )]
 struct Cli {
     #[command(subcommand)]
@@ -545,42 +546,198 @@ fn metrics_text(snaps: &[Snapshot]) -> String {
     out
 }
 
-/// Serves `/metrics` until killed, one connection at a time.
+/// Connections `serve` handles at once; one more is answered `503` at once.
+const MAX_CONNECTIONS: u64 = 64;
+/// How long a connection may take to send its request, or to take the reply.
+const IO_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// `serve`'s own counters, exported beside the processes' (as
+/// `weft_stat_*`), so a scrape shows the exporter's health too.
+#[derive(Default)]
+struct ServeStats {
+    scrapes: std::sync::atomic::AtomicU64,
+    open: std::sync::atomic::AtomicU64,
+    rejected: std::sync::atomic::AtomicU64,
+    errors: std::sync::atomic::AtomicU64,
+    /// The last scrape's time to read the counters files, ns.
+    last_scrape_ns: std::sync::atomic::AtomicU64,
+}
+
+impl ServeStats {
+    fn text(&self) -> String {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut out = String::new();
+        let mut metric = |name: &str, kind: &str, help: &str, value: String| {
+            use std::fmt::Write;
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+            );
+        };
+        metric(
+            "weft_stat_scrapes_total",
+            "counter",
+            "Scrapes of /metrics this weft-stat has answered.",
+            self.scrapes.load(Relaxed).to_string(),
+        );
+        metric(
+            "weft_stat_scrape_duration_seconds",
+            "gauge",
+            "How long the last scrape took to read every counters file.",
+            (self.last_scrape_ns.load(Relaxed) as f64 / 1e9).to_string(),
+        );
+        metric(
+            "weft_stat_connections",
+            "gauge",
+            "HTTP connections being served now (this scrape's included).",
+            self.open.load(Relaxed).to_string(),
+        );
+        metric(
+            "weft_stat_connections_rejected_total",
+            "counter",
+            "Connections answered 503 because 64 were being served.",
+            self.rejected.load(Relaxed).to_string(),
+        );
+        metric(
+            "weft_stat_request_errors_total",
+            "counter",
+            "Requests that timed out, were malformed, or asked for another path or method.",
+            self.errors.load(Relaxed).to_string(),
+        );
+        out.push_str(&format!(
+            "# HELP weft_build_info The build of this weft-stat: always 1, its version and commit in labels.\n\
+             # TYPE weft_build_info gauge\n\
+             weft_build_info{{version=\"{}\",commit=\"{}\"}} 1\n",
+            env!("CARGO_PKG_VERSION"),
+            env!("WEFT_COMMIT")
+        ));
+        out
+    }
+}
+
+/// Serves `/metrics` (GET and HEAD) until killed: each connection on a
+/// thread of its own, at most [`MAX_CONNECTIONS`] at once, each bounded by
+/// [`IO_TIMEOUT`] to send its request and to take the reply, so idle or
+/// slow clients cannot hold a scrape up.
 fn serve(cli: &Cli, dir: &std::path::Path, listen: &str) {
-    use std::io::{Read, Write};
+    use std::sync::atomic::Ordering::Relaxed;
     let listener = std::net::TcpListener::bind(listen).unwrap_or_else(|e| {
         eprintln!("weft-stat: cannot listen on {listen}: {e}");
         std::process::exit(2);
     });
     eprintln!("weft-stat: serving http://{listen}/metrics");
-    for conn in listener.incoming() {
-        let Ok(mut conn) = conn else { continue };
-        let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
-        let mut req = Vec::new();
-        let mut buf = [0u8; 1024];
-        while !req.windows(4).any(|w| w == b"\r\n\r\n") && req.len() < 16 * 1024 {
-            match conn.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => req.extend_from_slice(&buf[..n]),
+    let stats = ServeStats::default();
+    std::thread::scope(|scope| {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let _ = conn.set_read_timeout(Some(IO_TIMEOUT));
+            let _ = conn.set_write_timeout(Some(IO_TIMEOUT));
+            if stats.open.load(Relaxed) >= MAX_CONNECTIONS {
+                stats.rejected.fetch_add(1, Relaxed);
+                respond(
+                    &mut conn,
+                    "503 Service Unavailable",
+                    "too many connections\n",
+                    true,
+                );
+                continue;
+            }
+            stats.open.fetch_add(1, Relaxed);
+            let stats = &stats;
+            scope.spawn(move || {
+                handle(&mut conn, cli, dir, stats);
+                stats.open.fetch_sub(1, Relaxed);
+            });
+        }
+    });
+}
+
+/// One HTTP request on `conn`.
+fn handle(conn: &mut std::net::TcpStream, cli: &Cli, dir: &std::path::Path, stats: &ServeStats) {
+    use std::io::Read;
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut req = Vec::new();
+    let mut buf = [0u8; 1024];
+    // The whole request within the timeout, not each read: a client that
+    // trickles a byte now and then is cut off too.
+    let deadline = Instant::now() + IO_TIMEOUT;
+    while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || conn.set_read_timeout(Some(left)).is_err() {
+            stats.errors.fetch_add(1, Relaxed);
+            return;
+        }
+        if req.len() > 16 * 1024 {
+            stats.errors.fetch_add(1, Relaxed);
+            respond(
+                conn,
+                "431 Request Header Fields Too Large",
+                "request too large\n",
+                true,
+            );
+            return;
+        }
+        match conn.read(&mut buf) {
+            Ok(n) if n > 0 => req.extend_from_slice(&buf[..n]),
+            // Closed, or silent past the timeout: nothing to answer.
+            _ => {
+                stats.errors.fetch_add(1, Relaxed);
+                return;
             }
         }
-        let line = String::from_utf8_lossy(&req);
-        let target = line.split_whitespace().nth(1).unwrap_or("");
-        let (status, body) = if line.starts_with("GET ")
-            && (target == "/metrics" || target.starts_with("/metrics?"))
-        {
-            ("200 OK", metrics_text(&read_all(cli, dir)))
-        } else {
-            (
+    }
+    let line = String::from_utf8_lossy(&req);
+    let mut words = line.split_whitespace();
+    let (method, target) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+    let metrics = target == "/metrics" || target.starts_with("/metrics?");
+    match (method, metrics) {
+        ("GET" | "HEAD", true) => {
+            let started = Instant::now();
+            let mut body = metrics_text(&read_all(cli, dir));
+            stats
+                .last_scrape_ns
+                .store(started.elapsed().as_nanos() as u64, Relaxed);
+            stats.scrapes.fetch_add(1, Relaxed);
+            body.push_str(&stats.text());
+            respond(conn, "200 OK", &body, method == "GET");
+        }
+        ("GET" | "HEAD", false) => {
+            stats.errors.fetch_add(1, Relaxed);
+            respond(
+                conn,
                 "404 Not Found",
-                "only GET /metrics is served here\n".to_string(),
-            )
-        };
-        let _ = write!(
-            conn,
-            "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        );
+                "only /metrics is served here\n",
+                method == "GET",
+            );
+        }
+        _ => {
+            stats.errors.fetch_add(1, Relaxed);
+            respond(
+                conn,
+                "405 Method Not Allowed",
+                "GET or HEAD /metrics\n",
+                true,
+            );
+        }
+    }
+}
+
+/// Writes an HTTP/1.1 response and closes (`Connection: close`); the body
+/// only when `with_body` (not for HEAD).
+fn respond(conn: &mut std::net::TcpStream, status: &str, body: &str, with_body: bool) {
+    use std::io::Write;
+    let allow = if status.starts_with("405") {
+        "Allow: GET, HEAD\r\n"
+    } else {
+        ""
+    };
+    let _ = write!(
+        conn,
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\n{allow}Connection: close\r\n\r\n",
+        body.len()
+    );
+    if with_body {
+        let _ = conn.write_all(body.as_bytes());
     }
 }
 
@@ -590,6 +747,24 @@ fn main() {
         .dir
         .clone()
         .unwrap_or_else(|| weft_shm::ShmOptions::default().dir);
+    if !dir.is_dir() {
+        let default = weft_shm::region::default_dir();
+        let hint = if cli.dir.is_some() {
+            "check --dir".to_string()
+        } else {
+            format!("no weft process has run as this user yet, or they use another WEFT_DIR (the default is {})", default.display())
+        };
+        if let Some(Cmd::Serve { .. }) = &cli.command {
+            // The processes may start later: serve, and say so.
+            eprintln!("weft-stat: warning: {} is not a directory ({hint}); serving empty metrics until it is", dir.display());
+        } else {
+            eprintln!(
+                "weft-stat: {} is not a directory: nothing to read ({hint})",
+                dir.display()
+            );
+            std::process::exit(2);
+        }
+    }
     match &cli.command {
         Some(Cmd::List) => {
             list(&read_all(&cli, &dir), cli.json);

@@ -365,6 +365,15 @@ fn http_get(port: u16, path: &str) -> Option<String> {
     head.starts_with("HTTP/1.1 200").then(|| body.to_owned())
 }
 
+/// The value of the first sample in a Prometheus instant-query answer
+/// (`"value":[TIME,"V"]`).
+fn prom_value(answer: &str) -> Option<f64> {
+    let at = answer.find("\"value\":[")?;
+    let rest = &answer[at..];
+    let v = rest.split('"').nth(3)?;
+    v.parse().ok()
+}
+
 /// Kills a child process when the test ends, however it ends.
 struct KillOnDrop(std::process::Child);
 
@@ -451,6 +460,35 @@ fn prometheus_scrapes_weft_stat_serve() {
         String::from_utf8_lossy(&checked.stderr)
     );
 
+    // Clients that hold connections open while Prometheus scrapes: idle ones
+    // that never send a byte, and slow ones that trickle a request a byte a
+    // second. (With one connection served at a time, they stalled scrapes
+    // for seconds and Prometheus recorded `up=0`.)
+    let hold = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let idle: Vec<_> = (0..10)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).unwrap())
+        .collect();
+    let slow: Vec<_> = (0..3)
+        .map(|_| {
+            let hold = hold.clone();
+            std::thread::spawn(move || {
+                use std::io::Write;
+                while hold.load(std::sync::atomic::Ordering::Relaxed) {
+                    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+                        return;
+                    };
+                    for b in b"GET /metrics HTTP/1.1\r\nHost: x\r\n".iter() {
+                        if !hold.load(std::sync::atomic::Ordering::Relaxed)
+                            || s.write_all(&[*b]).is_err()
+                        {
+                            break;
+                        }
+                        std::thread::sleep(std::time::Duration::from_secs(1));
+                    }
+                }
+            })
+        })
+        .collect();
     let prom_port = free_tcp_port();
     let config = dir.join("prometheus.yml");
     std::fs::write(
@@ -487,6 +525,69 @@ fn prometheus_scrapes_weft_stat_serve() {
         );
         std::thread::sleep(std::time::Duration::from_millis(250));
     }
+    // Every scrape succeeded while those connections were held: at least
+    // eight scrapes (1 s apart), and `up` never 0 among them.
+    let start = std::time::Instant::now();
+    let scrapes = "/api/v1/query?query=count_over_time(up%7Bjob%3D%22weft%22%7D%5B1m%5D)";
+    loop {
+        let n = http_get(prom_port, scrapes)
+            .and_then(|a| prom_value(&a))
+            .unwrap_or(0.0);
+        if n >= 8.0 {
+            break;
+        }
+        assert!(start.elapsed().as_secs() < 60, "only {n} scrapes in 60 s");
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    let min_up = http_get(
+        prom_port,
+        "/api/v1/query?query=min_over_time(up%7Bjob%3D%22weft%22%7D%5B1m%5D)",
+    )
+    .and_then(|a| prom_value(&a));
+    assert_eq!(
+        min_up,
+        Some(1.0),
+        "a scrape failed while clients held connections"
+    );
+    let served = http_get(prom_port, "/api/v1/query?query=weft_stat_scrapes_total")
+        .and_then(|a| prom_value(&a))
+        .unwrap_or(0.0);
+    assert!(served >= 8.0, "weft_stat_scrapes_total {served}");
+    hold.store(false, std::sync::atomic::Ordering::Relaxed);
+    drop(idle);
+    for t in slow {
+        t.join().unwrap();
+    }
     drop(node);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Issue 22, CLI hygiene: `--version` says which build, and a directory
+/// that does not exist is an error that says so (exit 2), not an empty
+/// table.
+#[test]
+fn version_and_a_missing_directory_are_answered_plainly() {
+    let out = Command::new(env!("CARGO_BIN_EXE_weft-stat"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.starts_with("weft-stat 0."),
+        "{text}"
+    );
+    assert!(text.contains("commit "), "{text}");
+    for args in [&["list"][..], &["--once"], &["loss"], &["errors"]] {
+        let out = Command::new(env!("CARGO_BIN_EXE_weft-stat"))
+            .args(["--dir", "/nonexistent/weft"])
+            .args(args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains("/nonexistent/weft is not a directory"),
+            "{args:?}: {err}"
+        );
+    }
 }
