@@ -57,11 +57,15 @@ use weft_shm::{CreatorState, Region, ShmError, ShmOptions, WordRef, Words};
 /// "WEFTCNTR", little-endian.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"WEFTCNTR");
 /// The counters layout version this build writes and reads.
-pub const VERSION: u64 = 1;
+/// Version 2: error-log entries carry a kind and 448 bytes of text.
+pub const VERSION: u64 = 2;
 /// Bytes of a process label; longer labels are cut at a character boundary.
 pub const PROCESS_LABEL_LEN: usize = 64;
 /// Bytes of a counter label; longer labels are cut at a character boundary.
 pub const LABEL_LEN: usize = 96;
+/// A closed counters file also shows the counters freed this long before
+/// its last heartbeat (see [`CountersReader::counters`]).
+pub const CLOSING_WINDOW: Duration = Duration::from_secs(10);
 /// Default of [`CountersConfig::reuse_delay`].
 pub const REUSE_DELAY: Duration = Duration::from_secs(1);
 
@@ -69,6 +73,9 @@ const HEADER_WORDS: usize = 16;
 /// Entries of the loss report and of the error log.
 pub const LOG_ENTRIES: usize = 64;
 const ENTRY_WORDS: usize = 16;
+/// Words of an error-log entry: the loss entry's fields, a kind and a
+/// longer text.
+const ERROR_ENTRY_WORDS: usize = 64;
 const LOSS_BASE: usize = HEADER_WORDS;
 const ERROR_BASE: usize = LOSS_BASE + LOG_ENTRIES * ENTRY_WORDS;
 /// Histogram slots in a counters file.
@@ -81,9 +88,13 @@ const H_META: usize = 16;
 const H_COUNT: usize = 11;
 const H_SUM: usize = 12;
 const H_MAX: usize = 13;
-const HISTOGRAM_BASE: usize = ERROR_BASE + LOG_ENTRIES * ENTRY_WORDS;
+const HISTOGRAM_BASE: usize = ERROR_BASE + LOG_ENTRIES * ERROR_ENTRY_WORDS;
 const RECORDS_BASE: usize = HISTOGRAM_BASE + HISTOGRAMS * HISTOGRAM_WORDS;
 const W_HISTOGRAMS: usize = 6;
+/// Wall-clock ns at which the process closed the file cleanly (0: open, or
+/// crashed): written by [`CountersFile::close_lingering`] or by the
+/// terminating-signal handler.
+const W_CLOSED_AT: usize = 7;
 const W_LOSS_ENTRIES: usize = 4;
 const W_ERROR_ENTRIES: usize = 5;
 const E_STATE: usize = 0;
@@ -96,9 +107,13 @@ const E_DATAGRAMS: usize = 6;
 const E_BYTES: usize = 7;
 const E_CHANNEL: usize = 8;
 const E_ERR_COUNT: usize = 2;
-const E_ERR_TEXT: usize = 5;
+const E_ERR_KIND: usize = 5;
+/// Bytes of an error's kind (a short snake_case word such as
+/// `kernel_drops`); longer kinds are cut.
+pub const ERROR_KIND_LEN: usize = 24;
+const E_ERR_TEXT: usize = 8;
 /// Bytes of an error's text; longer texts are cut at a character boundary.
-pub const ERROR_TEXT_LEN: usize = 88;
+pub const ERROR_TEXT_LEN: usize = (ERROR_ENTRY_WORDS - E_ERR_TEXT) * 8;
 const RECORD_WORDS: usize = 32;
 const W_MAGIC: usize = 0;
 const W_VERSION: usize = 1;
@@ -172,6 +187,14 @@ pub mod types {
     pub const UDP_RECEIVERS_TIMED_OUT: u32 = 50;
     /// UDP sender: the next datagram sequence number (its position, a gauge).
     pub const UDP_SEND_POSITION: u32 = 51;
+    /// UDP sender: new datagrams flow control and the retransmit buffer let
+    /// it send now, before it must wait (a gauge; 0: back-pressured).
+    pub const UDP_SEND_WINDOW: u32 = 52;
+    /// UDP sender: datagrams sent that the slowest receiver has not yet
+    /// reported delivered (a gauge).
+    pub const UDP_SEND_UNACKNOWLEDGED: u32 = 53;
+    /// UDP sender: datagrams its retransmit buffer holds (a gauge, fixed).
+    pub const UDP_SEND_BUFFER: u32 = 54;
     /// UDP receiver: the next datagram sequence number it will deliver (a gauge).
     pub const UDP_RECEIVE_POSITION: u32 = 72;
     /// UDP receiver: messages delivered. Key: stream id.
@@ -223,6 +246,10 @@ pub mod types {
     /// Shared-memory subscription: the ring position it has read up to (a
     /// gauge); the publication's position minus this is its backlog in bytes.
     pub const SHM_RECEIVE_POSITION: u32 = 87;
+    /// Shared-memory publication or subscription: the ring's capacity in
+    /// bytes (a gauge, fixed): a subscriber this far behind stops the
+    /// publisher (or is cut loose).
+    pub const SHM_RING_CAPACITY: u32 = 88;
     /// weft-rebalance: the latest balance ratio (largest core load over the
     /// mean), times 1000 (a gauge). Key: 0.
     pub const REBALANCE_BALANCE_RATIO: u32 = 90;
@@ -473,6 +500,30 @@ pub mod types {
             "The sender's next datagram sequence number.",
         ),
         m(
+            UDP_SEND_WINDOW,
+            "weft_udp_send_window_datagrams",
+            false,
+            1.0,
+            KeyKind::Stream,
+            "New datagrams flow control and the retransmit buffer let the sender send now (0: back-pressured).",
+        ),
+        m(
+            UDP_SEND_UNACKNOWLEDGED,
+            "weft_udp_send_unacknowledged_datagrams",
+            false,
+            1.0,
+            KeyKind::Stream,
+            "Datagrams sent that the slowest receiver has not reported delivered.",
+        ),
+        m(
+            UDP_SEND_BUFFER,
+            "weft_udp_send_buffer_datagrams",
+            false,
+            1.0,
+            KeyKind::Stream,
+            "Datagrams the sender's retransmit buffer holds.",
+        ),
+        m(
             UDP_RECEIVE_POSITION,
             "weft_udp_receive_position",
             false,
@@ -641,6 +692,14 @@ pub mod types {
             "The ring position a shared-memory subscription has read up to, in bytes.",
         ),
         m(
+            SHM_RING_CAPACITY,
+            "weft_shm_ring_capacity_bytes",
+            false,
+            1.0,
+            KeyKind::Stream,
+            "The ring's capacity: a subscriber this far behind holds the publisher back (or is cut loose).",
+        ),
+        m(
             REBALANCE_BALANCE_RATIO,
             "weft_rebalance_balance_ratio",
             false,
@@ -680,6 +739,38 @@ pub mod types {
         METRICS.iter().find(|m| m.type_id == type_id)
     }
 
+    /// What an agent's or a task's counter of `type_id` counts, as its label
+    /// ends: such a counter is labelled "NAME WHAT", so a tool takes the
+    /// agent's or task's name back off it. `None` for other types.
+    pub fn what(type_id: u32) -> Option<&'static str> {
+        Some(match type_id {
+            AGENT_DUTY_CYCLES => "duty cycles",
+            AGENT_BUSY_NS => "busy ns",
+            AGENT_IDLE_NS => "idle ns",
+            AGENT_MAX_CYCLE_NS => "longest cycle ns",
+            AGENT_SLOW_CYCLES => "slow cycles",
+            AGENT_CORE => "core",
+            AGENT_THREAD => "thread",
+            AGENT_CYCLE_NS => "cycle",
+            TASK_CALLS => "calls",
+            TASK_BUSY_NS => "busy ns",
+            TASK_TOTAL_NS => "total ns",
+            TASK_WORK => "work",
+            TASK_AGENT => "agent",
+            _ => return None,
+        })
+    }
+
+    /// The agent's or task's name in a counter label made as "NAME WHAT"
+    /// (see [`what`]): the label without its " WHAT"; a label cut short
+    /// (longer than [`LABEL_LEN`](crate::LABEL_LEN)) is returned whole.
+    pub fn subject(type_id: u32, label: &str) -> &str {
+        what(type_id)
+            .and_then(|w| label.strip_suffix(w))
+            .and_then(|l| l.strip_suffix(' '))
+            .unwrap_or(label)
+    }
+
     /// A name for a type id, for tools; `None` for an unknown id.
     pub fn name(type_id: u32) -> Option<&'static str> {
         Some(match type_id {
@@ -696,6 +787,10 @@ pub mod types {
             UDP_RECEIVERS_TIMED_OUT => "udp_receivers_timed_out",
             UDP_SEND_POSITION => "udp_send_position",
             UDP_RECEIVE_POSITION => "udp_receive_position",
+            UDP_SEND_WINDOW => "udp_send_window",
+            UDP_SEND_UNACKNOWLEDGED => "udp_send_unacknowledged",
+            UDP_SEND_BUFFER => "udp_send_buffer",
+            SHM_RING_CAPACITY => "shm_ring_capacity",
             UDP_RECEIVED_MESSAGES => "udp_received_messages",
             UDP_RECEIVED_BYTES => "udp_received_bytes",
             UDP_RECEIVED_DATAGRAMS => "udp_received_datagrams",
@@ -889,6 +984,9 @@ fn error_code(text: &str) -> u64 {
 /// it in an `Arc`.
 #[derive(Debug)]
 pub struct CountersFile {
+    /// Stamps "closed at" if the process is terminated by SIGTERM or
+    /// SIGINT; dropped before `words` (the memory it points into).
+    _exit_stamp: Option<weft_shm::terminate::WordGuard>,
     words: Words,
     records: usize,
     reuse_delay_ns: u64,
@@ -930,7 +1028,17 @@ impl CountersFile {
             }
             other => other?,
         };
+        // A terminating signal marks the file closed; it is not removed.
+        if let Some(r) = words.region() {
+            r.keep_file_on_signal();
+        }
+        // SAFETY: the word is in `words`' mapping, which the file keeps
+        // (the guard is dropped first: it is declared before `words`).
+        let exit_stamp = words
+            .get(W_CLOSED_AT)
+            .map(|w| unsafe { weft_shm::terminate::stamp_on_exit(w) });
         Ok(Arc::new(Self {
+            _exit_stamp: exit_stamp,
             words,
             records,
             reuse_delay_ns,
@@ -943,6 +1051,7 @@ impl CountersFile {
     pub fn private(records: usize) -> Arc<Self> {
         let records = records.max(1);
         Arc::new(Self {
+            _exit_stamp: None,
             words: Words::private(RECORDS_BASE + records * RECORD_WORDS),
             records,
             reuse_delay_ns: 0,
@@ -953,6 +1062,23 @@ impl CountersFile {
     /// The file, if there is one.
     pub fn path(&self) -> Option<&std::path::Path> {
         self.words.region().map(|r| r.path())
+    }
+
+    /// Marks the file closed cleanly, now, and keeps it when dropped: tools
+    /// show the process as closed (not crashed) with its last values, loss
+    /// report and error log for their linger time, after which
+    /// `weft-stat reclaim` (or the next node started in the directory)
+    /// removes it. Call it last, when nothing will count any more.
+    pub fn close_lingering(&self) {
+        // The last heartbeat dates the close for readers (see
+        // `CountersReader::counters`).
+        self.heartbeat();
+        if let Some(w) = self.words.get(W_CLOSED_AT) {
+            w.store(wall_ns().max(1), std::sync::atomic::Ordering::Release);
+        }
+        if let Some(r) = self.words.region() {
+            r.keep_file();
+        }
     }
 
     /// Records "alive now" (one clock read, one store): readers judge a file
@@ -1023,7 +1149,7 @@ impl CountersFile {
     pub fn loss_report(self: &Arc<Self>, stream: u64, source: u64, channel: &str) -> LossReport {
         use std::sync::atomic::Ordering;
         let _held = self.alloc.lock().unwrap_or_else(PoisonError::into_inner);
-        let i = self.pick_entry(LOSS_BASE, |_| false);
+        let i = self.pick_entry(LOSS_BASE, ENTRY_WORDS, |_| false);
         let b = LOSS_BASE + i * ENTRY_WORDS;
         let generation = self.begin_entry(b);
         let w = &self.words;
@@ -1047,14 +1173,16 @@ impl CountersFile {
         }
     }
 
-    /// Adds `n` occurrences of the error `text` to the error log: the entry
-    /// with the same text gets its count and last time updated, else a free
+    /// Adds `n` occurrences of the error `text`, of sort `kind` (a short
+    /// snake_case word tools count by, such as `kernel_drops`), to the error
+    /// log: the entry with the same kind and text gets its count and last
+    /// time updated, else a free
     /// entry (or the one seen least recently) takes it. Takes the mutex:
     /// for errors, not for every message.
-    pub fn log_error(&self, text: &str, n: u64) {
+    pub fn log_error(&self, kind: &str, text: &str, n: u64) {
         use std::sync::atomic::Ordering;
         let _held = self.alloc.lock().unwrap_or_else(PoisonError::into_inner);
-        let code = error_code(text);
+        let code = error_code(kind) ^ error_code(text).rotate_left(1);
         let w = &self.words;
         let load = |i: usize| w.get(i).map_or(0, |x| x.load(Ordering::Acquire));
         let store = |i: usize, v: u64| {
@@ -1063,8 +1191,8 @@ impl CountersFile {
             }
         };
         let now = wall_ns();
-        let i = self.pick_entry(ERROR_BASE, |b| load(b + E_KEY) == code);
-        let b = ERROR_BASE + i * ENTRY_WORDS;
+        let i = self.pick_entry(ERROR_BASE, ERROR_ENTRY_WORDS, |b| load(b + E_KEY) == code);
+        let b = ERROR_BASE + i * ERROR_ENTRY_WORDS;
         if load(b + E_STATE) & 3 == LIVE && load(b + E_KEY) == code {
             store(b + E_ERR_COUNT, load(b + E_ERR_COUNT).saturating_add(n));
             store(b + E_LAST, now);
@@ -1075,23 +1203,24 @@ impl CountersFile {
         store(b + E_ERR_COUNT, n);
         store(b + E_FIRST, now);
         store(b + E_LAST, now);
+        store_text(w, b + E_ERR_KIND, ERROR_KIND_LEN, kind);
         store_text(w, b + E_ERR_TEXT, ERROR_TEXT_LEN, text);
         self.end_entry(b, generation);
     }
 
     /// A live entry that `matches`, else a free one, else the one whose last
     /// time is oldest. Under the mutex.
-    fn pick_entry(&self, base: usize, matches: impl Fn(usize) -> bool) -> usize {
+    fn pick_entry(&self, base: usize, stride: usize, matches: impl Fn(usize) -> bool) -> usize {
         use std::sync::atomic::Ordering;
         let w = &self.words;
         let load = |i: usize| w.get(i).map_or(0, |x| x.load(Ordering::Relaxed));
-        let live = |i: usize| load(base + i * ENTRY_WORDS + E_STATE) & 3 == LIVE;
+        let live = |i: usize| load(base + i * stride + E_STATE) & 3 == LIVE;
         (0..LOG_ENTRIES)
-            .find(|&i| live(i) && matches(base + i * ENTRY_WORDS))
+            .find(|&i| live(i) && matches(base + i * stride))
             .or_else(|| (0..LOG_ENTRIES).find(|&i| !live(i)))
             .unwrap_or_else(|| {
                 (0..LOG_ENTRIES)
-                    .min_by_key(|&i| load(base + i * ENTRY_WORDS + E_LAST))
+                    .min_by_key(|&i| load(base + i * stride + E_LAST))
                     .unwrap_or(0)
             })
     }
@@ -1452,7 +1581,10 @@ pub struct LossEntry {
 /// One entry of the error log as a reader sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ErrorEntry {
-    /// What happened (the entry's identity).
+    /// What sort of error: a short snake_case word (`kernel_drops`,
+    /// `evicted`, `attach`, ...) that tools count by.
+    pub kind: String,
+    /// What happened, in full (with the kind, the entry's identity).
     pub text: String,
     /// How often.
     pub count: u64,
@@ -1484,8 +1616,12 @@ pub enum ProcessState {
     Alive,
     /// Runs, but its heartbeat is older than the liveness timeout.
     Hung,
-    /// Gone: what is left is what it counted before it died.
+    /// Gone without closing (crashed or killed): what is left is what it
+    /// counted before it died.
     Dead,
+    /// Closed its counters cleanly (a clean exit, or `SIGTERM`/`SIGINT`
+    /// handled): what is left is its final count.
+    Closed,
 }
 
 /// A counters file opened by a tool. Reading never writes to it.
@@ -1565,11 +1701,29 @@ impl CountersReader {
 
     /// Whether the writing process is alive, hung or dead. Probes the process.
     pub fn process_state(&self) -> ProcessState {
+        if self.closed_wall_ns().is_some() {
+            return ProcessState::Closed;
+        }
         match self.words.region().map(Region::creator_state) {
             Some(CreatorState::Alive) => ProcessState::Alive,
             Some(CreatorState::Stale) => ProcessState::Hung,
             _ => ProcessState::Dead,
         }
+    }
+
+    /// When the process closed the file cleanly (wall-clock ns since the
+    /// Unix epoch); `None` while open, or if it died without closing.
+    pub fn closed_wall_ns(&self) -> Option<u64> {
+        match acquire(&self.words, W_CLOSED_AT) {
+            0 => None,
+            t => Some(t),
+        }
+    }
+
+    /// How long ago the process closed the file cleanly (by the wall clock).
+    pub fn closed_age(&self) -> Option<Duration> {
+        self.closed_wall_ns()
+            .map(|t| Duration::from_nanos(wall_ns().saturating_sub(t)))
     }
 
     /// How long ago the process last stored its heartbeat; `None` if it
@@ -1580,13 +1734,13 @@ impl CountersReader {
     }
 
     /// Reads every live entry of a log area with `read(base)`, seqlock style.
-    fn entries<T>(&self, area: usize, read: impl Fn(usize) -> T) -> Vec<T> {
+    fn entries<T>(&self, area: usize, stride: usize, read: impl Fn(usize) -> T) -> Vec<T> {
         use std::sync::atomic::{fence, Ordering};
         let w = &self.words;
         let state = |b: usize, o: Ordering| w.get(b + E_STATE).map_or(0, |x| x.load(o));
         (0..LOG_ENTRIES)
             .filter_map(|i| {
-                let b = area + i * ENTRY_WORDS;
+                let b = area + i * stride;
                 // SYNC POINT: pairs with `end_entry`'s Release store.
                 let s1 = state(b, Ordering::Acquire);
                 if s1 & 3 != LIVE {
@@ -1642,7 +1796,7 @@ impl CountersReader {
     pub fn loss_report(&self) -> Vec<LossEntry> {
         let w = &self.words;
         let load = |i: usize| acquire(w, i);
-        self.entries(LOSS_BASE, |b| LossEntry {
+        self.entries(LOSS_BASE, ENTRY_WORDS, |b| LossEntry {
             stream: load(b + E_KEY),
             source: load(b + E_SOURCE),
             channel: load_text(w, b + E_CHANNEL, 64),
@@ -1658,7 +1812,8 @@ impl CountersReader {
     pub fn errors(&self) -> Vec<ErrorEntry> {
         let w = &self.words;
         let load = |i: usize| acquire(w, i);
-        self.entries(ERROR_BASE, |b| ErrorEntry {
+        self.entries(ERROR_BASE, ERROR_ENTRY_WORDS, |b| ErrorEntry {
+            kind: load_text(w, b + E_ERR_KIND, ERROR_KIND_LEN),
             text: load_text(w, b + E_ERR_TEXT, ERROR_TEXT_LEN),
             count: load(b + E_ERR_COUNT),
             first_wall_ns: load(b + E_FIRST),
@@ -1668,16 +1823,30 @@ impl CountersReader {
 
     /// Every live counter with its value now. A record being rewritten while
     /// read is left out of this pass.
+    ///
+    /// A closed file (see [`CountersFile::close_lingering`]) also shows the
+    /// counters freed in the last [`CLOSING_WINDOW`] before its last
+    /// heartbeat, with their final values: the channel ends an application
+    /// dropped just before its node (Rust drops them first) closed with the
+    /// process, and their totals are what a last scrape wants.
     pub fn counters(&self) -> Vec<CounterValue> {
         use std::sync::atomic::{fence, Ordering};
         let w = &self.words;
         let load = |i: usize, o: Ordering| w.get(i).map_or(0, |x| x.load(o));
+        let closing_since = self
+            .closed_wall_ns()
+            .and_then(|_| self.words.region()?.heartbeat_ns())
+            .map(|beat| beat.saturating_sub(CLOSING_WINDOW.as_nanos() as u64));
         let mut out = Vec::new();
+        // Freed with the process: (freed at, value), added after the live.
+        let mut closing: Vec<(u64, CounterValue)> = Vec::new();
         for i in 0..self.records {
             let b = record_base(i);
             // SYNC POINT: pairs with the allocator's Release store of "live".
             let s1 = load(b + R_STATE, Ordering::Acquire);
-            if s1 & 3 != LIVE {
+            let freed_at = load(b + R_FREED_AT, Ordering::Relaxed);
+            let closed_with = s1 & 3 == FREED && closing_since.is_some_and(|t| freed_at >= t);
+            if s1 & 3 != LIVE && !closed_with {
                 continue;
             }
             let type_id = load(b + R_TYPE, Ordering::Relaxed) as u32;
@@ -1689,13 +1858,27 @@ impl CountersReader {
             if load(b + R_STATE, Ordering::Relaxed) != s1 {
                 continue;
             }
-            out.push(CounterValue {
+            let c = CounterValue {
                 id: i,
                 type_id,
                 key,
                 label,
                 value: load(b + R_VALUE, Ordering::Acquire),
-            });
+            };
+            if closed_with {
+                closing.push((freed_at, c));
+            } else {
+                out.push(c);
+            }
+        }
+        // One per thing counted: a live counter wins, else the last freed.
+        closing.sort_by_key(|c| std::cmp::Reverse(c.0));
+        for (_, c) in closing {
+            let same =
+                |o: &CounterValue| (o.type_id, o.key, &o.label) == (c.type_id, c.key, &c.label);
+            if !out.iter().any(same) {
+                out.push(c);
+            }
         }
         out
     }
@@ -1877,9 +2060,14 @@ mod tests {
         let report = file.loss_report(9, 0xabc, "udp://239.1.2.3:4000");
         report.record(3, 3_000);
         report.record(2, 2_000);
-        file.log_error("udp-recv 239.1.2.3:4000 stream 9: kernel drops", 4);
-        file.log_error("udp-recv 239.1.2.3:4000 stream 9: kernel drops", 1);
-        file.log_error("another", 1);
+        let long = "subscription udp://239.1.2.3:4000 stream 9: datagrams dropped by the kernel \
+                    (receive buffer full: raise udp.rcvbuf), a text longer than the 88 bytes \
+                    version 1 kept";
+        file.log_error("kernel_drops", long, 4);
+        file.log_error("kernel_drops", long, 1);
+        file.log_error("other", "another", 1);
+        // The same text of another kind is another error.
+        file.log_error("dropped", "another", 1);
         let r = CountersReader::open(file.path().unwrap()).unwrap();
         let loss = r.loss_report();
         assert_eq!(loss.len(), 1);
@@ -1897,16 +2085,15 @@ mod tests {
         );
         assert!(l.first_wall_ns > 0 && l.first_wall_ns <= l.last_wall_ns);
         let errors = r.errors();
-        assert_eq!(errors.len(), 2);
+        assert_eq!(errors.len(), 3);
         assert_eq!(errors[0].count, 5);
-        assert_eq!(
-            errors[0].text,
-            "udp-recv 239.1.2.3:4000 stream 9: kernel drops"
-        );
+        assert_eq!(errors[0].kind, "kernel_drops");
+        assert_eq!(errors[0].text, long, "kept whole");
+        assert_eq!((errors[2].kind.as_str(), errors[2].count), ("dropped", 1));
         assert!(errors[0].first_wall_ns <= errors[0].last_wall_ns);
         // A full log reuses the entry seen least recently.
         for i in 0..LOG_ENTRIES {
-            file.log_error(&format!("error {i}"), 1);
+            file.log_error("other", &format!("error {i}"), 1);
         }
         let texts: Vec<_> = r.errors().into_iter().map(|e| e.text).collect();
         assert_eq!(texts.len(), LOG_ENTRIES);

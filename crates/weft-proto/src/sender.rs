@@ -329,6 +329,20 @@ impl Sender {
         self.receivers.len()
     }
 
+    /// New datagrams it could take now: the least of what flow control
+    /// allows past the newest datagram and what the retransmit buffer has
+    /// room for without wrapping unsent data; 0 means an offer that needs
+    /// a new datagram is back-pressured.
+    pub fn window(&self) -> u64 {
+        let buffer = (self.cfg.buffer_datagrams as u64).saturating_sub(self.next_seq - self.unsent);
+        self.flow_limit.saturating_sub(self.next_seq).min(buffer)
+    }
+
+    /// Datagrams the retransmit buffer holds (its configured size).
+    pub fn buffer_datagrams(&self) -> usize {
+        self.cfg.buffer_datagrams
+    }
+
     /// Datagrams queued (or being batched) but not yet sent once.
     pub fn unsent(&self) -> u64 {
         self.next_seq - self.unsent

@@ -334,6 +334,12 @@ pub struct Producer {
 }
 
 impl Producer {
+    /// The ring's data capacity in bytes (a power of two): what a consumer
+    /// can be behind before the producer waits (reliable) or laps it.
+    pub fn capacity(&self) -> usize {
+        self.mem.area.capacity()
+    }
+
     /// Whether the ring's file was truncated under it while in use: the
     /// ring is then unusable (it reads as empty, writes go nowhere) and the
     /// process survived only because weft caught the fault. Not for every
@@ -659,6 +665,12 @@ pub struct Consumer {
 }
 
 impl Consumer {
+    /// The ring's data capacity in bytes (a power of two): what a consumer
+    /// can be behind before the producer waits (reliable) or laps it.
+    pub fn capacity(&self) -> usize {
+        self.mem.area.capacity()
+    }
+
     /// The region this ring lives in, if it is a mapped ring.
     #[cfg(not(loom))]
     pub fn region(&self) -> Option<&crate::Region> {

@@ -59,6 +59,7 @@ pub mod region;
 mod sigbus;
 pub mod spsc;
 mod sync;
+pub mod terminate;
 
 pub use error::{ClaimError, PollError, ShmError};
 pub use frame::{Frame, BROADCAST_FRAME_ALIGNMENT, FRAME_ALIGNMENT};

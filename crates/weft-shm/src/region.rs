@@ -226,6 +226,11 @@ pub struct Region {
     /// The creator's handle with [`ShmOptions::remove_on_drop`]: the
     /// directory (open) and the file name to remove from it on drop.
     remove_on_drop: Option<(TrustedDir, String)>,
+    /// [`Region::keep_file`] was called: the file outlives the handle.
+    keep: std::sync::atomic::AtomicBool,
+    /// With `remove_on_drop`: the file is also removed if the process is
+    /// terminated by SIGTERM or SIGINT (see [`crate::terminate`]).
+    exit_guard: Option<crate::terminate::FileGuard>,
     huge_pages: bool,
 }
 
@@ -407,6 +412,9 @@ impl Region {
         match Self::lay_out(opts, &path, &file, spec, total_len) {
             Ok(mut region) => {
                 if opts.remove_on_drop {
+                    use std::os::fd::AsRawFd;
+                    region.exit_guard =
+                        Some(crate::terminate::remove_on_exit(dir.fd.as_raw_fd(), name));
                     region.remove_on_drop = Some((dir, name.to_owned()));
                 }
                 Ok(region)
@@ -470,6 +478,8 @@ impl Region {
             map,
             info,
             remove_on_drop: None,
+            keep: false.into(),
+            exit_guard: None,
             huge_pages,
         };
         region.heartbeat();
@@ -622,6 +632,8 @@ impl Region {
             map,
             info,
             remove_on_drop: None,
+            keep: false.into(),
+            exit_guard: None,
             huge_pages: false,
         };
         // SYNC POINT: pairs with the Release store in `mark_initialized`.
@@ -713,6 +725,28 @@ impl Region {
             Err(e) => return Err(e),
         }
         dir.remove(&path, name)
+    }
+
+    /// The creator's handle keeps its file when dropped (and when the
+    /// process is terminated by a signal), though it was created with
+    /// [`ShmOptions::remove_on_drop`]: for a file that is to outlive its
+    /// process for a while, such as a closed counters file lingering for
+    /// the tools.
+    pub fn keep_file(&self) {
+        self.keep.store(true, std::sync::atomic::Ordering::Release);
+        if let Some(g) = &self.exit_guard {
+            g.disarm();
+        }
+    }
+
+    /// The creator's handle keeps its file if the process is terminated
+    /// by SIGTERM or SIGINT (it is still removed when dropped): for a file
+    /// whose own state says how the process ended, such as a counters file
+    /// the signal handler marks closed.
+    pub fn keep_file_on_signal(&self) {
+        if let Some(g) = &self.exit_guard {
+            g.disarm();
+        }
     }
 
     /// Whether the file was truncated under the mapping (someone shrank it
@@ -926,6 +960,12 @@ impl std::ops::Deref for WordRef {
 
 impl Drop for Region {
     fn drop(&mut self) {
+        if let Some(g) = &self.exit_guard {
+            g.disarm();
+        }
+        if self.keep.load(std::sync::atomic::Ordering::Acquire) {
+            return;
+        }
         if let Some((dir, name)) = &self.remove_on_drop {
             let _ = dir.remove(&self.path, name);
         }

@@ -633,7 +633,9 @@ impl Agents {
                 .iter()
                 .enumerate()
                 .map(|(i, c)| {
-                    let counter = |t: u32, what: &str| {
+                    // Labelled "NAME WHAT" so tools take the name back off.
+                    let counter = |t: u32| {
+                        let what = types::what(t).unwrap_or_default();
                         Counter::in_file_or_standalone(
                             &counters,
                             t,
@@ -651,21 +653,25 @@ impl Agents {
                         })?,
                         pending: AtomicBool::new(false),
                         inbox: Mutex::new(Vec::with_capacity(INBOX)),
-                        duty_cycles: counter(types::AGENT_DUTY_CYCLES, "duty cycles"),
-                        busy_ns: counter(types::AGENT_BUSY_NS, "busy ns"),
-                        idle_ns: counter(types::AGENT_IDLE_NS, "idle ns"),
-                        max_cycle_ns: counter(types::AGENT_MAX_CYCLE_NS, "longest cycle ns"),
-                        slow_cycles: counter(types::AGENT_SLOW_CYCLES, "slow cycles"),
-                        thread: counter(types::AGENT_THREAD, "thread"),
+                        duty_cycles: counter(types::AGENT_DUTY_CYCLES),
+                        busy_ns: counter(types::AGENT_BUSY_NS),
+                        idle_ns: counter(types::AGENT_IDLE_NS),
+                        max_cycle_ns: counter(types::AGENT_MAX_CYCLE_NS),
+                        slow_cycles: counter(types::AGENT_SLOW_CYCLES),
+                        thread: counter(types::AGENT_THREAD),
                         _core: {
-                            let core = counter(types::AGENT_CORE, "core");
+                            let core = counter(types::AGENT_CORE);
                             core.set(c.core.map_or(0, |c| c as u64 + 1));
                             core
                         },
                         cycles: counters.histogram(
                             types::AGENT_CYCLE_NS,
                             i as u64,
-                            &format!("{} cycle", c.name),
+                            &format!(
+                                "{} {}",
+                                c.name,
+                                types::what(types::AGENT_CYCLE_NS).unwrap_or_default()
+                            ),
                         ),
                         tasks: AtomicUsize::new(0),
                     })
@@ -730,16 +736,17 @@ impl Agents {
         self.check_agent(agent)?;
         let id = TaskId(self.reg.next_id.fetch_add(1, Ordering::Relaxed));
         let name = task.name().to_string();
-        let counter = |t: u32, what: &str| {
+        let counter = |t: u32| {
+            let what = types::what(t).unwrap_or_default();
             Counter::in_file_or_standalone(&self.reg.counters, t, id.0, &format!("{name} {what}"))
         };
         let counters = Arc::new(TaskCounters {
             agent: AtomicUsize::new(IN_TRANSIT),
-            calls: counter(types::TASK_CALLS, "calls"),
-            busy_ns: counter(types::TASK_BUSY_NS, "busy ns"),
-            total_ns: counter(types::TASK_TOTAL_NS, "total ns"),
-            work: counter(types::TASK_WORK, "work"),
-            on_agent: counter(types::TASK_AGENT, "agent"),
+            calls: counter(types::TASK_CALLS),
+            busy_ns: counter(types::TASK_BUSY_NS),
+            total_ns: counter(types::TASK_TOTAL_NS),
+            work: counter(types::TASK_WORK),
+            on_agent: counter(types::TASK_AGENT),
             name,
         });
         self.reg

@@ -248,6 +248,8 @@ pub(crate) struct ShmCounters {
     pub(crate) other: Counter,
     /// The ring position written or read up to (a gauge).
     pub(crate) position: Counter,
+    /// The ring's capacity in bytes (a gauge; set once the ring is known).
+    pub(crate) capacity: Counter,
     /// A publication's: the subscribers its ring evicted, each logged.
     pub(crate) evictions: Option<EvictionLog>,
 }
@@ -289,7 +291,6 @@ impl EvictionLog {
                 let comm = std::fs::read_to_string(format!("/proc/{}/comm", e.pid))
                     .map(|c| c.trim().to_owned())
                     .unwrap_or_else(|_| "gone".into());
-                // Short: the error log keeps 88 bytes of text.
                 let why = match e.reason {
                     weft_shm::EvictReason::Dead => "dead",
                     weft_shm::EvictReason::Stuck => "stuck",
@@ -299,8 +300,11 @@ impl EvictionLog {
             }
             None => "a subscriber was evicted".into(),
         };
-        self.file
-            .log_error(&format!("{}: {who}", self.prefix), total - self.seen);
+        self.file.log_error(
+            "evicted",
+            &format!("{}: {who}", self.prefix),
+            total - self.seen,
+        );
         self.seen = total;
     }
 }
@@ -321,6 +325,7 @@ impl ShmCounters {
             bytes: set.make(types::SHM_SENT_BYTES, "bytes sent"),
             other: set.make(types::SHM_BACK_PRESSURED, "back-pressure events"),
             position: set.make(types::SHM_SEND_POSITION, "ring position"),
+            capacity: set.make(types::SHM_RING_CAPACITY, "ring capacity"),
             evictions: Some(EvictionLog::new(set, file, set.prefix())),
         }
     }
@@ -331,6 +336,7 @@ impl ShmCounters {
             bytes: set.make(types::SHM_RECEIVED_BYTES, "bytes received"),
             other: set.make(types::SHM_EVICTIONS, "evictions"),
             position: set.make(types::SHM_RECEIVE_POSITION, "ring position"),
+            capacity: set.make(types::SHM_RING_CAPACITY, "ring capacity"),
             evictions: None,
         }
     }
@@ -516,8 +522,11 @@ fn shm_unconnected(counters: &mut ShmCounters, truncated: bool) -> PublishError 
     if let Some(log) = &mut counters.evictions {
         if !log.truncated {
             log.truncated = true;
-            log.file
-                .log_error(&format!("{}: ring file truncated under it", log.prefix), 1);
+            log.file.log_error(
+                "ring_truncated",
+                &format!("{}: ring file truncated under it", log.prefix),
+                1,
+            );
         }
     }
     PublishError::Closed
@@ -962,6 +971,7 @@ impl Subscription {
             }
             SubInner::Shm {
                 ring,
+                counters,
                 session_id: session,
                 attach_error,
                 file,
@@ -980,6 +990,7 @@ impl Subscription {
                     *last_probe = weft_shm::liveness::now_ns();
                     match ShmReader::attach(opts, name, *liveness_ns) {
                         Ok(Some((reader, session_id))) => {
+                            counters.capacity.set(reader.capacity() as u64);
                             *ring = Some(reader);
                             *session = session_id;
                             *attach_error = None;
@@ -991,7 +1002,11 @@ impl Subscription {
                             let text = e.to_string();
                             if attach_error.as_deref() != Some(text.as_str()) {
                                 let uri = self.uri.to_string();
-                                file.log_error(&format!("{uri}: cannot attach: {text}"), 1);
+                                file.log_error(
+                                    "attach",
+                                    &format!("{uri}: cannot attach: {text}"),
+                                    1,
+                                );
                                 *attach_error = Some(text);
                                 return Err(SubscribeError::Attach { uri, source: e });
                             }
@@ -1027,7 +1042,11 @@ impl Subscription {
             let path = r.path();
             *ring = None;
             let uri = self.uri.to_string();
-            file.log_error(&format!("{uri}: ring file truncated under it"), 1);
+            file.log_error(
+                "ring_truncated",
+                &format!("{uri}: ring file truncated under it"),
+                1,
+            );
             f(Event::PublisherGone {
                 session_id: *session_id,
             });
@@ -1114,6 +1133,14 @@ pub(crate) enum ShmReader {
 }
 
 impl ShmReader {
+    /// The ring's capacity in bytes.
+    fn capacity(&self) -> usize {
+        match self {
+            ShmReader::One(c) => c.capacity(),
+            ShmReader::Many(c) => c.capacity(),
+        }
+    }
+
     /// Joins the channel's ring, whichever kind it is, with its session id:
     /// the publisher's process id for a one-publisher ring, the ring's own
     /// id for a many-publisher ring (which is only joined while a

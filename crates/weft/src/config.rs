@@ -76,6 +76,18 @@ pub struct NodeConfig {
     /// The process's label in its counters file (for `weft-stat`). Default:
     /// the executable's file name.
     pub name: String,
+    /// How long a cleanly closed node's counters file stays after the node
+    /// closes (marked closed: its final values, loss report and error log
+    /// are still scraped), before the next node started in the directory,
+    /// or `weft-stat reclaim`, removes it. Default 60 s: several scrape
+    /// intervals. A crashed process's file stays until `weft-stat reclaim`.
+    pub counters_linger: Duration,
+    /// Handle `SIGTERM` and `SIGINT` when the application has not: the
+    /// node's files are removed and its counters file marked closed, as
+    /// on a clean close, then the signal ends the process as before (UDP
+    /// data not yet delivered is not flushed: handle the signal yourself
+    /// and call `Node::close` for that). Default on.
+    pub handle_signals: bool,
     /// A publication (shared memory or UDP) stamps one message in this many
     /// with its commit time (8 bytes more in the ring and on the wire, one
     /// clock read on each side), and subscriptions record the one-way
@@ -146,6 +158,8 @@ impl Default for NodeConfig {
             max_publications: 8,
             control_ring: true,
             counters: 1024,
+            counters_linger: Duration::from_secs(60),
+            handle_signals: true,
             latency_sample_every: 0,
             // The executable's name, as `name` must be: at most 64
             // characters, none of them control characters.
@@ -252,6 +266,8 @@ struct FileConfig {
     control_ring: Option<bool>,
     counters: Option<usize>,
     name: Option<String>,
+    counters_linger: Option<String>,
+    handle_signals: Option<bool>,
     latency_sample_every: Option<u32>,
     udp: Option<FileUdp>,
 }
@@ -320,6 +336,8 @@ impl NodeConfig {
             control_ring: f.control_ring.unwrap_or(d.control_ring),
             counters: f.counters.unwrap_or(d.counters),
             name: f.name.unwrap_or(d.name),
+            counters_linger: dur("counters_linger", f.counters_linger, d.counters_linger)?,
+            handle_signals: f.handle_signals.unwrap_or(d.handle_signals),
             latency_sample_every: f.latency_sample_every.unwrap_or(d.latency_sample_every),
             udp: UdpDefaults {
                 interface: u.interface.unwrap_or(d.udp.interface),

@@ -35,6 +35,8 @@ pub use idle::{IdleStep, IdleStrategy, Idler};
 pub use node::{ChannelBacklog, Gateway, Node, Undelivered};
 pub use uri::{ChannelUri, ShmUri, UdpUri, UriError};
 pub use weft_counters;
+/// The seeded loss injector of [`UdpDefaults::loss`] (tests and demos).
+pub use weft_net::LossConfig;
 
 /// Everything that can go wrong setting weft up. Each message names what was
 /// wrong and, where it helps, what to change.

@@ -156,6 +156,12 @@ impl Node {
             liveness_timeout: cfg.liveness_timeout,
             ..ShmOptions::in_dir(&cfg.dir)
         };
+        if cfg.handle_signals {
+            weft_shm::terminate::install();
+        }
+        if cfg.counters > 0 {
+            sweep_closed_counters(&shm, cfg.counters_linger);
+        }
         let counters = if cfg.counters == 0 {
             CountersFile::private(64)
         } else {
@@ -381,11 +387,14 @@ impl Node {
                 }
                 let report = self.backlog(&upto, true);
                 self.counters
-                    .log_error(&format!("node closed: {report}"), 1);
+                    .log_error("undelivered", &format!("node closed: {report}"), 1);
                 Err(Error::Undelivered(report))
             }
         };
-        self.agents.stop()?;
+        let stopped = self.agents.stop();
+        // Final: the file stays, marked closed, for the tools' linger time.
+        self.counters.close_lingering();
+        stopped?;
         flushed
     }
 
@@ -473,18 +482,20 @@ impl Node {
                 s.name, self.cfg.max_publications
             ))
         })?;
+        let counters = Box::new(ShmCounters::publication(
+            &CounterSet::new(
+                &self.counters,
+                stream as u64,
+                counter_prefix(ROLE_PUBLICATION, &format!("shm:{}", s.name), stream),
+            ),
+            &self.counters,
+        ));
+        counters.capacity.set(producer.capacity() as u64);
         Ok(PubInner::ShmMany {
             ring: producer,
             connected: false,
             until_check: 0,
-            counters: Box::new(ShmCounters::publication(
-                &CounterSet::new(
-                    &self.counters,
-                    stream as u64,
-                    format!("shm:{} stream {stream}", s.name),
-                ),
-                &self.counters,
-            )),
+            counters,
         })
     }
 
@@ -493,15 +504,26 @@ impl Node {
     /// subscription of a channel joins the group and gives its receive task to
     /// an agent; later ones read the same local ring.
     pub fn subscription(&mut self, uri: &str, stream: u32) -> Result<Subscription, Error> {
+        self.subscription_as(uri, stream, ROLE_SUBSCRIPTION)
+    }
+
+    /// A subscription whose counters say it is a `role`'s.
+    fn subscription_as(
+        &mut self,
+        uri: &str,
+        stream: u32,
+        role: &str,
+    ) -> Result<Subscription, Error> {
         let parsed: ChannelUri = uri.parse()?;
+        let prefix = counter_prefix(role, &parsed.address(), stream);
         let inner = match &parsed {
             ChannelUri::Shm(s) => SubInner::Shm {
                 counters: Box::new(ShmCounters::subscription(&CounterSet::new(
                     &self.counters,
                     stream as u64,
-                    format!("{uri} stream {stream}"),
+                    prefix.clone(),
                 ))),
-                latency: self.latency_histogram(uri, stream),
+                latency: self.latency_histogram(&prefix, stream),
                 ring: None,
                 session_id: 0,
                 attach_error: None,
@@ -512,7 +534,7 @@ impl Node {
                 empty_polls: 0,
                 last_probe: 0,
             },
-            ChannelUri::Udp(u) => self.udp_subscription(uri, u, stream)?,
+            ChannelUri::Udp(u) => self.udp_subscription(uri, u, stream, &prefix)?,
         };
         Ok(Subscription {
             uri: parsed,
@@ -550,18 +572,20 @@ impl Node {
             }
             other => other?,
         };
+        let counters = Box::new(ShmCounters::publication(
+            &CounterSet::new(
+                &self.counters,
+                stream as u64,
+                counter_prefix(ROLE_PUBLICATION, &format!("shm:{}", s.name), stream),
+            ),
+            &self.counters,
+        ));
+        counters.capacity.set(ring.capacity() as u64);
         Ok(PubInner::Shm {
             ring,
             connected: false,
             until_check: 0,
-            counters: Box::new(ShmCounters::publication(
-                &CounterSet::new(
-                    &self.counters,
-                    stream as u64,
-                    format!("shm:{} stream {stream}", s.name),
-                ),
-                &self.counters,
-            )),
+            counters,
         })
     }
 
@@ -698,12 +722,15 @@ impl Node {
             .producer()
             .ok_or_else(|| Error::Config("no publication slot".into()))?;
         let (users, user) = Users::first();
-        let name_prefix = format!("udp-send {} stream {stream}", u.group);
-        let counters = SendCounters::new(&self.counters, stream, &name_prefix);
+        let counters = SendCounters::new(
+            &self.counters,
+            stream,
+            &counter_prefix(ROLE_PUBLICATION, &format!("udp://{}", u.group), stream),
+        );
         let progress = Arc::new(SendProgress::default());
         let task = SendTask {
             counters,
-            name: name_prefix,
+            name: format!("udp-send udp://{} stream {stream}", u.group),
             rx,
             file: Some((self.shm.clone(), name)),
             net,
@@ -751,7 +778,13 @@ impl Node {
         self.cfg.liveness_timeout.as_nanos() as u64
     }
 
-    fn udp_subscription(&mut self, uri: &str, u: &UdpUri, stream: u32) -> Result<SubInner, Error> {
+    fn udp_subscription(
+        &mut self,
+        uri: &str,
+        u: &UdpUri,
+        stream: u32,
+        prefix: &str,
+    ) -> Result<SubInner, Error> {
         let full = || {
             Error::Config(format!(
                 "{uri} stream {stream}: all subscription slots of the local ring are in use (shm_max_subscribers)"
@@ -769,7 +802,7 @@ impl Node {
                     bell: r.bells.take(),
                     bells: r.bells.clone(),
                     _user: user,
-                    latency: self.latency_histogram(uri, stream),
+                    latency: self.latency_histogram(prefix, stream),
                 });
             }
             self.recvs.retain(|r| !r.users.is_closed());
@@ -786,7 +819,13 @@ impl Node {
         let joiner = out.joiner();
         let consumer = joiner.join().ok_or_else(full)?;
         let bells = Arc::new(ReaderBells::new(self.cfg.shm_max_subscribers));
-        let user = self.spawn_recv_task(u, stream, out, "udp-recv", Some(bells.clone()))?;
+        let task_name = format!("udp-recv udp://{} stream {stream}", u.group);
+        let recv = RecvRole {
+            counters: prefix.to_owned(),
+            task: task_name,
+            republish: None,
+        };
+        let user = self.spawn_recv_task(u, stream, out, recv, Some(bells.clone()))?;
         self.recvs.push(UdpRecv {
             group: u.group,
             stream,
@@ -799,16 +838,17 @@ impl Node {
             bell: bells.take(),
             bells,
             _user: user,
-            latency: self.latency_histogram(uri, stream),
+            latency: self.latency_histogram(prefix, stream),
         })
     }
 
-    /// A subscription's one-way latency histogram in the counters file.
-    fn latency_histogram(&self, uri: &str, stream: u32) -> Histogram {
+    /// A subscription's one-way latency histogram in the counters file,
+    /// labelled with its counters' prefix ([`counter_prefix`]).
+    fn latency_histogram(&self, prefix: &str, stream: u32) -> Histogram {
         self.counters.histogram(
             weft_counters::types::ONE_WAY_LATENCY_NS,
             stream as u64,
-            &format!("{uri} stream {stream} one-way latency"),
+            &format!("{prefix} one-way latency"),
         )
     }
 
@@ -819,7 +859,7 @@ impl Node {
         u: &UdpUri,
         stream: u32,
         out: broadcast::Producer,
-        kind: &str,
+        role: RecvRole,
         bells: Option<Arc<ReaderBells>>,
     ) -> Result<UserGuard, Error> {
         let mut proto = ReceiverConfig::new(stream, self.next_seed());
@@ -836,11 +876,21 @@ impl Node {
         let max = out.max_payload().min(proto.max_message);
         let net = weft_net::Subscription::open(&channel, proto)?;
         let (users, user) = Users::first();
-        let name_prefix = format!("{kind} {} stream {stream}", u.group);
-        let counters = RecvCounters::new(&self.counters, stream, &name_prefix);
+        let mut counters = RecvCounters::new(
+            &self.counters,
+            stream,
+            &role.counters,
+            &format!("udp://{}", u.group),
+        );
+        if let Some(prefix) = &role.republish {
+            counters.republish = Some(crate::udp::RepublishCounters::new(
+                &CounterSet::new(&self.counters, stream as u64, prefix.clone()),
+                out.capacity(),
+            ));
+        }
         let task = RecvTask {
             counters,
-            name: name_prefix,
+            name: role.task,
             net,
             out,
             pending: Vec::with_capacity(max),
@@ -875,7 +925,19 @@ impl Node {
             unreachable!("a one-publisher shm: URI makes a one-publisher ring")
         };
         // Its readers are other processes: they cannot be rung (they poll).
-        let user = self.spawn_recv_task(&u, stream, ring, "gateway-in", None)?;
+        let recv = RecvRole {
+            counters: counter_prefix(ROLE_GATEWAY_IN, &format!("udp://{}", u.group), stream),
+            task: format!(
+                "gateway-in udp://{} stream {stream} -> shm:{}",
+                u.group, s.name
+            ),
+            republish: Some(counter_prefix(
+                ROLE_GATEWAY_IN,
+                &format!("shm:{}", s.name),
+                stream,
+            )),
+        };
+        let user = self.spawn_recv_task(&u, stream, ring, recv, None)?;
         Ok(Gateway { _user: user })
     }
 
@@ -884,16 +946,19 @@ impl Node {
     /// local publisher's ring exists, and again after a restart. Only messages
     /// go on: the far side has its own session, loss and liveness events.
     pub fn gateway_out(&mut self, shm: &str, udp: &str, stream: u32) -> Result<Gateway, Error> {
-        let (ChannelUri::Shm(_), ChannelUri::Udp(_)) = (shm.parse()?, udp.parse()?) else {
+        let (ChannelUri::Shm(s), ChannelUri::Udp(u)) = (shm.parse()?, udp.parse()?) else {
             return Err(Error::Config(format!(
                 "gateway_out({shm:?}, {udp:?}): expected a shm: URI, then a udp:// URI"
             )));
         };
-        let sub = self.subscription(shm, stream)?;
+        let sub = self.subscription_as(shm, stream, ROLE_GATEWAY_OUT)?;
         let publ = self.publication(udp, stream)?;
         let (users, user) = Users::first();
         let task = crate::udp::ForwardTask {
-            name: format!("gateway-out {shm} stream {stream}"),
+            name: format!(
+                "gateway-out shm:{} stream {stream} -> udp://{}",
+                s.name, u.group
+            ),
             pending: Vec::with_capacity(publ.max_message()),
             has_pending: false,
             sub,
@@ -914,6 +979,21 @@ pub struct Gateway {
     _user: UserGuard,
 }
 
+/// Removes the counters files in `shm`'s directory that were closed cleanly
+/// more than `linger` ago (by any process: a closed file is written by no
+/// one). Errors are ignored: another node may be sweeping too.
+fn sweep_closed_counters(shm: &ShmOptions, linger: std::time::Duration) {
+    for (path, reader) in weft_counters::scan(&shm.dir) {
+        let expired = reader
+            .ok()
+            .and_then(|r| r.closed_age())
+            .is_some_and(|age| age > linger);
+        if let (true, Some(name)) = (expired, path.file_name().and_then(|n| n.to_str())) {
+            let _ = Region::remove(shm, name);
+        }
+    }
+}
+
 /// Attaches with `attach`, waiting up to a second while the ring's file is
 /// one another process is creating right now (not yet sized, or not yet
 /// initialized); any other outcome is returned at once.
@@ -927,6 +1007,34 @@ fn attach_settled<T>(attach: impl Fn() -> Result<T, ShmError>) -> Result<T, ShmE
         }
     }
     attach()
+}
+
+/// What a channel end's counters say it is (the `role` label): an
+/// application's publication or subscription, or a gateway's end.
+const ROLE_PUBLICATION: &str = "publication";
+/// See [`ROLE_PUBLICATION`].
+const ROLE_SUBSCRIPTION: &str = "subscription";
+/// See [`ROLE_PUBLICATION`]: both ends of `gateway_in` (its UDP receive and
+/// its shared-memory republish).
+const ROLE_GATEWAY_IN: &str = "gateway-in";
+/// See [`ROLE_PUBLICATION`]: the shared-memory subscription of `gateway_out`
+/// (its UDP send is the channel's sender, a publication).
+const ROLE_GATEWAY_OUT: &str = "gateway-out";
+
+/// The label prefix of a channel end's counters, "ROLE ADDRESS stream S":
+/// `weft-stat` splits it into the `role`, `channel` and `stream` labels, so
+/// the two ends of a channel join on `channel` and `stream`.
+fn counter_prefix(role: &str, address: &str, stream: u32) -> String {
+    format!("{role} {address} stream {stream}")
+}
+
+/// How a receive task labels itself: its counters' prefix, its task name,
+/// and (a gateway's) the prefix of the counters of its republish into
+/// shared memory.
+struct RecvRole {
+    counters: String,
+    task: String,
+    republish: Option<String>,
 }
 
 /// The ring file of a shared-memory channel's stream.

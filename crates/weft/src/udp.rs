@@ -69,6 +69,9 @@ pub(crate) struct SendCounters {
     send_errors: Counter,
     timed_out: Counter,
     position: Counter,
+    window: Counter,
+    unacknowledged: Counter,
+    buffer: Counter,
     /// Messages taken from the ring so far (not in the protocol's stats).
     taken: u64,
     last_export: u64,
@@ -101,6 +104,9 @@ impl SendCounters {
             send_errors: set.make(types::UDP_SEND_ERRORS, "send errors"),
             timed_out: set.make(types::UDP_RECEIVERS_TIMED_OUT, "receivers timed out"),
             position: set.make(types::UDP_SEND_POSITION, "position"),
+            window: set.make(types::UDP_SEND_WINDOW, "window"),
+            unacknowledged: set.make(types::UDP_SEND_UNACKNOWLEDGED, "unacknowledged"),
+            buffer: set.make(types::UDP_SEND_BUFFER, "retransmit buffer"),
             taken: 0,
             last_export: 0,
         }
@@ -120,17 +126,23 @@ impl SendCounters {
         self.send_errors.set(st.io.send_errors);
         self.timed_out.set(st.proto.receivers_timed_out);
         self.position.set(net.sender().next_seq());
+        self.window.set(net.sender().window());
+        self.unacknowledged.set(net.sender().unacknowledged());
+        self.buffer.set(net.sender().buffer_datagrams() as u64);
         let now = [
             st.io.send_errors,
             st.proto.dropped,
             st.io.short_sends,
             self.skipped,
         ];
-        const WHAT: [&str; 4] = [
-            "datagrams lost to send errors",
-            "malformed or foreign datagrams dropped",
-            "datagrams the kernel took only in part",
-            "frames of publishers that died mid-claim skipped",
+        const WHAT: [(&str, &str); 4] = [
+            ("send_errors", "datagrams lost to send errors"),
+            ("dropped", "malformed or foreign datagrams dropped"),
+            ("short_sends", "datagrams the kernel took only in part"),
+            (
+                "skipped_frames",
+                "frames of publishers that died mid-claim skipped",
+            ),
         ];
         log_increases(&self.file, &self.prefix, &mut self.logged, now, WHAT);
     }
@@ -143,11 +155,12 @@ fn log_increases<const N: usize>(
     prefix: &str,
     logged: &mut [u64; N],
     now: [u64; N],
-    what: [&str; N],
+    what: [(&str, &str); N],
 ) {
     for i in 0..N {
         if now[i] > logged[i] {
-            file.log_error(&format!("{prefix}: {}", what[i]), now[i] - logged[i]);
+            let (kind, what) = what[i];
+            file.log_error(kind, &format!("{prefix}: {what}"), now[i] - logged[i]);
             logged[i] = now[i];
         }
     }
@@ -182,6 +195,49 @@ pub(crate) struct RecvCounters {
     reports: Vec<(u64, LossReport)>,
     /// The local subscribers the republishing ring cut loose.
     evictions: crate::channel::EvictionLog,
+    /// The channel's address, for the loss report.
+    channel: String,
+    /// A gateway's: its republish into shared memory, counted as that
+    /// channel's publication.
+    pub(crate) republish: Option<RepublishCounters>,
+}
+
+/// What an inbound gateway writes into its shared-memory channel, counted
+/// as a publication of that channel (role `gateway-in`): the task counts
+/// locally and stores these when it exports.
+pub(crate) struct RepublishCounters {
+    messages: Counter,
+    bytes: Counter,
+    back_pressured: Counter,
+    position: Counter,
+    _capacity: Counter,
+    pub(crate) sent: u64,
+    pub(crate) sent_bytes: u64,
+    pub(crate) refused: u64,
+}
+
+impl RepublishCounters {
+    pub(crate) fn new(set: &CounterSet<'_>, capacity: usize) -> Self {
+        let capacity_counter = set.make(types::SHM_RING_CAPACITY, "ring capacity");
+        capacity_counter.set(capacity as u64);
+        Self {
+            messages: set.make(types::SHM_SENT_MESSAGES, "messages sent"),
+            bytes: set.make(types::SHM_SENT_BYTES, "bytes sent"),
+            back_pressured: set.make(types::SHM_BACK_PRESSURED, "back-pressure events"),
+            position: set.make(types::SHM_SEND_POSITION, "ring position"),
+            _capacity: capacity_counter,
+            sent: 0,
+            sent_bytes: 0,
+            refused: 0,
+        }
+    }
+
+    fn export(&self, out: &broadcast::Producer) {
+        self.messages.set(self.sent);
+        self.bytes.set(self.sent_bytes);
+        self.back_pressured.set(self.refused);
+        self.position.set(out.position());
+    }
 }
 
 /// Sessions of one stream whose losses a receive task keeps an entry of the
@@ -189,11 +245,13 @@ pub(crate) struct RecvCounters {
 const LOSS_SESSIONS: usize = 8;
 
 impl RecvCounters {
-    pub(crate) fn new(file: &Arc<CountersFile>, stream: u32, prefix: &str) -> Self {
+    pub(crate) fn new(file: &Arc<CountersFile>, stream: u32, prefix: &str, channel: &str) -> Self {
         let set = CounterSet::new(file, stream as u64, prefix);
         Self {
             file: file.clone(),
             prefix: prefix.to_owned(),
+            channel: channel.to_owned(),
+            republish: None,
             stream,
             logged: [0; 8],
             oversize: 0,
@@ -219,6 +277,9 @@ impl RecvCounters {
 
     fn export(&mut self, net: &NetSubscription, out: &broadcast::Producer) {
         self.evictions.note(out.evictions(), out.last_eviction());
+        if let Some(r) = &self.republish {
+            r.export(out);
+        }
         let st = net.stats();
         self.messages.set(st.proto.messages);
         self.bytes.set(st.io.bytes_in);
@@ -245,15 +306,15 @@ impl RecvCounters {
             st.proto.implausible,
             st.proto.sessions_refused,
         ];
-        const WHAT: [&str; 8] = [
-            "datagrams dropped by the kernel (receive buffer full: raise udp.rcvbuf)",
-            "malformed, foreign or stale datagrams dropped",
-            "datagrams longer than the MTU dropped",
-            "receive calls failed",
-            "messages larger than the local ring dropped",
-            "datagrams without a valid authentication tag dropped (a forger, or a key_file that differs)",
-            "frames claiming sequence numbers their session never sent dropped (forged?)",
-            "new sessions refused: every session slot holds a live session",
+        const WHAT: [(&str, &str); 8] = [
+            ("kernel_drops", "datagrams dropped by the kernel (receive buffer full: raise udp.rcvbuf)"),
+            ("dropped", "malformed, foreign or stale datagrams dropped"),
+            ("truncated", "datagrams longer than the MTU dropped"),
+            ("receive_errors", "receive calls failed"),
+            ("oversize", "messages larger than the local ring dropped"),
+            ("unauthenticated", "datagrams without a valid authentication tag dropped (a forger, or a key_file that differs)"),
+            ("implausible", "frames claiming sequence numbers their session never sent dropped (forged?)"),
+            ("sessions_refused", "new sessions refused: every session slot holds a live session"),
         ];
         log_increases(&self.file, &self.prefix, &mut self.logged, now, WHAT);
     }
@@ -273,7 +334,7 @@ impl RecvCounters {
                 }
                 let entry = self
                     .file
-                    .loss_report(self.stream as u64, session, &self.prefix);
+                    .loss_report(self.stream as u64, session, &self.channel);
                 self.reports.push((session, entry));
                 self.reports.len() - 1
             }
@@ -576,6 +637,13 @@ impl Task for RecvTask {
                 self.pending_type = None;
                 work += 1;
                 republished += 1;
+                let len = self.pending.len()
+                    - if t == TYPE_MESSAGE_STAMPED {
+                        STAMP_LEN
+                    } else {
+                        0
+                    };
+                counted(&mut self.counters.republish, t, len, true);
             }
         }
         work += self.net.do_work();
@@ -593,9 +661,18 @@ impl Task for RecvTask {
                     // The local ring carries the stamp in front, as a
                     // shared-memory publication writes it.
                     match republish_stamped(&mut self.out, sent_ns, message) {
-                        Ok(()) => republished += 1,
+                        Ok(()) => {
+                            republished += 1;
+                            counted(
+                                &mut self.counters.republish,
+                                TYPE_MESSAGE,
+                                message.len(),
+                                true,
+                            );
+                        }
                         Err(ClaimError::TooLarge { .. }) => self.counters.oversize += 1,
                         Err(_) => {
+                            counted(&mut self.counters.republish, TYPE_MESSAGE, 0, false);
                             self.pending.clear();
                             self.pending.extend_from_slice(&sent_ns.to_le_bytes());
                             self.pending.extend_from_slice(message); // within capacity
@@ -624,11 +701,15 @@ impl Task for RecvTask {
                 }
             };
             match self.out.offer(t, bytes) {
-                Ok(()) => republished += 1,
+                Ok(()) => {
+                    republished += 1;
+                    counted(&mut self.counters.republish, t, bytes.len(), true);
+                }
                 // Larger than this node's local ring takes (the publisher's node
                 // allows more): dropped and counted, never stuck on.
                 Err(ClaimError::TooLarge { .. }) => self.counters.oversize += 1,
                 Err(_) => {
+                    counted(&mut self.counters.republish, t, 0, false);
                     self.pending.clear();
                     self.pending.extend_from_slice(bytes); // within capacity: no allocation
                     self.pending_type = Some(t);
@@ -645,6 +726,21 @@ impl Task for RecvTask {
             }
         }
         work
+    }
+}
+
+/// Counts, for a gateway, a frame of type `t` written into its shared-memory
+/// ring (`ok`, with `len` payload bytes; messages only) or refused by it
+/// (held back: back-pressure). Nothing for a plain receive task.
+#[inline]
+fn counted(r: &mut Option<RepublishCounters>, t: u32, len: usize, ok: bool) {
+    if let Some(r) = r {
+        if !ok {
+            r.refused += 1;
+        } else if t == TYPE_MESSAGE || t == TYPE_MESSAGE_STAMPED {
+            r.sent += 1;
+            r.sent_bytes += len as u64;
+        }
     }
 }
 

@@ -297,6 +297,19 @@ fn parse_interface(s: &str) -> Option<Interface> {
     ok.then(|| Interface::Name(s.to_string()))
 }
 
+impl ChannelUri {
+    /// The channel's identity: `shm:NAME` or `udp://GROUP:PORT`, the URI
+    /// without its parameters. Two ends of one channel give the same
+    /// address whatever parameters each was opened with; telemetry labels
+    /// its counters with it (`channel=`), so they join across processes.
+    pub fn address(&self) -> String {
+        match self {
+            ChannelUri::Shm(s) => format!("shm:{}", s.name),
+            ChannelUri::Udp(u) => format!("udp://{}", u.group),
+        }
+    }
+}
+
 impl fmt::Display for ChannelUri {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut sep = '?';

@@ -109,14 +109,14 @@ fn read(reader: &CountersReader, pid: u32) -> Sample {
             types::AGENT_THREAD => s.agents.entry(c.key).or_default().2 = c.value,
             types::TASK_BUSY_NS | types::TASK_WORK | types::TASK_AGENT => {
                 let e = s.tasks.entry(c.key).or_default();
-                let (value, suffix) = match c.type_id {
-                    types::TASK_BUSY_NS => (&mut e.0, " busy ns"),
-                    types::TASK_WORK => (&mut e.1, " work"),
-                    _ => (&mut e.2, " agent"),
+                let value = match c.type_id {
+                    types::TASK_BUSY_NS => &mut e.0,
+                    types::TASK_WORK => &mut e.1,
+                    _ => &mut e.2,
                 };
                 *value = c.value;
                 if e.3.is_empty() {
-                    e.3 = c.label.strip_suffix(suffix).unwrap_or(&c.label).to_string();
+                    e.3 = types::subject(c.type_id, &c.label).to_string();
                 }
             }
             _ => {}

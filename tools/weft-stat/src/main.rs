@@ -76,6 +76,28 @@ enum Cmd {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:9464")]
         listen: String,
+        /// Seconds a cleanly closed process's series are still exported
+        /// after it closed (its final values get scraped).
+        #[arg(long, default_value_t = 60.0)]
+        linger: f64,
+        /// Seconds a crashed process's series are still exported after its
+        /// last heartbeat (`weft_process_up` 0, so an alert can fire), after
+        /// which it is left out until `weft-stat reclaim` removes its files.
+        #[arg(long, default_value_t = 600.0)]
+        dead_linger: f64,
+    },
+    /// Lists and removes what dead processes left in the directory: every
+    /// weft file whose creating process is gone (counters, control and ring
+    /// files of crashed processes), and counters files closed cleanly more
+    /// than `--linger` seconds ago. A file of a live process is never
+    /// removed; a file that is not weft's is never touched.
+    Reclaim {
+        /// Only list what would be removed.
+        #[arg(long)]
+        dry_run: bool,
+        /// Seconds a cleanly closed counters file is kept.
+        #[arg(long, default_value_t = 60.0)]
+        linger: f64,
     },
 }
 
@@ -86,8 +108,11 @@ struct Snapshot {
     label: String,
     state: ProcessState,
     heartbeat_age_ms: Option<u64>,
+    /// How long ago it closed cleanly (state `Closed`).
+    closed_age: Option<Duration>,
     counters: Vec<CounterValue>,
     histograms: Vec<weft_counters::HistogramValue>,
+    errors: Vec<weft_counters::ErrorEntry>,
 }
 
 fn type_name(t: u32) -> String {
@@ -130,8 +155,10 @@ fn read_all(cli: &Cli, dir: &std::path::Path) -> Vec<Snapshot> {
             label: r.process_label(),
             state: r.process_state(),
             heartbeat_age_ms: r.heartbeat_age().map(|d| d.as_millis() as u64),
+            closed_age: r.closed_age(),
             counters,
             histograms: r.histograms(),
+            errors: r.errors(),
             path,
         });
     }
@@ -143,6 +170,7 @@ fn state_name(s: ProcessState) -> &'static str {
         ProcessState::Alive => "alive",
         ProcessState::Hung => "hung",
         ProcessState::Dead => "dead",
+        ProcessState::Closed => "closed",
     }
 }
 
@@ -396,31 +424,33 @@ fn histograms(cli: &Cli, dir: &std::path::Path) {
 fn errors(cli: &Cli, dir: &std::path::Path) {
     if !cli.json {
         println!(
-            "{:>8} {:<6} {:>10} {:<24} {:<24}  error",
-            "pid", "state", "count", "first", "last"
+            "{:>8} {:<6} {:>10} {:<24} {:<24} {:<16}  error",
+            "pid", "state", "count", "first", "last", "kind"
         );
     }
     for r in readers(cli, dir) {
         for e in r.errors() {
             if cli.json {
                 println!(
-                    "{{\"pid\":{},\"process\":{},\"state\":\"{}\",\"count\":{},\"first\":\"{}\",\"last\":\"{}\",\"error\":{}}}",
+                    "{{\"pid\":{},\"process\":{},\"state\":\"{}\",\"count\":{},\"first\":\"{}\",\"last\":\"{}\",\"kind\":{},\"error\":{}}}",
                     r.pid(),
                     json_str(&r.process_label()),
                     state_name(r.process_state()),
                     e.count,
                     utc(e.first_wall_ns),
                     utc(e.last_wall_ns),
+                    json_str(&e.kind),
                     json_str(&e.text)
                 );
             } else {
                 println!(
-                    "{:>8} {:<6} {:>10} {:<24} {:<24}  {}",
+                    "{:>8} {:<6} {:>10} {:<24} {:<24} {:<16}  {}",
                     r.pid(),
                     state_name(r.process_state()),
                     e.count,
                     utc(e.first_wall_ns),
                     utc(e.last_wall_ns),
+                    e.kind,
                     e.text
                 );
             }
@@ -428,83 +458,166 @@ fn errors(cli: &Cli, dir: &std::path::Path) {
     }
 }
 
-/// A Prometheus label value, escaped.
+/// A Prometheus label value, escaped; control characters (a label a
+/// hostile process wrote) become `?`.
 fn label_value(s: &str) -> String {
-    s.replace('\\', "\\\\")
+    s.chars()
+        .map(|c| if c.is_control() && c != '\n' { '?' } else { c })
+        .collect::<String>()
+        .replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
 }
 
+/// The labels a stream counter's label carries: it is made as "ROLE
+/// CHANNEL stream S WHAT" (see `weft::Node`), so role and channel are its
+/// first two words. A label of another shape gives empty ones.
+fn stream_labels(label: &str) -> (&str, &str) {
+    let mut words = label.split(' ');
+    match (words.next(), words.next(), words.next()) {
+        (Some(role), Some(channel), Some("stream")) => (role, channel),
+        _ => ("", ""),
+    }
+}
+
+/// The labels that say which thing a counter of `key` kind counts:
+/// `agent` and its `name`; `task` and its `name`; `role`, `channel` and
+/// `stream`; nothing for a per-process one.
+fn key_labels(key: types::KeyKind, type_id: u32, id: u64, label: &str) -> String {
+    match key {
+        types::KeyKind::Agent | types::KeyKind::Task => format!(
+            ",{}=\"{id}\",name=\"{}\"",
+            if key == types::KeyKind::Agent {
+                "agent"
+            } else {
+                "task"
+            },
+            label_value(types::subject(type_id, label))
+        ),
+        types::KeyKind::Stream => {
+            let (role, channel) = stream_labels(label);
+            format!(
+                ",role=\"{}\",channel=\"{}\",stream=\"{id}\"",
+                label_value(role),
+                label_value(channel)
+            )
+        }
+        types::KeyKind::Process => String::new(),
+    }
+}
+
+/// IDs that are not quantities: exported as labels of `weft_agent_info`
+/// and `weft_task_info`, not as values.
+const INFO_TYPES: [u32; 3] = [types::AGENT_CORE, types::AGENT_THREAD, types::TASK_AGENT];
+
+/// Gauges that are read positions: of two ends with the same labels, the
+/// slowest's is exported.
+const RECEIVE_POSITIONS: [u32; 2] = [types::SHM_RECEIVE_POSITION, types::UDP_RECEIVE_POSITION];
+
+/// Writes `# HELP` and `# TYPE` of a family.
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    use std::fmt::Write;
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
 /// The text exposition format (version 0.0.4) of every counter in `snaps`,
-/// in base units, grouped by metric family.
+/// in base units, grouped by metric family. Every series carries `node`
+/// (the process's configured name, stable across restarts) and `pid`.
 fn metrics_text(snaps: &[Snapshot]) -> String {
     use std::fmt::Write;
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "# HELP weft_process_up Whether the process that writes a counters file is alive (1) or hung or dead (0).\n# TYPE weft_process_up gauge"
+    let node = |s: &Snapshot| format!("node=\"{}\",pid=\"{}\"", label_value(&s.label), s.pid);
+    family(
+        &mut out,
+        "weft_process_up",
+        "gauge",
+        "Whether the process that writes a counters file is alive (1) or hung or dead (0).",
     );
     for s in snaps {
         let _ = writeln!(
             out,
-            "weft_process_up{{process=\"{}\",pid=\"{}\"}} {}",
-            label_value(&s.label),
-            s.pid,
+            "weft_process_up{{{}}} {}",
+            node(s),
             u8::from(s.state == ProcessState::Alive)
         );
     }
-    let _ = writeln!(
-        out,
-        "# HELP weft_process_heartbeat_age_seconds Time since the process last stored its heartbeat.\n# TYPE weft_process_heartbeat_age_seconds gauge"
+    family(
+        &mut out,
+        "weft_process_heartbeat_age_seconds",
+        "gauge",
+        "Time since the process last stored its heartbeat.",
     );
     for s in snaps {
         if let Some(ms) = s.heartbeat_age_ms {
             let _ = writeln!(
                 out,
-                "weft_process_heartbeat_age_seconds{{process=\"{}\",pid=\"{}\"}} {}",
-                label_value(&s.label),
-                s.pid,
+                "weft_process_heartbeat_age_seconds{{{}}} {}",
+                node(s),
                 ms as f64 / 1e3
             );
         }
     }
-    for m in types::METRICS {
+    family(
+        &mut out,
+        "weft_process_state",
+        "gauge",
+        "The process's state as a label: alive, hung, dead (crashed or killed) or closed (exited cleanly); always 1.",
+    );
+    for s in snaps {
         let _ = writeln!(
             out,
-            "# HELP {} {}\n# TYPE {} {}",
-            m.name,
-            m.help,
-            m.name,
-            if m.counter { "counter" } else { "gauge" }
+            "weft_process_state{{{},state=\"{}\"}} 1",
+            node(s),
+            state_name(s.state)
         );
+    }
+    for m in types::METRICS
+        .iter()
+        .filter(|m| !INFO_TYPES.contains(&m.type_id))
+    {
+        family(
+            &mut out,
+            m.name,
+            if m.counter { "counter" } else { "gauge" },
+            m.help,
+        );
+        // Two ends with the same labels (two subscriptions of one stream
+        // in one process) are one series: counters add up, a receive
+        // position is the slowest's, another gauge the largest.
+        let mut series: std::collections::BTreeMap<String, u64> = Default::default();
         for s in snaps {
             for c in s.counters.iter().filter(|c| c.type_id == m.type_id) {
-                let key = match m.key {
-                    types::KeyKind::Agent => format!(",agent=\"{}\"", c.key),
-                    types::KeyKind::Task => format!(",task=\"{}\"", c.key),
-                    types::KeyKind::Stream => {
-                        // The label starts with the channel: "udp-send GROUP:PORT
-                        // stream S what" or "shm:NAME stream S what".
-                        let channel = c.label.split(" stream ").next().unwrap_or_default();
-                        format!(",stream=\"{}\",channel=\"{}\"", c.key, label_value(channel))
-                    }
-                    types::KeyKind::Process => String::new(),
-                };
-                let v = if m.divisor == 1.0 {
-                    c.value.to_string()
-                } else {
-                    (c.value as f64 / m.divisor).to_string()
-                };
-                let _ = writeln!(
-                    out,
-                    "{}{{process=\"{}\",pid=\"{}\"{key}}} {v}",
-                    m.name,
-                    label_value(&s.label),
-                    s.pid
+                let labels = format!(
+                    "{}{}",
+                    node(s),
+                    key_labels(m.key, c.type_id, c.key, &c.label)
                 );
+                series
+                    .entry(labels)
+                    .and_modify(|v| {
+                        *v = if m.counter {
+                            v.wrapping_add(c.value)
+                        } else if RECEIVE_POSITIONS.contains(&m.type_id) {
+                            (*v).min(c.value)
+                        } else {
+                            (*v).max(c.value)
+                        }
+                    })
+                    .or_insert(c.value);
             }
         }
+        for (labels, v) in series {
+            let v = if m.divisor == 1.0 {
+                v.to_string()
+            } else {
+                (v as f64 / m.divisor).to_string()
+            };
+            let _ = writeln!(out, "{}{{{labels}}} {v}", m.name);
+        }
     }
+    info_metrics(&mut out, snaps);
+    lag_metrics(&mut out, snaps);
+    error_metrics(&mut out, snaps);
     // Histograms in seconds, on fixed bounds (a fine bucket straddling a
     // bound counts above it).
     const LE: [f64; 16] = [
@@ -512,38 +625,215 @@ fn metrics_text(snaps: &[Snapshot]) -> String {
         1e-1, 1.0,
     ];
     for (type_id, name, help, key) in types::HISTOGRAM_METRICS {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        family(&mut out, name, "histogram", help);
+        // Histograms with the same labels add up: buckets, count, sum.
+        let mut series: std::collections::BTreeMap<String, ([u64; 16], u64, u64)> =
+            Default::default();
         for s in snaps {
             for h in s.histograms.iter().filter(|h| h.type_id == *type_id) {
-                let key = match key {
-                    types::KeyKind::Agent => format!(",agent=\"{}\"", h.key),
-                    types::KeyKind::Task => format!(",task=\"{}\"", h.key),
-                    types::KeyKind::Process => String::new(),
-                    types::KeyKind::Stream => format!(
-                        ",stream=\"{}\",channel=\"{}\"",
-                        h.key,
-                        label_value(h.label.split(" stream ").next().unwrap_or_default())
-                    ),
-                };
                 let labels = format!(
-                    "process=\"{}\",pid=\"{}\"{key}",
-                    label_value(&s.label),
-                    s.pid
+                    "{}{}",
+                    node(s),
+                    key_labels(*key, h.type_id, h.key, &h.label)
                 );
-                for le in LE {
-                    let _ = writeln!(
-                        out,
-                        "{name}_bucket{{{labels},le=\"{le}\"}} {}",
-                        h.count_at_most((le * 1e9) as u64)
-                    );
+                let e = series.entry(labels).or_default();
+                for (b, le) in e.0.iter_mut().zip(LE) {
+                    *b += h.count_at_most((le * 1e9) as u64);
                 }
-                let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {}", h.count);
-                let _ = writeln!(out, "{name}_sum{{{labels}}} {}", h.sum as f64 / 1e9);
-                let _ = writeln!(out, "{name}_count{{{labels}}} {}", h.count);
+                e.1 += h.count;
+                e.2 += h.sum;
             }
+        }
+        for (labels, (buckets, count, sum)) in series {
+            for (b, le) in buckets.iter().zip(LE) {
+                let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {b}");
+            }
+            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {count}");
+            let _ = writeln!(out, "{name}_sum{{{labels}}} {}", sum as f64 / 1e9);
+            let _ = writeln!(out, "{name}_count{{{labels}}} {count}");
         }
     }
     out
+}
+
+/// `weft_agent_info` (an agent's name, core and thread id) and
+/// `weft_task_info` (a task's name and the agent it runs on), value 1:
+/// join them onto a series with `* on(node, pid, agent) group_left(core)`.
+fn info_metrics(out: &mut String, snaps: &[Snapshot]) {
+    use std::collections::BTreeMap;
+    use std::fmt::Write;
+    family(
+        out,
+        "weft_agent_info",
+        "gauge",
+        "An agent: its name, the core it is pinned to (\"none\": not pinned) and its Linux thread id (\"\" before it first ran); always 1.",
+    );
+    for s in snaps {
+        // Agent index -> (name, core, thread).
+        let mut agents: BTreeMap<u64, (String, Option<u64>, Option<u64>)> = BTreeMap::new();
+        for c in &s.counters {
+            let e = match c.type_id {
+                types::AGENT_CORE | types::AGENT_THREAD | types::AGENT_DUTY_CYCLES => {
+                    agents.entry(c.key).or_default()
+                }
+                _ => continue,
+            };
+            e.0 = types::subject(c.type_id, &c.label).to_owned();
+            match c.type_id {
+                types::AGENT_CORE => e.1 = Some(c.value),
+                types::AGENT_THREAD => e.2 = Some(c.value),
+                _ => {}
+            }
+        }
+        for (i, (name, core, thread)) in agents {
+            let core = match core {
+                Some(0) | None => "none".to_string(),
+                Some(c) => (c - 1).to_string(),
+            };
+            let thread = thread
+                .filter(|&t| t > 0)
+                .map(|t| t.to_string())
+                .unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "weft_agent_info{{node=\"{}\",pid=\"{}\",agent=\"{i}\",name=\"{}\",core=\"{core}\",thread=\"{thread}\"}} 1",
+                label_value(&s.label),
+                s.pid,
+                label_value(&name)
+            );
+        }
+    }
+    family(
+        out,
+        "weft_task_info",
+        "gauge",
+        "A task: its name and the agent it runs on now; always 1.",
+    );
+    for s in snaps {
+        for c in s.counters.iter().filter(|c| c.type_id == types::TASK_AGENT) {
+            let _ = writeln!(
+                out,
+                "weft_task_info{{node=\"{}\",pid=\"{}\",task=\"{}\",name=\"{}\",agent=\"{}\"}} 1",
+                label_value(&s.label),
+                s.pid,
+                c.key,
+                label_value(types::subject(c.type_id, &c.label)),
+                c.value
+            );
+        }
+    }
+}
+
+/// `weft_shm_subscriber_lag_bytes`: for each shared-memory subscription on
+/// this host, how far it is behind the newest publication of its channel
+/// and stream (from every counters file, so publisher and subscriber may
+/// be different processes). Divided by `weft_shm_ring_capacity_bytes` (same
+/// labels) it is how full the ring is for that subscriber.
+fn lag_metrics(out: &mut String, snaps: &[Snapshot]) {
+    use std::fmt::Write;
+    let mut newest: HashMap<(String, u64), u64> = HashMap::new();
+    for s in snaps {
+        for c in s
+            .counters
+            .iter()
+            .filter(|c| c.type_id == types::SHM_SEND_POSITION)
+        {
+            let (_, channel) = stream_labels(&c.label);
+            let e = newest.entry((channel.to_owned(), c.key)).or_default();
+            *e = (*e).max(c.value);
+        }
+    }
+    family(
+        out,
+        "weft_shm_subscriber_lag_bytes",
+        "gauge",
+        "Ring bytes a shared-memory subscription is behind its channel's newest publication on this host (its backlog).",
+    );
+    // Two subscriptions with the same labels: the one further behind.
+    let mut series: std::collections::BTreeMap<String, u64> = Default::default();
+    for s in snaps {
+        for c in s
+            .counters
+            .iter()
+            .filter(|c| c.type_id == types::SHM_RECEIVE_POSITION)
+        {
+            let (_, channel) = stream_labels(&c.label);
+            if let Some(&head) = newest.get(&(channel.to_owned(), c.key)) {
+                let labels = format!(
+                    "node=\"{}\",pid=\"{}\"{}",
+                    label_value(&s.label),
+                    s.pid,
+                    key_labels(types::KeyKind::Stream, c.type_id, c.key, &c.label)
+                );
+                let lag = head.saturating_sub(c.value);
+                let e = series.entry(labels).or_default();
+                *e = (*e).max(lag);
+            }
+        }
+    }
+    for (labels, lag) in series {
+        let _ = writeln!(out, "weft_shm_subscriber_lag_bytes{{{labels}}} {lag}");
+    }
+}
+
+/// The error log: `weft_errors_total` by kind, and each distinct error
+/// (`weft_error_log_total` with its text as a label, control characters
+/// replaced) with the time it was last seen.
+fn error_metrics(out: &mut String, snaps: &[Snapshot]) {
+    use std::collections::BTreeMap;
+    use std::fmt::Write;
+    family(
+        out,
+        "weft_errors_total",
+        "counter",
+        "Errors in the process's error log, by kind (kernel_drops, evicted, attach, ...).",
+    );
+    for s in snaps {
+        let mut by_kind: BTreeMap<&str, u64> = BTreeMap::new();
+        for e in &s.errors {
+            *by_kind.entry(e.kind.as_str()).or_default() += e.count;
+        }
+        for (kind, n) in by_kind {
+            let _ = writeln!(
+                out,
+                "weft_errors_total{{node=\"{}\",pid=\"{}\",kind=\"{}\"}} {n}",
+                label_value(&s.label),
+                s.pid,
+                label_value(kind)
+            );
+        }
+    }
+    for (name, kind, help) in [
+        (
+            "weft_error_log_total",
+            "counter",
+            "One distinct error of the error log: how often it happened (its text in full as a label).",
+        ),
+        (
+            "weft_error_log_last_seen_seconds",
+            "gauge",
+            "One distinct error of the error log: when it last happened, seconds since the Unix epoch.",
+        ),
+    ] {
+        family(out, name, kind, help);
+        for s in snaps {
+            for e in &s.errors {
+                let v = if name.ends_with("_total") {
+                    e.count.to_string()
+                } else {
+                    (e.last_wall_ns as f64 / 1e9).to_string()
+                };
+                let _ = writeln!(
+                    out,
+                    "{name}{{node=\"{}\",pid=\"{}\",kind=\"{}\",error=\"{}\"}} {v}",
+                    label_value(&s.label),
+                    s.pid,
+                    label_value(&e.kind),
+                    label_value(&e.text)
+                );
+            }
+        }
+    }
 }
 
 /// Connections `serve` handles at once; one more is answered `503` at once.
@@ -615,11 +905,113 @@ impl ServeStats {
     }
 }
 
+/// How long `serve` still exports processes that are gone.
+#[derive(Clone, Copy)]
+struct Lingers {
+    closed: Duration,
+    dead: Duration,
+}
+
+impl Lingers {
+    /// Whether `s` is exported: a live or hung process always; a closed one
+    /// for `closed` after it closed; a crashed one for `dead` after its
+    /// last heartbeat.
+    fn exported(&self, s: &Snapshot) -> bool {
+        match s.state {
+            ProcessState::Alive | ProcessState::Hung => true,
+            ProcessState::Closed => s.closed_age.is_none_or(|a| a <= self.closed),
+            ProcessState::Dead => s
+                .heartbeat_age_ms
+                .is_none_or(|ms| Duration::from_millis(ms) <= self.dead),
+        }
+    }
+}
+
+/// A duration flag in seconds: finite and not negative, else exit 2.
+fn seconds(flag: &str, v: f64) -> Duration {
+    Duration::try_from_secs_f64(v).unwrap_or_else(|_| {
+        eprintln!("weft-stat: {flag} {v}: expected seconds, 0 or more");
+        std::process::exit(2);
+    })
+}
+
+/// `weft-stat reclaim`: removes (or, `dry_run`, lists) the files of dead
+/// processes and the counters files closed more than `linger` ago. Returns
+/// the exit code: 0, or 1 if a file could not be removed.
+fn reclaim(dir: &std::path::Path, dry_run: bool, linger: Duration) -> i32 {
+    let opts = weft_shm::ShmOptions::in_dir(dir);
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+                .filter_map(|e| e.file_name().into_string().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    let (mut removed, mut kept, mut failed) = (0, 0, 0);
+    for name in names {
+        let path = dir.join(&name);
+        // Only weft regions: anything else is not ours to touch.
+        let Ok(region) = weft_shm::Region::open(&path) else {
+            continue;
+        };
+        let pid =
+            weft_shm::liveness::ProcessId::from_word(region.info().creator).map_or(0, |p| p.pid);
+        // A counters file closed cleanly: removed once its linger is past
+        // (whether or not its process still runs), never before.
+        let closed_age = if name.starts_with("counters.") {
+            CountersReader::open(&path)
+                .ok()
+                .and_then(|r| r.closed_age())
+        } else {
+            None
+        };
+        let closed = closed_age.is_some_and(|age| age > linger);
+        let why = match (closed_age, region.creator_state()) {
+            (Some(_), _) if closed => "closed cleanly, past its linger",
+            (None, weft_shm::CreatorState::Dead) => "its process is gone",
+            _ => {
+                kept += 1;
+                continue;
+            }
+        };
+        drop(region);
+        if dry_run {
+            println!("would remove {name} (pid {pid}): {why}");
+            removed += 1;
+            continue;
+        }
+        // `reclaim` checks again that the creator is dead (it may have
+        // been a pid that came back); a closed file is removed as it is.
+        let result = if closed {
+            weft_shm::Region::remove(&opts, &name)
+        } else {
+            weft_shm::Region::reclaim(&opts, &name)
+        };
+        match result {
+            Ok(()) => {
+                println!("removed {name} (pid {pid}): {why}");
+                removed += 1;
+            }
+            Err(e) => {
+                eprintln!("weft-stat: {name}: not removed: {e}");
+                failed += 1;
+            }
+        }
+    }
+    eprintln!(
+        "weft-stat reclaim: {removed} {}, {kept} kept (live, or closed within the linger), {failed} failed",
+        if dry_run { "to remove" } else { "removed" }
+    );
+    i32::from(failed > 0)
+}
+
 /// Serves `/metrics` (GET and HEAD) until killed: each connection on a
 /// thread of its own, at most [`MAX_CONNECTIONS`] at once, each bounded by
 /// [`IO_TIMEOUT`] to send its request and to take the reply, so idle or
 /// slow clients cannot hold a scrape up.
-fn serve(cli: &Cli, dir: &std::path::Path, listen: &str) {
+fn serve(cli: &Cli, dir: &std::path::Path, listen: &str, lingers: Lingers) {
     use std::sync::atomic::Ordering::Relaxed;
     let listener = std::net::TcpListener::bind(listen).unwrap_or_else(|e| {
         eprintln!("weft-stat: cannot listen on {listen}: {e}");
@@ -645,7 +1037,7 @@ fn serve(cli: &Cli, dir: &std::path::Path, listen: &str) {
             stats.open.fetch_add(1, Relaxed);
             let stats = &stats;
             scope.spawn(move || {
-                handle(&mut conn, cli, dir, stats);
+                handle(&mut conn, cli, dir, stats, lingers);
                 stats.open.fetch_sub(1, Relaxed);
             });
         }
@@ -653,7 +1045,13 @@ fn serve(cli: &Cli, dir: &std::path::Path, listen: &str) {
 }
 
 /// One HTTP request on `conn`.
-fn handle(conn: &mut std::net::TcpStream, cli: &Cli, dir: &std::path::Path, stats: &ServeStats) {
+fn handle(
+    conn: &mut std::net::TcpStream,
+    cli: &Cli,
+    dir: &std::path::Path,
+    stats: &ServeStats,
+    lingers: Lingers,
+) {
     use std::io::Read;
     use std::sync::atomic::Ordering::Relaxed;
     let mut req = Vec::new();
@@ -693,7 +1091,9 @@ fn handle(conn: &mut std::net::TcpStream, cli: &Cli, dir: &std::path::Path, stat
     match (method, metrics) {
         ("GET" | "HEAD", true) => {
             let started = Instant::now();
-            let mut body = metrics_text(&read_all(cli, dir));
+            let mut snaps = read_all(cli, dir);
+            snaps.retain(|s| lingers.exported(s));
+            let mut body = metrics_text(&snaps);
             stats
                 .last_scrape_ns
                 .store(started.elapsed().as_nanos() as u64, Relaxed);
@@ -782,9 +1182,20 @@ fn main() {
             histograms(&cli, &dir);
             return;
         }
-        Some(Cmd::Serve { listen }) => {
-            serve(&cli, &dir, listen);
+        Some(Cmd::Serve {
+            listen,
+            linger,
+            dead_linger,
+        }) => {
+            let lingers = Lingers {
+                closed: seconds("--linger", *linger),
+                dead: seconds("--dead-linger", *dead_linger),
+            };
+            serve(&cli, &dir, listen, lingers);
             return;
+        }
+        Some(Cmd::Reclaim { dry_run, linger }) => {
+            std::process::exit(reclaim(&dir, *dry_run, seconds("--linger", *linger)));
         }
         None => {}
     }

@@ -270,7 +270,7 @@ fn child_node_that_waits_to_be_killed() {
     };
     let node = node_with_fixed_task(Path::new(&dir), "doomed", 300, 500);
     let counters = node.counters().clone();
-    counters.log_error("doomed: the application's own error", 2);
+    counters.log_error("application", "doomed: the application's own error", 2);
     counters
         .loss_report(3, 0x5e55, "udp://239.77.58.1:4000")
         .record(12, 12_000);
@@ -384,8 +384,134 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// A market-data workload of four nodes in this process, run by one
+/// thread until `stop`: a publisher sends on UDP (and on a shared-memory
+/// channel of its own); a gateway republishes the UDP stream into
+/// `shm:prom-md`; a subscriber reads both shared-memory channels, a few
+/// messages per round, so it has a backlog; a telemetry node subscribes to
+/// the UDP stream directly, losing 2 % of datagrams on purpose (NAKs,
+/// repairs). Invoker mode: nothing spins but this thread, which sleeps.
+fn market_data_workload(
+    dir: &Path,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<u64> {
+    let dir = dir.to_owned();
+    let udp = udp_uri();
+    std::thread::spawn(move || {
+        let cfg = |name: &str| NodeConfig {
+            dir: dir.clone(),
+            threading: ThreadingMode::Invoker,
+            control_ring: false,
+            name: name.into(),
+            latency_sample_every: 16,
+            ..NodeConfig::default()
+        };
+        let mut publisher = Node::new(cfg("md-publisher")).unwrap();
+        let mut gateway = Node::new(cfg("md-gateway")).unwrap();
+        let mut subscriber = Node::new(cfg("md-subscriber")).unwrap();
+        let mut telemetry = Node::new(NodeConfig {
+            udp: weft::UdpDefaults {
+                loss: Some(weft::LossConfig {
+                    seed: 7,
+                    probability: 0.02,
+                    mean_burst: 2.0,
+                }),
+                ..weft::UdpDefaults::default()
+            },
+            ..cfg("telemetry")
+        })
+        .unwrap();
+        let _gw = gateway.gateway_in(&udp, "shm:prom-md", 5).unwrap();
+        // A foreign file where a channel's ring should be: an error in the
+        // subscriber's error log (for the error panels).
+        std::fs::write(dir.join("prom-bad.1"), [0xab; 8192]).unwrap();
+        let mut bad = subscriber.subscription("shm:prom-bad", 1).unwrap();
+        let mut md = subscriber.subscription("shm:prom-md", 5).unwrap();
+        let mut ticks_in = subscriber.subscription("shm:prom-ticks", 3).unwrap();
+        let mut direct = telemetry.subscription(&udp, 5).unwrap();
+        let mut quotes = publisher.publication(&udp, 5).unwrap();
+        let mut ticks = publisher
+            .publication("shm:prom-ticks?capacity=65536", 3)
+            .unwrap();
+        let msg = [3u8; 48];
+        let mut read = 0u64;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            for _ in 0..20 {
+                let _ = quotes.offer(&msg);
+                let _ = ticks.offer(&msg);
+            }
+            for _ in 0..4 {
+                publisher.do_work();
+                gateway.do_work();
+                telemetry.do_work();
+                subscriber.do_work();
+            }
+            // The market-data subscriber keeps up; the ticks reader takes
+            // fewer than are published, so the ring fills and the
+            // publisher is back-pressured.
+            let count = |e: weft::Event<'_>| {
+                if let weft::Event::Message(_) = e {
+                    read += 1;
+                }
+            };
+            let _ = md.poll(64, count);
+            let _ = ticks_in.poll(10, |_| {});
+            let _ = direct.poll(64, |_| {});
+            let _ = bad.poll(1, |_| {});
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        read
+    })
+}
+
+/// Runs a PromQL query; the number of series in its answer (`None`: no
+/// answer, or an error).
+fn prom_series(port: u16, query: &str) -> Option<usize> {
+    let mut q = String::new();
+    for b in query.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            q.push(b as char);
+        } else {
+            q.push_str(&format!("%{b:02X}"));
+        }
+    }
+    let answer = http_get(port, &format!("/api/v1/query?query={q}"))?;
+    if !answer.contains("\"status\":\"success\"") {
+        return None;
+    }
+    Some(answer.matches("\"metric\":").count())
+}
+
+/// Every `"expr"` of the Grafana dashboard, with its template variables
+/// set to match everything.
+fn dashboard_queries() -> Vec<String> {
+    let json = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/grafana-weft.json"
+    ))
+    .unwrap();
+    json.split("\"expr\": \"")
+        .skip(1)
+        .map(|rest| {
+            let mut expr = String::new();
+            let mut chars = rest.chars();
+            while let Some(c) = chars.next() {
+                match c {
+                    '\\' => expr.push(chars.next().unwrap()),
+                    '"' => break,
+                    c => expr.push(c),
+                }
+            }
+            expr.replace("$node", ".*").replace("$channel", ".*")
+        })
+        .collect()
+}
+
 /// `weft-stat serve` passes `promtool check metrics`, and a real Prometheus
-/// server scrapes it and answers a query for a weft counter with its value.
+/// server scrapes it while clients hold connections open, with a real
+/// market-data workload running: every scrape is up; the UDP send/receive
+/// join, the backlog and ring-fill queries and every dashboard query return
+/// series; the gateway's republish counts as a shared-memory publication.
 #[test]
 fn prometheus_scrapes_weft_stat_serve() {
     let root = Command::new("id")
@@ -402,6 +528,8 @@ fn prometheus_scrapes_weft_stat_serve() {
     }
     let dir = temp_dir("prom");
     let node = node_with_fixed_task(&dir, "stat-prom", 4321, 5000);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let workload = market_data_workload(&dir, stop.clone());
     let port = free_tcp_port();
     let _serve = KillOnDrop(
         Command::new(env!("CARGO_BIN_EXE_weft-stat"))
@@ -426,13 +554,13 @@ fn prometheus_scrapes_weft_stat_serve() {
     let pid = std::process::id();
     assert!(
         metrics.contains(&format!(
-            "weft_task_work_total{{process=\"stat-prom\",pid=\"{pid}\""
+            "weft_task_work_total{{node=\"stat-prom\",pid=\"{pid}\",task=\"1\",name=\"fixed-4321\"}} 4321"
         )),
         "{metrics}"
     );
     assert!(
         metrics.contains(&format!(
-            "weft_agent_cycle_seconds_count{{process=\"stat-prom\",pid=\"{pid}\",agent=\"0\"}} 5000"
+            "weft_agent_cycle_seconds_count{{node=\"stat-prom\",pid=\"{pid}\",agent=\"0\",name=\"agent-0\"}} 5000"
         )),
         "{metrics}"
     );
@@ -553,6 +681,56 @@ fn prometheus_scrapes_weft_stat_serve() {
         .and_then(|a| prom_value(&a))
         .unwrap_or(0.0);
     assert!(served >= 8.0, "weft_stat_scrapes_total {served}");
+
+    // The label schema: a sender's and its receivers' positions join on
+    // channel and stream (two receivers: the gateway and telemetry); the
+    // backlog and how full the ring is are one query each.
+    let series = |q: &str| prom_series(prom_port, q);
+    assert_eq!(
+        series(
+            "weft_udp_send_position - on(channel, stream) group_right weft_udp_receive_position"
+        ),
+        Some(2),
+        "the UDP send/receive join"
+    );
+    assert_eq!(
+        series("weft_udp_send_position - on(channel, stream) weft_udp_receive_position{role=\"gateway-in\"}"),
+        Some(1)
+    );
+    assert_eq!(
+        series(
+            "weft_shm_subscriber_lag_bytes{node=\"md-subscriber\"} / weft_shm_ring_capacity_bytes"
+        ),
+        Some(2),
+        "backlog over capacity, per subscription"
+    );
+    assert_eq!(
+        series("weft_shm_sent_messages_total{role=\"gateway-in\",channel=\"shm:prom-md\"} > 0"),
+        Some(1),
+        "the gateway's republish is a shared-memory publication"
+    );
+    assert_eq!(
+        series("weft_task_info{node=\"md-gateway\",name=~\"gateway-in udp://.* -> shm:prom-md\"}"),
+        Some(1),
+        "tasks are named"
+    );
+    // Every panel of the dashboard has data. `rate` needs two samples in
+    // its window and the loss panel needs a loss: retried for a while.
+    let queries = dashboard_queries();
+    assert!(queries.len() >= 20, "{queries:?}");
+    let start = std::time::Instant::now();
+    for q in &queries {
+        while series(q).unwrap_or(0) == 0 {
+            assert!(
+                start.elapsed().as_secs() < 90,
+                "no data for the dashboard query {q}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+        eprintln!("{} series: {q}", series(q).unwrap_or(0));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(workload.join().unwrap() > 0, "the workload moved nothing");
     hold.store(false, std::sync::atomic::Ordering::Relaxed);
     drop(idle);
     for t in slow {
@@ -590,4 +768,287 @@ fn version_and_a_missing_directory_are_answered_plainly() {
             "{args:?}: {err}"
         );
     }
+}
+
+/// Not a test of its own: the lifecycle tests start it as a child. A node
+/// with a task, a shared-memory publication (a ring file), a control ring,
+/// an error and a loss; then, by `WEFT_STAT_LIFECYCLE`: `exit` closes it
+/// and exits cleanly, `wait` waits to be signalled or killed.
+#[test]
+fn lifecycle_child() {
+    let Ok(mode) = std::env::var("WEFT_STAT_LIFECYCLE") else {
+        return;
+    };
+    let dir = PathBuf::from(std::env::var("WEFT_STAT_CHILD_DIR").unwrap());
+    let mut node = Node::new(NodeConfig {
+        dir: dir.clone(),
+        threading: ThreadingMode::Invoker,
+        name: format!("lifecycle-{mode}"),
+        ..NodeConfig::default()
+    })
+    .unwrap();
+    node.add_task(
+        0,
+        Box::new(Fixed {
+            name: "fixed-77".into(),
+            work: 77,
+        }),
+    )
+    .unwrap();
+    for _ in 0..100 {
+        node.do_work();
+    }
+    let publ = node.publication(&format!("shm:life-{mode}"), 1).unwrap();
+    node.counters()
+        .log_error("application", "lifecycle: the application's own error", 1);
+    node.counters()
+        .loss_report(2, 0x11fe, "udp://239.77.58.2:4000")
+        .record(5, 500);
+    if mode == "exit" {
+        drop(publ);
+        node.close().unwrap();
+        println!("ready");
+        return;
+    }
+    println!("ready");
+    std::thread::sleep(std::time::Duration::from_secs(120));
+    drop(publ);
+}
+
+/// Starts `lifecycle_child` in `mode` in `dir`; returns it once it is ready.
+fn lifecycle_child_in(dir: &Path, mode: &str) -> std::process::Child {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "lifecycle_child", "--nocapture"])
+        .env("WEFT_STAT_CHILD_DIR", dir)
+        .env("WEFT_STAT_LIFECYCLE", mode)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("ready") {
+        line.clear();
+        assert!(
+            out.read_line(&mut line).unwrap() > 0,
+            "the child ended early"
+        );
+    }
+    // Drain the rest, so the child's last lines do not meet a closed pipe.
+    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+    child
+}
+
+/// The files in `dir`, sorted.
+fn files(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .collect();
+    names.sort();
+    names
+}
+
+/// `weft-stat` in `dir`, with its exit code and both outputs.
+fn stat_status(dir: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_weft-stat"))
+        .args(args)
+        .arg("--dir")
+        .arg(dir)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `weft-stat serve --linger SECS` on a free port; its `/metrics` once it answers.
+fn serve_once(dir: &Path, linger: &str) -> String {
+    let port = free_tcp_port();
+    let _serve = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_weft-stat"))
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--linger", linger])
+            .arg("--dir")
+            .arg(dir)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(m) = http_get(port, "/metrics") {
+            return m;
+        }
+        assert!(start.elapsed().as_secs() < 20, "serve never answered");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// Issue 22, lifecycle of a clean exit: the ring and control files go at
+/// once; the counters file stays, marked closed, with its final values,
+/// error log and loss report, exported for the linger time; then
+/// `weft-stat reclaim` (or the next node in the directory) removes it.
+#[test]
+fn a_clean_exit_lingers_closed_then_goes() {
+    let dir = temp_dir("clean-exit");
+    let mut child = lifecycle_child_in(&dir, "exit");
+    assert!(child.wait().unwrap().success());
+    let pid = child.id();
+    assert_eq!(
+        files(&dir),
+        [format!("counters.{pid}.0")],
+        "only the counters file is left"
+    );
+    let (listed, _) = stat(&dir, &["list", "--json"]);
+    assert!(listed[0].contains("\"state\":\"closed\""), "{listed:#?}");
+    let (errors, _) = stat(&dir, &["errors", "--json"]);
+    assert!(errors[0].contains("lifecycle: the application's own error"));
+    let (loss, _) = stat(&dir, &["loss", "--json"]);
+    assert_eq!(number(&loss[0], "datagrams"), 5);
+    // Scraped within the linger: its final values, and its state.
+    let metrics = serve_once(&dir, "60");
+    assert!(
+        metrics.contains(&format!(
+            "weft_task_work_total{{node=\"lifecycle-exit\",pid=\"{pid}\",task=\"2\",name=\"fixed-77\"}} 77"
+        )),
+        "{metrics}"
+    );
+    assert!(metrics.contains(&format!(
+        "weft_process_state{{node=\"lifecycle-exit\",pid=\"{pid}\",state=\"closed\"}} 1"
+    )));
+    assert!(metrics.contains("kind=\"application\""));
+    // Within the linger, reclaim keeps it.
+    let (code, out, _) = stat_status(&dir, &["reclaim", "--linger", "60"]);
+    assert_eq!((code, out.as_str()), (0, ""));
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    // Past the linger: no longer exported, and reclaim removes it.
+    let metrics = serve_once(&dir, "1");
+    assert!(!metrics.contains(&format!("pid=\"{pid}\"")), "{metrics}");
+    let (code, out, _) = stat_status(&dir, &["reclaim", "--linger", "1"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains(&format!(
+            "removed counters.{pid}.0 (pid {pid}): closed cleanly, past its linger"
+        )),
+        "{out}"
+    );
+    assert!(files(&dir).is_empty());
+
+    // The next node in the directory sweeps a closed file past its linger.
+    let mut child = lifecycle_child_in(&dir, "exit");
+    child.wait().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    let sweeper = Node::new(NodeConfig {
+        dir: dir.clone(),
+        threading: ThreadingMode::Invoker,
+        control_ring: false,
+        name: "sweeper".into(),
+        counters_linger: std::time::Duration::from_secs(1),
+        ..NodeConfig::default()
+    })
+    .unwrap();
+    let own = sweeper.counters().path().unwrap().file_name().unwrap();
+    assert_eq!(
+        files(&dir),
+        [own.to_string_lossy()],
+        "the closed file is gone, the sweeper's own is there"
+    );
+    drop(sweeper);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Issue 22, lifecycle of `SIGTERM`: handled like a clean close as far as
+/// files go (ring and control files removed, counters marked closed), and
+/// the process still ends by the signal.
+#[test]
+fn sigterm_removes_the_files_and_marks_the_counters_closed() {
+    use std::os::unix::process::ExitStatusExt;
+    let dir = temp_dir("sigterm");
+    let mut child = lifecycle_child_in(&dir, "wait");
+    let pid = child.id();
+    let before = files(&dir);
+    assert_eq!(
+        before,
+        [
+            format!("control.{pid}.0"),
+            format!("counters.{pid}.0"),
+            "life-wait.1".to_string()
+        ]
+    );
+    Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.signal(), Some(15), "ended by SIGTERM: {status:?}");
+    assert_eq!(files(&dir), [format!("counters.{pid}.0")]);
+    let (listed, _) = stat(&dir, &["list", "--json"]);
+    assert!(listed[0].contains("\"state\":\"closed\""), "{listed:#?}");
+    let (lines, _) = stat(&dir, &["--once", "--json"]);
+    assert_eq!(value(&lines, "task_work", "fixed-77 work"), 77);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Issue 22, lifecycle of `kill -9`: everything stays; `weft-stat reclaim`
+/// lists and removes exactly the dead process's files (counters, control
+/// ring, ring), never a live process's, never a foreign file.
+#[test]
+fn reclaim_removes_exactly_the_files_of_a_killed_process() {
+    let dir = temp_dir("reclaim");
+    let mut child = lifecycle_child_in(&dir, "wait");
+    let pid = child.id();
+    // A live node beside it, with files of its own, and a foreign file.
+    let mut live = Node::new(NodeConfig {
+        dir: dir.clone(),
+        threading: ThreadingMode::Invoker,
+        name: "live".into(),
+        ..NodeConfig::default()
+    })
+    .unwrap();
+    let _publ = live.publication("shm:live-ring", 1).unwrap();
+    std::fs::write(dir.join("notes.txt"), b"not weft's").unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let n = live
+        .counters()
+        .path()
+        .unwrap()
+        .to_string_lossy()
+        .rsplit('.')
+        .next()
+        .unwrap()
+        .to_owned();
+    let me = format!("{}.{n}", std::process::id());
+    let dead = [
+        format!("control.{pid}.0"),
+        format!("counters.{pid}.0"),
+        "life-wait.1".to_string(),
+    ];
+    let (code, out, err) = stat_status(&dir, &["reclaim", "--dry-run"]);
+    assert_eq!(code, 0, "{err}");
+    let listed: Vec<&str> = out.lines().collect();
+    assert_eq!(listed.len(), 3, "{out}");
+    for (line, name) in listed.iter().zip(&dead) {
+        assert_eq!(
+            *line,
+            format!("would remove {name} (pid {pid}): its process is gone")
+        );
+    }
+    assert!(err.contains("3 to remove, 3 kept"), "{err}");
+    assert_eq!(files(&dir).len(), 7, "a dry run removes nothing");
+    let (code, out, _) = stat_status(&dir, &["reclaim"]);
+    assert_eq!((code, out.lines().count()), (0, 3), "{out}");
+    assert_eq!(
+        files(&dir),
+        [
+            format!("control.{me}"),
+            format!("counters.{me}"),
+            "live-ring.1".to_string(),
+            "notes.txt".to_string()
+        ]
+    );
+    drop(live);
+    let _ = std::fs::remove_dir_all(&dir);
 }
