@@ -18,6 +18,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
+
+mod view;
 use weft_counters::{scan, types, CounterValue, CountersReader, ProcessState};
 
 #[derive(Parser)]
@@ -53,9 +55,129 @@ struct Cli {
     /// One JSON object per line instead of a table.
     #[arg(long, global = true)]
     json: bool,
-    /// Seconds between refreshes (and the window of the rates).
-    #[arg(long, global = true, default_value_t = 1.0)]
-    interval: f64,
+    /// Seconds between refreshes (and the window of the rates). Default 1.
+    #[arg(long, global = true)]
+    interval: Option<f64>,
+}
+
+impl Cli {
+    /// The global flags given on the command line, by name.
+    fn given(&self) -> Vec<&'static str> {
+        let mut v = Vec::new();
+        let mut add = |on: bool, name| {
+            if on {
+                v.push(name);
+            }
+        };
+        add(self.pid.is_some(), "--pid");
+        add(self.type_filter.is_some(), "--type");
+        add(self.label.is_some(), "--label");
+        add(self.stream.is_some(), "--stream");
+        add(self.once, "--once");
+        add(self.watch, "--watch");
+        add(self.json, "--json");
+        add(self.interval.is_some(), "--interval");
+        v
+    }
+
+    /// Refuses (exit 2) a flag that means nothing in this mode, rather than
+    /// ignore it.
+    fn check_flags(&self) {
+        let (mode, allowed): (&str, &[&str]) = match &self.command {
+            None => (
+                "the counters view",
+                &[
+                    "--pid",
+                    "--type",
+                    "--label",
+                    "--stream",
+                    "--once",
+                    "--watch",
+                    "--json",
+                    "--interval",
+                ],
+            ),
+            Some(Cmd::List) => ("list", &["--pid", "--json"]),
+            Some(Cmd::Loss) => ("loss", &["--pid", "--stream", "--json"]),
+            Some(Cmd::Errors) => ("errors", &["--pid", "--json"]),
+            Some(Cmd::Histograms) => (
+                "histograms",
+                &["--pid", "--type", "--label", "--stream", "--json"],
+            ),
+            Some(Cmd::Serve { .. }) => ("serve", &["--pid", "--type", "--label", "--stream"]),
+            Some(Cmd::Reclaim { .. }) => ("reclaim", &[]),
+        };
+        let wrong: Vec<&str> = self
+            .given()
+            .into_iter()
+            .filter(|f| !allowed.contains(f))
+            .collect();
+        if !wrong.is_empty() {
+            eprintln!(
+                "weft-stat {mode}: {} means nothing here (it takes: {})",
+                wrong.join(", "),
+                if allowed.is_empty() {
+                    "--dir only".to_string()
+                } else {
+                    allowed.join(" ")
+                }
+            );
+            std::process::exit(2);
+        }
+        if let Some(t) = &self.type_filter {
+            let known = (0..1000).any(|id| types::name(id) == Some(t.as_str()));
+            if !known && t.parse::<u32>().is_err() {
+                let names: Vec<&str> = (0..1000).filter_map(types::name).collect();
+                eprintln!(
+                    "weft-stat: --type {t:?} is no counter type; the types: {}",
+                    names.join(" ")
+                );
+                std::process::exit(2);
+            }
+        }
+        if let Some(i) = self.interval {
+            if !(i.is_finite() && i >= 0.05) {
+                eprintln!("weft-stat: --interval {i}: expected seconds, at least 0.05");
+                std::process::exit(2);
+            }
+        }
+    }
+
+    /// The filters given, for "nothing matches" messages.
+    fn filters(&self) -> String {
+        let mut f = Vec::new();
+        if let Some(p) = self.pid {
+            f.push(format!("--pid {p}"));
+        }
+        if let Some(t) = &self.type_filter {
+            f.push(format!("--type {t}"));
+        }
+        if let Some(l) = &self.label {
+            f.push(format!("--label {l:?}"));
+        }
+        if let Some(s) = self.stream {
+            f.push(format!("--stream {s}"));
+        }
+        f.join(" ")
+    }
+}
+
+/// Exit 1 with a message saying why there is nothing to show: no counters
+/// file in `dir` at all, no process `--pid`, or filters that match nothing.
+fn nothing_read(cli: &Cli, dir: &std::path::Path, files: usize, what: &str) -> ! {
+    if files == 0 {
+        eprintln!(
+            "weft-stat: no weft process has a counters file in {} (none running, or they use another directory: --dir, WEFT_DIR)",
+            dir.display()
+        );
+    } else {
+        eprintln!(
+            "weft-stat: {what} matches {} in {} ({files} counters files there)",
+            cli.filters(),
+            dir.display()
+        );
+    }
+    std::process::exit(1);
 }
 
 #[derive(Subcommand)]
@@ -187,7 +309,8 @@ fn list(snaps: &[Snapshot], json: bool) {
             .map_or_else(|| "-".to_string(), |a| a.to_string());
         if json {
             println!(
-                "{{\"pid\":{},\"label\":{},\"state\":\"{}\",\"heartbeat_age_ms\":{},\"counters\":{},\"file\":{}}}",
+                "{{\"schema\":{JSON_SCHEMA},\"time\":\"{}\",\"pid\":{},\"label\":{},\"state\":\"{}\",\"heartbeat_age_ms\":{},\"counters\":{},\"file\":{}}}",
+                utc_now(),
                 s.pid,
                 json_str(&s.label),
                 state_name(s.state),
@@ -209,61 +332,15 @@ fn list(snaps: &[Snapshot], json: bool) {
     }
 }
 
-/// Key of a counter across two reads: file, record, type, key.
-type CounterKey = (PathBuf, usize, u32, u64);
+/// The version of the JSON lines' shape (`"schema"` in each): it changes
+/// when a key is renamed or removed, not when one is added.
+const JSON_SCHEMA: u32 = 2;
 
-fn show(snaps: &[Snapshot], before: &HashMap<CounterKey, u64>, secs: Option<f64>, json: bool) {
-    if !json {
-        println!(
-            "{:>8} {:<6} {:<24} {:>10} {:>16} {:>14}  label",
-            "pid", "state", "type", "key", "value", "per second"
-        );
-    }
-    for s in snaps {
-        for c in &s.counters {
-            let rate = secs.and_then(|secs| {
-                before
-                    .get(&(s.path.clone(), c.id, c.type_id, c.key))
-                    .map(|&b| c.value.wrapping_sub(b) as f64 / secs)
-            });
-            if json {
-                println!(
-                    "{{\"pid\":{},\"process\":{},\"state\":\"{}\",\"type\":\"{}\",\"type_id\":{},\"key\":{},\"label\":{},\"value\":{},\"per_s\":{}}}",
-                    s.pid,
-                    json_str(&s.label),
-                    state_name(s.state),
-                    type_name(c.type_id),
-                    c.type_id,
-                    c.key,
-                    json_str(&c.label),
-                    c.value,
-                    rate.map_or_else(|| "null".into(), |r| format!("{r:.1}"))
-                );
-            } else {
-                println!(
-                    "{:>8} {:<6} {:<24} {:>10} {:>16} {:>14}  {}",
-                    s.pid,
-                    state_name(s.state),
-                    type_name(c.type_id),
-                    c.key,
-                    c.value,
-                    rate.map_or_else(|| "-".into(), |r| format!("{r:.1}")),
-                    c.label
-                );
-            }
-        }
-    }
-}
-
-fn values(snaps: &[Snapshot]) -> HashMap<CounterKey, u64> {
-    snaps
-        .iter()
-        .flat_map(|s| {
-            s.counters
-                .iter()
-                .map(|c| ((s.path.clone(), c.id, c.type_id, c.key), c.value))
-        })
-        .collect()
+/// The wall clock now, as [`utc`] writes it.
+fn utc_now() -> String {
+    utc(std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64))
 }
 
 /// Wall-clock ns since the Unix epoch as UTC `YYYY-MM-DDTHH:MM:SS.mmmZ`.
@@ -308,6 +385,10 @@ fn readers(cli: &Cli, dir: &std::path::Path) -> Vec<CountersReader> {
 }
 
 fn loss(cli: &Cli, dir: &std::path::Path) {
+    let rs = readers(cli, dir);
+    if rs.is_empty() {
+        nothing_read(cli, dir, scan(dir).len(), "no process");
+    }
     if !cli.json {
         println!(
             "{:>8} {:<6} {:>6} {:>18} {:<24} {:<24} {:>8} {:>10} {:>12}  channel",
@@ -322,11 +403,16 @@ fn loss(cli: &Cli, dir: &std::path::Path) {
             "bytes (est)"
         );
     }
-    for r in readers(cli, dir) {
-        for l in r.loss_report() {
+    for r in rs {
+        for l in r
+            .loss_report()
+            .into_iter()
+            .filter(|l| cli.stream.is_none_or(|s| l.stream == s))
+        {
             if cli.json {
                 println!(
-                    "{{\"pid\":{},\"process\":{},\"state\":\"{}\",\"stream\":{},\"session\":{},\"channel\":{},\"first\":\"{}\",\"last\":\"{}\",\"events\":{},\"datagrams\":{},\"bytes\":{}}}",
+                    "{{\"schema\":{JSON_SCHEMA},\"time\":\"{}\",\"pid\":{},\"process\":{},\"state\":\"{}\",\"stream\":{},\"session\":{},\"channel\":{},\"first\":\"{}\",\"last\":\"{}\",\"events\":{},\"datagrams\":{},\"bytes\":{}}}",
+                    utc_now(),
                     r.pid(),
                     json_str(&r.process_label()),
                     state_name(r.process_state()),
@@ -359,11 +445,15 @@ fn loss(cli: &Cli, dir: &std::path::Path) {
 }
 
 fn histograms(cli: &Cli, dir: &std::path::Path) {
+    let rs = readers(cli, dir);
+    if rs.is_empty() {
+        nothing_read(cli, dir, scan(dir).len(), "no process");
+    }
     const QS: [(f64, &str); 5] = [
         (0.5, "p50"),
         (0.9, "p90"),
         (0.99, "p99"),
-        (0.999, "p99.9"),
+        (0.999, "p999"),
         (1.0, "max"),
     ];
     if !cli.json {
@@ -381,8 +471,16 @@ fn histograms(cli: &Cli, dir: &std::path::Path) {
             "max ns"
         );
     }
-    for r in readers(cli, dir) {
-        for h in r.histograms() {
+    for r in rs {
+        for h in r.histograms().into_iter().filter(|h| {
+            cli.type_filter
+                .as_deref()
+                .is_none_or(|t| t == type_name(h.type_id) || t == h.type_id.to_string())
+                && cli.label.as_deref().is_none_or(|l| h.label.contains(l))
+                && cli
+                    .stream
+                    .is_none_or(|s| h.key == s && h.type_id == types::ONE_WAY_LATENCY_NS)
+        }) {
             let q: Vec<u64> = QS.iter().map(|(q, _)| h.quantile(*q)).collect();
             if cli.json {
                 let qs: Vec<String> = QS
@@ -391,7 +489,8 @@ fn histograms(cli: &Cli, dir: &std::path::Path) {
                     .map(|((_, n), v)| format!("\"{n}_ns\":{v}"))
                     .collect();
                 println!(
-                    "{{\"pid\":{},\"process\":{},\"state\":\"{}\",\"type\":\"{}\",\"key\":{},\"label\":{},\"count\":{},{}}}",
+                    "{{\"schema\":{JSON_SCHEMA},\"time\":\"{}\",\"pid\":{},\"process\":{},\"state\":\"{}\",\"type\":\"{}\",\"key\":{},\"label\":{},\"count\":{},{}}}",
+                    utc_now(),
                     r.pid(),
                     json_str(&r.process_label()),
                     state_name(r.process_state()),
@@ -422,17 +521,22 @@ fn histograms(cli: &Cli, dir: &std::path::Path) {
 }
 
 fn errors(cli: &Cli, dir: &std::path::Path) {
+    let rs = readers(cli, dir);
+    if rs.is_empty() {
+        nothing_read(cli, dir, scan(dir).len(), "no process");
+    }
     if !cli.json {
         println!(
             "{:>8} {:<6} {:>10} {:<24} {:<24} {:<16}  error",
             "pid", "state", "count", "first", "last", "kind"
         );
     }
-    for r in readers(cli, dir) {
+    for r in rs {
         for e in r.errors() {
             if cli.json {
                 println!(
-                    "{{\"pid\":{},\"process\":{},\"state\":\"{}\",\"count\":{},\"first\":\"{}\",\"last\":\"{}\",\"kind\":{},\"error\":{}}}",
+                    "{{\"schema\":{JSON_SCHEMA},\"time\":\"{}\",\"pid\":{},\"process\":{},\"state\":\"{}\",\"count\":{},\"first\":\"{}\",\"last\":\"{}\",\"kind\":{},\"error\":{}}}",
+                    utc_now(),
                     r.pid(),
                     json_str(&r.process_label()),
                     state_name(r.process_state()),
@@ -1143,6 +1247,7 @@ fn respond(conn: &mut std::net::TcpStream, status: &str, body: &str, with_body: 
 
 fn main() {
     let cli = Cli::parse();
+    cli.check_flags();
     let dir = cli
         .dir
         .clone()
@@ -1167,7 +1272,11 @@ fn main() {
     }
     match &cli.command {
         Some(Cmd::List) => {
-            list(&read_all(&cli, &dir), cli.json);
+            let snaps = read_all(&cli, &dir);
+            if snaps.is_empty() {
+                nothing_read(&cli, &dir, scan(&dir).len(), "no process");
+            }
+            list(&snaps, cli.json);
             return;
         }
         Some(Cmd::Loss) => {
@@ -1200,27 +1309,13 @@ fn main() {
         None => {}
     }
     if cli.once {
-        show(&read_all(&cli, &dir), &HashMap::new(), None, cli.json);
+        let snaps = read_all(&cli, &dir);
+        if snaps.iter().all(|s| s.counters.is_empty()) {
+            nothing_read(&cli, &dir, scan(&dir).len(), "no counter");
+        }
+        view::print_once(&snaps, cli.json);
         return;
     }
-    let interval = Duration::from_secs_f64(cli.interval.max(0.05));
-    let mut before = values(&read_all(&cli, &dir));
-    let mut at = Instant::now();
-    loop {
-        std::thread::sleep(interval);
-        let snaps = read_all(&cli, &dir);
-        let secs = at.elapsed().as_secs_f64();
-        at = Instant::now();
-        if !cli.json {
-            // Clear the screen and go home, as `top` does.
-            print!("\x1b[2J\x1b[H");
-            println!(
-                "weft-stat  {}  every {:.1} s  (Ctrl-C to quit)",
-                dir.display(),
-                interval.as_secs_f64()
-            );
-        }
-        show(&snaps, &before, Some(secs), cli.json);
-        before = values(&snaps);
-    }
+    let interval = Duration::from_secs_f64(cli.interval.unwrap_or(1.0));
+    view::watch(|| read_all(&cli, &dir), &dir, interval, cli.json);
 }

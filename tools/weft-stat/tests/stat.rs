@@ -1052,3 +1052,146 @@ fn reclaim_removes_exactly_the_files_of_a_killed_process() {
     drop(live);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Issue 22, CLI hygiene: a flag that means nothing in a mode is refused, an
+/// unknown counter type is named, and a filter that matches nothing (or a
+/// directory without counters files) says so and exits 1.
+#[test]
+fn meaningless_flags_and_empty_filters_are_errors_that_say_so() {
+    let dir = temp_dir("cli");
+    std::fs::create_dir_all(&dir).unwrap();
+    // An empty directory: nothing could be read.
+    for args in [
+        &["list"][..],
+        &["--once"],
+        &["loss"],
+        &["errors"],
+        &["histograms"],
+    ] {
+        let (code, _, err) = stat_status(&dir, args);
+        assert_eq!(code, 1, "{args:?}: {err}");
+        assert!(
+            err.contains("no weft process has a counters file"),
+            "{args:?}: {err}"
+        );
+    }
+    let node = node_with_fixed_task(&dir, "cli", 5, 5);
+    for (args, says) in [
+        (&["serve", "--json"][..], "serve: --json means nothing here"),
+        (&["serve", "--once"], "--once means nothing here"),
+        (
+            &["list", "--type", "task_work"],
+            "list: --type means nothing here",
+        ),
+        (
+            &["errors", "--stream", "3"],
+            "errors: --stream means nothing here",
+        ),
+        (
+            &["reclaim", "--pid", "3"],
+            "reclaim: --pid means nothing here (it takes: --dir only)",
+        ),
+        (
+            &["--once", "--type", "nosuch"],
+            "--type \"nosuch\" is no counter type",
+        ),
+        (&["--once", "--interval", "0"], "--interval 0"),
+        (&["serve", "--linger", "nan"], "--linger NaN"),
+    ] {
+        let (code, _, err) = stat_status(&dir, args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+    for (args, says) in [
+        (
+            &["--once", "--pid", "1"][..],
+            "no counter matches --pid 1 in",
+        ),
+        (
+            &["--once", "--label", "no such label"],
+            "no counter matches --label \"no such label\"",
+        ),
+        (&["list", "--pid", "1"], "no process matches --pid 1"),
+        (&["loss", "--pid", "1"], "no process matches --pid 1"),
+    ] {
+        let (code, out, err) = stat_status(&dir, args);
+        assert_eq!((code, out.as_str()), (1, ""), "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+    // What does match still works.
+    let (code, out, _) = stat_status(&dir, &["--once", "--type", "task_work"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("fixed-5 work"), "{out}");
+    drop(node);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Issue 22, the live view: on a 12 x 80 terminal (a pty from `script`) the
+/// header stays, rows are cut to fit with a "more rows" line, every line
+/// fits the width, busy time is a percentage of a core, gauges say so, `s`
+/// changes the sort and `q` quits (exit 0, the terminal restored).
+#[test]
+fn the_live_view_fits_the_terminal_sorts_and_quits_on_q() {
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("skipped: no `script` (util-linux) to give weft-stat a terminal");
+        return;
+    }
+    let dir = temp_dir("live");
+    let mut node = node_with_fixed_task(&dir, "live", 1000, 10);
+    let bin = env!("CARGO_BIN_EXE_weft-stat");
+    let mut view = Command::new("script")
+        .args(["-qfec"])
+        .arg(format!(
+            "stty rows 12 cols 80; {bin} --dir {} --interval 0.2",
+            dir.display()
+        ))
+        .arg("/dev/null")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut keys = view.stdin.take().unwrap();
+    let start = std::time::Instant::now();
+    while start.elapsed() < std::time::Duration::from_millis(1500) {
+        node.do_work();
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    use std::io::Write;
+    keys.write_all(b"s").unwrap();
+    keys.flush().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    keys.write_all(b"q").unwrap();
+    keys.flush().unwrap();
+    let out = view.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout).replace("\x1b[2J\x1b[H", "\x0c");
+    let screens: Vec<&str> = text
+        .split('\x0c')
+        .filter(|s| !s.trim().is_empty())
+        .collect();
+    assert!(screens.len() >= 3, "{text}");
+    for screen in &screens {
+        let lines: Vec<&str> = screen.lines().map(|l| l.trim_end_matches('\r')).collect();
+        assert!(lines.len() <= 12, "{} lines: {screen}", lines.len());
+        assert!(lines.iter().all(|l| l.chars().count() <= 80), "{screen}");
+        assert!(lines[0].starts_with("weft-stat "), "{screen}");
+        assert!(lines[1].trim_start().starts_with("pid node"), "{screen}");
+        assert!(lines[1].contains(" /s "), "the rate column fits: {screen}");
+        assert!(lines.last().unwrap().contains("more rows"), "{screen}");
+    }
+    let last = screens.last().unwrap();
+    assert!(last.contains("sort: value"), "s changed the sort: {last}");
+    assert!(screens[1].contains("sort: rate"), "{}", screens[1]);
+    // Busy time as a share of a core, gauges as gauges (sorted by rate,
+    // the time counters come first).
+    assert!(
+        screens[1]
+            .lines()
+            .any(|l| l.contains("_ns ") && l.trim_end().ends_with('%')
+                || l.contains("_ns ") && l.contains('%')),
+        "{}",
+        screens[1]
+    );
+    drop(node);
+    let _ = std::fs::remove_dir_all(&dir);
+}
