@@ -542,3 +542,25 @@ fn another_user_gets_permission_denied_not_a_crash() {
         );
     }
 }
+
+/// Issue 22, CLI hygiene: the test peers answer `--help` with their usage.
+#[test]
+fn the_test_peers_answer_help() {
+    for (exe, starts) in [
+        (
+            env!("CARGO_BIN_EXE_shm-peer"),
+            "usage: shm-peer spsc-produce",
+        ),
+        (env!("CARGO_BIN_EXE_net-peer"), "usage: net-peer publish"),
+    ] {
+        let out = Command::new(exe).arg("--help").output().unwrap();
+        assert!(out.status.success(), "{exe}: {out:?}");
+        assert!(String::from_utf8_lossy(&out.stdout).starts_with(starts));
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_net-peer"))
+        .args(["subscribe", "--gruop", "239.1.1.1:1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown option --gruop"));
+}

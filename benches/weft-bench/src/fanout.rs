@@ -62,6 +62,8 @@ fn wait_children(children: Vec<Child>, what: &str) {
 pub fn shm(clock: Clock, warmup: u64, samples: u64, bytes: usize, n: usize, rate: f64) -> Outcome {
     let opts = fanout_opts();
     let name = unique("fanout");
+    // Bursts start on the warmup's end, so exactly `samples` are timed.
+    let warmup = warmup.next_multiple_of(BURST);
     let total = warmup + samples;
     let mut cfg = BroadcastConfig::new(16 << 20, n, Mode::Reliable);
     cfg.max_payload = Some(bytes.max(8).next_multiple_of(8).max(64 * 1024));

@@ -135,15 +135,30 @@ const SWEEP_SIZES: &[usize] = &[8, 64, 512, 4096, 16384, 65536];
 
 fn run(name: &str, ctx: Ctx) -> Vec<Outcome> {
     let clock = ctx.clock;
-    let lat = ctx.samples.unwrap_or(500_000);
+    // `--samples N` is exactly N measured samples in every scenario (in
+    // each size of a sweep, and in each kind of an interleaved set); each
+    // default is smaller for the slower transports.
+    let n = |default: u64| ctx.samples.unwrap_or(default);
+    let lat = n(500_000);
     let lat_warm = (lat / 5).max(10_000);
-    let thr = ctx.samples.unwrap_or(20_000_000);
+    let udp_lat = n(50_000);
+    let udp_warm = (udp_lat / 5).max(1_000);
+    let thr = n(20_000_000);
     let thr_warm = (thr / 10).max(100_000);
+    let given = ctx.samples.is_some();
+    // A sweep's default shrinks with the message size; a given count does not.
+    let scaled = |default: u64, by: u64, min: u64| {
+        if given {
+            default
+        } else {
+            (default / by).max(min)
+        }
+    };
     let size = |default: usize| ctx.size.unwrap_or(default);
     let pace = ctx.pace();
     let one = match name {
         "shm-interleaved" => return api::shm_interleaved(clock, lat_warm, lat, 32),
-        "udp-interleaved" => return udp::interleaved(clock, lat_warm / 10, lat / 10),
+        "udp-interleaved" => return udp::interleaved(clock, udp_warm, udp_lat),
         "shm-peers-interleaved" => return peers::interleaved(clock, lat_warm, lat),
         "floor-shm-lines" => return lines::run(clock, lat_warm, lat),
         "shm-pingpong-sizes" => {
@@ -151,7 +166,7 @@ fn run(name: &str, ctx: Ctx) -> Vec<Outcome> {
                 .iter()
                 .map(|&b| {
                     // Large messages: fewer round trips, the same order of run time.
-                    let n = (lat / (1 + b as u64 / 512)).max(2_000);
+                    let n = scaled(lat, 1 + b as u64 / 512, 2_000);
                     shm::pingpong(clock, (n / 5).max(1_000), n, b, pace)
                 })
                 .collect();
@@ -160,7 +175,7 @@ fn run(name: &str, ctx: Ctx) -> Vec<Outcome> {
             return SWEEP_SIZES
                 .iter()
                 .map(|&b| {
-                    let n = (thr / (1 + b as u64 / 64)).max(50_000);
+                    let n = scaled(thr, 1 + b as u64 / 64, 50_000);
                     shm::throughput(clock, (n / 10).max(10_000), n, b)
                 })
                 .collect()
@@ -169,7 +184,7 @@ fn run(name: &str, ctx: Ctx) -> Vec<Outcome> {
             return SWEEP_SIZES
                 .iter()
                 .map(|&b| {
-                    let n = (lat / 10 / (1 + b as u64 / 4096)).max(1_000);
+                    let n = scaled(udp_lat, 1 + b as u64 / 4096, 1_000);
                     udp::pingpong(clock, (n / 5).max(200), n, b, pace, None)
                 })
                 .collect()
@@ -179,7 +194,7 @@ fn run(name: &str, ctx: Ctx) -> Vec<Outcome> {
         "shm-pingpong-instrumented" => shm::pingpong_instrumented(clock, lat_warm, lat, 32),
         "api-shm-pingpong" => api::shm_pingpong(clock, lat_warm, lat, size(32), false, pace),
         "api-shm-many-pingpong" => api::shm_pingpong(clock, lat_warm, lat, size(32), true, pace),
-        "api-udp-pingpong" => api::udp_pingpong(clock, lat_warm / 10, lat / 10, size(32)),
+        "api-udp-pingpong" => api::udp_pingpong(clock, udp_warm, udp_lat, size(32)),
         "shm-throughput" => shm::throughput(clock, thr_warm, thr, size(64)),
         "rtrb-pingpong" => peers::rtrb_pingpong(clock, lat_warm, lat, pace),
         "rtrb-throughput" => peers::rtrb_throughput(clock, thr_warm, thr),
@@ -190,19 +205,31 @@ fn run(name: &str, ctx: Ctx) -> Vec<Outcome> {
         #[cfg(feature = "iceoryx2")]
         "iceoryx2-pingpong" => iceoryx2_peer::pingpong(clock, lat_warm, lat),
         #[cfg(feature = "iceoryx2")]
-        "iceoryx2-throughput" => iceoryx2_peer::throughput(clock, thr_warm / 4, thr / 4),
-        "floor-udp" => udp::floor(clock, lat_warm / 10, lat / 10),
-        "floor-mcast" => udp::floor_mcast(clock, lat_warm / 10, lat / 10),
-        "udp-pingpong" => udp::pingpong(clock, lat_warm / 10, lat / 10, size(32), pace, None),
-        "mcast-throughput" => udp::mcast_throughput(clock, thr_warm / 4, thr / 4, size(64), None),
-        "mcast-fanout" => fanout::mcast(
-            clock,
-            thr_warm / 40,
-            thr / 40,
-            size(64),
-            ctx.subscribers.unwrap_or(3),
-        ),
-        "udp-raw-throughput" => udp::raw_throughput(clock, thr_warm / 20, thr / 20),
+        "iceoryx2-throughput" => {
+            let m = n(5_000_000);
+            iceoryx2_peer::throughput(clock, (m / 10).max(25_000), m)
+        }
+        "floor-udp" => udp::floor(clock, udp_warm, udp_lat),
+        "floor-mcast" => udp::floor_mcast(clock, udp_warm, udp_lat),
+        "udp-pingpong" => udp::pingpong(clock, udp_warm, udp_lat, size(32), pace, None),
+        "mcast-throughput" => {
+            let m = n(5_000_000);
+            udp::mcast_throughput(clock, (m / 10).max(25_000), m, size(64), None)
+        }
+        "mcast-fanout" => {
+            let m = n(500_000);
+            fanout::mcast(
+                clock,
+                (m / 10).max(2_500),
+                m,
+                size(64),
+                ctx.subscribers.unwrap_or(3),
+            )
+        }
+        "udp-raw-throughput" => {
+            let m = n(1_000_000);
+            udp::raw_throughput(clock, (m / 10).max(5_000), m)
+        }
         _ => {
             if let Some(n) = name.strip_prefix("shm-fanout-") {
                 let n: usize = n.parse().expect("listed fan-out");
@@ -217,14 +244,14 @@ fn run(name: &str, ctx: Ctx) -> Vec<Outcome> {
                 )
             } else if let Some(pct) = name.strip_prefix("udp-pingpong-loss") {
                 let pct: f64 = pct.parse().expect("listed loss");
-                let mut o =
-                    udp::pingpong(clock, lat_warm / 10, lat / 10, size(32), pace, Some(pct));
+                let mut o = udp::pingpong(clock, udp_warm, udp_lat, size(32), pace, Some(pct));
                 o.scenario = name.into();
                 o
             } else if let Some(pct) = name.strip_prefix("mcast-throughput-loss") {
                 let pct: f64 = pct.parse().expect("listed loss");
+                let m = n(2_500_000);
                 let mut o =
-                    udp::mcast_throughput(clock, thr_warm / 8, thr / 8, size(64), Some(pct));
+                    udp::mcast_throughput(clock, (m / 10).max(12_500), m, size(64), Some(pct));
                 o.scenario = name.into();
                 o
             } else {
@@ -235,18 +262,18 @@ fn run(name: &str, ctx: Ctx) -> Vec<Outcome> {
     vec![one]
 }
 
-/// `quick`'s sample counts: short, so that on a fresh clone the build and
-/// the table together take under 90 s on 2 cores (the scenarios divide some
-/// of these further, as for `--samples`).
+/// `quick`'s sample counts, each the exact number measured: short, so that
+/// on a fresh clone the build and the table together take under 90 s on 2
+/// cores.
 fn quick_samples(name: &str) -> Option<u64> {
     Some(match name {
-        // The slowest streams (about 5 and 0.2 M msgs/s); udp-raw-throughput
-        // divides by 20 inside: 50,000 datagrams.
+        // The slowest streams (about 5 and 0.2 M msgs/s).
         "crossbeam-throughput" => 2_000_000,
-        "udp-raw-throughput" => 1_000_000,
-        // /4 inside for mcast-throughput: 1,000,000 messages.
+        "udp-raw-throughput" => 50_000,
+        "mcast-throughput" => 1_000_000,
         n if n.ends_with("-throughput") => 4_000_000,
-        // /10 inside for UDP: 10,000 round trips.
+        // UDP round trips take some 7 us, shared memory's 0.1-0.3 us.
+        n if n.contains("udp") || n.contains("mcast") => 10_000,
         _ => 100_000,
     })
 }

@@ -19,7 +19,7 @@ use common::{fail, linger, wait_for, Args};
 use weft::{Event, Node, PublishError};
 
 const USAGE: &str = "market_data --role all|publisher|gateway|subscriber [--udp URI] [--shm URI] \
-[--count N] [--subscribers N] [--id N] [--threading …] [--idle …] [--dir DIR] [--config FILE]";
+[--count N] [--rate PER-SECOND] [--duration SECONDS] [--subscribers N] [--id N] [--threading …] [--idle …] [--dir DIR] [--config FILE]";
 
 /// One quote, as it travels.
 #[repr(C)]
@@ -46,12 +46,19 @@ fn quote(seq: u64) -> Quote {
 const STREAM: u32 = 1;
 const TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How long a role waits for the others: a minute, plus the `--duration`.
+fn patience(args: &Args) -> Duration {
+    TIMEOUT + Duration::from_secs_f64(args.get("duration", 0.0f64).max(0.0))
+}
+
 fn main() {
     let args = Args::parse(USAGE);
     let role = args.string("role", "all");
     let udp = args.string("udp", "udp://239.77.54.1:40454");
     let shm = args.string("shm", "shm:md");
-    let count: u64 = args.get("count", 100_000);
+    // `--rate` paces the publisher; with `--duration` it sets the count,
+    // so a newcomer can watch a run in `weft-stat` for as long as they like.
+    let (_, count) = args.pacing(args.get("count", 100_000));
     match role.as_str() {
         "all" => all(&args, count),
         "publisher" => publisher(&args, &udp, count),
@@ -66,11 +73,13 @@ fn node(args: &Args) -> Node {
 }
 
 fn publisher(args: &Args, udp: &str, count: u64) {
+    let (mut pacer, _) = args.pacing(count);
     let mut node = node(args);
     let mut publ = node
         .publication(udp, STREAM)
         .unwrap_or_else(|e| fail(USAGE, &e.to_string()));
     for seq in 0..count {
+        pacer.wait();
         let q = quote(seq);
         wait_for(
             &mut node,
@@ -98,17 +107,22 @@ fn gateway(args: &Args, udp: &str, shm: &str) {
         .unwrap_or_else(|e| fail(USAGE, &e.to_string()));
     println!("gateway: ready");
     let mut seen = 0u64;
-    wait_for(&mut node, TIMEOUT * 2, "the publisher to finish", |_| {
-        let mut gone = false;
-        let n = watch
-            .poll(256, |e| match e {
-                Event::Message(_) => seen += 1,
-                Event::PublisherGone { .. } => gone = true,
-                _ => {}
-            })
-            .unwrap_or_else(|e| fail(USAGE, &e.to_string()));
-        (n, gone.then_some(()))
-    });
+    wait_for(
+        &mut node,
+        patience(args) * 2,
+        "the publisher to finish",
+        |_| {
+            let mut gone = false;
+            let n = watch
+                .poll(256, |e| match e {
+                    Event::Message(_) => seen += 1,
+                    Event::PublisherGone { .. } => gone = true,
+                    _ => {}
+                })
+                .unwrap_or_else(|e| fail(USAGE, &e.to_string()));
+            (n, gone.then_some(()))
+        },
+    );
     println!("gateway: {seen} quotes received once from the network, republished to every local subscriber");
     drop(gw);
 }
@@ -127,7 +141,7 @@ fn subscriber(args: &Args, shm: &str, count: u64, id: u32) {
     println!("subscriber {id}: ready");
     let mut next = 0u64;
     let mut spread = 0.0;
-    wait_for(&mut node, TIMEOUT, "quotes", |_| {
+    wait_for(&mut node, patience(args), "quotes", |_| {
         let n = sub
             .poll(256, |e| match e {
                 Event::Message(m) => {
@@ -158,7 +172,17 @@ fn subscriber(args: &Args, shm: &str, count: u64, id: u32) {
 fn start(args: &Args, role: &[&str], wait_ready: bool) -> Child {
     let mut cmd = Command::new(std::env::current_exe().expect("own path"));
     cmd.args(role).stdout(Stdio::piped());
-    for key in ["udp", "shm", "count", "threading", "idle", "dir", "config"] {
+    for key in [
+        "udp",
+        "shm",
+        "count",
+        "rate",
+        "duration",
+        "threading",
+        "idle",
+        "dir",
+        "config",
+    ] {
         let v = args.string(key, "");
         if !v.is_empty() {
             cmd.arg(format!("--{key}")).arg(v);

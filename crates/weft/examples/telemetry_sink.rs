@@ -18,7 +18,7 @@ use weft::{Event, Node, PublishError};
 
 const USAGE: &str =
     "telemetry_sink --role all|sensors|sink [--udp URI] [--processes P] [--sensors N-per-process] \
-[--first-sensor K] [--count N-per-sensor] [--threading …] [--idle …] [--dir DIR] [--config FILE]";
+[--first-sensor K] [--count N-per-sensor] [--rate PER-SECOND-per-sensor] [--duration SECONDS] [--threading …] [--idle …] [--dir DIR] [--config FILE]";
 const STREAM: u32 = 9;
 const TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -37,10 +37,21 @@ fn main() {
     let udp = args.string("udp", "udp://239.77.55.1:40455");
     let sensors: u32 = args.get("sensors", 4);
     let processes: u32 = args.get("processes", 1).max(1);
-    let count: u64 = args.get("count", 50_000);
+    // `--rate` paces each sensor; with `--duration` it sets the count.
+    let (_, count) = args.pacing(args.get("count", 50_000));
+    let rate: f64 = args.get("rate", 0.0);
+    let patience = TIMEOUT + Duration::from_secs_f64(args.get("duration", 0.0f64).max(0.0));
     match args.string("role", "all").as_str() {
-        "sensors" => run_sensors(&args, &udp, args.get("first-sensor", 0), sensors, count),
-        "sink" => sink(&args, &udp, sensors, count),
+        "sensors" => run_sensors(
+            &args,
+            &udp,
+            args.get("first-sensor", 0),
+            sensors,
+            count,
+            rate,
+            patience,
+        ),
+        "sink" => sink(&args, &udp, sensors, count, patience),
         "all" => {
             let exe = std::env::current_exe().expect("own path");
             let pass = |role: &str, sensors: u32, first: u32| {
@@ -53,6 +64,8 @@ fn main() {
                     &first.to_string(),
                     "--count",
                     &count.to_string(),
+                    "--rate",
+                    &rate.to_string(),
                 ]);
                 for key in ["threading", "idle", "dir", "config"] {
                     let v = args.string(key, "");
@@ -83,7 +96,15 @@ fn main() {
     }
 }
 
-fn run_sensors(args: &Args, udp: &str, first: u32, sensors: u32, count: u64) {
+fn run_sensors(
+    args: &Args,
+    udp: &str,
+    first: u32,
+    sensors: u32,
+    count: u64,
+    rate: f64,
+    patience: Duration,
+) {
     let mut node = Node::new(args.node_config()).unwrap_or_else(|e| fail(USAGE, &e.to_string()));
     let invoker = node.config().threading == weft::ThreadingMode::Invoker;
     let publications: Vec<_> = (0..sensors)
@@ -99,7 +120,9 @@ fn run_sensors(args: &Args, udp: &str, first: u32, sensors: u32, count: u64) {
         .map(|(i, mut publ)| {
             std::thread::spawn(move || {
                 let start = std::time::Instant::now();
+                let mut pacer = common::Pacer::new(rate);
                 for seq in 0..count {
+                    pacer.wait();
                     let s = Sample {
                         sensor: first + i as u32,
                         _pad: 0,
@@ -110,7 +133,7 @@ fn run_sensors(args: &Args, udp: &str, first: u32, sensors: u32, count: u64) {
                         match publ.offer_pod(&s) {
                             Ok(()) => break,
                             Err(PublishError::BackPressured | PublishError::NotConnected) => {
-                                if start.elapsed() > TIMEOUT {
+                                if start.elapsed() > patience {
                                     eprintln!("sensor {i}: timed out (is the sink running?)");
                                     std::process::exit(1);
                                 }
@@ -146,7 +169,7 @@ fn run_sensors(args: &Args, udp: &str, first: u32, sensors: u32, count: u64) {
     linger(&mut node, Duration::from_millis(300));
 }
 
-fn sink(args: &Args, udp: &str, sensors: u32, count: u64) {
+fn sink(args: &Args, udp: &str, sensors: u32, count: u64, patience: Duration) {
     let mut node = Node::new(args.node_config()).unwrap_or_else(|e| fail(USAGE, &e.to_string()));
     let mut sub = node
         .subscription(udp, STREAM)
@@ -156,7 +179,7 @@ fn sink(args: &Args, udp: &str, sensors: u32, count: u64) {
     let total = sensors as u64 * count;
     let mut got = 0u64;
     let mut sessions = 0;
-    wait_for(&mut node, TIMEOUT, "samples", |_| {
+    wait_for(&mut node, patience, "samples", |_| {
         let n = sub
             .poll(256, |e| match e {
                 Event::Message(m) => {

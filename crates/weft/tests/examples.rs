@@ -302,3 +302,69 @@ fn a_publication_whose_sender_process_is_killed_reports_closed_and_can_take_over
     drop(node);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Issue 22, CLI hygiene: every example answers `--help` (exit 0, its
+/// usage) and refuses a flag its usage does not list (exit 2, naming it),
+/// rather than run with a silent default.
+#[test]
+fn every_example_answers_help_and_refuses_an_unknown_flag() {
+    for name in ["ping", "pong", "market_data", "telemetry_sink"] {
+        let out = Command::new(example(name)).arg("--help").output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{name} --help: {out:?}");
+        assert!(text.starts_with(&format!("usage: {name} ")), "{text}");
+        let out = Command::new(example(name))
+            .args(["--cuont", "5"])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{name}: {err}");
+        assert!(err.contains("unknown flag --cuont"), "{name}: {err}");
+    }
+    // --duration without a --rate has no count to run for: said plainly.
+    let out = Command::new(example("market_data"))
+        .args(["--duration", "5"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--duration needs a --rate"));
+}
+
+/// `--rate` and `--duration`: a paced run of a chosen length, every quote
+/// delivered (rate × duration of them).
+#[test]
+fn market_data_runs_for_a_duration_at_a_rate() {
+    let dir = std::env::temp_dir().join(format!("weft-examples-rate-{}", std::process::id()));
+    let udp = format!("udp://239.77.56.9:{}", free_port());
+    let out = Command::new(example("market_data"))
+        .args([
+            "--role",
+            "all",
+            "--subscribers",
+            "1",
+            "--rate",
+            "2000",
+            "--duration",
+            "1",
+        ])
+        .args([
+            "--udp",
+            &udp,
+            "--shm",
+            "shm:md-rate",
+            "--threading",
+            "shared",
+        ])
+        .arg("--dir")
+        .arg(&dir)
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("market_data: 2000 quotes to 1 subscribers"),
+        "{text}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -61,6 +61,9 @@ impl Opts {
             let Some(k) = k.strip_prefix("--") else {
                 fail(&format!("expected --option, got {k:?}"))
             };
+            if !OPTIONS.contains(&k) {
+                fail(&format!("unknown option --{k}\n{USAGE}"));
+            }
             let v = match k {
                 "until-gone" | "one-per-datagram" | "small" => "1".to_string(),
                 _ => it
@@ -513,10 +516,48 @@ fn hostile_junk(o: &Opts) {
     say(&format!("sent {sent}"));
 }
 
+const USAGE: &str = "\
+usage: net-peer publish   --group G --iface I --count N [--seed S] [--rate MSGS_PER_S]
+                          [--flow min|max] [--receiver-timeout-ms MS] [--linger-ms MS]
+                          [--buffer DATAGRAMS] [--receivers N] [--one-per-datagram] [--small]
+       net-peer subscribe --group G --iface I [--count N] [--seed S] [--loss P]
+                          [--publisher-timeout-ms MS] [--until-gone] [--id ID]
+                          [--sessions N] [--small]
+       net-peer hostile   --group G --iface I --seconds T [--seed S]
+                          [--attack junk|setup|setup-flood|forge-loss]
+(the processes of the network tests; see the doc comment of tests/src/bin/net-peer.rs)";
+
+/// Every option any role takes (a typo is an error, not a default).
+const OPTIONS: &[&str] = &[
+    "group",
+    "iface",
+    "count",
+    "seed",
+    "rate",
+    "flow",
+    "receiver-timeout-ms",
+    "linger-ms",
+    "buffer",
+    "receivers",
+    "one-per-datagram",
+    "small",
+    "loss",
+    "publisher-timeout-ms",
+    "until-gone",
+    "id",
+    "sessions",
+    "seconds",
+    "attack",
+];
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().is_some_and(|a| a == "--help" || a == "-h") {
+        println!("{USAGE}");
+        return;
+    }
     let Some((role, rest)) = args.split_first() else {
-        fail("usage: net-peer publish|subscribe|hostile --option value ...")
+        fail(USAGE)
     };
     let o = Opts::parse(rest);
     match role.as_str() {

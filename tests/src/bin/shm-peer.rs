@@ -63,10 +63,27 @@ fn hang() -> ! {
     }
 }
 
+const USAGE: &str = "\
+usage: shm-peer spsc-produce NAME COUNT SEED      send COUNT frames of sizes 1..=1024
+       shm-peer spsc-trickle NAME                 send a frame every ms until killed
+       shm-peer bc-trickle NAME                   create a reliable broadcast ring, send every ms
+       shm-peer bc-consume NAME COUNT SEED        reliable consumer: COUNT frames, in order
+       shm-peer bc-slow NAME SEED                 overwrite consumer that sleeps between polls
+       shm-peer bc-hang NAME                      join, read a little, then hang (to be killed)
+       shm-peer mpsc-produce NAME ID COUNT SEED   one of several MPSC producers
+       shm-peer mpsc-claim-hang NAME              claim a frame, print `claimed`, hang
+       shm-peer attach DIR NAME                   attach an SPSC consumer, print the outcome
+       shm-peer mlock-create DIR NAME             RLIMIT_MEMLOCK = 0, create with mlock, print the outcome
+(the other processes of the cross-process tests)";
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let opts = ShmOptions::default();
     let role = args.first().map(String::as_str).unwrap_or("");
+    if role == "--help" || role == "-h" {
+        println!("{USAGE}");
+        return;
+    }
     match role {
         "spsc-produce" => {
             let (name, count, seed): (String, u64, u64) =
@@ -224,8 +241,6 @@ fn main() {
                 Err(e) => say(&format!("error {e}")),
             }
         }
-        _ => fail(&format!(
-            "unknown role {role:?}; see the doc comment of shm-peer"
-        )),
+        _ => fail(&format!("unknown role {role:?}\n{USAGE}")),
     }
 }

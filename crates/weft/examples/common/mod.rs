@@ -5,7 +5,8 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-/// `--key value` pairs; exits with a usage message on anything else.
+/// `--key value` pairs; `--help` prints the usage; exits with a usage
+/// message on anything else, including a flag the usage does not list.
 pub struct Args {
     map: HashMap<String, String>,
     usage: &'static str,
@@ -13,18 +14,60 @@ pub struct Args {
 
 impl Args {
     pub fn parse(usage: &'static str) -> Self {
+        let known: Vec<&str> = usage
+            .split(|c: char| c.is_whitespace() || c == '[' || c == ']')
+            .filter_map(|w| w.strip_prefix("--"))
+            .collect();
         let mut map = HashMap::new();
         let mut it = std::env::args().skip(1);
         while let Some(k) = it.next() {
+            if k == "--help" || k == "-h" {
+                println!("usage: {usage}");
+                std::process::exit(0);
+            }
+            if k == "--version" {
+                println!(
+                    "{} (weft {})",
+                    usage.split(' ').next().unwrap_or(""),
+                    env!("CARGO_PKG_VERSION")
+                );
+                std::process::exit(0);
+            }
             let Some(key) = k.strip_prefix("--") else {
                 fail(usage, &format!("unexpected {k:?}"))
             };
+            if !known.contains(&key) {
+                fail(usage, &format!("unknown flag --{key}"));
+            }
             let Some(v) = it.next() else {
                 fail(usage, &format!("--{key} needs a value"))
             };
             map.insert(key.to_string(), v);
         }
         Self { map, usage }
+    }
+
+    /// `--rate N` (messages per second, 0: as fast as it goes) and
+    /// `--duration S` (seconds): the pacer of a publishing loop, and the
+    /// message count, `rate × duration` when both are given, else `count`.
+    pub fn pacing(&self, count: u64) -> (Pacer, u64) {
+        let rate: f64 = self.get("rate", 0.0);
+        let duration: f64 = self.get("duration", 0.0);
+        if !(rate.is_finite() && rate >= 0.0 && duration.is_finite() && duration >= 0.0) {
+            fail(self.usage, "--rate and --duration are numbers, 0 or more");
+        }
+        if duration > 0.0 && rate == 0.0 {
+            fail(
+                self.usage,
+                "--duration needs a --rate (messages per second)",
+            );
+        }
+        let count = if duration > 0.0 {
+            (rate * duration).round() as u64
+        } else {
+            count
+        };
+        (Pacer::new(rate), count)
     }
 
     pub fn get<T: std::str::FromStr>(&self, key: &str, default: T) -> T
@@ -59,6 +102,36 @@ impl Args {
         cfg.threading = self.get("threading", cfg.threading);
         cfg.idle = self.get("idle", cfg.idle);
         cfg
+    }
+}
+
+/// Spaces messages `1 / rate` seconds apart (sleeping when more than a
+/// millisecond early); a rate of 0 never waits.
+pub struct Pacer {
+    every: Option<Duration>,
+    start: Instant,
+    sent: u32,
+}
+
+impl Pacer {
+    pub fn new(rate: f64) -> Self {
+        Self {
+            every: (rate > 0.0).then(|| Duration::from_secs_f64(1.0 / rate)),
+            start: Instant::now(),
+            sent: 0,
+        }
+    }
+
+    /// Waits until the next message is due.
+    pub fn wait(&mut self) {
+        if let Some(every) = self.every {
+            let due = self.start + every * self.sent;
+            let now = Instant::now();
+            if due > now + Duration::from_millis(1) {
+                std::thread::sleep(due - now);
+            }
+            self.sent = self.sent.saturating_add(1);
+        }
     }
 }
 
