@@ -66,8 +66,8 @@ pub struct NodeConfig {
     pub local_ring: usize,
     /// Publications one UDP channel can have in this process. Default 8.
     pub max_publications: usize,
-    /// Open the control ring (`control.PID` in `dir`) through which tools move
-    /// tasks between agents. Default on.
+    /// Open the control ring (`control.PID.N` in `dir`, N its counters
+    /// file's) through which tools move tasks between agents. Default on.
     pub control_ring: bool,
     /// Counter records of the node's counters file (`counters.PID.N` in
     /// `dir`, 256 bytes each), which `weft-stat` reads live; 0: no file (the
@@ -253,7 +253,7 @@ struct FileConfig {
     threading: Option<String>,
     idle: Option<String>,
     slow_cycle: Option<String>,
-    shm_capacity: Option<usize>,
+    shm_capacity: Option<Size>,
     shm_max_subscribers: Option<usize>,
     prefault: Option<bool>,
     mlock: Option<bool>,
@@ -261,7 +261,7 @@ struct FileConfig {
     liveness_timeout: Option<String>,
     close_timeout: Option<String>,
     slow_consumer_timeout: Option<String>,
-    local_ring: Option<usize>,
+    local_ring: Option<Size>,
     max_publications: Option<usize>,
     control_ring: Option<bool>,
     counters: Option<usize>,
@@ -278,13 +278,130 @@ struct FileUdp {
     interface: Option<String>,
     ttl: Option<u8>,
     loopback: Option<bool>,
-    mtu: Option<usize>,
-    rcvbuf: Option<usize>,
-    sndbuf: Option<usize>,
+    mtu: Option<Size>,
+    rcvbuf: Option<Size>,
+    sndbuf: Option<Size>,
     flow: Option<String>,
 }
 
+/// A size in a file: a number of bytes, or a string with a unit.
+#[derive(Debug, serde::Deserialize)]
+#[serde(untagged)]
+enum Size {
+    Bytes(u64),
+    Text(String),
+}
+
+impl Size {
+    fn bytes(self, key: &str) -> Result<usize, String> {
+        match self {
+            Size::Bytes(n) => usize::try_from(n).map_err(|_| format!("{key} = {n}: too large")),
+            Size::Text(t) => parse_size(&t).map_err(|e| format!("{key}: {e}")),
+        }
+    }
+}
+
+/// A size in bytes: a whole number, optionally with a binary unit: `B`,
+/// `KiB`, `MiB`, `GiB` or `TiB` (`4096`, `64KiB`, `4 MiB`). `KB`, `MB` and
+/// the like are refused, not guessed (powers of 1000 or of 1024?).
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (n, unit) = t.split_at(split);
+    let n: u64 = n.parse().map_err(|_| {
+        format!(
+            "size {s:?}: expected a whole number of bytes, with a unit if you like (64KiB, 4MiB)"
+        )
+    })?;
+    let shift = match unit.trim() {
+        "" | "B" => 0,
+        "KiB" => 10,
+        "MiB" => 20,
+        "GiB" => 30,
+        "TiB" => 40,
+        other => {
+            return Err(format!(
+                "size {s:?}: unit {other:?}: expected B, KiB, MiB, GiB or TiB (powers of 1024)"
+            ))
+        }
+    };
+    n.checked_mul(1 << shift)
+        .and_then(|b| usize::try_from(b).ok())
+        .ok_or_else(|| format!("size {s:?}: too large"))
+}
+
+/// The environment variables [`NodeConfig::with_env`] reads, each with the
+/// key it sets (same syntax as in a file; see `docs/config.md`).
+pub const ENV_KEYS: &[(&str, &str)] = &[
+    ("WEFT_DIR", "dir"),
+    ("WEFT_NAME", "name"),
+    ("WEFT_CORES", "cores"),
+    ("WEFT_AGENTS", "agents"),
+    ("WEFT_THREADING", "threading"),
+    ("WEFT_IDLE", "idle"),
+    ("WEFT_SHM_CAPACITY", "shm_capacity"),
+    ("WEFT_LIVENESS_TIMEOUT", "liveness_timeout"),
+    ("WEFT_SLOW_CONSUMER_TIMEOUT", "slow_consumer_timeout"),
+    ("WEFT_LATENCY_SAMPLE_EVERY", "latency_sample_every"),
+    ("WEFT_UDP_INTERFACE", "udp.interface"),
+    ("WEFT_UDP_TTL", "udp.ttl"),
+    ("WEFT_UDP_RCVBUF", "udp.rcvbuf"),
+    ("WEFT_UDP_SNDBUF", "udp.sndbuf"),
+];
+
 impl NodeConfig {
+    /// This configuration with the environment's overrides of the common
+    /// keys ([`ENV_KEYS`]: `WEFT_AGENTS=2`, `WEFT_IDLE=busy-spin`,
+    /// `WEFT_UDP_RCVBUF=8MiB`, `WEFT_CORES=2,3` ...), each parsed as in a
+    /// file; an unset or empty variable changes nothing. Precedence, lowest
+    /// first: defaults, the file, the environment, what the program sets
+    /// after. Errors name the variable.
+    pub fn with_env(self) -> Result<Self, String> {
+        self.with_vars(|k| std::env::var(k).ok())
+    }
+
+    /// [`with_env`](Self::with_env) with variables from `get` (for tests).
+    pub fn with_vars(mut self, get: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
+        for (var, key) in ENV_KEYS {
+            let Some(v) = get(var).filter(|v| !v.is_empty()) else {
+                continue;
+            };
+            let bad = |e: String| format!("{var}={v:?}: {e}");
+            let dur = |v: &str| crate::idle::parse_duration(v).map_err(bad);
+            let num = |v: &str| v.trim().parse::<u64>().map_err(|e| bad(e.to_string()));
+            match *key {
+                "dir" => self.dir = v.clone().into(),
+                "name" => self.name = v.clone(),
+                "cores" => {
+                    self.cores = v
+                        .split(',')
+                        .map(|c| c.trim().parse::<usize>().map_err(|e| bad(e.to_string())))
+                        .collect::<Result<_, _>>()?
+                }
+                "agents" => self.agents = num(&v)? as usize,
+                "threading" => self.threading = v.parse().map_err(bad)?,
+                "idle" => self.idle = v.parse().map_err(bad)?,
+                "shm_capacity" => self.shm_capacity = parse_size(&v).map_err(bad)?,
+                "liveness_timeout" => self.liveness_timeout = dur(&v)?,
+                "slow_consumer_timeout" => {
+                    self.slow_consumer_timeout = if v == "none" { None } else { Some(dur(&v)?) }
+                }
+                "latency_sample_every" => {
+                    self.latency_sample_every =
+                        u32::try_from(num(&v)?).map_err(|e| bad(e.to_string()))?
+                }
+                "udp.interface" => self.udp.interface = v.clone(),
+                "udp.ttl" => {
+                    self.udp.ttl = u8::try_from(num(&v)?).map_err(|e| bad(e.to_string()))?
+                }
+                "udp.rcvbuf" => self.udp.rcvbuf = parse_size(&v).map_err(bad)?,
+                "udp.sndbuf" => self.udp.sndbuf = parse_size(&v).map_err(bad)?,
+                other => unreachable!("ENV_KEYS names {other}"),
+            }
+        }
+        self.validate().map(|()| self)
+    }
+
     /// Reads settings from TOML text; keys left out keep their defaults. The
     /// keys are the field names; durations are strings with a unit (`"100us"`,
     /// `"1s"`); `threading` is `dedicated`, `shared` or `invoker`; `idle` is
@@ -303,6 +420,10 @@ impl NodeConfig {
             None => Ok(default),
             Some(s) => crate::idle::parse_duration(&s).map_err(|e| format!("{key}: {e}")),
         };
+        let size = |key: &str, v: Option<Size>, default: usize| match v {
+            None => Ok(default),
+            Some(v) => v.bytes(key),
+        };
         let u = f.udp.unwrap_or_default();
         let cfg = NodeConfig {
             dir: f.dir.unwrap_or(d.dir),
@@ -317,7 +438,7 @@ impl NodeConfig {
                 Some(s) => s.parse().map_err(|e| format!("idle: {e}"))?,
             },
             slow_cycle: dur("slow_cycle", f.slow_cycle, d.slow_cycle)?,
-            shm_capacity: f.shm_capacity.unwrap_or(d.shm_capacity),
+            shm_capacity: size("shm_capacity", f.shm_capacity, d.shm_capacity)?,
             shm_max_subscribers: f.shm_max_subscribers.unwrap_or(d.shm_max_subscribers),
             prefault: f.prefault.unwrap_or(d.prefault),
             mlock: f.mlock.unwrap_or(d.mlock),
@@ -331,7 +452,7 @@ impl NodeConfig {
                         .map_err(|e| format!("slow_consumer_timeout: {e}"))?,
                 ),
             },
-            local_ring: f.local_ring.unwrap_or(d.local_ring),
+            local_ring: size("local_ring", f.local_ring, d.local_ring)?,
             max_publications: f.max_publications.unwrap_or(d.max_publications),
             control_ring: f.control_ring.unwrap_or(d.control_ring),
             counters: f.counters.unwrap_or(d.counters),
@@ -343,9 +464,9 @@ impl NodeConfig {
                 interface: u.interface.unwrap_or(d.udp.interface),
                 ttl: u.ttl.unwrap_or(d.udp.ttl),
                 loopback: u.loopback.unwrap_or(d.udp.loopback),
-                mtu: u.mtu.unwrap_or(d.udp.mtu),
-                rcvbuf: u.rcvbuf.unwrap_or(d.udp.rcvbuf),
-                sndbuf: u.sndbuf.unwrap_or(d.udp.sndbuf),
+                mtu: size("udp.mtu", u.mtu, d.udp.mtu)?,
+                rcvbuf: size("udp.rcvbuf", u.rcvbuf, d.udp.rcvbuf)?,
+                sndbuf: size("udp.sndbuf", u.sndbuf, d.udp.sndbuf)?,
                 flow: match u.flow.as_deref() {
                     None => d.udp.flow,
                     Some("min") => weft_proto::FlowControl::Min,
@@ -397,6 +518,68 @@ mod tests {
     }
 
     #[test]
+    fn sizes_take_binary_units_and_the_environment_overrides_the_file() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("64KiB"), Ok(65536));
+        assert_eq!(parse_size("4 MiB"), Ok(4 << 20));
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert!(parse_size("4MB").unwrap_err().contains("powers of 1024"));
+        assert!(parse_size("-1").is_err());
+        assert!(parse_size("99999999999TiB")
+            .unwrap_err()
+            .contains("too large"));
+        let cfg = NodeConfig::from_toml(
+            "shm_capacity = \"4MiB\"\nlocal_ring = 65536\n[udp]\nrcvbuf = \"8MiB\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            (cfg.shm_capacity, cfg.local_ring, cfg.udp.rcvbuf),
+            (4 << 20, 1 << 16, 8 << 20)
+        );
+        let env = |k: &str| {
+            Some(
+                match k {
+                    "WEFT_AGENTS" => "3",
+                    "WEFT_CORES" => "1, 2",
+                    "WEFT_IDLE" => "busy-spin",
+                    "WEFT_UDP_RCVBUF" => "16MiB",
+                    "WEFT_NAME" => "",
+                    _ => return None,
+                }
+                .to_string(),
+            )
+        };
+        let cfg = cfg.with_vars(env).unwrap();
+        assert_eq!(cfg.agents, 3);
+        assert_eq!(cfg.cores, [1, 2]);
+        assert_eq!(cfg.idle, IdleStrategy::BusySpin);
+        assert_eq!(cfg.udp.rcvbuf, 16 << 20);
+        assert_eq!(
+            cfg.shm_capacity,
+            4 << 20,
+            "not in the environment: the file's"
+        );
+        let e = NodeConfig::default()
+            .with_vars(|k| (k == "WEFT_SHM_CAPACITY").then(|| "3000".to_string()))
+            .unwrap_err();
+        assert!(e.contains("shm_capacity"), "{e}");
+        let e = NodeConfig::default()
+            .with_vars(|k| (k == "WEFT_AGENTS").then(|| "two".to_string()))
+            .unwrap_err();
+        assert!(e.starts_with("WEFT_AGENTS=\"two\""), "{e}");
+    }
+
+    /// The sample file of `docs/config.md` parses, and is the defaults.
+    #[test]
+    fn the_documented_sample_file_is_the_defaults() {
+        let doc = include_str!("../../../docs/config.md");
+        let start = doc.find("```toml\n").expect("a toml block") + 8;
+        let end = start + doc[start..].find("```").expect("its end");
+        let cfg = NodeConfig::from_toml(&doc[start..end]).unwrap();
+        assert_eq!(cfg, NodeConfig::default());
+    }
+
+    #[test]
     fn mistakes_in_a_file_are_named() {
         for (text, says) in [
             ("agnets = 2", "agnets"),
@@ -410,6 +593,9 @@ mod tests {
             ("[udp]\nrcvbuf = 0", "udp.rcvbuf"),
             ("shm_capacity = 9223372036854775808", "2^40"),
             ("slow_consumer_timeout = \"0ms\"", "slow_consumer_timeout"),
+            ("shm_capacity = \"4MB\"", "KiB, MiB"),
+            ("[udp]\nrcvbuf = \"lots\"", "udp.rcvbuf"),
+            ("local_ring = \"3KiB\"", "power of two"),
         ] {
             let e = NodeConfig::from_toml(text).unwrap_err();
             assert!(e.contains(says), "{text:?}: {e}");

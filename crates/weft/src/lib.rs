@@ -30,7 +30,7 @@ pub use agent::{
 pub use channel::{
     Claim, Event, LossUnit, Publication, PublishError, SubscribeError, Subscription,
 };
-pub use config::{NodeConfig, UdpDefaults};
+pub use config::{parse_size, NodeConfig, UdpDefaults, ENV_KEYS};
 pub use idle::{IdleStep, IdleStrategy, Idler};
 pub use node::{ChannelBacklog, Gateway, Node, Undelivered};
 pub use uri::{ChannelUri, ShmUri, UdpUri, UriError};

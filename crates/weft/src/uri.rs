@@ -40,7 +40,8 @@ pub struct ShmUri {
     /// Region name: 1 to 200 characters of `A-Z a-z 0-9 . _ -`, not starting
     /// with a dot (the file name under the node's directory).
     pub name: String,
-    /// `capacity=`: ring capacity in bytes (a power of two, at least 4096).
+    /// `capacity=`: ring capacity in bytes (a power of two, at least 4096;
+    /// a binary unit may follow: `capacity=4MiB`).
     pub capacity: Option<usize>,
     /// `publishers=many`: several processes may publish the channel (a
     /// many-producer ring; each read costs a little more). Default
@@ -126,8 +127,7 @@ impl FromStr for ChannelUri {
                 match key {
                     "capacity" => {
                         shm.capacity = Some(
-                            value
-                                .parse::<usize>()
+                            crate::config::parse_size(value)
                                 .ok()
                                 .filter(|c| c.is_power_of_two() && *c >= 4096)
                                 .ok_or_else(|| {
@@ -537,5 +537,14 @@ mod tests {
         fn arbitrary_input_never_panics(s in "(shm:|udp://|)[ -~]{0,60}") {
             let _ = parse(&s);
         }
+    }
+
+    #[test]
+    fn a_capacity_takes_a_binary_unit() {
+        let ChannelUri::Shm(s) = parse("shm:md?capacity=64KiB").unwrap() else {
+            panic!("shm")
+        };
+        assert_eq!(s.capacity, Some(65536));
+        assert!(parse("shm:md?capacity=64KB").is_err());
     }
 }

@@ -7,97 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use weft::weft_counters::Counter;
-use weft::{Node, NodeConfig, Task, ThreadingMode};
 use weft_rebalance::collect::read_collection;
-use weft_shm::spsc;
-
-/// Counter types of the test's own pipeline counters (not weft's).
-const SEQUENCE_ERRORS: u32 = 9001;
-const SEQUENCE_RECEIVED: u32 = 9002;
-
-/// A task of known cost and a stage of a message pipeline: every
-/// millisecond it spins for `spin`; on every call it passes messages on.
-/// The first stage makes a numbered message per turn, the middle ones
-/// forward, the last checks that the numbers come in order, none missing
-/// or repeated, whichever agents the stages run on.
-struct Paced {
-    name: String,
-    spin: Duration,
-    next: Instant,
-    input: Option<spsc::Consumer>,
-    output: Option<spsc::Producer>,
-    /// First stage: the next number to send. Last: the next expected.
-    seq: u64,
-    /// Last stage: (errors, received).
-    check: Option<(Counter, Counter)>,
-}
-
-impl Task for Paced {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn timer_in(&self) -> Option<Duration> {
-        Some(self.next.saturating_duration_since(Instant::now()))
-    }
-
-    fn do_work(&mut self, _now_ns: u64) -> usize {
-        let mut work = 0;
-        // Pass on what came in (a message is taken only when it can go on).
-        if let Some(input) = &mut self.input {
-            for _ in 0..64 {
-                let (out, seq, check) = (&mut self.output, &mut self.seq, &self.check);
-                let mut moved = false;
-                let claim = match out {
-                    Some(o) => match o.try_claim(8, 1) {
-                        Ok(c) => Some(c),
-                        Err(_) => break,
-                    },
-                    None => None,
-                };
-                let mut claim = claim;
-                let _ = input.poll(1, |f| {
-                    let v = u64::from_le_bytes(f.payload().try_into().unwrap_or_default());
-                    if let Some(c) = &mut claim {
-                        c.payload_mut().copy_from_slice(&v.to_le_bytes());
-                    }
-                    if let Some((errors, received)) = check {
-                        if v != *seq {
-                            errors.add(1);
-                        }
-                        received.add(1);
-                        *seq = v + 1;
-                    }
-                    moved = true;
-                });
-                if !moved {
-                    break; // the claim drops uncommitted: abandoned
-                }
-                if let Some(c) = claim {
-                    c.commit();
-                }
-                work += 1;
-            }
-        }
-        let now = Instant::now();
-        if now < self.next {
-            return work;
-        }
-        if self.input.is_none() {
-            if let Some(o) = &mut self.output {
-                if o.offer(1, &self.seq.to_le_bytes()).is_ok() {
-                    self.seq += 1;
-                }
-            }
-        }
-        while Instant::now() < now + self.spin {
-            std::hint::spin_loop();
-        }
-        self.next = (self.next + Duration::from_millis(1)).max(now);
-        work + 1
-    }
-}
 
 fn temp_dir(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("weft-rebalance-{}-{tag}", std::process::id()));
@@ -106,67 +16,26 @@ fn temp_dir(tag: &str) -> PathBuf {
     d
 }
 
-/// Not a test of its own: a skewed node that
-/// `skewed_nodes_are_collected_planned_and_spread_by_an_interrupted_apply`
-/// starts. Two agents pinned to cores 0 and 1, four paced tasks (0.2, 0.15,
-/// 0.1 and 0.05 of a core) all on agent 0, which pass numbered messages
-/// down a pipeline.
-#[test]
-fn child_skewed_node() {
-    let Ok(dir) = std::env::var("WEFT_REBALANCE_CHILD_DIR") else {
-        return;
-    };
-    let node = Node::new(NodeConfig {
-        dir: dir.into(),
-        agents: 2,
-        cores: vec![0, 1],
-        threading: ThreadingMode::Dedicated,
-        name: "skewed".into(),
-        ..NodeConfig::default()
-    })
-    .unwrap();
-    // The four stages of the pipeline, joined by three rings.
-    let rings: Vec<_> = (0..3)
-        .map(|_| spsc::channel(spsc::SpscConfig::new(64 * 1024)).unwrap())
-        .collect();
-    let (mut outputs, mut inputs): (Vec<_>, Vec<_>) = rings.into_iter().unzip();
-    let counters = node.counters().clone();
-    // Two such nodes run at once: half the cost each.
-    let scale: u64 = std::env::var("WEFT_REBALANCE_CHILD_SCALE")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1);
-    for (i, us) in [200u64 / scale, 150 / scale, 100 / scale, 50 / scale]
-        .into_iter()
-        .enumerate()
-    {
-        let last = i == 3;
-        node.add_task(
-            0,
-            Box::new(Paced {
-                name: format!("paced-{us}us"),
-                spin: Duration::from_micros(us),
-                next: Instant::now() + Duration::from_millis(i as u64),
-                input: (i > 0).then(|| inputs.remove(0)),
-                output: (!last).then(|| outputs.remove(0)),
-                seq: 0,
-                check: last.then(|| {
-                    (
-                        counters
-                            .allocate(SEQUENCE_ERRORS, 0, "pipeline sequence errors")
-                            .unwrap(),
-                        counters
-                            .allocate(SEQUENCE_RECEIVED, 0, "pipeline messages received")
-                            .unwrap(),
-                    )
-                }),
-            }),
-        )
-        .unwrap();
-    }
-    println!("ready");
-    std::thread::sleep(Duration::from_secs(120));
+/// The demo workload, `examples/skewed_pipeline.rs`, built by `cargo test`
+/// with this test: `target/<profile>/examples/skewed_pipeline`.
+fn skewed_pipeline() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let path = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .unwrap()
+        .join("examples/skewed_pipeline");
+    assert!(
+        path.exists(),
+        "{} is missing: run through cargo test",
+        path.display()
+    );
+    path
 }
+
+/// Counter types of the demo's own pipeline counters (not weft's).
+const SEQUENCE_ERRORS: u32 = 9001;
+const SEQUENCE_RECEIVED: u32 = 9002;
 
 /// The pipeline's (errors, received) from the node's counters file.
 fn pipeline(dir: &Path, pid: u32) -> (u64, u64) {
@@ -214,15 +83,10 @@ fn skewed_nodes_are_collected_planned_and_spread_by_an_interrupted_apply() {
     let mut children: Vec<Child> = (0..2)
         .map(|_| {
             let mut child = Child(
-                Command::new(std::env::current_exe().unwrap())
-                    .args([
-                        "--exact",
-                        "child_skewed_node",
-                        "--nocapture",
-                        "--test-threads=1",
-                    ])
-                    .env("WEFT_REBALANCE_CHILD_DIR", &dir)
-                    .env("WEFT_REBALANCE_CHILD_SCALE", "2")
+                Command::new(skewed_pipeline())
+                    .arg("--dir")
+                    .arg(&dir)
+                    .args(["--scale", "2", "--seconds", "120"])
                     .stdout(Stdio::piped())
                     .spawn()
                     .unwrap(),

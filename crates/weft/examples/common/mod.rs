@@ -89,13 +89,17 @@ impl Args {
             .unwrap_or_else(|| default.to_string())
     }
 
-    /// The node settings: `--dir`, `--threading`, `--idle`, `--config FILE`.
+    /// The node settings: `--config FILE`, then the environment's `WEFT_*`
+    /// overrides, then `--dir`, `--threading`, `--idle`.
     pub fn node_config(&self) -> weft::NodeConfig {
         let mut cfg = match self.map.get("config") {
             Some(path) => weft::NodeConfig::from_toml_file(path.as_ref())
                 .unwrap_or_else(|e| fail(self.usage, &e.to_string())),
             None => weft::NodeConfig::default(),
         };
+        // WEFT_AGENTS, WEFT_IDLE, WEFT_UDP_RCVBUF ... (docs/config.md), then
+        // the flags below.
+        let mut cfg = cfg.with_env().unwrap_or_else(|e| fail(self.usage, &e));
         if let Some(d) = self.map.get("dir") {
             cfg.dir = d.into();
         }
