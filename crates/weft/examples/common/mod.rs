@@ -92,7 +92,7 @@ impl Args {
     /// The node settings: `--config FILE`, then the environment's `WEFT_*`
     /// overrides, then `--dir`, `--threading`, `--idle`.
     pub fn node_config(&self) -> weft::NodeConfig {
-        let mut cfg = match self.map.get("config") {
+        let cfg = match self.map.get("config") {
             Some(path) => weft::NodeConfig::from_toml_file(path.as_ref())
                 .unwrap_or_else(|e| fail(self.usage, &e.to_string())),
             None => weft::NodeConfig::default(),
