@@ -300,7 +300,7 @@ fn list(snaps: &[Snapshot], json: bool) {
     if !json {
         println!(
             "{:>8}  {:<24} {:<6} {:>13} {:>9}  file",
-            "pid", "label", "state", "heartbeat ms", "counters"
+            "pid", "node", "state", "heartbeat ms", "counters"
         );
     }
     for s in snaps {
