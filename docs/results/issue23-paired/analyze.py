@@ -1,6 +1,7 @@
 import json,glob,statistics as st,collections,sys
 import os
-d=os.path.dirname(os.path.abspath(__file__))
+# The results directory: the one given, else this script's (issue 23's runs).
+d=sys.argv[1] if len(sys.argv)>1 else os.path.dirname(os.path.abspath(__file__))
 rows={'base':collections.defaultdict(list),'new':collections.defaultdict(list)}
 rel={'base':collections.defaultdict(list),'new':collections.defaultdict(list)}
 for b in ['base','new']:
