@@ -70,18 +70,21 @@ const SCENARIOS: &[Scenario] = scenarios![
     "api-shm-many-pingpong", Shm, SIZE, "api-shm-pingpong on publishers=many channels (the ring several processes may publish)";
     "shm-peers-interleaved", Shm, NONE, "the floor, weft's SPSC ring (heap, two threads), rtrb, crossbeam, the disruptor (event pollers) and weft's ring in a shared-memory file, in alternating blocks on the same two pinned threads (6 rows)";
     "shm-interleaved", Shm, NONE, "shm-pingpong, api-shm-pingpong and the raw broadcast ring in alternating blocks between the same processes (3 rows)";
-    "shm-throughput", Shm, SIZE, "weft SPSC one-way stream, 64-byte messages, two pinned processes (msgs/s)";
+    "shm-throughput", Shm, SIZE, "weft SPSC one-way stream, two pinned processes, 256 KiB ring: the producer claims and writes each 64-byte message whole in place and commits it; the consumer polls every frame available and reads each one's 8-byte sequence number in place (msgs/s)";
+    "shm-throughput-batch", Shm, SIZE, "shm-throughput with the producer's batch API: up to 32 frames claimed and written, then one release (msgs/s)";
     "shm-throughput-sizes", Shm, NONE, "shm-throughput at 8 B, 64 B, 512 B, 4 KiB, 16 KiB and 64 KiB (one row per size)";
     "shm-fanout-1", Shm, SIZE_RATE, "broadcast ring to 1 subscriber process at 1M msgs/s: producer time per message (msgs_per_s: the producer's rate)";
     "shm-fanout-2", Shm, SIZE_RATE, "shm-fanout-1 with 2 subscriber processes";
     "shm-fanout-4", Shm, SIZE_RATE, "shm-fanout-1 with 4 subscriber processes";
     "shm-fanout-8", Shm, SIZE_RATE, "shm-fanout-1 with 8 subscriber processes";
     "rtrb-pingpong", Shm, RATE, "rtrb round trip, 32-byte messages, two pinned threads (peer)";
-    "rtrb-throughput", Shm, NONE, "rtrb one-way stream, 64-byte messages, two pinned threads (peer, msgs/s)";
+    "rtrb-throughput", Shm, NONE, "rtrb one-way stream, two pinned threads, 4096 x 64-byte slots (256 KiB): push copies each whole 64-byte message in, pop copies it out (peer, msgs/s)";
+    "rtrb-throughput-chunks", Shm, NONE, "rtrb-throughput through rtrb's chunks: up to 32 messages written per write_chunk_uninit, every available one read per read_chunk (peer, msgs/s)";
     "crossbeam-pingpong", Shm, RATE, "crossbeam-channel (bounded, polled) round trip, 32-byte messages, two pinned threads (peer)";
-    "crossbeam-throughput", Shm, NONE, "crossbeam-channel (bounded, polled) one-way stream, 64-byte messages, two pinned threads (peer, msgs/s)";
+    "crossbeam-throughput", Shm, NONE, "crossbeam-channel (bounded to 4096, polled) one-way stream, two pinned threads: try_send copies each whole 64-byte message in, try_recv copies it out; it has no batch API (peer, msgs/s)";
     "disruptor-pingpong", Shm, RATE, "disruptor crate round trip, 32-byte events: a pinned busy-spin processor echoes into a second disruptor polled by the sender (peer)";
-    "disruptor-throughput", Shm, NONE, "disruptor crate one-way stream of 64-byte events from a pinned producer to an event poller (peer, msgs/s)";
+    "disruptor-throughput", Shm, NONE, "disruptor crate one-way stream, two pinned threads, 4096 x 64-byte events (256 KiB): publish writes each whole event in place, an event poller reads each one's 8-byte sequence number in place (peer, msgs/s)";
+    "disruptor-throughput-batch", Shm, NONE, "disruptor-throughput with the disruptor's batch_publish of up to 32 events (peer, msgs/s)";
     "floor-udp", Udp, NONE, "raw UDP ping-pong of 64-byte datagrams on loopback, busy-polled: the network floor (round trip)";
     "floor-mcast", Udp, NONE, "floor-udp over multicast groups on 127.0.0.1, raw sockets: the kernel's multicast cost (round trip)";
     "udp-pingpong", Udp, SIZE_RATE, "weft round trip over multicast on 127.0.0.1, 32-byte messages, two pinned threads";
@@ -196,12 +199,15 @@ fn run(name: &str, ctx: Ctx) -> Vec<Outcome> {
         "api-shm-many-pingpong" => api::shm_pingpong(clock, lat_warm, lat, size(32), true, pace),
         "api-udp-pingpong" => api::udp_pingpong(clock, udp_warm, udp_lat, size(32)),
         "shm-throughput" => shm::throughput(clock, thr_warm, thr, size(64)),
+        "shm-throughput-batch" => shm::throughput_batch(clock, thr_warm, thr, size(64)),
         "rtrb-pingpong" => peers::rtrb_pingpong(clock, lat_warm, lat, pace),
         "rtrb-throughput" => peers::rtrb_throughput(clock, thr_warm, thr),
+        "rtrb-throughput-chunks" => peers::rtrb_throughput_chunks(clock, thr_warm, thr),
         "crossbeam-pingpong" => peers::crossbeam_pingpong(clock, lat_warm, lat, pace),
         "crossbeam-throughput" => peers::crossbeam_throughput(clock, thr_warm, thr),
         "disruptor-pingpong" => peers::disruptor_pingpong(clock, lat_warm, lat, pace),
         "disruptor-throughput" => peers::disruptor_throughput(clock, thr_warm, thr),
+        "disruptor-throughput-batch" => peers::disruptor_throughput_batch(clock, thr_warm, thr),
         #[cfg(feature = "iceoryx2")]
         "iceoryx2-pingpong" => iceoryx2_peer::pingpong(clock, lat_warm, lat),
         #[cfg(feature = "iceoryx2")]

@@ -273,8 +273,11 @@ pub fn disruptor_throughput(clock: Clock, warmup: u64, samples: u64) -> Outcome 
     let mut tx = builder.build();
     let producer = std::thread::spawn(move || {
         pin(1);
+        // The whole event is written, as every loop writes its message.
+        let mut msg = [0xa5u8; 64];
         for seq in 0..total {
-            tx.publish(|e| e[..8].copy_from_slice(&seq.to_le_bytes()));
+            msg[..8].copy_from_slice(&seq.to_le_bytes());
+            tx.publish(|e| e.copy_from_slice(&msg));
         }
     });
     pin(0);
@@ -304,6 +307,128 @@ pub fn disruptor_throughput(clock: Clock, warmup: u64, samples: u64) -> Outcome 
     );
     Outcome::throughput(
         "disruptor-throughput",
+        64,
+        samples,
+        trials.median_rate(clock),
+        &note,
+    )
+}
+
+/// `disruptor-throughput-batch`: `disruptor-throughput` with the producer's
+/// own batch API, `batch_publish` of up to [`crate::shm::BATCH`] events (one
+/// sequence publication per batch).
+pub fn disruptor_throughput_batch(clock: Clock, warmup: u64, samples: u64) -> Outcome {
+    use disruptor::{build_single_producer, BusySpin, Polling, Producer};
+    let total = warmup + samples;
+    let (mut poller, builder) =
+        build_single_producer(4096, || [0u8; 64], BusySpin).new_event_poller();
+    let mut tx = builder.build();
+    let producer = std::thread::spawn(move || {
+        pin(1);
+        let mut msg = [0xa5u8; 64];
+        let mut seq = 0u64;
+        while seq < total {
+            let n = crate::shm::BATCH.min(total - seq);
+            tx.batch_publish(n as usize, |events| {
+                for e in events {
+                    msg[..8].copy_from_slice(&seq.to_le_bytes());
+                    e.copy_from_slice(&msg);
+                    seq += 1;
+                }
+            });
+        }
+    });
+    pin(0);
+    let mut trials = Trials::new(warmup, samples);
+    let mut next = 0u64;
+    while next < total {
+        match poller.poll() {
+            Ok(mut events) => {
+                for e in &mut events {
+                    assert_eq!(
+                        u64::from_le_bytes(e[..8].try_into().unwrap_or_default()),
+                        next,
+                        "out of order"
+                    );
+                    next += 1;
+                    trials.mark(next);
+                }
+            }
+            Err(Polling::NoEvents) => std::hint::spin_loop(),
+            Err(Polling::Shutdown) => break,
+        }
+    }
+    producer.join().expect("producer thread");
+    assert_eq!(next, total, "every event arrived");
+    let note = format!(
+        "one-way, disruptor single producer (batch_publish of up to {}) to an event poller, 4096 x 64-byte events, 2 pinned threads, median of {TRIALS} slices",
+        crate::shm::BATCH
+    );
+    Outcome::throughput(
+        "disruptor-throughput-batch",
+        64,
+        samples,
+        trials.median_rate(clock),
+        &note,
+    )
+}
+
+/// `rtrb-throughput-chunks`: `rtrb-throughput` through rtrb's chunk API:
+/// the producer writes up to [`crate::shm::BATCH`] slots per chunk, the
+/// consumer reads every slot available in one chunk; each commit is one
+/// position store.
+pub fn rtrb_throughput_chunks(clock: Clock, warmup: u64, samples: u64) -> Outcome {
+    let (mut tx, mut rx) = rtrb_pair::<64>(4096);
+    let total = warmup + samples;
+    let producer = std::thread::spawn(move || {
+        pin(1);
+        let mut seq = 0u64;
+        while seq < total {
+            let n = (tx.slots() as u64).min(crate::shm::BATCH).min(total - seq);
+            if n == 0 {
+                std::hint::spin_loop();
+                continue;
+            }
+            let Ok(chunk) = tx.write_chunk_uninit(n as usize) else {
+                continue;
+            };
+            let first = seq;
+            seq += chunk.fill_from_iter((first..first + n).map(|s| {
+                let mut m = [0xa5u8; 64];
+                m[..8].copy_from_slice(&s.to_le_bytes());
+                m
+            })) as u64;
+        }
+    });
+    pin(0);
+    let mut trials = Trials::new(warmup, samples);
+    let mut next = 0u64;
+    while next < total {
+        let n = rx.slots();
+        if n == 0 {
+            std::hint::spin_loop();
+            continue;
+        }
+        let Ok(chunk) = rx.read_chunk(n) else {
+            continue;
+        };
+        for m in chunk {
+            assert_eq!(
+                u64::from_le_bytes(m[..8].try_into().unwrap_or_default()),
+                next,
+                "out of order"
+            );
+            next += 1;
+            trials.mark(next);
+        }
+    }
+    producer.join().expect("producer thread");
+    let note = format!(
+        "one-way, rtrb chunks (write_chunk_uninit of up to {}, read_chunk of all available), 4096 x 64-byte slots, 2 pinned threads, median of {TRIALS} slices",
+        crate::shm::BATCH
+    );
+    Outcome::throughput(
+        "rtrb-throughput-chunks",
         64,
         samples,
         trials.median_rate(clock),

@@ -146,7 +146,22 @@ pub fn pingpong(clock: Clock, warmup: u64, samples: u64, bytes: usize, pace: Pac
 /// `shm-throughput`: one-way stream of `bytes`-byte messages from a producer
 /// process to this (consumer) process. After warm-up the stream is timed in
 /// [`TRIALS`] equal slices; the result is the median slice's rate.
+/// Messages a batching producer writes per release (`shm-throughput-batch`,
+/// and the peers' batch loops): each loop publishes up to this many with
+/// one store of its position.
+pub const BATCH: u64 = 32;
+
 pub fn throughput(clock: Clock, warmup: u64, samples: u64, bytes: usize) -> Outcome {
+    throughput_with(clock, warmup, samples, bytes, false)
+}
+
+/// `shm-throughput-batch`: `shm-throughput` with the producer publishing
+/// up to [`BATCH`] frames per release ([`Producer::batch`]).
+pub fn throughput_batch(clock: Clock, warmup: u64, samples: u64, bytes: usize) -> Outcome {
+    throughput_with(clock, warmup, samples, bytes, true)
+}
+
+fn throughput_with(clock: Clock, warmup: u64, samples: u64, bytes: usize, batch: bool) -> Outcome {
     let opts = bench_opts();
     let name = unique("stream");
     let total = warmup + samples;
@@ -154,7 +169,7 @@ pub fn throughput(clock: Clock, warmup: u64, samples: u64, bytes: usize) -> Outc
     cfg.max_payload = Some(bytes.max(8).next_multiple_of(8).max(cfg.capacity / 8));
     let mut rx = Consumer::create(&opts, &name, &cfg).expect("create stream ring");
     let mut child = spawn_child(&[
-        "produce".into(),
+        if batch { "produce-batch" } else { "produce" }.into(),
         name.clone(),
         total.to_string(),
         bytes.to_string(),
@@ -179,9 +194,17 @@ pub fn throughput(clock: Clock, warmup: u64, samples: u64, bytes: usize) -> Outc
     }
     child.wait().expect("producer child");
     assert_eq!(next, total, "every frame arrived");
-    let note = format!("one-way, SPSC ring, 2 pinned processes, median of {TRIALS} slices");
+    let note = format!(
+        "one-way, SPSC ring of {} KiB, 2 pinned processes, each {bytes}-byte message written whole in place{}, median of {TRIALS} slices",
+        cfg.capacity / 1024,
+        if batch { format!(", up to {BATCH} per release") } else { String::new() }
+    );
     Outcome::throughput(
-        "shm-throughput",
+        if batch {
+            "shm-throughput-batch"
+        } else {
+            "shm-throughput"
+        },
         bytes,
         samples,
         trials.median_rate(clock),
@@ -213,20 +236,45 @@ pub fn child(args: &[String]) {
                 }
             }
         }
-        [role, name, total, bytes] if role == "produce" => {
+        [role, name, total, bytes] if role == "produce" || role == "produce-batch" => {
             let total: u64 = total.parse().expect("count");
             let bytes: usize = bytes.parse().expect("size");
             let mut tx = attach_retry(|| Producer::attach(&opts, name));
+            // The whole message is written, as every peer loop writes it:
+            // the sequence number, then the rest of the bytes.
+            let mut msg = vec![0xa5u8; bytes.max(8)];
             let mut seq = 0u64;
-            while seq < total {
-                match tx.try_claim(bytes, 1) {
+            while seq < total && role == "produce" {
+                match tx.try_claim(msg.len(), 1) {
                     Ok(mut c) => {
-                        c.payload_mut()[..8].copy_from_slice(&seq.to_le_bytes());
+                        msg[..8].copy_from_slice(&seq.to_le_bytes());
+                        c.payload_mut().copy_from_slice(&msg);
                         c.commit();
                         seq += 1;
                     }
                     Err(ClaimError::Full) => std::hint::spin_loop(),
                     Err(e) => panic!("claim: {e}"),
+                }
+            }
+            while seq < total {
+                let mut b = tx.batch();
+                let mut made = 0;
+                while made < BATCH && seq < total {
+                    match b.try_claim(msg.len(), 1) {
+                        Ok(mut c) => {
+                            msg[..8].copy_from_slice(&seq.to_le_bytes());
+                            c.payload_mut().copy_from_slice(&msg);
+                            c.commit();
+                            seq += 1;
+                            made += 1;
+                        }
+                        Err(ClaimError::Full) => break,
+                        Err(e) => panic!("claim: {e}"),
+                    }
+                }
+                drop(b); // one release store for the frames made
+                if made == 0 {
+                    std::hint::spin_loop();
                 }
             }
         }
