@@ -413,3 +413,70 @@ pub fn shm_interleaved_echo(blocks: u64, [raw_ping, raw_pong]: [&str; 2], [ping,
         }
     }
 }
+
+/// `api-shm-throughput`: a one-way stream of 64-byte messages through
+/// `weft::Publication::offer` and `weft::Subscription::poll` on a `shm:`
+/// channel of 256 KiB, between two pinned threads of one process (placed
+/// as the peers' queues are); each message is written whole, the reader
+/// checks each one's sequence number in place. Median of the
+/// [`crate::report::TRIALS`] slices after warm-up.
+pub fn shm_throughput(clock: Clock, warmup: u64, samples: u64, bytes: usize) -> Outcome {
+    use crate::report::Trials;
+    let total = warmup + samples;
+    let uri = format!(
+        "shm:bench-{}-athr?capacity={}",
+        std::process::id(),
+        (256 * 1024usize).max((8 * (bytes + 64)).next_power_of_two())
+    );
+    let mut node = invoker_node();
+    let mut publ = node.publication(&uri, 1).expect("publication");
+    let mut sub = node.subscription(&uri, 1).expect("subscription");
+    // Attach before the stream starts (the first poll joins the ring).
+    while !publ.is_connected() {
+        let _ = sub.poll(1, |_| {});
+    }
+    let producer = std::thread::spawn(move || {
+        pin(1);
+        let mut msg = vec![0xa5u8; bytes.max(8)];
+        let mut seq = 0u64;
+        while seq < total {
+            msg[..8].copy_from_slice(&seq.to_le_bytes());
+            match publ.offer(&msg) {
+                Ok(()) => seq += 1,
+                Err(PublishError::BackPressured) => std::hint::spin_loop(),
+                Err(e) => panic!("offer: {e}"),
+            }
+        }
+    });
+    pin(0);
+    let mut trials = Trials::new(warmup, samples);
+    let mut next = 0u64;
+    while next < total {
+        let n = sub
+            .poll(usize::MAX, |e| {
+                if let weft::Event::Message(m) = e {
+                    let seq = u64::from_le_bytes(m[..8].try_into().unwrap_or_default());
+                    assert_eq!(seq, next, "messages out of order");
+                    next += 1;
+                    trials.mark(next);
+                }
+            })
+            .expect("poll");
+        if n == 0 {
+            std::hint::spin_loop();
+        }
+    }
+    producer.join().expect("producer thread");
+    drop(node);
+    let note = format!(
+        "one-way, weft::Publication::offer to weft::Subscription::poll on a shm: channel, 2 pinned threads, each {bytes}-byte message written whole, median of {} slices",
+        crate::report::TRIALS
+    );
+    Outcome::throughput(
+        "api-shm-throughput",
+        bytes,
+        samples,
+        trials.median_rate(clock),
+        &note,
+    )
+}

@@ -71,6 +71,9 @@ const SCENARIOS: &[Scenario] = scenarios![
     "shm-peers-interleaved", Shm, NONE, "the floor, weft's SPSC ring (heap, two threads), rtrb, crossbeam, the disruptor (event pollers) and weft's ring in a shared-memory file, in alternating blocks on the same two pinned threads (6 rows)";
     "shm-interleaved", Shm, NONE, "shm-pingpong, api-shm-pingpong and the raw broadcast ring in alternating blocks between the same processes (3 rows)";
     "shm-throughput", Shm, SIZE, "weft SPSC one-way stream, two pinned processes, 256 KiB ring: the producer claims and writes each 64-byte message whole in place and commits it; the consumer polls every frame available and reads each one's 8-byte sequence number in place (msgs/s)";
+    "shm-throughput-interleaved", Shm, NONE, "weft's ring (threads, processes, batch, and through the API) and every peer's throughput loop (rtrb, rtrb chunks, crossbeam, disruptor, disruptor batch) in alternating trials (10 rounds); weft's rows carry x_best_peer, the median over rounds of weft over the best peer of the same round, batch against batch (9 rows)";
+    "api-shm-throughput", Shm, SIZE, "a one-way stream through the public API (Publication::offer, Subscription::poll on a shm: channel of 256 KiB), two pinned threads, each 64-byte message written whole (msgs/s)";
+    "shm-throughput-threads", Shm, SIZE, "shm-throughput placed as the peers are: the ring on the heap, two pinned threads of one process (msgs/s)";
     "shm-throughput-batch", Shm, SIZE, "shm-throughput with the producer's batch API: up to 32 frames claimed and written, then one release (msgs/s)";
     "shm-throughput-sizes", Shm, NONE, "shm-throughput at 8 B, 64 B, 512 B, 4 KiB, 16 KiB and 64 KiB (one row per size)";
     "shm-fanout-1", Shm, SIZE_RATE, "broadcast ring to 1 subscriber process at 1M msgs/s: producer time per message (msgs_per_s: the producer's rate)";
@@ -163,6 +166,10 @@ fn run(name: &str, ctx: Ctx) -> Vec<Outcome> {
         "shm-interleaved" => return api::shm_interleaved(clock, lat_warm, lat, 32),
         "udp-interleaved" => return udp::interleaved(clock, udp_warm, udp_lat),
         "shm-peers-interleaved" => return peers::interleaved(clock, lat_warm, lat),
+        "shm-throughput-interleaved" => {
+            // 10 rounds; --samples: each contender's messages in all.
+            return peers::throughput_interleaved(clock, 10, n(20_000_000));
+        }
         "floor-shm-lines" => return lines::run(clock, lat_warm, lat),
         "shm-pingpong-sizes" => {
             return SWEEP_SIZES
@@ -200,6 +207,8 @@ fn run(name: &str, ctx: Ctx) -> Vec<Outcome> {
         "api-udp-pingpong" => api::udp_pingpong(clock, udp_warm, udp_lat, size(32)),
         "shm-throughput" => shm::throughput(clock, thr_warm, thr, size(64)),
         "shm-throughput-batch" => shm::throughput_batch(clock, thr_warm, thr, size(64)),
+        "shm-throughput-threads" => shm::throughput_threads(clock, thr_warm, thr, size(64)),
+        "api-shm-throughput" => api::shm_throughput(clock, thr_warm, thr, size(64)),
         "rtrb-pingpong" => peers::rtrb_pingpong(clock, lat_warm, lat, pace),
         "rtrb-throughput" => peers::rtrb_throughput(clock, thr_warm, thr),
         "rtrb-throughput-chunks" => peers::rtrb_throughput_chunks(clock, thr_warm, thr),

@@ -680,3 +680,83 @@ pub fn interleaved(clock: Clock, warmup: u64, samples: u64) -> Vec<Outcome> {
         Outcome::latency("interleaved-weft-spsc-mapped", 32, &h[5], note).with_all(mapped_levels),
     ]
 }
+
+/// One contender of `shm-throughput-interleaved`: its row name, whether it
+/// batches, and its loop (warmup, samples) → outcome.
+type Contender = (&'static str, bool, fn(Clock, u64, u64) -> Outcome);
+
+/// `shm-throughput-interleaved`: weft's ring and every peer, each as its
+/// own throughput scenario does it, in alternating short trials, `rounds`
+/// times over (`samples` messages per contender in all); a row per contender with its median rate, and for weft's
+/// rows the median over rounds of its rate over the best peer's in the
+/// same round (one at a time against one at a time, batch against batch).
+/// The VM's speed changes for seconds at a time; trials a few ms long
+/// taken round by round see the same speed.
+pub fn throughput_interleaved(clock: Clock, rounds: u32, samples: u64) -> Vec<Outcome> {
+    // Each contender measures `samples` messages in all, a `rounds`th per trial.
+    let per_trial = (samples / rounds as u64).max(1);
+    const CONTENDERS: &[Contender] = &[
+        ("weft-threads", false, |c, w, n| {
+            crate::shm::throughput_threads(c, w, n, 64)
+        }),
+        ("weft-processes", false, |c, w, n| {
+            crate::shm::throughput(c, w, n, 64)
+        }),
+        ("weft-batch", true, |c, w, n| {
+            crate::shm::throughput_batch(c, w, n, 64)
+        }),
+        ("weft-api", false, |c, w, n| {
+            crate::api::shm_throughput(c, w, n, 64)
+        }),
+        ("rtrb", false, rtrb_throughput),
+        ("rtrb-chunks", true, rtrb_throughput_chunks),
+        ("crossbeam", false, crossbeam_throughput),
+        ("disruptor", false, disruptor_throughput),
+        ("disruptor-batch", true, disruptor_throughput_batch),
+    ];
+    let warm = (per_trial / 10).max(10_000);
+    let mut rates: Vec<Vec<f64>> = vec![Vec::new(); CONTENDERS.len()];
+    for _ in 0..rounds {
+        for (i, (_, _, run)) in CONTENDERS.iter().enumerate() {
+            rates[i].push(run(clock, warm, per_trial).msgs_per_s.unwrap_or(0.0));
+        }
+    }
+    let median = |v: &[f64]| {
+        let mut v = v.to_vec();
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(0.0)
+    };
+    // Per round, the best peer one at a time and the best with batches.
+    let best = |batch: bool, round: usize| {
+        CONTENDERS
+            .iter()
+            .zip(&rates)
+            .filter(|((name, b, _), _)| !name.starts_with("weft") && *b == batch)
+            .map(|(_, r)| r[round])
+            .fold(0.0, f64::max)
+    };
+    CONTENDERS
+        .iter()
+        .zip(&rates)
+        .map(|((name, batch, _), r)| {
+            let note = format!(
+                "{rounds} rounds of {per_trial}-message trials of every contender in turn; median rate over rounds"
+            );
+            let o = Outcome::throughput(
+                &format!("interleaved-throughput-{name}"),
+                64,
+                per_trial * rounds as u64,
+                median(r),
+                &note,
+            );
+            if name.starts_with("weft") {
+                let ratios: Vec<f64> = (0..r.len())
+                    .map(|k| r[k] / best(*batch, k).max(1.0))
+                    .collect();
+                o.with("x_best_peer", median(&ratios))
+            } else {
+                o
+            }
+        })
+        .collect()
+}

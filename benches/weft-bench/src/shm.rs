@@ -212,6 +212,61 @@ fn throughput_with(clock: Clock, warmup: u64, samples: u64, bytes: usize, batch:
     )
 }
 
+/// `shm-throughput-threads`: weft's SPSC ring placed as the peers' queues
+/// are: on the heap, between two pinned threads of this process (the
+/// producer loop is `shm-throughput`'s, message for message).
+pub fn throughput_threads(clock: Clock, warmup: u64, samples: u64, bytes: usize) -> Outcome {
+    let total = warmup + samples;
+    let mut cfg = SpscConfig::new(ring_bytes(bytes).max(256 * 1024));
+    cfg.max_payload = Some(bytes.max(8).next_multiple_of(8).max(cfg.capacity / 8));
+    let (mut tx, mut rx) = weft_shm::spsc::channel(cfg).expect("heap ring");
+    let producer = std::thread::spawn(move || {
+        pin(1);
+        let mut msg = vec![0xa5u8; bytes.max(8)];
+        let mut seq = 0u64;
+        while seq < total {
+            match tx.try_claim(msg.len(), 1) {
+                Ok(mut c) => {
+                    msg[..8].copy_from_slice(&seq.to_le_bytes());
+                    c.payload_mut().copy_from_slice(&msg);
+                    c.commit();
+                    seq += 1;
+                }
+                Err(ClaimError::Full) => std::hint::spin_loop(),
+                Err(e) => panic!("claim: {e}"),
+            }
+        }
+    });
+    pin(0);
+    let mut trials = Trials::new(warmup, samples);
+    let mut next = 0u64;
+    while next < total {
+        let r = rx.poll(usize::MAX, |f| {
+            let seq = u64::from_le_bytes(f.payload()[..8].try_into().unwrap_or_default());
+            assert_eq!(seq, next, "frames out of order");
+            next += 1;
+            trials.mark(next);
+        });
+        match r {
+            Ok(0) => std::hint::spin_loop(),
+            Ok(_) => {}
+            Err(e) => panic!("poll: {e}"),
+        }
+    }
+    producer.join().expect("producer thread");
+    let note = format!(
+        "one-way, SPSC ring of {} KiB on the heap, 2 pinned threads, each {bytes}-byte message written whole in place, median of {TRIALS} slices",
+        cfg.capacity / 1024
+    );
+    Outcome::throughput(
+        "shm-throughput-threads",
+        bytes,
+        samples,
+        trials.median_rate(clock),
+        &note,
+    )
+}
+
 /// The other process of a two-process scenario.
 pub fn child(args: &[String]) {
     let opts = bench_opts();
