@@ -240,16 +240,36 @@ pub fn throughput_threads(clock: Clock, warmup: u64, samples: u64, bytes: usize)
     pin(0);
     let mut trials = Trials::new(warmup, samples);
     let mut next = 0u64;
+    // An experiment knob (docs/shm.md, "Throughput: where the time goes"):
+    // frames per poll; the default reads all there are.
+    let limit = std::env::var("WEFT_BENCH_POLL_LIMIT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(usize::MAX);
+    // Another knob: PAUSEs after a poll that found nothing (default 1, the
+    // busy-spin idle strategy), to see what re-reading the producer's line
+    // at once costs it.
+    let empty_spins = std::env::var("WEFT_BENCH_EMPTY_SPINS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1u32);
+    // Polls that found frames, and empty ones: how far behind the reader ran.
+    let (mut busy_polls, mut empty_polls) = (0u64, 0u64);
     while next < total {
-        let r = rx.poll(usize::MAX, |f| {
+        let r = rx.poll(limit, |f| {
             let seq = u64::from_le_bytes(f.payload()[..8].try_into().unwrap_or_default());
             assert_eq!(seq, next, "frames out of order");
             next += 1;
             trials.mark(next);
         });
         match r {
-            Ok(0) => std::hint::spin_loop(),
-            Ok(_) => {}
+            Ok(0) => {
+                empty_polls += 1;
+                for _ in 0..empty_spins {
+                    std::hint::spin_loop()
+                }
+            }
+            Ok(_) => busy_polls += 1,
             Err(e) => panic!("poll: {e}"),
         }
     }
@@ -265,6 +285,11 @@ pub fn throughput_threads(clock: Clock, warmup: u64, samples: u64, bytes: usize)
         trials.median_rate(clock),
         &note,
     )
+    .with(
+        "frames_per_busy_poll",
+        total as f64 / busy_polls.max(1) as f64,
+    )
+    .with("empty_polls_per_frame", empty_polls as f64 / total as f64)
 }
 
 /// The other process of a two-process scenario.
