@@ -12,7 +12,8 @@
 //! ## Protocol
 //! The consumer finds a frame from the frame itself: it loads the header word at
 //! `head` with Acquire, and a zero word means "nothing yet". So a small frame costs
-//! one cache-line transfer and the consumer never reads `tail`. That works because
+//! one cache-line transfer and the consumer does not read `tail` (except as a
+//! hint in streaming mode, below). That works because
 //! the word at `head` is always either zero or a committed header. The consumer
 //! keeps it so: before it releases space (its `head` store), it zeroes every whole
 //! 64-byte line it has read past, and the producer only writes below
@@ -43,6 +44,26 @@
 //!   `head` load **Acquire** (only when its cached copy of `head` says "possibly
 //!   full"), so the producer never overwrites a frame still being read and only
 //!   writes over zeroed lines.
+//!
+//! **Streaming mode.** Reading headers costs a streaming reader dearly when it
+//! has caught up. The next header is in the cache line the producer is
+//! writing, so every empty poll takes that line from the producer. This made
+//! throughput bimodal: 14–93 M msgs/s for 64-byte messages on the AMD VM (see
+//! `docs/shm.md`, "Throughput: where the time goes").
+//!
+//! So a poll that hands over [`STREAMING_FRAMES`] or more frames switches the
+//! consumer to streaming mode. It then loads `tail` (Relaxed: a hint; frames
+//! are still found and ordered by their headers' Acquire loads) when it has
+//! read up to the `tail` it last saw, and reads no further than that.
+//!
+//! It goes back to headers after [`STREAMING_EMPTY_POLLS`] empty polls in a row
+//! (the stream paused, or a producer died between a header store and its
+//! `tail` store), or after [`STREAMING_SINGLE_POLLS`] polls in a row of one
+//! frame each (a round trip).
+//!
+//! A round trip's reader, one frame a poll, never leaves header mode. Its
+//! latency is unchanged: `shm-peers-interleaved` read the same before and
+//! after, 580–590 ns on the VM's slow level.
 //!
 //! A frame that does not fit before the end of the data area is preceded by a
 //! padding frame up to the end; frames never wrap. Cost per frame: the producer
@@ -122,6 +143,30 @@ impl SpscConfig {
 /// The most read-but-unreleased bytes a consumer keeps before a poll releases
 /// them without having found the ring empty.
 const RELEASE_BATCH: u64 = 4096;
+
+/// A poll that hands over at least this many frames puts the consumer in
+/// streaming mode (see [`Consumer::poll`]): it then looks at the producer's
+/// `tail` before it reads a header again, so a reader that has caught up
+/// does not poll the line the producer is writing.
+#[cfg(not(loom))]
+const STREAMING_FRAMES: usize = 8;
+/// Under loom a ring holds two frames: every delivering poll streams, so
+/// the models explore the `tail` hint and the fallback to headers.
+#[cfg(loom)]
+const STREAMING_FRAMES: usize = 1;
+
+/// Empty polls in a row after which a streaming consumer goes back to
+/// reading headers: `tail` is a hint, and a producer that died between a
+/// header store and its `tail` store leaves a frame only the header shows.
+#[cfg(not(loom))]
+const STREAMING_EMPTY_POLLS: u32 = 256;
+#[cfg(loom)]
+const STREAMING_EMPTY_POLLS: u32 = 2;
+
+/// Polls in a row that each hand over exactly one frame after which a
+/// streaming consumer goes back to reading headers: a round trip's reader
+/// pays the look at `tail` for a few frames after a burst, not for ever.
+const STREAMING_SINGLE_POLLS: u32 = 64;
 
 /// What the consumer has released at `head`: the whole lines below it. The
 /// producer may write up to this plus the capacity.
@@ -605,6 +650,15 @@ pub struct Consumer {
     /// find the ring empty (see [`Consumer::poll`]).
     release_every: u64,
     max_payload: usize,
+    /// Streaming mode: the last polls found many frames; `tail` is looked
+    /// at before the next header (see [`Consumer::poll`]).
+    streaming: bool,
+    /// The producer's `tail` when the consumer last looked (a hint).
+    tail_seen: u64,
+    /// Empty polls in a row in streaming mode.
+    streaming_empty: u32,
+    /// Polls in a row that handed over exactly one frame, in streaming mode.
+    single_polls: u32,
     _not_sync: PhantomData<std::cell::Cell<()>>,
 }
 
@@ -627,6 +681,10 @@ impl Consumer {
             zeroed: released(head),
             release_every,
             max_payload,
+            streaming: false,
+            tail_seen: head,
+            streaming_empty: 0,
+            single_polls: 0,
             _not_sync: PhantomData,
         }
     }
@@ -684,7 +742,33 @@ impl Consumer {
         // Only positions whose line was zeroed since the previous lap can be trusted
         // to read "zero or a fresh header"; the lines read past are zeroed after the
         // loop, so one poll reads at most up to here (the next poll carries on).
-        let readable = self.zeroed + cap as u64;
+        let mut readable = self.zeroed + cap as u64;
+        // Streaming mode: read only what `tail` says is there, and look at
+        // `tail` (a line of its own) rather than at the next header, which
+        // sits in the line the producer is writing: a reader that caught up
+        // would otherwise take that line from the producer on every empty
+        // poll (docs/shm.md, "Throughput: where the time goes"). A round
+        // trip's reader, handed one frame a poll, stays in header mode: one
+        // line transfer per frame.
+        if self.streaming {
+            if self.head >= self.tail_seen {
+                // SYNC POINT: a hint, paired with nothing: frames are still
+                // found and ordered by their headers' Acquire loads below.
+                self.tail_seen = self.mem.ctrl().tail.load(Ordering::Relaxed);
+            }
+            if self.head >= self.tail_seen {
+                self.streaming_empty += 1;
+                if self.streaming_empty >= STREAMING_EMPTY_POLLS {
+                    self.streaming = false;
+                    self.streaming_empty = 0;
+                } else {
+                    readable = self.head;
+                }
+            } else {
+                self.streaming_empty = 0;
+                readable = readable.min(self.tail_seen);
+            }
+        }
         while delivered < limit && self.head < readable {
             let off = self.head as usize & (cap - 1);
             // SYNC POINT: pairs with the producer's Release store of this header.
@@ -715,6 +799,19 @@ impl Consumer {
                 delivered += 1;
             }
             self.head += frame_len as u64;
+        }
+        if delivered >= STREAMING_FRAMES {
+            self.streaming = true;
+            self.single_polls = 0;
+        } else if delivered == 1 && self.streaming {
+            // One frame a poll, again and again: a round trip, not a stream.
+            self.single_polls += 1;
+            if self.single_polls >= STREAMING_SINGLE_POLLS {
+                self.streaming = false;
+                self.single_polls = 0;
+            }
+        } else if delivered > 1 {
+            self.single_polls = 0;
         }
         // Fewer than `limit` means the loop stopped at an empty ring, a corrupt
         // header or the readable end: release now. After a full `limit`, release
