@@ -266,6 +266,17 @@ pub fn disruptor_pingpong(clock: Clock, warmup: u64, samples: u64, pace: Pace) -
 /// thread pinned to core 1 to an event poller on this thread, timed as the
 /// other throughput scenarios are.
 pub fn disruptor_throughput(clock: Clock, warmup: u64, samples: u64) -> Outcome {
+    disruptor_throughput_with(clock, warmup, samples, false)
+}
+
+/// `disruptor-throughput-batch`: `disruptor-throughput` with the producer's
+/// own batch API, `batch_publish` of up to [`crate::shm::BATCH`] events (one
+/// sequence publication per batch).
+pub fn disruptor_throughput_batch(clock: Clock, warmup: u64, samples: u64) -> Outcome {
+    disruptor_throughput_with(clock, warmup, samples, true)
+}
+
+fn disruptor_throughput_with(clock: Clock, warmup: u64, samples: u64, batch: bool) -> Outcome {
     use disruptor::{build_single_producer, BusySpin, Polling, Producer};
     let total = warmup + samples;
     let (mut poller, builder) =
@@ -275,67 +286,22 @@ pub fn disruptor_throughput(clock: Clock, warmup: u64, samples: u64) -> Outcome 
         pin(1);
         // The whole event is written, as every loop writes its message.
         let mut msg = [0xa5u8; 64];
-        for seq in 0..total {
-            msg[..8].copy_from_slice(&seq.to_le_bytes());
-            tx.publish(|e| e.copy_from_slice(&msg));
-        }
-    });
-    pin(0);
-    let mut trials = Trials::new(warmup, samples);
-    let mut next = 0u64;
-    while next < total {
-        match poller.poll() {
-            Ok(mut events) => {
-                for e in &mut events {
-                    assert_eq!(
-                        u64::from_le_bytes(e[..8].try_into().unwrap_or_default()),
-                        next,
-                        "out of order"
-                    );
-                    next += 1;
-                    trials.mark(next);
-                }
-            }
-            Err(Polling::NoEvents) => std::hint::spin_loop(),
-            Err(Polling::Shutdown) => break,
-        }
-    }
-    producer.join().expect("producer thread");
-    assert_eq!(next, total, "every event arrived");
-    let note = format!(
-        "one-way, disruptor single producer to an event poller, 2 pinned threads, median of {TRIALS} slices"
-    );
-    Outcome::throughput(
-        "disruptor-throughput",
-        64,
-        samples,
-        trials.median_rate(clock),
-        &note,
-    )
-}
-
-/// `disruptor-throughput-batch`: `disruptor-throughput` with the producer's
-/// own batch API, `batch_publish` of up to [`crate::shm::BATCH`] events (one
-/// sequence publication per batch).
-pub fn disruptor_throughput_batch(clock: Clock, warmup: u64, samples: u64) -> Outcome {
-    use disruptor::{build_single_producer, BusySpin, Polling, Producer};
-    let total = warmup + samples;
-    let (mut poller, builder) =
-        build_single_producer(4096, || [0u8; 64], BusySpin).new_event_poller();
-    let mut tx = builder.build();
-    let producer = std::thread::spawn(move || {
-        pin(1);
-        let mut msg = [0xa5u8; 64];
         let mut seq = 0u64;
         while seq < total {
-            let n = crate::shm::BATCH.min(total - seq);
-            tx.batch_publish(n as usize, |events| {
-                for e in events {
-                    msg[..8].copy_from_slice(&seq.to_le_bytes());
-                    e.copy_from_slice(&msg);
-                    seq += 1;
-                }
-            });
+            if batch {
+                let n = crate::shm::BATCH.min(total - seq);
+                tx.batch_publish(n as usize, |events| {
+                    for e in events {
+                        msg[..8].copy_from_slice(&seq.to_le_bytes());
+                        e.copy_from_slice(&msg);
+                        seq += 1;
+                    }
+                });
+            } else {
+                msg[..8].copy_from_slice(&seq.to_le_bytes());
+                tx.publish(|e| e.copy_from_slice(&msg));
+                seq += 1;
+            }
         }
     });
     pin(0);
@@ -360,17 +326,18 @@ pub fn disruptor_throughput_batch(clock: Clock, warmup: u64, samples: u64) -> Ou
     }
     producer.join().expect("producer thread");
     assert_eq!(next, total, "every event arrived");
+    let (name, how) = if batch {
+        (
+            "disruptor-throughput-batch",
+            format!(" (batch_publish of up to {})", crate::shm::BATCH),
+        )
+    } else {
+        ("disruptor-throughput", String::new())
+    };
     let note = format!(
-        "one-way, disruptor single producer (batch_publish of up to {}) to an event poller, 4096 x 64-byte events, 2 pinned threads, median of {TRIALS} slices",
-        crate::shm::BATCH
+        "one-way, disruptor single producer{how} to an event poller, 4096 x 64-byte events, 2 pinned threads, median of {TRIALS} slices"
     );
-    Outcome::throughput(
-        "disruptor-throughput-batch",
-        64,
-        samples,
-        trials.median_rate(clock),
-        &note,
-    )
+    Outcome::throughput(name, 64, samples, trials.median_rate(clock), &note)
 }
 
 /// `rtrb-throughput-chunks`: `rtrb-throughput` through rtrb's chunk API:

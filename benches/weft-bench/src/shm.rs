@@ -151,6 +151,58 @@ pub fn pingpong(clock: Clock, warmup: u64, samples: u64, bytes: usize, pace: Pac
 /// one store of its position.
 pub const BATCH: u64 = 32;
 
+/// The ring of the throughput scenarios: 256 KiB (more for large messages).
+fn stream_config(bytes: usize) -> SpscConfig {
+    let mut cfg = SpscConfig::new(ring_bytes(bytes).max(256 * 1024));
+    cfg.max_payload = Some(bytes.max(8).next_multiple_of(8).max(cfg.capacity / 8));
+    cfg
+}
+
+/// The producer loop of the throughput scenarios: `total` messages of
+/// `bytes`, each written whole (its sequence number, then the rest), one
+/// commit each or, `batch`, up to [`BATCH`] frames per release.
+fn produce(tx: &mut Producer, total: u64, bytes: usize, batch: bool) {
+    let mut msg = vec![0xa5u8; bytes.max(8)];
+    let mut write = |mut c: weft_shm::spsc::Claim<'_>, seq: u64| {
+        msg[..8].copy_from_slice(&seq.to_le_bytes());
+        c.payload_mut().copy_from_slice(&msg);
+        c.commit();
+    };
+    let len = bytes.max(8);
+    let mut seq = 0u64;
+    while seq < total {
+        if !batch {
+            // A plain claim and commit, as a one-at-a-time writer does.
+            match tx.try_claim(len, 1) {
+                Ok(c) => {
+                    write(c, seq);
+                    seq += 1;
+                }
+                Err(ClaimError::Full) => std::hint::spin_loop(),
+                Err(e) => panic!("claim: {e}"),
+            }
+            continue;
+        }
+        let mut b = tx.batch();
+        let mut made = 0;
+        while made < BATCH && seq < total {
+            match b.try_claim(len, 1) {
+                Ok(c) => {
+                    write(c, seq);
+                    seq += 1;
+                    made += 1;
+                }
+                Err(ClaimError::Full) => break,
+                Err(e) => panic!("claim: {e}"),
+            }
+        }
+        drop(b); // one release store for the frames made
+        if made == 0 {
+            std::hint::spin_loop();
+        }
+    }
+}
+
 pub fn throughput(clock: Clock, warmup: u64, samples: u64, bytes: usize) -> Outcome {
     throughput_with(clock, warmup, samples, bytes, false)
 }
@@ -165,8 +217,7 @@ fn throughput_with(clock: Clock, warmup: u64, samples: u64, bytes: usize, batch:
     let opts = bench_opts();
     let name = unique("stream");
     let total = warmup + samples;
-    let mut cfg = SpscConfig::new(ring_bytes(bytes).max(256 * 1024));
-    cfg.max_payload = Some(bytes.max(8).next_multiple_of(8).max(cfg.capacity / 8));
+    let cfg = stream_config(bytes);
     let mut rx = Consumer::create(&opts, &name, &cfg).expect("create stream ring");
     let mut child = spawn_child(&[
         if batch { "produce-batch" } else { "produce" }.into(),
@@ -217,25 +268,11 @@ fn throughput_with(clock: Clock, warmup: u64, samples: u64, bytes: usize, batch:
 /// producer loop is `shm-throughput`'s, message for message).
 pub fn throughput_threads(clock: Clock, warmup: u64, samples: u64, bytes: usize) -> Outcome {
     let total = warmup + samples;
-    let mut cfg = SpscConfig::new(ring_bytes(bytes).max(256 * 1024));
-    cfg.max_payload = Some(bytes.max(8).next_multiple_of(8).max(cfg.capacity / 8));
+    let cfg = stream_config(bytes);
     let (mut tx, mut rx) = weft_shm::spsc::channel(cfg).expect("heap ring");
     let producer = std::thread::spawn(move || {
         pin(1);
-        let mut msg = vec![0xa5u8; bytes.max(8)];
-        let mut seq = 0u64;
-        while seq < total {
-            match tx.try_claim(msg.len(), 1) {
-                Ok(mut c) => {
-                    msg[..8].copy_from_slice(&seq.to_le_bytes());
-                    c.payload_mut().copy_from_slice(&msg);
-                    c.commit();
-                    seq += 1;
-                }
-                Err(ClaimError::Full) => std::hint::spin_loop(),
-                Err(e) => panic!("claim: {e}"),
-            }
-        }
+        produce(&mut tx, total, bytes, false);
     });
     pin(0);
     let mut trials = Trials::new(warmup, samples);
@@ -317,46 +354,9 @@ pub fn child(args: &[String]) {
             }
         }
         [role, name, total, bytes] if role == "produce" || role == "produce-batch" => {
-            let total: u64 = total.parse().expect("count");
-            let bytes: usize = bytes.parse().expect("size");
             let mut tx = attach_retry(|| Producer::attach(&opts, name));
-            // The whole message is written, as every peer loop writes it:
-            // the sequence number, then the rest of the bytes.
-            let mut msg = vec![0xa5u8; bytes.max(8)];
-            let mut seq = 0u64;
-            while seq < total && role == "produce" {
-                match tx.try_claim(msg.len(), 1) {
-                    Ok(mut c) => {
-                        msg[..8].copy_from_slice(&seq.to_le_bytes());
-                        c.payload_mut().copy_from_slice(&msg);
-                        c.commit();
-                        seq += 1;
-                    }
-                    Err(ClaimError::Full) => std::hint::spin_loop(),
-                    Err(e) => panic!("claim: {e}"),
-                }
-            }
-            while seq < total {
-                let mut b = tx.batch();
-                let mut made = 0;
-                while made < BATCH && seq < total {
-                    match b.try_claim(msg.len(), 1) {
-                        Ok(mut c) => {
-                            msg[..8].copy_from_slice(&seq.to_le_bytes());
-                            c.payload_mut().copy_from_slice(&msg);
-                            c.commit();
-                            seq += 1;
-                            made += 1;
-                        }
-                        Err(ClaimError::Full) => break,
-                        Err(e) => panic!("claim: {e}"),
-                    }
-                }
-                drop(b); // one release store for the frames made
-                if made == 0 {
-                    std::hint::spin_loop();
-                }
-            }
+            let (total, bytes) = (total.parse().expect("count"), bytes.parse().expect("size"));
+            produce(&mut tx, total, bytes, role == "produce-batch");
         }
         [role, ping, pong] if role == "api-echo" => crate::api::shm_echo(ping, pong),
         [role, name, core] if role == "fanout-sub" => {

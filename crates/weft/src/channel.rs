@@ -319,15 +319,32 @@ impl ShmCounters {
         self.position.set(position);
     }
 
-    pub(crate) fn publication(set: &CounterSet<'_>, file: &Arc<CountersFile>) -> Self {
+    /// A publication's counters, with the log of the subscribers its ring
+    /// evicts; `capacity` is the ring's.
+    pub(crate) fn publication(
+        set: &CounterSet<'_>,
+        file: &Arc<CountersFile>,
+        capacity: usize,
+    ) -> Self {
         Self {
+            evictions: Some(EvictionLog::new(set, file, set.prefix())),
+            ..Self::republish(set, capacity)
+        }
+    }
+
+    /// A publication's counters without the eviction log: for a ring whose
+    /// writer logs its evictions elsewhere (an inbound gateway's receive task).
+    pub(crate) fn republish(set: &CounterSet<'_>, capacity: usize) -> Self {
+        let counters = Self {
             messages: set.make(types::SHM_SENT_MESSAGES, "messages sent"),
             bytes: set.make(types::SHM_SENT_BYTES, "bytes sent"),
             other: set.make(types::SHM_BACK_PRESSURED, "back-pressure events"),
             position: set.make(types::SHM_SEND_POSITION, "ring position"),
             capacity: set.make(types::SHM_RING_CAPACITY, "ring capacity"),
-            evictions: Some(EvictionLog::new(set, file, set.prefix())),
-        }
+            evictions: None,
+        };
+        counters.capacity.set(capacity as u64);
+        counters
     }
 
     pub(crate) fn subscription(set: &CounterSet<'_>) -> Self {

@@ -482,21 +482,26 @@ impl Node {
                 s.name, self.cfg.max_publications
             ))
         })?;
-        let counters = Box::new(ShmCounters::publication(
-            &CounterSet::new(
-                &self.counters,
-                stream as u64,
-                counter_prefix(ROLE_PUBLICATION, &format!("shm:{}", s.name), stream),
-            ),
-            &self.counters,
-        ));
-        counters.capacity.set(producer.capacity() as u64);
+        let counters = self.shm_publication_counters(s, stream, producer.capacity());
         Ok(PubInner::ShmMany {
             ring: producer,
             connected: false,
             until_check: 0,
             counters,
         })
+    }
+
+    /// The counters of a shared-memory publication of `s`, stream `stream`,
+    /// on a ring of `capacity` bytes.
+    fn shm_publication_counters(
+        &self,
+        s: &ShmUri,
+        stream: u32,
+        capacity: usize,
+    ) -> Box<ShmCounters> {
+        let prefix = counter_prefix(ROLE_PUBLICATION, &s.address(), stream);
+        let set = CounterSet::new(&self.counters, stream as u64, prefix);
+        Box::new(ShmCounters::publication(&set, &self.counters, capacity))
     }
 
     /// A subscription to `uri`, stream `stream`. Shared memory: attaches when
@@ -572,15 +577,7 @@ impl Node {
             }
             other => other?,
         };
-        let counters = Box::new(ShmCounters::publication(
-            &CounterSet::new(
-                &self.counters,
-                stream as u64,
-                counter_prefix(ROLE_PUBLICATION, &format!("shm:{}", s.name), stream),
-            ),
-            &self.counters,
-        ));
-        counters.capacity.set(ring.capacity() as u64);
+        let counters = self.shm_publication_counters(s, stream, ring.capacity());
         Ok(PubInner::Shm {
             ring,
             connected: false,
@@ -725,7 +722,7 @@ impl Node {
         let counters = SendCounters::new(
             &self.counters,
             stream,
-            &counter_prefix(ROLE_PUBLICATION, &format!("udp://{}", u.group), stream),
+            &counter_prefix(ROLE_PUBLICATION, &u.address(), stream),
         );
         let progress = Arc::new(SendProgress::default());
         let task = SendTask {
@@ -876,12 +873,7 @@ impl Node {
         let max = out.max_payload().min(proto.max_message);
         let net = weft_net::Subscription::open(&channel, proto)?;
         let (users, user) = Users::first();
-        let mut counters = RecvCounters::new(
-            &self.counters,
-            stream,
-            &role.counters,
-            &format!("udp://{}", u.group),
-        );
+        let mut counters = RecvCounters::new(&self.counters, stream, &role.counters, &u.address());
         if let Some(prefix) = &role.republish {
             counters.republish = Some(crate::udp::RepublishCounters::new(
                 &CounterSet::new(&self.counters, stream as u64, prefix.clone()),
@@ -926,16 +918,12 @@ impl Node {
         };
         // Its readers are other processes: they cannot be rung (they poll).
         let recv = RecvRole {
-            counters: counter_prefix(ROLE_GATEWAY_IN, &format!("udp://{}", u.group), stream),
+            counters: counter_prefix(ROLE_GATEWAY_IN, &u.address(), stream),
             task: format!(
                 "gateway-in udp://{} stream {stream} -> shm:{}",
                 u.group, s.name
             ),
-            republish: Some(counter_prefix(
-                ROLE_GATEWAY_IN,
-                &format!("shm:{}", s.name),
-                stream,
-            )),
+            republish: Some(counter_prefix(ROLE_GATEWAY_IN, &s.address(), stream)),
         };
         let user = self.spawn_recv_task(&u, stream, ring, recv, None)?;
         Ok(Gateway { _user: user })

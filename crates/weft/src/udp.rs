@@ -206,11 +206,7 @@ pub(crate) struct RecvCounters {
 /// as a publication of that channel (role `gateway-in`): the task counts
 /// locally and stores these when it exports.
 pub(crate) struct RepublishCounters {
-    messages: Counter,
-    bytes: Counter,
-    back_pressured: Counter,
-    position: Counter,
-    _capacity: Counter,
+    counters: crate::channel::ShmCounters,
     pub(crate) sent: u64,
     pub(crate) sent_bytes: u64,
     pub(crate) refused: u64,
@@ -218,14 +214,8 @@ pub(crate) struct RepublishCounters {
 
 impl RepublishCounters {
     pub(crate) fn new(set: &CounterSet<'_>, capacity: usize) -> Self {
-        let capacity_counter = set.make(types::SHM_RING_CAPACITY, "ring capacity");
-        capacity_counter.set(capacity as u64);
         Self {
-            messages: set.make(types::SHM_SENT_MESSAGES, "messages sent"),
-            bytes: set.make(types::SHM_SENT_BYTES, "bytes sent"),
-            back_pressured: set.make(types::SHM_BACK_PRESSURED, "back-pressure events"),
-            position: set.make(types::SHM_SEND_POSITION, "ring position"),
-            _capacity: capacity_counter,
+            counters: crate::channel::ShmCounters::republish(set, capacity),
             sent: 0,
             sent_bytes: 0,
             refused: 0,
@@ -233,10 +223,11 @@ impl RepublishCounters {
     }
 
     fn export(&self, out: &broadcast::Producer) {
-        self.messages.set(self.sent);
-        self.bytes.set(self.sent_bytes);
-        self.back_pressured.set(self.refused);
-        self.position.set(out.position());
+        let c = &self.counters;
+        c.messages.set(self.sent);
+        c.bytes.set(self.sent_bytes);
+        c.other.set(self.refused);
+        c.position.set(out.position());
     }
 }
 

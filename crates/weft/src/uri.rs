@@ -304,9 +304,23 @@ impl ChannelUri {
     /// its counters with it (`channel=`), so they join across processes.
     pub fn address(&self) -> String {
         match self {
-            ChannelUri::Shm(s) => format!("shm:{}", s.name),
-            ChannelUri::Udp(u) => format!("udp://{}", u.group),
+            ChannelUri::Shm(s) => s.address(),
+            ChannelUri::Udp(u) => u.address(),
         }
+    }
+}
+
+impl ShmUri {
+    /// `shm:NAME`: see [`ChannelUri::address`].
+    pub fn address(&self) -> String {
+        format!("shm:{}", self.name)
+    }
+}
+
+impl UdpUri {
+    /// `udp://GROUP:PORT`: see [`ChannelUri::address`].
+    pub fn address(&self) -> String {
+        format!("udp://{}", self.group)
     }
 }
 

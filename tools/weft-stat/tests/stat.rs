@@ -71,20 +71,9 @@ fn node_with_fixed_task(dir: &Path, name: &str, work: u64, calls: u64) -> Node {
 }
 
 fn stat(dir: &Path, args: &[&str]) -> (Vec<String>, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_weft-stat"))
-        .args(args)
-        .arg("--dir")
-        .arg(dir)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "weft-stat {args:?} failed: {out:?}");
-    (
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(str::to_owned)
-            .collect(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let (code, out, err) = stat_status(dir, args);
+    assert_eq!(code, 0, "weft-stat {args:?} failed: {out}{err}");
+    (out.lines().map(str::to_owned).collect(), err)
 }
 
 /// The number after `"key":` in a JSON line.
@@ -282,25 +271,15 @@ fn child_node_that_waits_to_be_killed() {
 fn a_killed_process_is_shown_dead_and_its_counters_stay_readable() {
     let dir = temp_dir("dead");
     std::fs::create_dir_all(&dir).unwrap();
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "child_node_that_waits_to_be_killed",
-            "--nocapture",
-        ])
-        .env("WEFT_STAT_CHILD_DIR", &dir)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    while !line.contains("ready") {
-        line.clear();
-        assert!(
-            out.read_line(&mut line).unwrap() > 0,
-            "the child ended early"
-        );
-    }
+    let mut child = child_ready(
+        Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "child_node_that_waits_to_be_killed",
+                "--nocapture",
+            ])
+            .env("WEFT_STAT_CHILD_DIR", &dir),
+    );
     child.kill().unwrap();
     child.wait().unwrap();
     // A foreign file beside it is reported, and does not hide it.
@@ -817,13 +796,19 @@ fn lifecycle_child() {
 
 /// Starts `lifecycle_child` in `mode` in `dir`; returns it once it is ready.
 fn lifecycle_child_in(dir: &Path, mode: &str) -> std::process::Child {
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "lifecycle_child", "--nocapture"])
-        .env("WEFT_STAT_CHILD_DIR", dir)
-        .env("WEFT_STAT_LIFECYCLE", mode)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    child_ready(
+        Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "lifecycle_child", "--nocapture"])
+            .env("WEFT_STAT_CHILD_DIR", dir)
+            .env("WEFT_STAT_LIFECYCLE", mode),
+    )
+}
+
+/// Starts `cmd` (this test binary running one of its child "tests") and
+/// returns it once it has printed `ready`; the rest of its output is
+/// drained, so its last lines do not meet a closed pipe.
+fn child_ready(cmd: &mut Command) -> std::process::Child {
+    let mut child = cmd.stdout(Stdio::piped()).spawn().unwrap();
     let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
     while !line.contains("ready") {
