@@ -70,11 +70,11 @@ const SCENARIOS: &[Scenario] = scenarios![
     "api-shm-many-pingpong", Shm, SIZE, "api-shm-pingpong on publishers=many channels (the ring several processes may publish)";
     "shm-peers-interleaved", Shm, NONE, "the floor, weft's SPSC ring (heap, two threads), rtrb, crossbeam, the disruptor (event pollers) and weft's ring in a shared-memory file, in alternating blocks on the same two pinned threads (6 rows)";
     "shm-interleaved", Shm, NONE, "shm-pingpong, api-shm-pingpong and the raw broadcast ring in alternating blocks between the same processes (3 rows)";
-    "shm-throughput", Shm, SIZE, "weft SPSC one-way stream, two pinned processes, 256 KiB ring: the producer claims and writes each 64-byte message whole in place and commits it; the consumer polls every frame available and reads each one's 8-byte sequence number in place (msgs/s)";
+    "shm-throughput", Shm, SIZE, "weft SPSC one-way stream, two pinned processes, 256 KiB ring: the producer offers each 64-byte message whole (claim, copy in, commit: a 72-byte frame); the consumer polls every frame available and reads each one's 8-byte sequence number in place (msgs/s)";
     "shm-throughput-interleaved", Shm, NONE, "weft's ring (threads, processes, batch, and through the API) and every peer's throughput loop (rtrb, rtrb chunks, crossbeam, disruptor, disruptor batch) in alternating trials (10 rounds); weft's rows carry x_best_peer, the median over rounds of weft over the best peer of the same round, batch against batch (9 rows)";
     "api-shm-throughput", Shm, SIZE, "a one-way stream through the public API (Publication::offer, Subscription::poll on a shm: channel of 256 KiB), two pinned threads, each 64-byte message written whole (msgs/s)";
     "shm-throughput-threads", Shm, SIZE, "shm-throughput placed as the peers are: the ring on the heap, two pinned threads of one process (msgs/s)";
-    "shm-throughput-batch", Shm, SIZE, "shm-throughput with the producer's batch API: up to 32 frames claimed and written, then one release (msgs/s)";
+    "shm-throughput-batch", Shm, SIZE, "shm-throughput with the producer's batch API: up to 32 messages offered, then one release (msgs/s)";
     "shm-throughput-sizes", Shm, NONE, "shm-throughput at 8 B, 64 B, 512 B, 4 KiB, 16 KiB and 64 KiB (one row per size)";
     "shm-fanout-1", Shm, SIZE_RATE, "broadcast ring to 1 subscriber process at 1M msgs/s: producer time per message (msgs_per_s: the producer's rate)";
     "shm-fanout-2", Shm, SIZE_RATE, "shm-fanout-1 with 2 subscriber processes";

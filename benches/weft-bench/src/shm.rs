@@ -159,41 +159,33 @@ fn stream_config(bytes: usize) -> SpscConfig {
 }
 
 /// The producer loop of the throughput scenarios: `total` messages of
-/// `bytes`, each written whole (its sequence number, then the rest), one
-/// commit each or, `batch`, up to [`BATCH`] frames per release.
+/// `bytes`, each written whole (its sequence number, then the rest) by
+/// `offer`, one release each or, `batch`, up to [`BATCH`] frames per release.
 fn produce(tx: &mut Producer, total: u64, bytes: usize, batch: bool) {
     let mut msg = vec![0xa5u8; bytes.max(8)];
-    let mut write = |mut c: weft_shm::spsc::Claim<'_>, seq: u64| {
-        msg[..8].copy_from_slice(&seq.to_le_bytes());
-        c.payload_mut().copy_from_slice(&msg);
-        c.commit();
-    };
-    let len = bytes.max(8);
     let mut seq = 0u64;
     while seq < total {
         if !batch {
-            // A plain claim and commit, as a one-at-a-time writer does.
-            match tx.try_claim(len, 1) {
-                Ok(c) => {
-                    write(c, seq);
-                    seq += 1;
-                }
+            // One offer (claim, copy, commit), as a one-at-a-time writer does.
+            msg[..8].copy_from_slice(&seq.to_le_bytes());
+            match tx.offer(1, &msg) {
+                Ok(()) => seq += 1,
                 Err(ClaimError::Full) => std::hint::spin_loop(),
-                Err(e) => panic!("claim: {e}"),
+                Err(e) => panic!("offer: {e}"),
             }
             continue;
         }
         let mut b = tx.batch();
         let mut made = 0;
         while made < BATCH && seq < total {
-            match b.try_claim(len, 1) {
-                Ok(c) => {
-                    write(c, seq);
+            msg[..8].copy_from_slice(&seq.to_le_bytes());
+            match b.offer(1, &msg) {
+                Ok(()) => {
                     seq += 1;
                     made += 1;
                 }
                 Err(ClaimError::Full) => break,
-                Err(e) => panic!("claim: {e}"),
+                Err(e) => panic!("offer: {e}"),
             }
         }
         drop(b); // one release store for the frames made
@@ -460,7 +452,7 @@ impl Instruments {
 /// A frame's bytes in an SPSC ring: 8-byte header and payload, rounded up
 /// to the frame alignment.
 fn frame_len(len: usize) -> u64 {
-    (8 + len).next_multiple_of(weft_shm::FRAME_ALIGNMENT) as u64
+    weft_shm::spsc::frame_bytes(8 + len) as u64
 }
 
 /// `shm-pingpong-instrumented`: `shm-pingpong` with, on both sides, what a

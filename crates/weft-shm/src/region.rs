@@ -40,7 +40,8 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 /// "WEFTRING", little-endian.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"WEFTRING");
 /// The layout version this build writes and reads.
-pub const LAYOUT_VERSION: u32 = 3;
+/// 4: SPSC frames over 64 bytes 8-aligned, the producer zeroes (issue 18).
+pub const LAYOUT_VERSION: u32 = 4;
 /// Bytes of the region header; the ring starts here.
 pub const REGION_HEADER_LEN: usize = 4096;
 const INITIALIZED_OFF: usize = 128;

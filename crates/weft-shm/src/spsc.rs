@@ -13,40 +13,54 @@
 //! The consumer finds a frame from the frame itself: it loads the header word at
 //! `head` with Acquire, and a zero word means "nothing yet". So a small frame costs
 //! one cache-line transfer and the consumer does not read `tail` (except as a
-//! hint in streaming mode, below). That works because
-//! the word at `head` is always either zero or a committed header. The consumer
-//! keeps it so: before it releases space (its `head` store), it zeroes every whole
-//! 64-byte line it has read past, and the producer only writes below
-//! `floor64(head) + capacity`, i.e. into lines zeroed a lap earlier. Frames are
-//! contiguous, so `head` is always a frame boundary: this lap's producer has written
-//! nothing there but, possibly, the frame's header.
+//! hint in streaming mode, below). That works because the word at `head` is
+//! always either zero or a committed header: frames are contiguous, `head` is
+//! the end of the last frame read, and **the producer zeroes the word at the
+//! end of every frame before it publishes the frame**.
 //!
-//! Why the consumer zeroes, not the producer (an earlier version zeroed the word
-//! after each frame as it published): a frame's zero-ahead word often lies in the
-//! next cache line, and x86 commits stores in order, so the header store waited for
-//! that line: one more cross-core transfer on the latency path. The consumer zeroes
-//! off the path, and only lines no frame in progress touches.
+//! It does so cheaply, and the consumer never writes into the data area (it
+//! stores only `head`), so a line crosses between the cores once per lap:
+//! - a frame that ends inside a line: the producer stores 0 at its end, in the
+//!   line it has just written (for a batch, only after its last frame: each
+//!   other frame's end is the next one's header);
+//! - a frame that ends on a line boundary: the next line's first word. The
+//!   producer zeroes the first word of each line ahead of its `tail` (up to
+//!   [`ZERO_AHEAD`] bytes, after it publishes, off the latency path) once the
+//!   consumer has released it, i.e. once `floor64(head) + capacity` is past
+//!   the line. A claim whose end's line is not yet zeroed zeroes it first, or
+//!   is `Full`.
 //!
-//! When it zeroes matters too. The producer still holds a copy of each line it
-//! wrote, so the zeroing store has to take that copy away, and x86 commits stores
-//! in order: whatever the consumer's thread stores next (typically its answer to
-//! the frame, into another ring) waits behind it. So the consumer defers release
-//! (zeroing and the `head` store) to the poll that finds the ring empty, when it has
-//! nothing better to do, or to when an eighth of the ring (at most 4 KiB) is read
-//! and unreleased, so a busy consumer still frees space. Measured with
-//! `weft-bench run shm-peers-interleaved` on the fast level of this VM's floor,
-//! this took the round trip from about 1.2x the floor to about 1.1x.
+//! An earlier version had the consumer zero every line it had read: a store
+//! into each line the producer was to write next lap, so each line crossed
+//! twice, and the zeroing was on the consumer's path. Earlier still, the
+//! producer zeroed the word after each frame in whatever line it fell, which put
+//! a line transfer before the header store of a round trip (x86 commits stores
+//! in order); now such a word is in a line the producer holds, or was zeroed a
+//! line ahead.
+//!
+//! The consumer stores `head` (its release) on the poll that finds the ring
+//! empty, or once an eighth of the ring (at most 4 KiB) is read and unreleased,
+//! so a consumer that answers each frame stores its answer first.
 //!
 //! Memory ordering (every Release names its Acquire):
-//! - producer payload writes → header store **Release** ↔ consumer header load
-//!   **Acquire**;
-//! - consumer payload reads and line zeroing → `head` store **Release** ↔ producer
-//!   `head` load **Acquire** (only when its cached copy of `head` says "possibly
-//!   full"), so the producer never overwrites a frame still being read and only
-//!   writes over zeroed lines.
+//! - producer payload writes and the zero after the frame → header store
+//!   **Release** ↔ consumer header load **Acquire**;
+//! - consumer payload reads → `head` store **Release** ↔ producer `head` load
+//!   **Acquire** (only when its cached copy of `head` says "possibly full"), so
+//!   the producer never overwrites a frame still being read.
+//!
+//! **Sizes.** A frame of up to 64 bytes takes a multiple of 32, as in the
+//! other rings, so a stream of small messages never straddles a line; a
+//! larger one a multiple of 8 ([`frame_bytes`]: a 64-byte message is a
+//! 72-byte frame, 1.125 lines, where 32-byte alignment makes it 96). Padding a
+//! small frame to the next line instead cost a round trip of 32-byte messages
+//! a second line per message (the padding header, in the previous line):
+//! 150–180 ns against 110–130 on the VM's fast level. A frame that does not
+//! fit before the end of the data area is preceded by a padding frame up to
+//! the end; frames never wrap.
 //!
 //! **Streaming mode.** Reading headers costs a streaming reader dearly when it
-//! has caught up. The next header is in the cache line the producer is
+//! has caught up: the next header is in the cache line the producer is
 //! writing, so every empty poll takes that line from the producer. This made
 //! throughput bimodal: 14–93 M msgs/s for 64-byte messages on the AMD VM (see
 //! `docs/shm.md`, "Throughput: where the time goes").
@@ -54,26 +68,26 @@
 //! So a poll that hands over [`STREAMING_FRAMES`] or more frames switches the
 //! consumer to streaming mode. It then loads `tail` (Relaxed: a hint; frames
 //! are still found and ordered by their headers' Acquire loads) when it has
-//! read up to the `tail` it last saw, and reads no further than that.
+//! read what the `tail` it last saw allows, and it reads only frames that end
+//! in lines the producer has finished (below `tail` rounded down to a line),
+//! so the producer never has to take a line back. When that leaves nothing,
+//! it reads up to `tail`: a poll never returns 0 while `tail` shows a frame.
 //!
 //! It goes back to headers after [`STREAMING_EMPTY_POLLS`] empty polls in a row
 //! (the stream paused, or a producer died between a header store and its
 //! `tail` store), or after [`STREAMING_SINGLE_POLLS`] polls in a row of one
-//! frame each (a round trip).
+//! frame each (a round trip). A round trip's reader, one frame a poll, never
+//! leaves header mode.
 //!
-//! A round trip's reader, one frame a poll, never leaves header mode. Its
-//! latency is unchanged: `shm-peers-interleaved` read the same before and
-//! after, 580–590 ns on the VM's slow level.
-//!
-//! A frame that does not fit before the end of the data area is preceded by a
-//! padding frame up to the end; frames never wrap. Cost per frame: the producer
-//! stores the payload, one header word and `tail`; the consumer loads one header
-//! word per frame, zeroes each line once, and stores `head` once per release.
+//! Cost per frame: the producer stores the payload (8-byte word stores up to
+//! 256 bytes, see `Area::copy_in`), one header word, `tail`, and about one
+//! zero word; the consumer loads one header word per frame and stores `head`
+//! once per release.
 
 use std::marker::PhantomData;
 
 use crate::error::{ClaimError, PollError};
-use crate::frame::{self, align_frame, Frame, FIRST_RESERVED_TYPE, HEADER_LEN, TYPE_PADDING};
+use crate::frame::{self, Frame, FIRST_RESERVED_TYPE, HEADER_LEN, TYPE_PADDING};
 use crate::mem::RingMem;
 use crate::peer::{PeerState, PeerWords};
 use crate::sync::{AtomicU64, Ordering, Padded, Zeroed};
@@ -168,12 +182,66 @@ const STREAMING_EMPTY_POLLS: u32 = 2;
 /// pays the look at `tail` for a few frames after a burst, not for ever.
 const STREAMING_SINGLE_POLLS: u32 = 64;
 
+/// Bytes a frame of `len_with_header` takes in an SPSC ring: up to 64, a
+/// multiple of 32 (as in the other rings, so a stream of small messages
+/// crosses cores a line per message and never straddles); beyond, a multiple
+/// of 8, so a 64-byte message takes 72 bytes (1.125 lines), not 96.
+#[inline(always)]
+pub const fn frame_bytes(len_with_header: usize) -> usize {
+    if len_with_header <= 64 {
+        crate::mem::align_up(len_with_header, 32)
+    } else {
+        crate::mem::align_up(len_with_header, 8)
+    }
+}
+
+/// The bytes the frame with header `w` takes: a padding frame's length is
+/// exact (whatever is left to the end of the ring, a multiple of 8).
+#[inline(always)]
+fn stored_len(w: u64) -> usize {
+    let len = frame::len_of(w);
+    if frame::type_of(w) == TYPE_PADDING {
+        crate::mem::align_up(len, 8)
+    } else {
+        frame_bytes(len)
+    }
+}
+
+/// Padding needed at ring offset `off` before a frame of `frame_len` bytes:
+/// up to the end of the ring if it does not fit there (frames never wrap).
+#[inline(always)]
+fn place(off: usize, frame_len: usize, cap: usize) -> usize {
+    let to_end = cap - off;
+    if frame_len > to_end {
+        to_end
+    } else {
+        0
+    }
+}
+
 /// What the consumer has released at `head`: the whole lines below it. The
 /// producer may write up to this plus the capacity.
 #[inline(always)]
 fn released(head: u64) -> u64 {
     head & !63
 }
+
+/// The end of the line holding position `pos`: a frame ending at `pos` may be
+/// published once the lines below this are fresh (zeroed this lap), since the
+/// next header goes at `pos`.
+#[inline(always)]
+fn line_end(pos: u64) -> u64 {
+    (pos & !63) + 64
+}
+
+/// How far past `tail` the producer zeroes lines' first words after a
+/// publish, so that a claim rarely zeroes (and so waits for a line) before its
+/// header store. 512 and 16384 measured the same as this.
+#[cfg(not(loom))]
+const ZERO_AHEAD: u64 = 4096;
+/// Under loom the ring is one line: the claim path does all the zeroing.
+#[cfg(loom)]
+const ZERO_AHEAD: u64 = 0;
 
 /// Checks a capacity and maximum payload; returns the maximum payload. `extra` is
 /// slack beyond one frame and its padding that the ring must always keep free.
@@ -328,6 +396,10 @@ pub struct Producer {
     tail: u64,
     /// Last `head` we loaded; only ever behind the real one.
     cached_head: u64,
+    /// Lines below this position are fresh for the lap being written: their
+    /// first word zeroed by us after the consumer released them (or never
+    /// used), so a frame that ends on a line boundary is followed by a zero.
+    zeroed: u64,
     max_payload: usize,
     /// A header whose store is deferred to the end of a batch: (offset, word).
     deferred: Option<(usize, u64)>,
@@ -361,18 +433,22 @@ impl Producer {
                 break;
             }
             let w = mem.area.word(tail as usize).load(Ordering::Acquire);
-            let len = align_frame(frame::len_of(w));
-            if w == 0 || len < HEADER_LEN || len > cap {
+            let len = stored_len(w);
+            if w == 0 || len < HEADER_LEN || len > cap || tail + len as u64 > limit {
                 break;
             }
             tail += len as u64;
         }
         mem.ctrl().tail.store(tail, Ordering::Release);
         let cached_head = mem.ctrl().head.load(Ordering::Acquire);
-        let mut producer = Self {
+        // The line holding `tail` was zeroed before the frame ending there was
+        // published (a fresh ring is all zeros); what lies past it is unknown.
+        let zeroed = line_end(tail);
+        let producer = Self {
             mem,
             tail,
             cached_head,
+            zeroed,
             max_payload,
             deferred: None,
             open_claim_end: None,
@@ -380,9 +456,12 @@ impl Producer {
             _not_sync: PhantomData,
         };
         // A producer that died holding a claim may have written its payload past
-        // `tail`: clear as much as one claim can span, within what we may write.
-        let claim_span = 2 * align_frame(HEADER_LEN + max_payload) as u64;
-        producer.clear_abandoned((tail + claim_span).min(limit));
+        // `tail`: the rest of `tail`'s line is cleared here (nothing from `tail`
+        // on is committed), the lines after it before a frame ends in them.
+        producer
+            .mem
+            .area
+            .zero(tail as usize, (zeroed - tail) as usize);
         producer
     }
 
@@ -406,7 +485,7 @@ impl Producer {
     #[inline]
     pub fn try_claim(&mut self, len: usize, type_id: u32) -> Result<Claim<'_>, ClaimError> {
         let (frame_off, pad) = self.reserve(len, type_id)?;
-        self.open_claim_end = Some(self.tail + (pad + align_frame(HEADER_LEN + len)) as u64);
+        self.open_claim_end = Some(self.tail + (pad + frame_bytes(HEADER_LEN + len)) as u64);
         Ok(Claim {
             producer: self,
             frame_off,
@@ -431,24 +510,50 @@ impl Producer {
             return Err(ClaimError::ReservedType(type_id));
         }
         let cap = self.mem.area.capacity();
-        let frame_len = align_frame(HEADER_LEN + len);
+        let frame_len = frame_bytes(HEADER_LEN + len);
         let off = self.tail as usize & (cap - 1);
-        let to_end = cap - off;
-        let pad = if frame_len > to_end { to_end } else { 0 };
+        let pad = place(off, frame_len, cap);
         let end = self.tail + (pad + frame_len) as u64;
-        if end > released(self.cached_head) + cap as u64 {
-            // SYNC POINT: pairs with the consumer's Release store of `head`: the
-            // frames before it are read and their lines zeroed; the space is ours.
-            self.cached_head = self.mem.ctrl().head.load(Ordering::Acquire);
-            if end > released(self.cached_head) + cap as u64 {
-                return Err(if self.mem.ctrl().consumer.is_closed() {
-                    ClaimError::Closed
-                } else {
-                    ClaimError::Full
-                });
-            }
+        if line_end(end) > self.zeroed && !self.zero_to(line_end(end)) {
+            return Err(if self.mem.ctrl().consumer.is_closed() {
+                ClaimError::Closed
+            } else {
+                ClaimError::Full
+            });
         }
         Ok(((off + pad) & (cap - 1), pad))
+    }
+
+    /// Zeroes the first word of the lines from `zeroed` up to `need` (a line
+    /// boundary), and on up to [`ZERO_AHEAD`] past `tail` where the consumer
+    /// has released them. False, zeroing nothing, if the consumer has not yet
+    /// released up to `need`: the ring is full.
+    #[inline(never)]
+    fn zero_to(&mut self, need: u64) -> bool {
+        let cap = self.mem.area.capacity() as u64;
+        let want = need.max(line_end(self.tail + ZERO_AHEAD) - 64);
+        if want > released(self.cached_head) + cap {
+            // SYNC POINT: pairs with the consumer's Release store of `head`: the
+            // frames before it are read, so their lines are ours to zero.
+            self.cached_head = self.mem.ctrl().head.load(Ordering::Acquire);
+        }
+        let upto = want.min(released(self.cached_head) + cap);
+        if upto < need {
+            return false;
+        }
+        // Only a line's first word: a frame that ends inside a line has the
+        // word at its end zeroed as it is published (`flush`), in a line the
+        // producer holds anyway; one that ends on a line boundary ends here.
+        let mut line = self.zeroed;
+        while line < upto {
+            self.mem
+                .area
+                .word(line as usize)
+                .store(0, Ordering::Relaxed);
+            line += 64;
+        }
+        self.zeroed = self.zeroed.max(upto);
+        true
     }
 
     /// Zeroes what an abandoned claim may have written (`tail + 8 .. end`: its
@@ -508,7 +613,7 @@ impl Producer {
     fn publish(&mut self, frame_off: usize, pad: usize, len: usize, type_id: u32) {
         self.open_claim_end = None;
         let area = &self.mem.area;
-        let frame_len = align_frame(HEADER_LEN + len);
+        let frame_len = frame_bytes(HEADER_LEN + len);
         let next = self.tail + (pad + frame_len) as u64;
         let start = self.tail as usize & (area.capacity() - 1);
         if pad != 0 {
@@ -535,10 +640,27 @@ impl Producer {
     #[inline(always)]
     fn flush(&mut self) {
         if let Some((off, word)) = self.deferred.take() {
+            if self.tail % 64 != 0 {
+                // The next header goes here: zero until then (a frame that
+                // ends on a line boundary is followed by a word `zero_to`
+                // zeroed). Inside the line the last frame ends in, which we
+                // hold anyway; ordered before the Release store below. Inside
+                // a batch each frame's end word is the next one's header.
+                self.mem
+                    .area
+                    .word(self.tail as usize)
+                    .store(0, Ordering::Relaxed);
+            }
             // SYNC POINT: pairs with the consumer's Acquire load of this header: it
             // then sees the payloads and the later headers of the batch.
             self.mem.area.word(off).store(word, Ordering::Release);
             self.mem.ctrl().tail.store(self.tail, Ordering::Release);
+            // Off the latency path: the header is out, and x86 commits stores
+            // in order, so zeroing the next lines now delays nothing published
+            // (the next header store waits only if these are still in flight).
+            if self.zeroed < self.tail + ZERO_AHEAD {
+                self.zero_to(self.zeroed);
+            }
         }
     }
 }
@@ -644,8 +766,6 @@ pub struct Consumer {
     head: u64,
     /// The position last stored to `ctrl.head` (`<= head`): the consumer's release.
     released_head: u64,
-    /// Lines below this position are zeroed: `released(released_head)`.
-    zeroed: u64,
     /// Read-but-unreleased bytes after which a poll releases even when it did not
     /// find the ring empty (see [`Consumer::poll`]).
     release_every: u64,
@@ -655,6 +775,9 @@ pub struct Consumer {
     streaming: bool,
     /// The producer's `tail` when the consumer last looked (a hint).
     tail_seen: u64,
+    /// The last poll stopped at a frame that ends past the lines it could
+    /// read (streaming mode): it looks at `tail` again.
+    at_limit: bool,
     /// Empty polls in a row in streaming mode.
     streaming_empty: u32,
     /// Polls in a row that handed over exactly one frame, in streaming mode.
@@ -678,11 +801,11 @@ impl Consumer {
             mem,
             head,
             released_head: head,
-            zeroed: released(head),
             release_every,
             max_payload,
             streaming: false,
             tail_seen: head,
+            at_limit: false,
             streaming_empty: 0,
             single_polls: 0,
             _not_sync: PhantomData,
@@ -739,10 +862,9 @@ impl Consumer {
         let cap = area.capacity();
         let mut delivered = 0;
         let mut result = Ok(());
-        // Only positions whose line was zeroed since the previous lap can be trusted
-        // to read "zero or a fresh header"; the lines read past are zeroed after the
-        // loop, so one poll reads at most up to here (the next poll carries on).
-        let mut readable = self.zeroed + cap as u64;
+        // At most a lap per poll, whatever the headers say: a hostile producer
+        // cannot keep one poll going for ever.
+        let mut readable = self.head + cap as u64;
         // Streaming mode: read only what `tail` says is there, and look at
         // `tail` (a line of its own) rather than at the next header, which
         // sits in the line the producer is writing: a reader that caught up
@@ -750,13 +872,31 @@ impl Consumer {
         // poll (docs/shm.md, "Throughput: where the time goes"). A round
         // trip's reader, handed one frame a poll, stays in header mode: one
         // line transfer per frame.
+        // In streaming mode frames are read only where they end in a line
+        // the producer has finished with (below `tail` rounded down to a
+        // line), so it never has to take back a line we pulled: a line
+        // crosses once per lap, as in a ring of one-line slots. A producer
+        // that paused (`tail` the same two looks in a row) has its last,
+        // partial line read too.
+        let mut end_limit = u64::MAX;
         if self.streaming {
-            if self.head >= self.tail_seen {
+            let mut upto = self.tail_seen & !63;
+            if self.head >= upto || self.at_limit {
+                self.at_limit = false;
                 // SYNC POINT: a hint, paired with nothing: frames are still
                 // found and ordered by their headers' Acquire loads below.
-                self.tail_seen = self.mem.ctrl().tail.load(Ordering::Relaxed);
+                let tail = self.mem.ctrl().tail.load(Ordering::Relaxed);
+                self.tail_seen = tail;
+                // Whole lines, or the producer's last, partial line when
+                // there is nothing else: a poll never returns 0 while `tail`
+                // shows a frame.
+                upto = if self.head >= tail & !63 {
+                    tail
+                } else {
+                    tail & !63
+                };
             }
-            if self.head >= self.tail_seen {
+            if self.head >= upto {
                 self.streaming_empty += 1;
                 if self.streaming_empty >= STREAMING_EMPTY_POLLS {
                     self.streaming = false;
@@ -766,7 +906,7 @@ impl Consumer {
                 }
             } else {
                 self.streaming_empty = 0;
-                readable = readable.min(self.tail_seen);
+                end_limit = upto;
             }
         }
         while delivered < limit && self.head < readable {
@@ -777,13 +917,14 @@ impl Consumer {
                 break;
             }
             let len = frame::len_of(w);
-            let frame_len = align_frame(len);
+            let frame_len = stored_len(w);
             let type_id = frame::type_of(w);
             let payload_len = len.wrapping_sub(HEADER_LEN);
+            let end = off + frame_len;
             let valid = len >= HEADER_LEN
-                && off + frame_len <= cap
+                && end <= cap
                 && (if type_id == TYPE_PADDING {
-                    off + frame_len == cap
+                    end == cap
                 } else {
                     type_id < FIRST_RESERVED_TYPE && payload_len <= self.max_payload
                 });
@@ -793,6 +934,15 @@ impl Consumer {
                     header: w,
                 });
                 break;
+            }
+            if self.head + frame_len as u64 > end_limit {
+                if delivered > 0 {
+                    // Ends in the producer's line: look at `tail` next poll.
+                    self.at_limit = true;
+                    break;
+                }
+                // Nothing else to hand over: this one, then.
+                end_limit = self.tail_seen;
             }
             if type_id != TYPE_PADDING {
                 f(area, off + HEADER_LEN, payload_len, type_id);
@@ -837,24 +987,11 @@ impl Consumer {
         Ok(delivered)
     }
 
-    /// Zeroes the whole lines read past, so the producer may write there next lap,
-    /// and stores `head`.
+    /// Stores `head`: the producer may write over what was read.
     #[inline]
     fn release(&mut self) {
-        let area = &self.mem.area;
-        let cap = area.capacity();
-        let upto = released(self.head);
-        if upto > self.zeroed {
-            let len = (upto - self.zeroed) as usize;
-            let off = self.zeroed as usize & (cap - 1);
-            // Lines never straddle the end of the area (both are 64-aligned).
-            let first = len.min(cap - off);
-            area.zero(off, first);
-            area.zero(0, len - first);
-            self.zeroed = upto;
-        }
         // SYNC POINT: pairs with the producer's Acquire load of `head`: it then
-        // sees the frames read and their lines zeroed.
+        // sees the frames read (our reads of them are done).
         self.mem.ctrl().head.store(self.head, Ordering::Release);
         self.released_head = self.head;
     }
@@ -952,8 +1089,8 @@ mod tests {
             sent += 1;
         }
         assert_eq!(
-            sent, 6,
-            "6 frames of 160 bytes (136 aligned to 32) fit in 1024; the 7th would need padding"
+            sent, 7,
+            "7 frames of 136 bytes fit in 1024; the 8th would need padding to the end and more"
         );
         assert_eq!(tx.offer(1, &[0; 128]), Err(ClaimError::Full));
         drop(rx);
@@ -1080,6 +1217,47 @@ mod tests {
         assert_eq!(rx.mem.ctrl().head.load(Ordering::Acquire), rx.head);
     }
 
+    /// The consumer stores only `head`: a lap's worth of polling leaves the
+    /// data area exactly as the producer wrote it.
+    #[test]
+    fn the_consumer_never_writes_into_the_data_area() {
+        let (mut tx, mut rx) = channel(SpscConfig::new(4096)).unwrap();
+        let area = |tx: &Producer| {
+            // SAFETY: test only; the consumer runs on this thread, not now.
+            unsafe { tx.mem.area.bytes(0, 4096) }.to_vec()
+        };
+        let mut got = 0;
+        for round in 0..40u64 {
+            for i in 0..7u64 {
+                tx.offer(1, &[(round * 7 + i) as u8; 64]).unwrap();
+            }
+            let before = area(&tx);
+            got += drain(&mut rx).len();
+            assert_eq!(before, area(&tx), "round {round}: the consumer wrote");
+        }
+        assert_eq!(got, 280);
+    }
+
+    /// A streaming consumer reads only lines the producer has finished, but
+    /// never returns 0 while a frame is committed: a single frame ending in
+    /// the middle of a line is handed over at the first poll.
+    #[test]
+    fn a_streaming_consumer_hands_over_a_frame_in_the_producers_last_line() {
+        let (mut tx, mut rx) = channel(SpscConfig::new(64 * 1024)).unwrap();
+        for i in 0..20u64 {
+            tx.offer(1, &i.to_le_bytes()).unwrap();
+        }
+        assert_eq!(rx.poll(usize::MAX, |_| {}), Ok(20));
+        assert!(rx.streaming, "20 frames in a poll: streaming");
+        for i in 0..100u64 {
+            // 72-byte frames: most end inside a line.
+            tx.offer(2, &[i as u8; 64]).unwrap();
+            let mut seen = Vec::new();
+            assert_eq!(rx.poll(usize::MAX, |f| seen.push(f.payload()[0])), Ok(1));
+            assert_eq!(seen, vec![i as u8]);
+        }
+    }
+
     #[test]
     fn a_corrupt_header_is_reported_not_followed() {
         let (mut tx, mut rx) = channel(SpscConfig::new(1024)).unwrap();
@@ -1087,7 +1265,7 @@ mod tests {
         // A foreign writer scribbles a length that runs off the end of the ring.
         tx.mem
             .area
-            .word(32) // after the first frame: 16 bytes, aligned to 32
+            .word(32) // after the first frame: 16 bytes, in 32
             .store(frame::pack(4000, 1), Ordering::Release);
         assert_eq!(
             rx.poll(10, |_| {}),
@@ -1136,8 +1314,9 @@ mod tests {
                                 // At most one padding frame (< one max frame) is in flight too, and
                                 // fewer than an eighth of the ring (256 bytes) read but not yet released,
                                 // plus a partial line.
-                                let in_flight: usize = model.iter().map(|p| align_frame(HEADER_LEN + p.len())).sum();
-                                prop_assert!(in_flight + 2 * align_frame(HEADER_LEN + len) + 64 + 256 + 264 > 2048);
+                                // Frames in flight take at most 56 bytes of line padding each.
+                                let in_flight: usize = model.iter().map(|p| frame_bytes(HEADER_LEN + p.len()) + 56).sum();
+                                prop_assert!(in_flight + 2 * frame_bytes(HEADER_LEN + len) + 128 + 256 + 264 > 2048);
                             }
                             Err(e) => prop_assert!(false, "unexpected {e:?}"),
                         }

@@ -101,6 +101,45 @@ fn spsc_frames_arrive_in_order_across_the_wrap() {
     });
 }
 
+/// Two batches of two 32-byte frames through a two-line ring: the producer
+/// zeroes a line's first word ahead of its frames and the word after each
+/// batch; the consumer streams whole lines, then the partial one.
+#[test]
+fn spsc_batches_arrive_in_order_across_lines_and_the_wrap() {
+    model(|| {
+        let (mut tx, mut rx) = spsc::channel(SpscConfig {
+            capacity: 128,
+            max_payload: Some(8),
+        })
+        .unwrap();
+        let producer = thread::spawn(move || {
+            let mut sent = 0u8;
+            for round in 0..3u8 {
+                let mut batch = tx.batch();
+                for k in 1..=2u8 {
+                    let i = round * 2 + k;
+                    if batch.offer(1, &payload(i)).is_err() {
+                        return sent;
+                    }
+                    sent = i;
+                }
+            }
+            sent
+        });
+        let mut next = 1;
+        for _ in 0..ATTEMPTS {
+            poll_some(|f| rx.poll(8, f), expect_next(&mut next));
+            thread::yield_now();
+        }
+        let sent = producer.join().unwrap();
+        while next <= sent {
+            poll_some(|f| rx.poll(8, f), expect_next(&mut next));
+        }
+        assert_eq!(next, sent + 1);
+        assert_eq!(rx.poll(1, |_| {}), Err(PollError::Closed));
+    });
+}
+
 #[test]
 fn reliable_broadcast_two_consumers_get_every_frame() {
     model(|| {
