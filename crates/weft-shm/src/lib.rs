@@ -19,7 +19,8 @@
 //!
 //! What it costs: a frame is one header word plus the payload, rounded up to
 //! [`FRAME_ALIGNMENT`] (32) bytes, so a frame of up to 64 bytes is one cache line
-//! (the one-producer broadcast ring aligns to 8, [`BROADCAST_FRAME_ALIGNMENT`]);
+//! (the one-producer broadcast ring aligns to 8, [`BROADCAST_FRAME_ALIGNMENT`], and
+//! so do SPSC frames over 64 bytes: [`spsc::frame_bytes`]);
 //! publishing it is a few stores to that line; the consumer finds it with one load. Setup (create, attach) maps and prefaults the file once.
 //!
 //! ```

@@ -520,7 +520,7 @@ impl Region {
 
     /// Opens and validates any region file, for tools that inspect regions.
     /// Never follows a symbolic link and refuses anything but a regular file;
-    /// unlike [`Region::attach`], it does not check who owns the directory
+    /// unlike `Region::attach`, it does not check who owns the directory
     /// (a tool may read another user's regions it has permission for).
     pub fn open(path: &Path) -> Result<Self, ShmError> {
         Self::open_validated(path)

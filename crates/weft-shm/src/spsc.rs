@@ -25,7 +25,7 @@
 //!   other frame's end is the next one's header);
 //! - a frame that ends on a line boundary: the next line's first word. The
 //!   producer zeroes the first word of each line ahead of its `tail` (up to
-//!   [`ZERO_AHEAD`] bytes, after it publishes, off the latency path) once the
+//!   4 KiB, `ZERO_AHEAD`, in 512-byte steps after it publishes, off the latency path) once the
 //!   consumer has released it, i.e. once `floor64(head) + capacity` is past
 //!   the line. A claim whose end's line is not yet zeroed zeroes it first, or
 //!   is `Full`.
@@ -65,7 +65,7 @@
 //! throughput bimodal: 14–93 M msgs/s for 64-byte messages on the AMD VM (see
 //! `docs/shm.md`, "Throughput: where the time goes").
 //!
-//! So a poll that hands over [`STREAMING_FRAMES`] or more frames switches the
+//! So a poll that hands over `STREAMING_FRAMES` (8) or more frames switches the
 //! consumer to streaming mode. It then loads `tail` (Relaxed: a hint; frames
 //! are still found and ordered by their headers' Acquire loads) when it has
 //! read what the `tail` it last saw allows, and it reads only frames that end
@@ -73,9 +73,9 @@
 //! so the producer never has to take a line back. When that leaves nothing,
 //! it reads up to `tail`: a poll never returns 0 while `tail` shows a frame.
 //!
-//! It goes back to headers after [`STREAMING_EMPTY_POLLS`] empty polls in a row
+//! It goes back to headers after `STREAMING_EMPTY_POLLS` (256) empty polls in a row
 //! (the stream paused, or a producer died between a header store and its
-//! `tail` store), or after [`STREAMING_SINGLE_POLLS`] polls in a row of one
+//! `tail` store), or after `STREAMING_SINGLE_POLLS` (64) polls in a row of one
 //! frame each (a round trip). A round trip's reader, one frame a poll, never
 //! leaves header mode.
 //!
