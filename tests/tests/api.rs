@@ -1161,13 +1161,22 @@ fn a_slow_subscriber_is_cut_loose_with_a_counted_loss_and_the_others_go_on() {
             "{slow_losses:?}"
         );
     }
-    let errors = weft::weft_counters::CountersReader::open(host.counters().path().unwrap())
-        .unwrap()
-        .errors();
-    let line = errors
-        .iter()
-        .find(|e| e.text.contains("cut loose"))
-        .unwrap_or_else(|| panic!("no eviction in the error log: {errors:?}"));
+    // The gateway logs an eviction at its next export (every millisecond),
+    // which can come after the subscriber has seen its loss: wait for it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let line = loop {
+        let errors = weft::weft_counters::CountersReader::open(host.counters().path().unwrap())
+            .unwrap()
+            .errors();
+        if let Some(line) = errors.iter().find(|e| e.text.contains("cut loose")) {
+            break line.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no eviction in the error log: {errors:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
     assert!(
         line.text.contains(&format!("pid {}", std::process::id())) && line.text.contains("slow"),
         "{line:?}"
