@@ -450,7 +450,7 @@ impl Instruments {
 }
 
 /// A frame's bytes in an SPSC ring: 8-byte header and payload, rounded up
-/// to the frame alignment.
+/// as the ring rounds them ([`weft_shm::spsc::frame_bytes`]).
 fn frame_len(len: usize) -> u64 {
     weft_shm::spsc::frame_bytes(8 + len) as u64
 }

@@ -109,19 +109,19 @@ impl Area {
             // where the time goes"). Atomic stores, so the compiler does not
             // turn the loop back into a `memcpy` call; relaxed ones are
             // plain moves.
-            let words = src.len() / 8;
-            for (i, chunk) in src.chunks_exact(8).enumerate() {
+            let words = src.chunks_exact(8);
+            let (rest, rest_off) = (words.remainder(), off + src.len() / 8 * 8);
+            for (i, chunk) in words.enumerate() {
                 let mut w = [0u8; 8];
                 w.copy_from_slice(chunk);
                 self.word(off + i * 8)
                     .store(u64::from_ne_bytes(w), Ordering::Relaxed);
             }
-            let rest = &src[words * 8..];
             // The last partial word byte for byte: a claim's later bytes may
             // already be written.
             for (i, b) in rest.iter().enumerate() {
                 // SAFETY: in range and exclusively ours, by the caller's contract.
-                unsafe { *self.base.as_ptr().add(off + words * 8 + i) = *b };
+                unsafe { *self.base.as_ptr().add(rest_off + i) = *b };
             }
         } else {
             // SAFETY: in range and exclusively ours, by the caller's contract.

@@ -207,18 +207,6 @@ fn stored_len(w: u64) -> usize {
     }
 }
 
-/// Padding needed at ring offset `off` before a frame of `frame_len` bytes:
-/// up to the end of the ring if it does not fit there (frames never wrap).
-#[inline(always)]
-fn place(off: usize, frame_len: usize, cap: usize) -> usize {
-    let to_end = cap - off;
-    if frame_len > to_end {
-        to_end
-    } else {
-        0
-    }
-}
-
 /// What the consumer has released at `head`: the whole lines below it. The
 /// producer may write up to this plus the capacity.
 #[inline(always)]
@@ -239,14 +227,15 @@ fn line_end(pos: u64) -> u64 {
 /// header store. 512 and 16384 measured the same as this.
 #[cfg(not(loom))]
 const ZERO_AHEAD: u64 = 4096;
+/// Under loom the ring is one line: the claim path does all the zeroing.
+#[cfg(loom)]
+const ZERO_AHEAD: u64 = 0;
+
 /// The producer zeroes ahead once it is this far behind [`ZERO_AHEAD`].
 #[cfg(not(loom))]
 const ZERO_STEP: u64 = 512;
 #[cfg(loom)]
 const ZERO_STEP: u64 = 0;
-/// Under loom the ring is one line: the claim path does all the zeroing.
-#[cfg(loom)]
-const ZERO_AHEAD: u64 = 0;
 
 /// Checks a capacity and maximum payload; returns the maximum payload. `extra` is
 /// slack beyond one frame and its padding that the ring must always keep free.
@@ -517,7 +506,10 @@ impl Producer {
         let cap = self.mem.area.capacity();
         let frame_len = frame_bytes(HEADER_LEN + len);
         let off = self.tail as usize & (cap - 1);
-        let pad = place(off, frame_len, cap);
+        // Frames never wrap: one that does not fit before the end of the
+        // area is preceded by padding up to there.
+        let to_end = cap - off;
+        let pad = if frame_len > to_end { to_end } else { 0 };
         let end = self.tail + (pad + frame_len) as u64;
         if line_end(end) > self.zeroed && !self.zero_to(line_end(end)) {
             return Err(if self.mem.ctrl().consumer.is_closed() {
@@ -872,19 +864,15 @@ impl Consumer {
         // At most a lap per poll, whatever the headers say: a hostile producer
         // cannot keep one poll going for ever.
         let mut readable = self.head + cap as u64;
-        // Streaming mode: read only what `tail` says is there, and look at
-        // `tail` (a line of its own) rather than at the next header, which
-        // sits in the line the producer is writing: a reader that caught up
-        // would otherwise take that line from the producer on every empty
-        // poll (docs/shm.md, "Throughput: where the time goes"). A round
-        // trip's reader, handed one frame a poll, stays in header mode: one
-        // line transfer per frame.
-        // In streaming mode frames are read only where they end in a line
-        // the producer has finished with (below `tail` rounded down to a
-        // line), so it never has to take back a line we pulled: a line
-        // crosses once per lap, as in a ring of one-line slots. A producer
-        // that paused (`tail` the same two looks in a row) has its last,
-        // partial line read too.
+        // Streaming mode: look at `tail` (a line of its own) rather than at
+        // the next header, which sits in the line the producer is writing: a
+        // reader that caught up would otherwise take that line from the
+        // producer on every empty poll (docs/shm.md, "Throughput: where the
+        // time goes"). Frames are read only where they end in a line the
+        // producer has finished with (below `tail` rounded down to a line), so
+        // it never has to take back a line we pulled. A round trip's reader,
+        // handed one frame a poll, stays in header mode: one line transfer per
+        // frame.
         let mut end_limit = u64::MAX;
         if self.streaming {
             let mut upto = self.tail_seen & !63;
@@ -1321,8 +1309,8 @@ mod tests {
                                 // At most one padding frame (< one max frame) is in flight too, and
                                 // fewer than an eighth of the ring (256 bytes) read but not yet released,
                                 // plus a partial line.
-                                // Frames in flight take at most 56 bytes of line padding each.
-                                let in_flight: usize = model.iter().map(|p| frame_bytes(HEADER_LEN + p.len()) + 56).sum();
+                                // The new frame's end also needs its line released (64 more).
+                                let in_flight: usize = model.iter().map(|p| frame_bytes(HEADER_LEN + p.len())).sum();
                                 prop_assert!(in_flight + 2 * frame_bytes(HEADER_LEN + len) + 128 + 256 + 264 > 2048);
                             }
                             Err(e) => prop_assert!(false, "unexpected {e:?}"),

@@ -78,6 +78,23 @@ fn offer_some(n: u8, mut offer: impl FnMut(u8) -> Result<(), ClaimError>) -> u8 
     n
 }
 
+/// The consumer side of the SPSC models: polls (up to `limit` frames each)
+/// while the producer runs, then reads the rest; every frame sent arrives
+/// intact and in order, then `Closed`.
+fn spsc_read_all(rx: &mut spsc::Consumer, limit: usize, producer: thread::JoinHandle<u8>) {
+    let mut next = 1;
+    for _ in 0..ATTEMPTS {
+        poll_some(|f| rx.poll(limit, f), expect_next(&mut next));
+        thread::yield_now();
+    }
+    let sent = producer.join().unwrap();
+    while next <= sent {
+        poll_some(|f| rx.poll(limit, f), expect_next(&mut next));
+    }
+    assert_eq!(next, sent + 1);
+    assert_eq!(rx.poll(1, |_| {}), Err(PollError::Closed));
+}
+
 #[test]
 fn spsc_frames_arrive_in_order_across_the_wrap() {
     model(|| {
@@ -87,21 +104,11 @@ fn spsc_frames_arrive_in_order_across_the_wrap() {
         })
         .unwrap();
         let producer = thread::spawn(move || offer_some(4, |i| tx.offer(1, &payload(i))));
-        let mut next = 1;
-        for _ in 0..ATTEMPTS {
-            poll_some(|f| rx.poll(4, f), expect_next(&mut next));
-            thread::yield_now();
-        }
-        let sent = producer.join().unwrap();
-        while next <= sent {
-            poll_some(|f| rx.poll(4, f), expect_next(&mut next));
-        }
-        assert_eq!(next, sent + 1);
-        assert_eq!(rx.poll(1, |_| {}), Err(PollError::Closed));
+        spsc_read_all(&mut rx, 4, producer);
     });
 }
 
-/// Two batches of two 32-byte frames through a two-line ring: the producer
+/// Three batches of two 32-byte frames through a two-line ring: the producer
 /// zeroes a line's first word ahead of its frames and the word after each
 /// batch; the consumer streams whole lines, then the partial one.
 #[test]
@@ -126,17 +133,7 @@ fn spsc_batches_arrive_in_order_across_lines_and_the_wrap() {
             }
             sent
         });
-        let mut next = 1;
-        for _ in 0..ATTEMPTS {
-            poll_some(|f| rx.poll(8, f), expect_next(&mut next));
-            thread::yield_now();
-        }
-        let sent = producer.join().unwrap();
-        while next <= sent {
-            poll_some(|f| rx.poll(8, f), expect_next(&mut next));
-        }
-        assert_eq!(next, sent + 1);
-        assert_eq!(rx.poll(1, |_| {}), Err(PollError::Closed));
+        spsc_read_all(&mut rx, 8, producer);
     });
 }
 

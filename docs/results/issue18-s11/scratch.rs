@@ -1,0 +1,231 @@
+// The scratch loops of issue 18, session 11 (docs/shm.md, "second round"). Not built by
+// the project: to run, copy to benches/weft-bench/examples/scratch.rs and
+//   cargo run --release -p weft-bench --example scratch -- weft weftfix raw72w dis drain
+// (ROUNDS=N sets the rounds). The weft variants measure whatever weft-shm is in the tree;
+// the figures in docs/shm.md were taken at the commits named there.
+
+use std::time::Instant;
+use weft_shm::spsc::{self, SpscConfig};
+use weft_shm::ClaimError;
+
+fn pin(c: usize) { core_affinity::set_for_current(core_affinity::CoreId { id: c }); }
+const N: u64 = 10_000_000;
+
+fn weft(spins: u32, ahead_claim: bool, len: usize) -> f64 {
+    let mut cfg = SpscConfig::new(256 * 1024);
+    cfg.max_payload = Some(32 * 1024);
+    let (mut tx, mut rx) = spsc::channel(cfg).unwrap();
+    let p = std::thread::spawn(move || {
+        pin(1);
+        let mut msg = [0xa5u8; 64];
+        let mut seq = 0;
+        let mut full = 0u64;
+        while seq < N {
+            if !ahead_claim {
+                msg[..8].copy_from_slice(&seq.to_le_bytes());
+                match tx.offer(1, &msg[..len]) {
+                    Ok(()) => seq += 1,
+                    Err(ClaimError::Full) => { full += 1; std::hint::spin_loop() }
+                    Err(e) => panic!("{e}"),
+                }
+                continue;
+            }
+            match tx.try_claim(len, 1) {
+                Ok(mut c) => {
+                    msg[..8].copy_from_slice(&seq.to_le_bytes());
+                    if ahead_claim {
+                        let p = c.payload_mut().as_mut_ptr();
+                        for w in 0..8 {
+                            unsafe { (p.add(w * 8) as *mut u64).write_unaligned(u64::from_le_bytes(msg[w*8..w*8+8].try_into().unwrap())) };
+                        }
+                        c.commit();
+                    } else {
+                        drop(c);
+                        tx.offer(1, &msg[..len]).unwrap();
+                    }
+                    seq += 1;
+                }
+                Err(ClaimError::Full) => { full += 1; std::hint::spin_loop() }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        full
+    });
+    pin(0);
+    let mut next = 0u64;
+    let mut empty = 0u64;
+    let t = Instant::now();
+    while next < N {
+        let n = rx.poll(usize::MAX, |f| {
+            let s = u64::from_le_bytes(f.payload()[..8].try_into().unwrap());
+            assert_eq!(s, next);
+            next += 1;
+        }).unwrap();
+        if n == 0 { empty += 1; for _ in 0..spins { std::hint::spin_loop() } }
+    }
+    let r = N as f64 / t.elapsed().as_secs_f64();
+    let full = p.join().unwrap();
+    eprintln!("   empty/frame {:.3} full/frame {:.3}", empty as f64 / N as f64, full as f64 / N as f64);
+    r
+}
+
+fn disruptor(spins: u32) -> f64 {
+    use disruptor::{build_single_producer, BusySpin, Polling, Producer};
+    let (mut poller, builder) = build_single_producer(4096, || [0u8; 64], BusySpin).new_event_poller();
+    let mut tx = builder.build();
+    let p = std::thread::spawn(move || {
+        pin(1);
+        let mut msg = [0xa5u8; 64];
+        for seq in 0..N {
+            msg[..8].copy_from_slice(&seq.to_le_bytes());
+            tx.publish(|e| e.copy_from_slice(&msg));
+        }
+    });
+    pin(0);
+    let mut next = 0u64;
+    let mut empty = 0u64;
+    let t = Instant::now();
+    while next < N {
+        match poller.poll() {
+            Ok(mut ev) => for e in &mut ev {
+                assert_eq!(u64::from_le_bytes(e[..8].try_into().unwrap()), next);
+                next += 1;
+            },
+            Err(Polling::NoEvents) => { empty += 1; for _ in 0..spins { std::hint::spin_loop() } }
+            Err(Polling::Shutdown) => break,
+        }
+    }
+    let r = N as f64 / t.elapsed().as_secs_f64();
+    p.join().unwrap();
+    eprintln!("   empty/frame {:.3}", empty as f64 / N as f64);
+    r
+}
+
+fn main() {
+
+    let which: Vec<String> = std::env::args().skip(1).collect();
+    let rounds: usize = std::env::var("ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
+    for round in 0..rounds {
+        for w in &which {
+            let r = match w.as_str() {
+                "weft" => weft(1, false, 64),
+                "weft56" => weft(1, false, 56),
+                "weft64" => weft(64, false, 64),
+                "weftfix" => weft(1, true, 64),
+                "dis" => disruptor(1),
+                "raw64" => raw(64, 0, false, 1),
+                "raw96" => raw(96, 8, false, 1),
+                "raw96h" => raw(96, 8, true, 1),
+                "raw96hz" => rawz(96, 8, true, 1, true, 0),
+                "rawchain" => rawz(96, 8, true, 1, true, 1),
+                "rawline" => rawz(96, 8, true, 1, true, 2),
+                "rawboth" => rawz(96, 8, true, 1, true, 3),
+                "solo" => solo(false),
+                "solofix" => solo(true),
+                "raw72w" => rawz(72, 8, true, 1, true, 3),
+                "raw72" => raw(72, 8, false, 1),
+                "raw128" => raw(128, 8, false, 1),
+                "raw64h" => raw(64, 0, true, 1),
+                "dis64" => disruptor(64),
+                _ => panic!(),
+            };
+            println!("{round} {w:8} {:.1} M/s", r / 1e6);
+        }
+    }
+}
+
+/// Raw ring: stride-byte frames in a 256 KiB area, producer writes 64 B payload at
+/// offset `poff` within each frame plus (if hdr) a header word at 0, then stores
+/// tail per frame; consumer reads tail, then each frame's seq.
+pub fn raw(stride: usize, poff: usize, hdr: bool, cons_spins: u32) -> f64 { rawz(stride, poff, hdr, cons_spins, false, 0) }
+pub fn rawz(stride: usize, poff: usize, hdr: bool, cons_spins: u32, zero: bool, mode: u32) -> f64 {
+    use std::sync::atomic::{AtomicU64, Ordering::*};
+    #[repr(align(128))] struct P(AtomicU64);
+    struct Ring { tail: P, head: P, data: Box<[AtomicU64]> }
+    const CAP: usize = 256 * 1024;
+    let ring = std::sync::Arc::new(Ring { tail: P(AtomicU64::new(0)), head: P(AtomicU64::new(0)),
+        data: (0..CAP / 8 + 32).map(|_| AtomicU64::new(0)).collect() });
+    let r2 = ring.clone();
+    let p = std::thread::spawn(move || {
+        pin(1);
+        let r = &*r2;
+        let base = r.data.as_ptr() as *mut u8;
+        let msg = [0xa5u8; 64];
+        let mut cached_head = 0u64;
+        let mut tail = 0u64;
+        for seq in 0..N {
+            while tail + stride as u64 > cached_head + CAP as u64 {
+                cached_head = r.head.0.load(Acquire);
+                std::hint::spin_loop();
+            }
+            let off = (tail as usize) & (CAP - 1);
+            if zero {
+                let end = tail + stride as u64;
+                let zl = (end & !63) as usize;
+                let zt = (tail & !63) as usize;
+                if zl != zt || tail == 0 {
+                    for w in 0..8 { r.data[(zl & (CAP - 1)) / 8 + w].store(0, Relaxed); }
+                }
+            }
+            unsafe {
+                let d = base.add(off + poff);
+                std::ptr::copy_nonoverlapping(msg.as_ptr(), d, 64);
+                (d as *mut u64).write_unaligned(seq);
+            }
+            if hdr { r.data[off / 8].store(stride as u64 | 1 << 63, Release); }
+            tail += stride as u64;
+            r.tail.0.store(tail, Release);
+        }
+    });
+    pin(0);
+    let r = &*ring;
+    let base = r.data.as_ptr() as *const u8;
+    let mut head = 0u64;
+    let mut next = 0u64;
+    let (mut polls, mut empties) = (0u64, 0u64);
+    let t = Instant::now();
+    while next < N {
+        let mut tail = r.tail.0.load(Acquire);
+        polls += 1;
+        if mode & 2 != 0 { tail &= !63; }
+        if tail <= head { empties += 1; for _ in 0..cons_spins { std::hint::spin_loop() } continue; }
+        while head < tail {
+            let off = (head as usize) & (CAP - 1);
+            let step = if mode & 1 != 0 { (r.data[off / 8].load(Acquire) & 0xffff) as u64 } else { stride as u64 };
+            if mode & 2 != 0 && head + step > tail { break; }
+            let s = unsafe { (base.add(off + poff) as *const u64).read_unaligned() };
+            assert_eq!(s, next);
+            next += 1;
+            head += step;
+        }
+        r.head.0.store(head, Release);
+    }
+    let rate = N as f64 / t.elapsed().as_secs_f64();
+    p.join().unwrap();
+    eprintln!("   raw polls/frame {:.3} empty/frame {:.3}", polls as f64 / N as f64, empties as f64 / N as f64);
+    rate
+}
+
+pub fn solo(fix: bool) -> f64 {
+    let mut cfg = SpscConfig::new(64 << 20);
+    cfg.max_payload = Some(1024);
+    let (mut tx, _rx) = spsc::channel(cfg).unwrap();
+    let n = 700_000u64;
+    let mut msg = [0xa5u8; 64];
+    // warm the pages (a first pass), then time the second pass over fresh lines
+    let t = Instant::now();
+    for seq in 0..n {
+        msg[..8].copy_from_slice(&seq.to_le_bytes());
+        if fix {
+            let mut c = tx.try_claim(64, 1).unwrap();
+            let p = c.payload_mut().as_mut_ptr();
+            for w in 0..8 {
+                unsafe { (p.add(w * 8) as *mut u64).write_unaligned(u64::from_le_bytes(msg[w*8..w*8+8].try_into().unwrap())) };
+            }
+            c.commit();
+        } else {
+            tx.offer(1, &msg).unwrap();
+        }
+    }
+    n as f64 / t.elapsed().as_secs_f64()
+}
