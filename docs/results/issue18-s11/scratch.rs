@@ -3,6 +3,9 @@
 //   cargo run --release -p weft-bench --example scratch -- weft weftfix raw72w dis drain
 // (ROUNDS=N sets the rounds). The weft variants measure whatever weft-shm is in the tree;
 // the figures in docs/shm.md were taken on the working states between c7addf5 and c302c97.
+// Session 13 (Intel Xeon) added solo2, raw72za, raw72d6 and raw72d12 (docs/shm.md, "third
+// round"), run on b284ba5:  ROUNDS=10 ... scratch raw72w raw72za raw72  and  ROUNDS=8 ...
+// scratch raw72w raw72d6 raw72d12.
 
 use std::time::Instant;
 use weft_shm::spsc::{self, SpscConfig};
@@ -121,8 +124,12 @@ fn main() {
                 "rawline" => rawz(96, 8, true, 1, true, 2),
                 "rawboth" => rawz(96, 8, true, 1, true, 3),
                 "solo" => solo(false),
+                "solo2" => solo2(true),
                 "solofix" => solo(true),
                 "raw72w" => rawz(72, 8, true, 1, true, 3),
+                "raw72d6" => rawz(72, 8, true, 1, true, 3 | 6 << 4),
+                "raw72d12" => rawz(72, 8, true, 1, true, 3 | 12 << 4),
+                "raw72za" => rawz(72, 8, true, 1, true, 7),
                 "raw72" => raw(72, 8, false, 1),
                 "raw128" => raw(128, 8, false, 1),
                 "raw64h" => raw(64, 0, true, 1),
@@ -153,13 +160,25 @@ pub fn rawz(stride: usize, poff: usize, hdr: bool, cons_spins: u32, zero: bool, 
         let msg = [0xa5u8; 64];
         let mut cached_head = 0u64;
         let mut tail = 0u64;
+        let mut zeroed = 0u64;
+        let mut dummy = vec![0u64; 64];
         for seq in 0..N {
             while tail + stride as u64 > cached_head + CAP as u64 {
                 cached_head = r.head.0.load(Acquire);
                 std::hint::spin_loop();
             }
             let off = (tail as usize) & (CAP - 1);
-            if zero {
+            if mode & 4 != 0 {
+                // weft's zero-ahead: first word of each line up to 4 KiB past tail, 512 B steps
+                while zeroed + 512 <= tail + 4096 {
+                    let upto = (tail + 4096) & !63;
+                    while zeroed < upto {
+                        while zeroed >= (cached_head & !63) + CAP as u64 { cached_head = r.head.0.load(Acquire); std::hint::spin_loop(); }
+                        r.data[((zeroed as usize) & (CAP - 1)) / 8].store(0, Relaxed);
+                        zeroed += 64;
+                    }
+                }
+            } else if zero {
                 let end = tail + stride as u64;
                 let zl = (end & !63) as usize;
                 let zt = (tail & !63) as usize;
@@ -172,6 +191,7 @@ pub fn rawz(stride: usize, poff: usize, hdr: bool, cons_spins: u32, zero: bool, 
                 std::ptr::copy_nonoverlapping(msg.as_ptr(), d, 64);
                 (d as *mut u64).write_unaligned(seq);
             }
+            for k in 0..(mode >> 4) as usize { unsafe { std::ptr::write_volatile(dummy.as_mut_ptr().add(k * 2), seq) } }
             if hdr { r.data[off / 8].store(stride as u64 | 1 << 63, Release); }
             tail += stride as u64;
             r.tail.0.store(tail, Release);
@@ -228,4 +248,35 @@ pub fn solo(fix: bool) -> f64 {
         }
     }
     n as f64 / t.elapsed().as_secs_f64()
+}
+
+/// One thread: offer 1000 frames, poll them all, repeat; ring 256 KiB, warm.
+pub fn solo2(split: bool) -> f64 {
+    let mut cfg = SpscConfig::new(256 * 1024);
+    cfg.max_payload = Some(32 * 1024);
+    let (mut tx, mut rx) = spsc::channel(cfg).unwrap();
+    let mut msg = [0xa5u8; 64];
+    let mut seq = 0u64;
+    let mut next = 0u64;
+    let (mut tp, mut tc) = (0u128, 0u128);
+    let t = Instant::now();
+    while seq < N {
+        let a = Instant::now();
+        for _ in 0..1000 {
+            msg[..8].copy_from_slice(&seq.to_le_bytes());
+            tx.offer(1, &msg).unwrap();
+            seq += 1;
+        }
+        let b = Instant::now();
+        while next < seq {
+            rx.poll(usize::MAX, |f| {
+                let s = u64::from_le_bytes(f.payload()[..8].try_into().unwrap());
+                assert_eq!(s, next);
+                next += 1;
+            }).unwrap();
+        }
+        if split { tp += (b - a).as_nanos(); tc += b.elapsed().as_nanos(); }
+    }
+    if split { eprintln!("   offer {:.2} ns, poll {:.2} ns per frame", tp as f64 / N as f64, tc as f64 / N as f64); }
+    N as f64 / t.elapsed().as_secs_f64()
 }
