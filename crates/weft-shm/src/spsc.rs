@@ -491,7 +491,10 @@ impl Producer {
 
     #[inline(always)]
     fn reserve(&mut self, len: usize, type_id: u32) -> Result<(usize, usize), ClaimError> {
-        if let Some(end) = self.open_claim_end.take() {
+        if let Some(end) = self.open_claim_end {
+            // Only then a store: each store to our own fields is a
+            // store-buffer entry that commits behind the ring's.
+            self.open_claim_end = None;
             self.clear_abandoned(end);
         }
         if len > self.max_payload {
@@ -567,13 +570,20 @@ impl Producer {
     }
 
     /// Claims, copies `payload` in, and commits.
-    #[inline]
+    #[inline(always)]
     pub fn offer(&mut self, type_id: u32, payload: &[u8]) -> Result<(), ClaimError> {
         let (frame_off, pad) = self.reserve(payload.len(), type_id)?;
         // SAFETY: `reserve` gave us `frame_off .. frame_off + HEADER_LEN + len`, inside
         // the area (frames never wrap) and free: the consumer is past it.
         unsafe { self.mem.area.copy_in(frame_off + HEADER_LEN, payload) };
-        self.publish(frame_off, pad, payload.len(), type_id);
+        if pad == 0 && !self.batching {
+            // The common case, without the deferred-header bookkeeping (its
+            // stores commit behind the ring's, docs/shm.md, "third round").
+            self.tail += frame_bytes(HEADER_LEN + payload.len()) as u64;
+            self.publish_one(frame_off, frame::pack(HEADER_LEN + payload.len(), type_id));
+        } else {
+            self.publish(frame_off, pad, payload.len(), type_id);
+        }
         Ok(())
     }
 
@@ -622,6 +632,24 @@ impl Producer {
         self.tail = next;
         if !self.batching {
             self.flush();
+        }
+    }
+
+    /// Publishes one frame at `off` with header `word`, `self.tail` already
+    /// past it: the zero after it, the header, `tail` (as [`Self::flush`]).
+    #[inline(always)]
+    fn publish_one(&mut self, off: usize, word: u64) {
+        if self.tail % 64 != 0 {
+            self.mem
+                .area
+                .word(self.tail as usize)
+                .store(0, Ordering::Relaxed);
+        }
+        // SYNC POINT: pairs with the consumer's Acquire load of this header.
+        self.mem.area.word(off).store(word, Ordering::Release);
+        self.mem.ctrl().tail.store(self.tail, Ordering::Release);
+        if self.zeroed + ZERO_STEP <= self.tail + ZERO_AHEAD {
+            self.zero_to(self.zeroed);
         }
     }
 
