@@ -420,6 +420,20 @@ pub fn shm_interleaved_echo(blocks: u64, [raw_ping, raw_pong]: [&str; 2], [ping,
 /// as the peers' queues are); each message is written whole, the reader
 /// checks each one's sequence number in place. Median of the
 /// [`crate::report::TRIALS`] slices after warm-up.
+/// Offers `total` messages, each `msg` with its sequence number in front,
+/// retrying while back-pressured.
+fn offer_all<M: AsMut<[u8]> + AsRef<[u8]>>(publ: &mut weft::Publication, total: u64, mut msg: M) {
+    let mut seq = 0u64;
+    while seq < total {
+        msg.as_mut()[..8].copy_from_slice(&seq.to_le_bytes());
+        match publ.offer(msg.as_ref()) {
+            Ok(()) => seq += 1,
+            Err(PublishError::BackPressured) => std::hint::spin_loop(),
+            Err(e) => panic!("offer: {e}"),
+        }
+    }
+}
+
 pub fn shm_throughput(clock: Clock, warmup: u64, samples: u64, bytes: usize) -> Outcome {
     use crate::report::Trials;
     let total = warmup + samples;
@@ -437,15 +451,12 @@ pub fn shm_throughput(clock: Clock, warmup: u64, samples: u64, bytes: usize) -> 
     }
     let producer = std::thread::spawn(move || {
         pin(1);
-        let mut msg = vec![0xa5u8; bytes.max(8)];
-        let mut seq = 0u64;
-        while seq < total {
-            msg[..8].copy_from_slice(&seq.to_le_bytes());
-            match publ.offer(&msg) {
-                Ok(()) => seq += 1,
-                Err(PublishError::BackPressured) => std::hint::spin_loop(),
-                Err(e) => panic!("offer: {e}"),
-            }
+        // As in `shm-throughput` and the peers' loops: a 64-byte message in a
+        // local array, other sizes on the heap.
+        if bytes == 64 {
+            offer_all(&mut publ, total, [0xa5u8; 64]);
+        } else {
+            offer_all(&mut publ, total, vec![0xa5u8; bytes.max(8)]);
         }
     });
     pin(0);

@@ -618,7 +618,6 @@ impl Producer {
 
     #[inline(always)]
     fn publish(&mut self, frame_off: usize, pad: usize, len: usize, type_id: u32) {
-        self.open_claim_end = None;
         let area = &self.mem.area;
         let frame_len = frame_bytes(HEADER_LEN + len);
         let next = self.tail + (pad + frame_len) as u64;
@@ -748,6 +747,9 @@ impl Claim<'_> {
     /// Publishes the frame (or adds it to the current batch).
     #[inline(always)]
     pub fn commit(self) {
+        // Committed, so not abandoned (`offer` never sets it, and does not
+        // pay for this store).
+        self.producer.open_claim_end = None;
         self.producer
             .publish(self.frame_off, self.pad, self.len, self.type_id);
     }
