@@ -436,7 +436,7 @@ impl Producer {
     /// Claims, copies `payload` in, and commits. In overwrite mode the copy is made
     /// of relaxed atomic word stores, so that lapped readers copying the same bytes
     /// never race with plain writes (see [`Claim::payload_mut`]).
-    #[inline]
+    #[inline(always)]
     pub fn offer(&mut self, type_id: u32, payload: &[u8]) -> Result<(), ClaimError> {
         let (frame_off, pad) = self.reserve(payload.len(), type_id)?;
         let at = frame_off + BROADCAST_HEADER_LEN;

@@ -588,7 +588,7 @@ fn shm_admit(
 
 /// A shared-memory ring's refusal of a claim of `len` bytes (at most `max`),
 /// counted when it is back-pressure, as the publisher's error.
-#[inline]
+#[cold]
 fn shm_refused(counters: &ShmCounters, e: ClaimError, len: usize, max: usize) -> PublishError {
     if e == ClaimError::Full {
         counters.other.add(1);
@@ -704,7 +704,7 @@ impl Publication {
     }
 
     /// Copies `msg` in and publishes it.
-    #[inline]
+    #[inline(always)]
     pub fn offer(&mut self, msg: &[u8]) -> Result<(), PublishError> {
         // A one-publisher shared-memory channel copies straight into its ring:
         // no claim is built and moved about (a claim is a large value, and
@@ -730,6 +730,15 @@ impl Publication {
                 };
             }
         }
+        self.offer_by_claim(msg)
+    }
+
+    /// `offer` for everything but an unsampled message on a one-publisher
+    /// shared-memory channel: out of line, so that path, inlined into the
+    /// caller's loop, pays for no call and no spilled registers (each a
+    /// store that waits behind the ring's, docs/shm.md, "third round").
+    #[inline(never)]
+    fn offer_by_claim(&mut self, msg: &[u8]) -> Result<(), PublishError> {
         let mut c = self.try_claim(msg.len())?;
         c.payload_mut().copy_from_slice(msg);
         c.commit();
