@@ -661,8 +661,45 @@ pub struct Consumer {
     expected: Option<u64>,
     /// Overwrite mode: the validated copy handed to the application.
     scratch: Box<[u8]>,
+    /// Reliable mode's streaming state (see `poll_reliable`).
+    stream: Streaming,
     _not_sync: PhantomData<std::cell::Cell<()>>,
 }
+
+/// A reliable consumer that keeps being handed many frames a poll reads
+/// ahead by the producer's `tail` instead of by the next header, which sits
+/// in the line the producer is writing: a reader that has caught up would
+/// otherwise take that line from the producer on every empty poll. As the
+/// SPSC ring's streaming mode (`spsc.rs`, docs/shm.md).
+#[derive(Debug, Default)]
+struct Streaming {
+    on: bool,
+    /// The producer's `tail` when last looked at (a hint).
+    tail_seen: u64,
+    /// The last poll stopped at a frame ending past the lines it could read.
+    at_limit: bool,
+    /// Empty polls in a row while on.
+    empty: u32,
+    /// Polls in a row that handed over exactly one frame while on.
+    single: u32,
+}
+
+/// A poll that hands over at least this many frames turns streaming on.
+#[cfg(not(loom))]
+const STREAMING_FRAMES: usize = 8;
+/// Under loom every delivering poll streams, so the models explore it.
+#[cfg(loom)]
+const STREAMING_FRAMES: usize = 1;
+
+/// Empty polls in a row that turn it off again (the stream paused; or a
+/// producer died between a header store and its `tail` store).
+#[cfg(not(loom))]
+const STREAMING_EMPTY_POLLS: u32 = 256;
+#[cfg(loom)]
+const STREAMING_EMPTY_POLLS: u32 = 2;
+
+/// One-frame polls in a row that turn it off (a round trip, not a stream).
+const STREAMING_SINGLE_POLLS: u32 = 64;
 
 impl Consumer {
     /// The ring's data capacity in bytes (a power of two): what a consumer
@@ -716,6 +753,7 @@ impl Consumer {
             cursor: 0,
             progress: 0,
             expected: None,
+            stream: Streaming::default(),
             scratch,
             _not_sync: PhantomData,
         };
@@ -737,6 +775,7 @@ impl Consumer {
         // the zero-ahead word at that position.
         self.cursor = self.mem.ctrl().tail.load(Ordering::Acquire);
         self.expected = None;
+        self.stream = Streaming::default();
         if self.params.mode == Mode::Overwrite {
             if self.cursor == 0 {
                 self.expected = Some(0);
@@ -830,6 +869,12 @@ impl Consumer {
     /// Hands up to `limit` frames, in order, to `f`: in place in reliable mode, as a
     /// validated copy in overwrite mode. Never blocks, allocates, or makes a syscall.
     ///
+    /// A reliable consumer that keeps being handed many frames streams (as the
+    /// SPSC ring's): it reads by the producer's position, and a poll may leave
+    /// the frames ending in the line the producer is still writing to the next
+    /// poll. It never returns 0 while a frame is there; to read everything,
+    /// poll until it returns 0.
+    ///
     /// Errors: [`PollError::Lapped`] (overwrite; the next poll carries on from the
     /// newest frames), [`PollError::Evicted`] (reliable; call [`Consumer::rejoin`]),
     /// [`PollError::Closed`] (producer gone and everything read),
@@ -846,7 +891,7 @@ impl Consumer {
 
     fn poll_reliable<F: FnMut(Frame<'_>)>(
         &mut self,
-        limit: usize,
+        mut limit: usize,
         mut f: F,
     ) -> Result<usize, PollError> {
         if self.slot().state.load(Ordering::Acquire) != ACTIVE {
@@ -857,6 +902,41 @@ impl Consumer {
         let start = self.cursor;
         let mut delivered = 0;
         let mut result = Ok(());
+        // Streaming: read only frames ending in lines the producer has
+        // finished (below `tail` rounded down to a line), or, when that
+        // leaves nothing, up to `tail`: a poll never returns 0 while `tail`
+        // shows a frame.
+        let mut end_limit = u64::MAX;
+        if self.stream.on {
+            let st = &mut self.stream;
+            let mut upto = st.tail_seen & !63;
+            if self.cursor >= upto || st.at_limit {
+                st.at_limit = false;
+                // SYNC POINT: a hint, paired with nothing: frames are still
+                // found and ordered by their headers' Acquire loads below.
+                let tail = self.mem.ctrl().tail.load(Ordering::Relaxed);
+                st.tail_seen = tail;
+                upto = if self.cursor >= tail & !63 {
+                    tail
+                } else {
+                    tail & !63
+                };
+            }
+            if self.cursor >= upto {
+                st.empty += 1;
+                if st.empty < STREAMING_EMPTY_POLLS {
+                    // Nothing to read: not even the next header (only the
+                    // closed check below, which reads it once closed).
+                    limit = 0;
+                } else {
+                    st.on = false;
+                    st.empty = 0;
+                }
+            } else {
+                st.empty = 0;
+                end_limit = upto;
+            }
+        }
         while delivered < limit {
             let off = self.cursor as usize & (cap - 1);
             // SYNC POINT: pairs with the producer's Release store of this header.
@@ -871,6 +951,15 @@ impl Consumer {
                 });
                 break;
             };
+            if self.cursor + frame_len as u64 > end_limit {
+                if delivered > 0 {
+                    // Ends in the producer's line: look at `tail` next poll.
+                    self.stream.at_limit = true;
+                    break;
+                }
+                // Nothing else to hand over: this one, then.
+                end_limit = self.stream.tail_seen;
+            }
             if type_id != TYPE_PADDING {
                 let seq = area.word(off + 8).load(Ordering::Relaxed);
                 if self.expected.is_some_and(|e| e != seq) {
@@ -896,6 +985,18 @@ impl Consumer {
                 delivered += 1;
             }
             self.cursor += frame_len as u64;
+        }
+        if delivered >= STREAMING_FRAMES {
+            self.stream.on = true;
+            self.stream.single = 0;
+        } else if delivered == 1 && self.stream.on {
+            self.stream.single += 1;
+            if self.stream.single >= STREAMING_SINGLE_POLLS {
+                self.stream.on = false;
+                self.stream.single = 0;
+            }
+        } else if delivered > 1 {
+            self.stream.single = 0;
         }
         if delivered > 0 {
             // The frames were read in place while we were a live consumer;
@@ -1044,11 +1145,15 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// Everything readable now: polls until a poll hands over nothing (a
+    /// streaming reader may leave the frames in the writer's unfinished
+    /// line to its next poll).
     fn seqs(c: &mut Consumer) -> Result<Vec<u64>, PollError> {
         let mut out = Vec::new();
-        c.poll(usize::MAX, |f| {
+        while c.poll(usize::MAX, |f| {
             out.push(u64::from_le_bytes(f.payload()[..8].try_into().unwrap()))
-        })?;
+        })? > 0
+        {}
         Ok(out)
     }
 
