@@ -347,18 +347,18 @@ pub unsafe extern "C" fn weft_node_close(node: *mut weft_node) -> c_int {
     })
 }
 
-/// Opens a publication on `uri` (`shm:NAME`, `udp://GROUP:PORT?...`) and
-/// `stream`. Stores the handle in `*out` (NULL on failure).
+/// The common part of `weft_publication_new` and `weft_subscription_new`:
+/// checks the arguments, runs `open` on the node and the URI, and stores the
+/// boxed handle in `*out` (NULL on any failure).
 ///
 /// # Safety
 /// `node` is a live node handle; `uri` a NUL-terminated string; `out` a
-/// valid place for a pointer.
-#[no_mangle]
-pub unsafe extern "C" fn weft_publication_new(
+/// valid place for a pointer (each may be NULL: an error).
+unsafe fn open_handle<T>(
     node: *mut weft_node,
     uri: *const c_char,
-    stream: u32,
-    out: *mut *mut weft_publication,
+    out: *mut *mut T,
+    open: impl FnOnce(&mut weft::Node, &str) -> Result<T, weft::Error>,
 ) -> c_int {
     guard(|| {
         if out.is_null() {
@@ -375,12 +375,8 @@ pub unsafe extern "C" fn weft_publication_new(
             Ok(u) => u,
             Err(code) => return code,
         };
-        match n.node.publication(uri, stream) {
-            Ok(publ) => {
-                let handle = weft_publication {
-                    claim: None,
-                    publ: Box::into_raw(Box::new(publ)),
-                };
+        match open(&mut n.node, uri) {
+            Ok(handle) => {
                 // SAFETY: as above.
                 unsafe { *out = Box::into_raw(Box::new(handle)) };
                 WEFT_OK
@@ -388,6 +384,31 @@ pub unsafe extern "C" fn weft_publication_new(
             Err(e) => set_error(e),
         }
     })
+}
+
+/// Opens a publication on `uri` (`shm:NAME`, `udp://GROUP:PORT?...`) and
+/// `stream`. Stores the handle in `*out` (NULL on failure).
+///
+/// # Safety
+/// `node` is a live node handle; `uri` a NUL-terminated string; `out` a
+/// valid place for a pointer.
+#[no_mangle]
+pub unsafe extern "C" fn weft_publication_new(
+    node: *mut weft_node,
+    uri: *const c_char,
+    stream: u32,
+    out: *mut *mut weft_publication,
+) -> c_int {
+    // SAFETY: the caller's contract is `open_handle`'s.
+    unsafe {
+        open_handle(node, uri, out, |n, uri| {
+            let publ = n.publication(uri, stream)?;
+            Ok(weft_publication {
+                claim: None,
+                publ: Box::into_raw(Box::new(publ)),
+            })
+        })
+    }
 }
 
 /// The publication, or the status to return: NULL, or a claim is open.
@@ -601,30 +622,14 @@ pub unsafe extern "C" fn weft_subscription_new(
     stream: u32,
     out: *mut *mut weft_subscription,
 ) -> c_int {
-    guard(|| {
-        if out.is_null() {
-            return null("out");
-        }
-        // SAFETY: valid by the caller's contract.
-        unsafe { *out = std::ptr::null_mut() };
-        // SAFETY: a live handle by the caller's contract.
-        let Some(n) = (unsafe { node.as_mut() }) else {
-            return null("node");
-        };
-        // SAFETY: by the caller's contract.
-        let uri = match unsafe { str_arg(uri, "uri") } {
-            Ok(u) => u,
-            Err(code) => return code,
-        };
-        match n.node.subscription(uri, stream) {
-            Ok(sub) => {
-                // SAFETY: as above.
-                unsafe { *out = Box::into_raw(Box::new(weft_subscription { sub })) };
-                WEFT_OK
-            }
-            Err(e) => set_error(e),
-        }
-    })
+    // SAFETY: the caller's contract is `open_handle`'s.
+    unsafe {
+        open_handle(node, uri, out, |n, uri| {
+            Ok(weft_subscription {
+                sub: n.subscription(uri, stream)?,
+            })
+        })
+    }
 }
 
 /// Hands up to `limit` events, in order, to `cb` (with `ctx`), messages in

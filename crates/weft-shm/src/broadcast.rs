@@ -54,6 +54,7 @@ use crate::frame::{self, align_broadcast_frame, Frame, FIRST_RESERVED_TYPE, TYPE
 use crate::liveness::{now_ns, ProcessId};
 use crate::mem::RingMem;
 use crate::peer::{PeerState, PeerWords};
+use crate::stream::{Streaming, Window};
 use crate::sync::{fence, AtomicU32, AtomicU64, Ordering, Padded, Zeroed};
 
 /// Bytes of a broadcast frame header: header word + sequence number.
@@ -661,45 +662,10 @@ pub struct Consumer {
     expected: Option<u64>,
     /// Overwrite mode: the validated copy handed to the application.
     scratch: Box<[u8]>,
-    /// Reliable mode's streaming state (see `poll_reliable`).
+    /// Reliable mode's streaming state (`crate::stream`).
     stream: Streaming,
     _not_sync: PhantomData<std::cell::Cell<()>>,
 }
-
-/// A reliable consumer that keeps being handed many frames a poll reads
-/// ahead by the producer's `tail` instead of by the next header, which sits
-/// in the line the producer is writing: a reader that has caught up would
-/// otherwise take that line from the producer on every empty poll. As the
-/// SPSC ring's streaming mode (`spsc.rs`, docs/shm.md).
-#[derive(Debug, Default)]
-struct Streaming {
-    on: bool,
-    /// The producer's `tail` when last looked at (a hint).
-    tail_seen: u64,
-    /// The last poll stopped at a frame ending past the lines it could read.
-    at_limit: bool,
-    /// Empty polls in a row while on.
-    empty: u32,
-    /// Polls in a row that handed over exactly one frame while on.
-    single: u32,
-}
-
-/// A poll that hands over at least this many frames turns streaming on.
-#[cfg(not(loom))]
-const STREAMING_FRAMES: usize = 8;
-/// Under loom every delivering poll streams, so the models explore it.
-#[cfg(loom)]
-const STREAMING_FRAMES: usize = 1;
-
-/// Empty polls in a row that turn it off again (the stream paused; or a
-/// producer died between a header store and its `tail` store).
-#[cfg(not(loom))]
-const STREAMING_EMPTY_POLLS: u32 = 256;
-#[cfg(loom)]
-const STREAMING_EMPTY_POLLS: u32 = 2;
-
-/// One-frame polls in a row that turn it off (a round trip, not a stream).
-const STREAMING_SINGLE_POLLS: u32 = 64;
 
 impl Consumer {
     /// The ring's data capacity in bytes (a power of two): what a consumer
@@ -906,37 +872,20 @@ impl Consumer {
         // finished (below `tail` rounded down to a line), or, when that
         // leaves nothing, up to `tail`: a poll never returns 0 while `tail`
         // shows a frame.
-        let mut end_limit = u64::MAX;
-        if self.stream.on {
-            let st = &mut self.stream;
-            let mut upto = st.tail_seen & !63;
-            if self.cursor >= upto || st.at_limit {
-                st.at_limit = false;
-                // SYNC POINT: a hint, paired with nothing: frames are still
-                // found and ordered by their headers' Acquire loads below.
-                let tail = self.mem.ctrl().tail.load(Ordering::Relaxed);
-                st.tail_seen = tail;
-                upto = if self.cursor >= tail & !63 {
-                    tail
-                } else {
-                    tail & !63
-                };
+        let ctrl = self.mem.ctrl();
+        let mut end_limit = match self
+            .stream
+            .begin(self.cursor, || ctrl.tail.load(Ordering::Relaxed))
+        {
+            Window::Headers => u64::MAX,
+            Window::Upto(upto) => upto,
+            Window::Empty => {
+                // Not even the next header (only the closed check below,
+                // which reads it once closed).
+                limit = 0;
+                u64::MAX
             }
-            if self.cursor >= upto {
-                st.empty += 1;
-                if st.empty < STREAMING_EMPTY_POLLS {
-                    // Nothing to read: not even the next header (only the
-                    // closed check below, which reads it once closed).
-                    limit = 0;
-                } else {
-                    st.on = false;
-                    st.empty = 0;
-                }
-            } else {
-                st.empty = 0;
-                end_limit = upto;
-            }
-        }
+        };
         while delivered < limit {
             let off = self.cursor as usize & (cap - 1);
             // SYNC POINT: pairs with the producer's Release store of this header.
@@ -952,13 +901,12 @@ impl Consumer {
                 break;
             };
             if self.cursor + frame_len as u64 > end_limit {
-                if delivered > 0 {
-                    // Ends in the producer's line: look at `tail` next poll.
-                    self.stream.at_limit = true;
-                    break;
+                // Ends in the producer's line: stop, or, if it is the only
+                // one, hand it over.
+                match self.stream.past_limit(delivered) {
+                    Some(limit) => end_limit = limit,
+                    None => break,
                 }
-                // Nothing else to hand over: this one, then.
-                end_limit = self.stream.tail_seen;
             }
             if type_id != TYPE_PADDING {
                 let seq = area.word(off + 8).load(Ordering::Relaxed);
@@ -986,18 +934,7 @@ impl Consumer {
             }
             self.cursor += frame_len as u64;
         }
-        if delivered >= STREAMING_FRAMES {
-            self.stream.on = true;
-            self.stream.single = 0;
-        } else if delivered == 1 && self.stream.on {
-            self.stream.single += 1;
-            if self.stream.single >= STREAMING_SINGLE_POLLS {
-                self.stream.on = false;
-                self.stream.single = 0;
-            }
-        } else if delivered > 1 {
-            self.stream.single = 0;
-        }
+        self.stream.end(delivered);
         if delivered > 0 {
             // The frames were read in place while we were a live consumer;
             // if the producer evicted us meanwhile (a stall longer than the

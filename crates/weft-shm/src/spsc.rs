@@ -90,6 +90,7 @@ use crate::error::{ClaimError, PollError};
 use crate::frame::{self, Frame, FIRST_RESERVED_TYPE, HEADER_LEN, TYPE_PADDING};
 use crate::mem::RingMem;
 use crate::peer::{PeerState, PeerWords};
+use crate::stream::{Streaming, Window};
 use crate::sync::{AtomicU64, Ordering, Padded, Zeroed};
 
 /// The shared control block. See the module doc for the layout.
@@ -157,30 +158,6 @@ impl SpscConfig {
 /// The most read-but-unreleased bytes a consumer keeps before a poll releases
 /// them without having found the ring empty.
 const RELEASE_BATCH: u64 = 4096;
-
-/// A poll that hands over at least this many frames puts the consumer in
-/// streaming mode (see [`Consumer::poll`]): it then looks at the producer's
-/// `tail` before it reads a header again, so a reader that has caught up
-/// does not poll the line the producer is writing.
-#[cfg(not(loom))]
-const STREAMING_FRAMES: usize = 8;
-/// Under loom a ring holds two frames: every delivering poll streams, so
-/// the models explore the `tail` hint and the fallback to headers.
-#[cfg(loom)]
-const STREAMING_FRAMES: usize = 1;
-
-/// Empty polls in a row after which a streaming consumer goes back to
-/// reading headers: `tail` is a hint, and a producer that died between a
-/// header store and its `tail` store leaves a frame only the header shows.
-#[cfg(not(loom))]
-const STREAMING_EMPTY_POLLS: u32 = 256;
-#[cfg(loom)]
-const STREAMING_EMPTY_POLLS: u32 = 2;
-
-/// Polls in a row that each hand over exactly one frame after which a
-/// streaming consumer goes back to reading headers: a round trip's reader
-/// pays the look at `tail` for a few frames after a burst, not for ever.
-const STREAMING_SINGLE_POLLS: u32 = 64;
 
 /// Bytes a frame of `len_with_header` takes in an SPSC ring: up to 64, a
 /// multiple of 32 (as in the other rings, so a stream of small messages
@@ -634,19 +611,31 @@ impl Producer {
         }
     }
 
-    /// Publishes one frame at `off` with header `word`, `self.tail` already
-    /// past it: the zero after it, the header, `tail` (as [`Self::flush`]).
+    /// Publishes what ends at `self.tail`, whose first header (at `off`,
+    /// `word`) is the one not yet stored: one frame, or a batch (whose other
+    /// headers are stored).
     #[inline(always)]
     fn publish_one(&mut self, off: usize, word: u64) {
         if self.tail % 64 != 0 {
+            // The next header goes here: zero until then (a frame that
+            // ends on a line boundary is followed by a word `zero_to`
+            // zeroed). Inside the line the last frame ends in, which we
+            // hold anyway; ordered before the Release store below. Inside
+            // a batch each frame's end word is the next one's header.
             self.mem
                 .area
                 .word(self.tail as usize)
                 .store(0, Ordering::Relaxed);
         }
-        // SYNC POINT: pairs with the consumer's Acquire load of this header.
+        // SYNC POINT: pairs with the consumer's Acquire load of this header: it
+        // then sees the payloads and the later headers of the batch.
         self.mem.area.word(off).store(word, Ordering::Release);
         self.mem.ctrl().tail.store(self.tail, Ordering::Release);
+        // Off the latency path: the header is out, and x86 commits stores
+        // in order, so zeroing the next lines now delays nothing published
+        // (the next header store waits only if these are still in flight).
+        // In steps of [`ZERO_STEP`]: one call per frame cost a 64-byte
+        // message's offer about 15 % of its time.
         if self.zeroed + ZERO_STEP <= self.tail + ZERO_AHEAD {
             self.zero_to(self.zeroed);
         }
@@ -664,29 +653,7 @@ impl Producer {
     #[inline(always)]
     fn flush(&mut self) {
         if let Some((off, word)) = self.deferred.take() {
-            if self.tail % 64 != 0 {
-                // The next header goes here: zero until then (a frame that
-                // ends on a line boundary is followed by a word `zero_to`
-                // zeroed). Inside the line the last frame ends in, which we
-                // hold anyway; ordered before the Release store below. Inside
-                // a batch each frame's end word is the next one's header.
-                self.mem
-                    .area
-                    .word(self.tail as usize)
-                    .store(0, Ordering::Relaxed);
-            }
-            // SYNC POINT: pairs with the consumer's Acquire load of this header: it
-            // then sees the payloads and the later headers of the batch.
-            self.mem.area.word(off).store(word, Ordering::Release);
-            self.mem.ctrl().tail.store(self.tail, Ordering::Release);
-            // Off the latency path: the header is out, and x86 commits stores
-            // in order, so zeroing the next lines now delays nothing published
-            // (the next header store waits only if these are still in flight).
-            // In steps of [`ZERO_STEP`]: one call per frame cost a 64-byte
-            // message's offer about 15 % of its time.
-            if self.zeroed + ZERO_STEP <= self.tail + ZERO_AHEAD {
-                self.zero_to(self.zeroed);
-            }
+            self.publish_one(off, word);
         }
     }
 }
@@ -799,18 +766,8 @@ pub struct Consumer {
     /// find the ring empty (see [`Consumer::poll`]).
     release_every: u64,
     max_payload: usize,
-    /// Streaming mode: the last polls found many frames; `tail` is looked
-    /// at before the next header (see [`Consumer::poll`]).
-    streaming: bool,
-    /// The producer's `tail` when the consumer last looked (a hint).
-    tail_seen: u64,
-    /// The last poll stopped at a frame that ends past the lines it could
-    /// read (streaming mode): it looks at `tail` again.
-    at_limit: bool,
-    /// Empty polls in a row in streaming mode.
-    streaming_empty: u32,
-    /// Polls in a row that handed over exactly one frame, in streaming mode.
-    single_polls: u32,
+    /// Streaming mode (`crate::stream`).
+    stream: Streaming,
     _not_sync: PhantomData<std::cell::Cell<()>>,
 }
 
@@ -832,11 +789,7 @@ impl Consumer {
             released_head: head,
             release_every,
             max_payload,
-            streaming: false,
-            tail_seen: head,
-            at_limit: false,
-            streaming_empty: 0,
-            single_polls: 0,
+            stream: Streaming::default(),
             _not_sync: PhantomData,
         }
     }
@@ -903,37 +856,18 @@ impl Consumer {
         // it never has to take back a line we pulled. A round trip's reader,
         // handed one frame a poll, stays in header mode: one line transfer per
         // frame.
-        let mut end_limit = u64::MAX;
-        if self.streaming {
-            let mut upto = self.tail_seen & !63;
-            if self.head >= upto || self.at_limit {
-                self.at_limit = false;
-                // SYNC POINT: a hint, paired with nothing: frames are still
-                // found and ordered by their headers' Acquire loads below.
-                let tail = self.mem.ctrl().tail.load(Ordering::Relaxed);
-                self.tail_seen = tail;
-                // Whole lines, or the producer's last, partial line when
-                // there is nothing else: a poll never returns 0 while `tail`
-                // shows a frame.
-                upto = if self.head >= tail & !63 {
-                    tail
-                } else {
-                    tail & !63
-                };
+        let ctrl = self.mem.ctrl();
+        let mut end_limit = match self
+            .stream
+            .begin(self.head, || ctrl.tail.load(Ordering::Relaxed))
+        {
+            Window::Headers => u64::MAX,
+            Window::Upto(upto) => upto,
+            Window::Empty => {
+                readable = self.head;
+                u64::MAX
             }
-            if self.head >= upto {
-                self.streaming_empty += 1;
-                if self.streaming_empty >= STREAMING_EMPTY_POLLS {
-                    self.streaming = false;
-                    self.streaming_empty = 0;
-                } else {
-                    readable = self.head;
-                }
-            } else {
-                self.streaming_empty = 0;
-                end_limit = upto;
-            }
-        }
+        };
         while delivered < limit && self.head < readable {
             let off = self.head as usize & (cap - 1);
             // SYNC POINT: pairs with the producer's Release store of this header.
@@ -961,13 +895,12 @@ impl Consumer {
                 break;
             }
             if self.head + frame_len as u64 > end_limit {
-                if delivered > 0 {
-                    // Ends in the producer's line: look at `tail` next poll.
-                    self.at_limit = true;
-                    break;
+                // Ends in the producer's line: stop, or, if it is the only
+                // one, hand it over.
+                match self.stream.past_limit(delivered) {
+                    Some(limit) => end_limit = limit,
+                    None => break,
                 }
-                // Nothing else to hand over: this one, then.
-                end_limit = self.tail_seen;
             }
             if type_id != TYPE_PADDING {
                 f(area, off + HEADER_LEN, payload_len, type_id);
@@ -975,19 +908,7 @@ impl Consumer {
             }
             self.head += frame_len as u64;
         }
-        if delivered >= STREAMING_FRAMES {
-            self.streaming = true;
-            self.single_polls = 0;
-        } else if delivered == 1 && self.streaming {
-            // One frame a poll, again and again: a round trip, not a stream.
-            self.single_polls += 1;
-            if self.single_polls >= STREAMING_SINGLE_POLLS {
-                self.streaming = false;
-                self.single_polls = 0;
-            }
-        } else if delivered > 1 {
-            self.single_polls = 0;
-        }
+        self.stream.end(delivered);
         // Fewer than `limit` means the loop stopped at an empty ring, a corrupt
         // header or the readable end: release now. After a full `limit`, release
         // only past the batch size, so the caller's answer to these frames goes out
@@ -1273,7 +1194,7 @@ mod tests {
             tx.offer(1, &i.to_le_bytes()).unwrap();
         }
         assert_eq!(rx.poll(usize::MAX, |_| {}), Ok(20));
-        assert!(rx.streaming, "20 frames in a poll: streaming");
+        assert!(rx.stream.on, "20 frames in a poll: streaming");
         for i in 0..100u64 {
             // 72-byte frames: most end inside a line.
             tx.offer(2, &[i as u8; 64]).unwrap();
