@@ -42,7 +42,9 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"WEFTRING");
 /// The layout version this build writes and reads.
 /// 4: SPSC frames over 64 bytes 8-aligned, the producer zeroes (issue 18).
 /// 5: every ring's data area starts one line past a page boundary.
-pub const LAYOUT_VERSION: u32 = 5;
+/// 6: the SPSC `tail` is a lower bound stored every 4 KiB (a version-5
+///    consumer in streaming mode would wait on it).
+pub const LAYOUT_VERSION: u32 = 6;
 /// Bytes of the region header; the ring starts here.
 pub const REGION_HEADER_LEN: usize = 4096;
 const INITIALIZED_OFF: usize = 128;

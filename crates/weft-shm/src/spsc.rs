@@ -12,8 +12,7 @@
 //! ## Protocol
 //! The consumer finds a frame from the frame itself: it loads the header word at
 //! `head` with Acquire, and a zero word means "nothing yet". So a small frame costs
-//! one cache-line transfer and the consumer does not read `tail` (except as a
-//! hint in streaming mode, below). That works because the word at `head` is
+//! one cache-line transfer and the consumer does not read `tail`. That works because the word at `head` is
 //! always either zero or a committed header: frames are contiguous, `head` is
 //! the end of the last frame read, and **the producer zeroes the word at the
 //! end of every frame before it publishes the frame**.
@@ -59,29 +58,24 @@
 //! fit before the end of the data area is preceded by a padding frame up to
 //! the end; frames never wrap.
 //!
-//! **Streaming mode.** Reading headers costs a streaming reader dearly when it
-//! has caught up: the next header is in the cache line the producer is
-//! writing, so every empty poll takes that line from the producer. This made
-//! throughput bimodal: 14–93 M msgs/s for 64-byte messages on the AMD VM (see
-//! `docs/shm.md`, "Throughput: where the time goes").
-//!
-//! So a poll that hands over `STREAMING_FRAMES` (8) or more frames switches the
-//! consumer to streaming mode. It then loads `tail` (Relaxed: a hint; frames
-//! are still found and ordered by their headers' Acquire loads) when it has
-//! read what the `tail` it last saw allows, and it reads only frames that end
-//! in lines the producer has finished (below `tail` rounded down to a line),
-//! so the producer never has to take a line back. When that leaves nothing,
-//! it reads up to `tail`: a poll never returns 0 while `tail` shows a frame.
-//!
-//! It goes back to headers after `STREAMING_EMPTY_POLLS` (256) empty polls in a row
-//! (the stream paused, or a producer died between a header store and its
-//! `tail` store), or after `STREAMING_SINGLE_POLLS` (64) polls in a row of one
-//! frame each (a round trip). A round trip's reader, one frame a poll, never
-//! leaves header mode.
+//! **No streaming mode, and a lazy `tail`.** The consumer always finds
+//! frames by their headers and never loads `tail`; the producer stores
+//! `tail` only when its position crosses a 4 KiB boundary (`TAIL_EVERY`), at
+//! the end of a batch and when it closes, so `tail` is a lower bound that a
+//! producer taking over walks past (it follows committed headers). Until
+//! session 14 a reader handed 8 or more frames in a poll switched to reading
+//! up to `tail` (so that a reader which caught up would not take the line
+//! the producer is writing), which needed a `tail` store per frame to a line
+//! of its own. Measured on the AMD VM (docs/shm.md, "fourth round"), the
+//! store per frame and the reader's loads of that line cost more than the
+//! header line they spared: a stream without either read 1.3 to 1.8 times
+//! the rate of one with both, in the same minutes. The reliable broadcast
+//! reader, whose `tail` joiners need exact, keeps streaming mode
+//! (`crate::stream`).
 //!
 //! Cost per frame: the producer stores the payload (8-byte word stores up to
-//! 256 bytes, see `Area::copy_in`), one header word, `tail`, and about one
-//! zero word; the consumer loads one header word per frame and stores `head`
+//! 256 bytes, see `Area::copy_in`), one header word, about one zero word,
+//! and its own position; `tail` once per 4 KiB; the consumer loads one header word per frame and stores `head`
 //! once per release.
 
 use std::marker::PhantomData;
@@ -90,17 +84,21 @@ use crate::error::{ClaimError, PollError};
 use crate::frame::{self, Frame, FIRST_RESERVED_TYPE, HEADER_LEN, TYPE_PADDING};
 use crate::mem::RingMem;
 use crate::peer::{PeerState, PeerWords};
-use crate::stream::{Streaming, Window};
 use crate::sync::{AtomicU64, Ordering, Padded, Zeroed};
 
 /// The shared control block. See the module doc for the layout.
 #[repr(C)]
 #[derive(Debug)]
 pub(crate) struct Control {
-    /// Producer position, frame-aligned, only grows. Written by the producer
-    /// (Release) after each commit; read to resume after a producer crash and by tools.
+    /// Producer position, frame-aligned, only grows, and a lower bound: at
+    /// most [`TAIL_EVERY`] bytes behind the committed frames while the
+    /// producer writes, exact after a batch and once it closes. Written by
+    /// the producer (Release); read to resume after a producer crash (the new
+    /// producer walks the committed frames past it) and by tools. The
+    /// consumer never reads it.
     tail: Padded<AtomicU64>,
-    /// Consumer position, frame-aligned, `head <= tail`. Written by the consumer
+    /// Consumer position, frame-aligned, at most the committed end (it may
+    /// be past `tail`, which lags). Written by the consumer
     /// (Release) after each poll; read by the producer (Acquire) when its cached
     /// copy says the ring may be full.
     head: Padded<AtomicU64>,
@@ -154,6 +152,11 @@ impl SpscConfig {
         validate_sizes(self.capacity, self.max_payload, 0)
     }
 }
+
+/// The producer stores `ctrl.tail` when its position crosses a multiple of
+/// this (and at the end of every batch, and when it closes): `tail` may lag
+/// the committed frames by less than this many bytes. A power of two.
+const TAIL_EVERY: u64 = 4096;
 
 /// The most read-but-unreleased bytes a consumer keeps before a poll releases
 /// them without having found the ring empty.
@@ -556,8 +559,10 @@ impl Producer {
         if pad == 0 && !self.batching {
             // The common case, without the deferred-header bookkeeping (its
             // stores commit behind the ring's, docs/shm.md, "third round").
+            let from = self.tail;
             self.tail += frame_bytes(HEADER_LEN + payload.len()) as u64;
             self.publish_one(frame_off, frame::pack(HEADER_LEN + payload.len(), type_id));
+            self.note_tail(from);
         } else {
             self.publish(frame_off, pad, payload.len(), type_id);
         }
@@ -630,7 +635,6 @@ impl Producer {
         // SYNC POINT: pairs with the consumer's Acquire load of this header: it
         // then sees the payloads and the later headers of the batch.
         self.mem.area.word(off).store(word, Ordering::Release);
-        self.mem.ctrl().tail.store(self.tail, Ordering::Release);
         // Off the latency path: the header is out, and x86 commits stores
         // in order, so zeroing the next lines now delays nothing published
         // (the next header store waits only if these are still in flight).
@@ -639,6 +643,27 @@ impl Producer {
         if self.zeroed + ZERO_STEP <= self.tail + ZERO_AHEAD {
             self.zero_to(self.zeroed);
         }
+    }
+
+    /// Stores `ctrl.tail` if the frame just published (from `from` to
+    /// `self.tail`) crossed a [`TAIL_EVERY`] boundary. The consumer finds
+    /// frames by their headers and never reads `tail`; it is kept for a
+    /// producer that takes over (which walks the committed frames past it)
+    /// and for tools, so it may lag by less than [`TAIL_EVERY`] bytes: a
+    /// store per frame to a line of its own was a tenth of a stream's rate
+    /// (docs/shm.md, "fourth round").
+    #[inline(always)]
+    fn note_tail(&mut self, from: u64) {
+        if (from ^ self.tail) >= TAIL_EVERY {
+            self.store_tail();
+        }
+    }
+
+    /// Stores `ctrl.tail` (Release: it is read only to resume, after the
+    /// frames before it; the consumer does not need it).
+    #[inline(always)]
+    fn store_tail(&self) {
+        self.mem.ctrl().tail.store(self.tail, Ordering::Release);
     }
 
     #[inline(always)]
@@ -650,10 +675,13 @@ impl Producer {
         }
     }
 
+    /// Publishes a batch (or padding and the frame after it), and stores
+    /// `ctrl.tail`: once per batch.
     #[inline(always)]
     fn flush(&mut self) {
         if let Some((off, word)) = self.deferred.take() {
             self.publish_one(off, word);
+            self.store_tail();
         }
     }
 }
@@ -664,6 +692,7 @@ impl Drop for Producer {
             self.clear_abandoned(end);
         }
         self.flush();
+        self.store_tail();
         self.mem.ctrl().producer.close();
     }
 }
@@ -766,8 +795,6 @@ pub struct Consumer {
     /// find the ring empty (see [`Consumer::poll`]).
     release_every: u64,
     max_payload: usize,
-    /// Streaming mode (`crate::stream`).
-    stream: Streaming,
     _not_sync: PhantomData<std::cell::Cell<()>>,
 }
 
@@ -789,7 +816,6 @@ impl Consumer {
             released_head: head,
             release_every,
             max_payload,
-            stream: Streaming::default(),
             _not_sync: PhantomData,
         }
     }
@@ -846,28 +872,7 @@ impl Consumer {
         let mut result = Ok(());
         // At most a lap per poll, whatever the headers say: a hostile producer
         // cannot keep one poll going for ever.
-        let mut readable = self.head + cap as u64;
-        // Streaming mode: look at `tail` (a line of its own) rather than at
-        // the next header, which sits in the line the producer is writing: a
-        // reader that caught up would otherwise take that line from the
-        // producer on every empty poll (docs/shm.md, "Throughput: where the
-        // time goes"). Frames are read only where they end in a line the
-        // producer has finished with (below `tail` rounded down to a line), so
-        // it never has to take back a line we pulled. A round trip's reader,
-        // handed one frame a poll, stays in header mode: one line transfer per
-        // frame.
-        let ctrl = self.mem.ctrl();
-        let mut end_limit = match self
-            .stream
-            .begin(self.head, || ctrl.tail.load(Ordering::Relaxed))
-        {
-            Window::Headers => u64::MAX,
-            Window::Upto(upto) => upto,
-            Window::Empty => {
-                readable = self.head;
-                u64::MAX
-            }
-        };
+        let readable = self.head + cap as u64;
         while delivered < limit && self.head < readable {
             let off = self.head as usize & (cap - 1);
             // SYNC POINT: pairs with the producer's Release store of this header.
@@ -894,21 +899,12 @@ impl Consumer {
                 });
                 break;
             }
-            if self.head + frame_len as u64 > end_limit {
-                // Ends in the producer's line: stop, or, if it is the only
-                // one, hand it over.
-                match self.stream.past_limit(delivered) {
-                    Some(limit) => end_limit = limit,
-                    None => break,
-                }
-            }
             if type_id != TYPE_PADDING {
                 f(area, off + HEADER_LEN, payload_len, type_id);
                 delivered += 1;
             }
             self.head += frame_len as u64;
         }
-        self.stream.end(delivered);
         // Fewer than `limit` means the loop stopped at an empty ring, a corrupt
         // header or the readable end: release now. After a full `limit`, release
         // only past the batch size, so the caller's answer to these frames goes out
@@ -1145,6 +1141,55 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// `tail` lags the committed frames by up to `TAIL_EVERY` bytes; a
+    /// producer that takes over from one that died there walks the committed
+    /// frames (those read and those not yet read) and continues after the
+    /// last, so nothing is overwritten and nothing is sent twice.
+    #[test]
+    fn a_new_producer_continues_after_frames_committed_past_a_lagging_tail() {
+        use crate::region::ShmOptions;
+        let dir = std::env::temp_dir().join(format!("weft-spsc-lag-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let opts = ShmOptions {
+            remove_on_drop: false,
+            ..ShmOptions::in_dir(&dir)
+        };
+        let mut tx = Producer::create(&opts, "r", &SpscConfig::new(64 * 1024)).unwrap();
+        let mut rx = Consumer::attach(&opts, "r").unwrap();
+        // 200 frames of 32 bytes: tail was stored at the 4 KiB boundary
+        // (frame 128), not since.
+        for i in 0..200u64 {
+            tx.offer(1, &i.to_le_bytes()).unwrap();
+        }
+        let ctrl_tail = |tx: &Producer| tx.mem.ctrl().tail.load(Ordering::Acquire);
+        assert_eq!(ctrl_tail(&tx), 4096, "stored at the boundary only");
+        let mut got: Vec<u64> = Vec::new();
+        let mut take = |rx: &mut Consumer, n: usize| {
+            rx.poll(n, |f| {
+                got.push(u64::from_le_bytes(f.payload().try_into().unwrap()))
+            })
+            .unwrap()
+        };
+        // The consumer reads past the stored tail before the producer dies.
+        assert_eq!(take(&mut rx, 150), 150);
+        drop(tx);
+        // As if it had died before its close stored the exact tail.
+        rx.mem.ctrl().tail.store(4096, Ordering::Release);
+        let mut tx = Producer::attach(&opts, "r").unwrap();
+        assert_eq!(
+            tx.tail,
+            200 * 32,
+            "continues after the last committed frame"
+        );
+        for i in 200..210u64 {
+            tx.offer(1, &i.to_le_bytes()).unwrap();
+        }
+        while take(&mut rx, usize::MAX) > 0 {}
+        assert_eq!(got, (0..210).collect::<Vec<_>>());
+        drop((tx, rx));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn a_consumer_that_never_finds_the_ring_empty_still_releases_space() {
         // Each poll(1) hands over exactly one frame and never sees an empty ring,
@@ -1186,15 +1231,15 @@ mod tests {
 
     /// A streaming consumer reads only lines the producer has finished, but
     /// never returns 0 while a frame is committed: a single frame ending in
-    /// the middle of a line is handed over at the first poll.
+    /// the middle of a line is handed over at the first poll, also after a
+    /// poll that drained a burst.
     #[test]
-    fn a_streaming_consumer_hands_over_a_frame_in_the_producers_last_line() {
+    fn a_frame_in_the_producers_last_line_is_handed_over_at_once() {
         let (mut tx, mut rx) = channel(SpscConfig::new(64 * 1024)).unwrap();
         for i in 0..20u64 {
             tx.offer(1, &i.to_le_bytes()).unwrap();
         }
         assert_eq!(rx.poll(usize::MAX, |_| {}), Ok(20));
-        assert!(rx.stream.on, "20 frames in a poll: streaming");
         for i in 0..100u64 {
             // 72-byte frames: most end inside a line.
             tx.offer(2, &[i as u8; 64]).unwrap();

@@ -1,4 +1,6 @@
-//! Streaming mode, shared by the SPSC and the reliable broadcast reader.
+//! Streaming mode of the reliable broadcast reader. (The SPSC reader had it
+//! too until session 14 of issue 18; see `spsc`'s module doc for why it no
+//! longer does.)
 //!
 //! Reading headers costs a streaming reader dearly when it has caught up:
 //! the next header is in the cache line the producer is writing, so every

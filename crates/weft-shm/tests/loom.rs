@@ -126,7 +126,7 @@ fn spsc_frames_arrive_in_order_across_the_wrap() {
 
 /// Three batches of two 32-byte frames through a two-line ring: the producer
 /// zeroes a line's first word ahead of its frames and the word after each
-/// batch; the consumer streams whole lines, then the partial one.
+/// batch; the consumer reads them by their headers.
 #[test]
 fn spsc_batches_arrive_in_order_across_lines_and_the_wrap() {
     model(|| {
