@@ -255,6 +255,11 @@ pub mod types {
     pub const REBALANCE_BALANCE_RATIO: u32 = 90;
     /// weft-rebalance: task moves applied and verified. Key: 0.
     pub const REBALANCE_MOVES_APPLIED: u32 = 91;
+    /// An application's own counter (only grows), named by its label (see
+    /// `weft::Node::app_counter`). Key: 0.
+    pub const APP_COUNTER: u32 = 92;
+    /// An application's own gauge (any value), named by its label. Key: 0.
+    pub const APP_GAUGE: u32 = 93;
 
     /// What a counter's key identifies.
     #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -267,6 +272,9 @@ pub mod types {
         Stream,
         /// Nothing: one per process (the key is 0).
         Process,
+        /// Nothing, but the label names the series: an application's own
+        /// counters, exported with a `name` label.
+        Named,
     }
 
     /// How a counter type is exported as a Prometheus metric.
@@ -715,6 +723,22 @@ pub mod types {
             KeyKind::Process,
             "Task moves weft-rebalance applied and verified.",
         ),
+        m(
+            APP_COUNTER,
+            "weft_app_total",
+            true,
+            1.0,
+            KeyKind::Named,
+            "An application's own counter; `name` is the label it gave it.",
+        ),
+        m(
+            APP_GAUGE,
+            "weft_app_value",
+            false,
+            1.0,
+            KeyKind::Named,
+            "An application's own gauge; `name` is the label it gave it.",
+        ),
     ];
 
     /// Histogram types as Prometheus histograms (in seconds): type id,
@@ -813,6 +837,8 @@ pub mod types {
             SHM_RECEIVE_POSITION => "shm_receive_position",
             REBALANCE_BALANCE_RATIO => "rebalance_balance_ratio",
             REBALANCE_MOVES_APPLIED => "rebalance_moves_applied",
+            APP_COUNTER => "app_counter",
+            APP_GAUGE => "app_gauge",
             AGENT_CYCLE_NS => "agent_cycle_ns",
             ONE_WAY_LATENCY_NS => "one_way_latency_ns",
             AGENT_DUTY_CYCLES => "agent_duty_cycles",

@@ -60,6 +60,29 @@
 // weft panicked inside the call (a bug: please report the message).
 #define WEFT_ERR_PANIC -15
 
+// A raw ring is full: the consumer is a ring behind. Try again; nothing
+// was written.
+#define WEFT_ERR_FULL -16
+
+// A raw ring's frame type id is one of the rings' own (0xFFFFFF00 and up).
+#define WEFT_ERR_RESERVED_TYPE -17
+
+// An overwrite broadcast consumer was lapped: frames were missed (the
+// message says how many); the next poll carries on from the newest.
+#define WEFT_ERR_LAPPED -18
+
+// A reliable broadcast consumer was evicted (stuck or too slow):
+// `weft_ring_rejoin` to resume from the newest frame.
+#define WEFT_ERR_EVICTED -19
+
+// A reliable broadcast consumer was evicted while the frames of this poll
+// were being read in place: treat them as lost, then `weft_ring_rejoin`.
+#define WEFT_ERR_OVERRUN -20
+
+// An MPSC consumer skipped the unfinished frame of a producer that died
+// (the message says where and whose); the next poll carries on.
+#define WEFT_ERR_SKIPPED -21
+
 // `weft_event.kind`: a message, `data`/`len` valid during the callback.
 #define WEFT_EVENT_MESSAGE 0
 
@@ -79,12 +102,62 @@
 // `weft_event.loss_unit`: bytes of a shared-memory ring.
 #define WEFT_LOSS_RING_BYTES 1
 
+// `weft_counter_new`: a counter, which only grows (`weft_counter_add`).
+#define WEFT_COUNTER_TOTAL 0
+
+// `weft_counter_new`: a gauge, set to any value (`weft_counter_set`).
+#define WEFT_COUNTER_GAUGE 1
+
+// `weft_ring_config.kind`: one producer, one consumer.
+#define WEFT_RING_SPSC 0
+
+// One producer, up to `max_peers` consumers, each with its own cursor;
+// the producer waits for the slowest live one (a consumer stuck for the
+// liveness timeout is evicted).
+#define WEFT_RING_BROADCAST 1
+
+// A broadcast ring whose producer never waits: a consumer a lap behind
+// is told (`WEFT_ERR_LAPPED`) and carries on from the newest frames.
+#define WEFT_RING_BROADCAST_OVERWRITE 2
+
+// Up to `max_peers` producers, one consumer.
+#define WEFT_RING_MPSC 3
+
+// `weft_ring_producer_state`: nobody has taken the producer's end yet.
+#define WEFT_PEER_NOT_ATTACHED 0
+
+// The producer's process runs (it may be idle).
+#define WEFT_PEER_LIVE 1
+
+// The producer closed its end.
+#define WEFT_PEER_CLOSED 2
+
+// The producer's process died without closing.
+#define WEFT_PEER_DIED 3
+
+// The producer's process runs but stopped heartbeating.
+#define WEFT_PEER_STALE 4
+
+// An application counter. One thread writes it at a time.
+typedef struct weft_counter weft_counter;
+
+// A gateway between a multicast stream and a local shared-memory ring; it
+// runs on the node's agents (or in `weft_node_do_work`).
+typedef struct weft_gateway weft_gateway;
+
 // A node: the process's agents, counters and channel resources.
 typedef struct weft_node weft_node;
 
 // A publication. While a claim is open only `weft_claim_commit` and
 // `weft_claim_abort` may be called on it.
 typedef struct weft_publication weft_publication;
+
+// The reading end of a ring.
+typedef struct weft_ring_consumer weft_ring_consumer;
+
+// The writing end of a ring. While a claim is open only
+// `weft_ring_commit` and `weft_ring_abort` may be called on it.
+typedef struct weft_ring_producer weft_ring_producer;
 
 // A subscription.
 typedef struct weft_subscription weft_subscription;
@@ -112,6 +185,44 @@ typedef struct {
 // unwind (no C++ exception, no `longjmp`) and must not call into the same
 // subscription.
 typedef void (*weft_event_fn)(void *ctx, const weft_event *event);
+
+// One counter of a node, as [`weft_node_counters`] hands it over; the
+// strings are valid only during the callback.
+typedef struct {
+  // The counter's type id (`weft-stat`'s `type` column).
+  uint32_t type_id;
+  // The type's name ("shm_sent_messages", "app_counter" …), or "" for a
+  // type this build does not know.
+  const char *type_name;
+  // The counter's label ("publication shm:md stream 1 messages" …).
+  const char *label;
+  // Stream, agent or task id; 0 for per-process and application counters.
+  uint64_t key;
+  // The value when read.
+  uint64_t value;
+} weft_counter_value;
+
+// The counters callback: `ctx` is the pointer given to the call. It must
+// not unwind.
+typedef void (*weft_counter_fn)(void *ctx, const weft_counter_value *counter);
+
+// Sizes of a new ring.
+typedef struct {
+  // `WEFT_RING_*`.
+  int kind;
+  // Bytes of the data area: a power of two, at least 1024.
+  size_t capacity;
+  // Largest payload of one frame; 0 for the ring's default.
+  size_t max_payload;
+  // Broadcast: consumer slots (1 to 1024); MPSC: producer slots (1 to
+  // 256); SPSC: ignored.
+  uint32_t max_peers;
+} weft_ring_config;
+
+// The poll callback of a ring: the frame's type id and payload, in place
+// and valid only during the call. It must not unwind and must not call
+// into the same consumer.
+typedef void (*weft_frame_fn)(void *ctx, uint32_t type_id, const uint8_t *data, size_t len);
 
 #ifdef __cplusplus
 extern "C" {
@@ -242,6 +353,217 @@ int weft_subscription_is_connected(weft_subscription *sub);
 // # Safety
 // `sub` is NULL or a live subscription handle, not used afterwards.
 void weft_subscription_free(weft_subscription *sub);
+
+// Starts an inbound gateway: receives `stream` of the multicast channel
+// `udp_uri` once and republishes it into the shared-memory channel
+// `shm_uri`, where any number of local subscribers read it (N local
+// subscribers cost one network receive). Stores the handle in `*out`
+// (NULL on failure); [`weft_gateway_free`] stops it.
+//
+// # Safety
+// `node` is a live node handle; `udp_uri` and `shm_uri` NUL-terminated
+// strings; `out` a valid place for a pointer.
+int weft_gateway_in_new(weft_node *node, const char *udp_uri, const char *shm_uri, uint32_t stream, weft_gateway **out);
+
+// Starts an outbound gateway: sends what local publishers write to the
+// shared-memory channel `shm_uri` (stream `stream`) out on the multicast
+// channel `udp_uri`. Otherwise as [`weft_gateway_in_new`].
+//
+// # Safety
+// As [`weft_gateway_in_new`].
+int weft_gateway_out_new(weft_node *node, const char *shm_uri, const char *udp_uri, uint32_t stream, weft_gateway **out);
+
+// Stops the gateway and frees the handle. NULL is a no-op.
+//
+// # Safety
+// `gateway` is NULL or a live gateway handle, not used afterwards.
+void weft_gateway_free(weft_gateway *gateway);
+
+// Makes an application counter (`kind` `WEFT_COUNTER_TOTAL`) or gauge
+// (`WEFT_COUNTER_GAUGE`) labelled `label` in the node's counters file.
+// Set-up, not a hot path (it takes the file's lock). `WEFT_ERR_CONFIG`
+// for an empty label or a full file (raise `counters`); the label is cut
+// to 96 bytes. Free it with [`weft_counter_free`]; it may outlive its node.
+//
+// # Safety
+// `node` is a live node handle; `label` a NUL-terminated string; `out` a
+// valid place for a pointer (NULL on failure).
+int weft_counter_new(weft_node *node, const char *label, int kind, weft_counter **out);
+
+// Adds `n` to the counter: a load and a store, no lock, no call into the
+// kernel. NULL is a no-op.
+//
+// # Safety
+// `counter` is NULL or a live counter handle.
+void weft_counter_add(const weft_counter *counter, uint64_t n);
+
+// Sets the counter (a gauge's value). NULL is a no-op.
+//
+// # Safety
+// `counter` is NULL or a live counter handle.
+void weft_counter_set(const weft_counter *counter, uint64_t value);
+
+// The counter's value (0 for NULL).
+//
+// # Safety
+// `counter` is NULL or a live counter handle.
+uint64_t weft_counter_get(const weft_counter *counter);
+
+// Frees the counter's record (`weft-stat` stops showing it). NULL is a
+// no-op.
+//
+// # Safety
+// `counter` is NULL or a live counter handle, not used afterwards.
+void weft_counter_free(weft_counter *counter);
+
+// Hands every live counter of the node's counters file (weft's own and
+// the application's) to `cb`, as `weft-stat` would read them. Returns how
+// many, or `WEFT_ERR_INVALID` when the node keeps no file (`counters =
+// 0`), `WEFT_ERR_SHM` if it cannot be read. Allocates: for monitoring,
+// not the message path.
+//
+// # Safety
+// `node` is a live node handle; `cb` is safe to call with `ctx` and does
+// not unwind.
+int weft_node_counters(weft_node *node, weft_counter_fn cb, void *ctx);
+
+// Creates ring `name` in `dir` (NULL: the default directory) as `cfg`
+// says and returns its producer: SPSC and broadcast rings (an MPSC ring
+// is created by its consumer). Fails with `WEFT_ERR_SHM` if the file
+// exists or the sizes are wrong (the message says which), and
+// `WEFT_ERR_INVALID` for an MPSC kind. Cost: a file create, `mmap` and a
+// write to every page, once.
+//
+// # Safety
+// `dir` is NULL or a NUL-terminated string; `name` a NUL-terminated
+// string; `cfg` points to a `weft_ring_config`; `out` is a valid place for
+// a pointer (set to NULL on failure).
+int weft_ring_producer_create(const char *dir, const char *name, const weft_ring_config *cfg, weft_ring_producer **out);
+
+// Attaches to ring `name` of `kind` as a producer: an SPSC ring's (taking
+// over from a producer whose process died, after its last committed
+// frame) or one more of an MPSC ring's. `WEFT_ERR_SHM` for a missing,
+// foreign, corrupt or other-version file, another kind of ring, or a
+// role already held (the message says which); `WEFT_ERR_INVALID` for a
+// broadcast kind.
+//
+// # Safety
+// As [`weft_ring_producer_create`], with `kind` in place of `cfg`.
+int weft_ring_producer_attach(const char *dir, const char *name, int kind, weft_ring_producer **out);
+
+// Creates ring `name` as `cfg` says and returns its consumer: SPSC and
+// MPSC rings (a broadcast ring is created by its producer). Errors as
+// [`weft_ring_producer_create`].
+//
+// # Safety
+// As [`weft_ring_producer_create`].
+int weft_ring_consumer_create(const char *dir, const char *name, const weft_ring_config *cfg, weft_ring_consumer **out);
+
+// Attaches to ring `name` of `kind` as a consumer: an SPSC ring's (taking
+// over from a consumer whose process died, at its last release) or a new
+// consumer of a broadcast ring (from the newest frame on). Errors as
+// [`weft_ring_producer_attach`]; `WEFT_ERR_INVALID` for an MPSC kind.
+//
+// # Safety
+// As [`weft_ring_producer_attach`].
+int weft_ring_consumer_attach(const char *dir, const char *name, int kind, weft_ring_consumer **out);
+
+// Copies `len` bytes at `data` into the ring as one frame of `type_id`.
+// Returns `WEFT_OK`, `WEFT_ERR_FULL` (try again: nothing written),
+// `WEFT_ERR_NOT_CONNECTED` (reliable broadcast with no consumer),
+// `WEFT_ERR_CLOSED`, `WEFT_ERR_TOO_LARGE` or `WEFT_ERR_RESERVED_TYPE`.
+//
+// # Safety
+// `producer` is a live handle; `data` points to `len` readable bytes (NULL
+// when `len` is 0).
+int weft_ring_offer(weft_ring_producer *producer, uint32_t type_id, const uint8_t *data, size_t len);
+
+// Claims room for a frame of `len` bytes and `type_id`, to be written in
+// place at `*data`, then published with [`weft_ring_commit`] or dropped
+// with [`weft_ring_abort`]. Errors as [`weft_ring_offer`]; on error
+// `*data` is NULL and no claim is open. (An MPSC claim holds up the
+// consumer until it is committed: keep it short.)
+//
+// # Safety
+// `producer` is a live handle; `data` a valid place for a pointer. The
+// `len` bytes at `*data` may be written until the commit or abort.
+int weft_ring_try_claim(weft_ring_producer *producer, size_t len, uint32_t type_id, uint8_t **data);
+
+// Publishes the open claim. `WEFT_ERR_INVALID` if none is open.
+//
+// # Safety
+// `producer` is a live handle.
+int weft_ring_commit(weft_ring_producer *producer);
+
+// Drops the open claim: the consumer never sees it. `WEFT_ERR_INVALID` if
+// none is open.
+//
+// # Safety
+// `producer` is a live handle.
+int weft_ring_abort(weft_ring_producer *producer);
+
+// The largest payload one frame may carry (0 for NULL or while a claim
+// is open).
+//
+// # Safety
+// `producer` is NULL or a live handle.
+size_t weft_ring_max_payload(weft_ring_producer *producer);
+
+// Closes the producer's end (abandoning an open claim) and frees the
+// handle: the consumers drain what was committed, then see
+// `WEFT_ERR_CLOSED`. NULL is a no-op.
+//
+// # Safety
+// `producer` is NULL or a live handle, not used afterwards.
+void weft_ring_producer_free(weft_ring_producer *producer);
+
+// Hands up to `limit` frames, in order and in place, to `cb` (with `ctx`).
+// Returns how many (>= 0; 0 when there is nothing new), or:
+// `WEFT_ERR_CLOSED` once the producer closed and every frame is read;
+// `WEFT_ERR_LAPPED` (overwrite broadcast: frames were missed, the next
+// poll carries on from the newest); `WEFT_ERR_EVICTED` and
+// `WEFT_ERR_OVERRUN` (reliable broadcast: this consumer was cut loose;
+// [`weft_ring_rejoin`]); `WEFT_ERR_SKIPPED` (MPSC: a dead producer's
+// unfinished frame was skipped; the next poll carries on);
+// `WEFT_ERR_CORRUPT` (a header no weft producer writes: the consumer
+// stays there).
+//
+// # Safety
+// `consumer` is a live handle; `cb` is safe to call with `ctx` and does
+// not unwind.
+int weft_ring_poll(weft_ring_consumer *consumer, size_t limit, weft_frame_fn cb, void *ctx);
+
+// A reliable broadcast consumer that was evicted joins again at the
+// newest frame; `*from`/`*to` (either may be NULL) get the ring positions
+// it skipped. `WEFT_ERR_INVALID` for other rings.
+//
+// # Safety
+// `consumer` is a live handle; `from` and `to` are NULL or valid places
+// for a `uint64_t`.
+int weft_ring_rejoin(weft_ring_consumer *consumer, uint64_t *from, uint64_t *to);
+
+// Frames an overwrite broadcast consumer has missed so far (0 for other
+// rings and NULL).
+//
+// # Safety
+// `consumer` is NULL or a live handle.
+uint64_t weft_ring_lapped(const weft_ring_consumer *consumer);
+
+// The producer's liveness as this consumer sees it, `WEFT_PEER_*`: one
+// that has not heartbeated for `liveness_timeout_ns` while its process
+// runs is `WEFT_PEER_STALE`. For SPSC and broadcast rings (an MPSC
+// consumer learns of a dead producer from `WEFT_ERR_SKIPPED`): else
+// `WEFT_ERR_INVALID`. Not for the hot path: it probes the process.
+//
+// # Safety
+// `consumer` is NULL or a live handle.
+int weft_ring_producer_state(const weft_ring_consumer *consumer, uint64_t liveness_timeout_ns);
+
+// Closes the consumer's end and frees the handle. NULL is a no-op.
+//
+// # Safety
+// `consumer` is NULL or a live handle, not used afterwards.
+void weft_ring_consumer_free(weft_ring_consumer *consumer);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -1,7 +1,10 @@
 //! weft's C ABI (`include/weft.h`): a node, publications and subscriptions
 //! by channel URI, offer and claim-in-place, poll with a callback that sees
 //! each message in place, and the events `Loss`, `NewSession` and
-//! `PublisherGone`.
+//! `PublisherGone`; gateways between a multicast stream and a local ring;
+//! application counters and a read of a node's counters
+//! ([`counters`](crate::counters)); and the raw shared-memory rings, for
+//! users who want only those ([`rings`](crate::rings)).
 //!
 //! **Errors.** Every entry point returns a status: `WEFT_OK` (0), a count
 //! (`weft_subscription_poll`), or one of the negative `WEFT_ERR_*` codes.
@@ -20,6 +23,12 @@
 //! subscription may outlive its node.
 
 #![allow(non_camel_case_types)]
+
+pub mod counters;
+pub mod rings;
+
+pub use counters::*;
+pub use rings::*;
 
 use std::cell::RefCell;
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
@@ -65,6 +74,23 @@ pub const WEFT_ERR_ATTACH: c_int = -13;
 pub const WEFT_ERR_CORRUPT: c_int = -14;
 /// weft panicked inside the call (a bug: please report the message).
 pub const WEFT_ERR_PANIC: c_int = -15;
+/// A raw ring is full: the consumer is a ring behind. Try again; nothing
+/// was written.
+pub const WEFT_ERR_FULL: c_int = -16;
+/// A raw ring's frame type id is one of the rings' own (0xFFFFFF00 and up).
+pub const WEFT_ERR_RESERVED_TYPE: c_int = -17;
+/// An overwrite broadcast consumer was lapped: frames were missed (the
+/// message says how many); the next poll carries on from the newest.
+pub const WEFT_ERR_LAPPED: c_int = -18;
+/// A reliable broadcast consumer was evicted (stuck or too slow):
+/// `weft_ring_rejoin` to resume from the newest frame.
+pub const WEFT_ERR_EVICTED: c_int = -19;
+/// A reliable broadcast consumer was evicted while the frames of this poll
+/// were being read in place: treat them as lost, then `weft_ring_rejoin`.
+pub const WEFT_ERR_OVERRUN: c_int = -20;
+/// An MPSC consumer skipped the unfinished frame of a producer that died
+/// (the message says where and whose); the next poll carries on.
+pub const WEFT_ERR_SKIPPED: c_int = -21;
 
 /// `weft_event.kind`: a message, `data`/`len` valid during the callback.
 pub const WEFT_EVENT_MESSAGE: c_int = 0;
@@ -255,6 +281,12 @@ pub extern "C" fn weft_status_name(code: c_int) -> *const c_char {
         WEFT_ERR_ATTACH => c"WEFT_ERR_ATTACH",
         WEFT_ERR_CORRUPT => c"WEFT_ERR_CORRUPT",
         WEFT_ERR_PANIC => c"WEFT_ERR_PANIC",
+        WEFT_ERR_FULL => c"WEFT_ERR_FULL",
+        WEFT_ERR_RESERVED_TYPE => c"WEFT_ERR_RESERVED_TYPE",
+        WEFT_ERR_LAPPED => c"WEFT_ERR_LAPPED",
+        WEFT_ERR_EVICTED => c"WEFT_ERR_EVICTED",
+        WEFT_ERR_OVERRUN => c"WEFT_ERR_OVERRUN",
+        WEFT_ERR_SKIPPED => c"WEFT_ERR_SKIPPED",
         _ => c"",
     };
     name.as_ptr()
@@ -736,6 +768,108 @@ pub unsafe extern "C" fn weft_subscription_free(sub: *mut weft_subscription) {
     });
 }
 
+/// A gateway between a multicast stream and a local shared-memory ring; it
+/// runs on the node's agents (or in `weft_node_do_work`).
+#[derive(Debug)]
+pub struct weft_gateway {
+    _gateway: weft::Gateway,
+}
+
+/// The common part of the two gateway constructors: `from` is checked as
+/// `open_handle` checks a URI, `to` before it.
+///
+/// # Safety
+/// As [`weft_gateway_in_new`].
+unsafe fn open_gateway(
+    node: *mut weft_node,
+    from: *const c_char,
+    to: *const c_char,
+    out: *mut *mut weft_gateway,
+    open: impl FnOnce(&mut weft::Node, &str, &str) -> Result<weft::Gateway, weft::Error>,
+) -> c_int {
+    // SAFETY: by the caller's contract.
+    let to = match unsafe { str_arg(to, "the second URI") } {
+        Ok(t) => t,
+        Err(code) => {
+            if !out.is_null() {
+                // SAFETY: valid by the caller's contract.
+                unsafe { *out = std::ptr::null_mut() };
+            }
+            return code;
+        }
+    };
+    // SAFETY: by the caller's contract (`from` plays the URI).
+    unsafe {
+        open_handle(node, from, out, |n, from| {
+            Ok(weft_gateway {
+                _gateway: open(n, from, to)?,
+            })
+        })
+    }
+}
+
+/// Starts an inbound gateway: receives `stream` of the multicast channel
+/// `udp_uri` once and republishes it into the shared-memory channel
+/// `shm_uri`, where any number of local subscribers read it (N local
+/// subscribers cost one network receive). Stores the handle in `*out`
+/// (NULL on failure); [`weft_gateway_free`] stops it.
+///
+/// # Safety
+/// `node` is a live node handle; `udp_uri` and `shm_uri` NUL-terminated
+/// strings; `out` a valid place for a pointer.
+#[no_mangle]
+pub unsafe extern "C" fn weft_gateway_in_new(
+    node: *mut weft_node,
+    udp_uri: *const c_char,
+    shm_uri: *const c_char,
+    stream: u32,
+    out: *mut *mut weft_gateway,
+) -> c_int {
+    // SAFETY: the caller's contract is `open_gateway`'s.
+    unsafe {
+        open_gateway(node, udp_uri, shm_uri, out, |n, udp, shm| {
+            n.gateway_in(udp, shm, stream)
+        })
+    }
+}
+
+/// Starts an outbound gateway: sends what local publishers write to the
+/// shared-memory channel `shm_uri` (stream `stream`) out on the multicast
+/// channel `udp_uri`. Otherwise as [`weft_gateway_in_new`].
+///
+/// # Safety
+/// As [`weft_gateway_in_new`].
+#[no_mangle]
+pub unsafe extern "C" fn weft_gateway_out_new(
+    node: *mut weft_node,
+    shm_uri: *const c_char,
+    udp_uri: *const c_char,
+    stream: u32,
+    out: *mut *mut weft_gateway,
+) -> c_int {
+    // SAFETY: the caller's contract is `open_gateway`'s.
+    unsafe {
+        open_gateway(node, shm_uri, udp_uri, out, |n, shm, udp| {
+            n.gateway_out(shm, udp, stream)
+        })
+    }
+}
+
+/// Stops the gateway and frees the handle. NULL is a no-op.
+///
+/// # Safety
+/// `gateway` is NULL or a live gateway handle, not used afterwards.
+#[no_mangle]
+pub unsafe extern "C" fn weft_gateway_free(gateway: *mut weft_gateway) {
+    let _ = guard(|| {
+        if !gateway.is_null() {
+            // SAFETY: a live handle, handed back once, by the caller's contract.
+            drop(unsafe { Box::from_raw(gateway) });
+        }
+        WEFT_OK
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -774,7 +908,7 @@ mod tests {
 
     #[test]
     fn every_code_has_a_name() {
-        for code in WEFT_ERR_PANIC..=WEFT_OK {
+        for code in WEFT_ERR_SKIPPED..=WEFT_OK {
             // SAFETY: a static NUL-terminated string.
             let name = unsafe { CStr::from_ptr(weft_status_name(code)) };
             assert!(name.to_bytes().starts_with(b"WEFT_"), "{code}");

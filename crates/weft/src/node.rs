@@ -229,6 +229,29 @@ impl Node {
         &self.counters
     }
 
+    /// An application counter in the node's counters file, labelled
+    /// `label`: `weft-stat` shows it with the node's own, and exports it as
+    /// `weft_app_total{name="LABEL"}` (or, `gauge`,
+    /// `weft_app_value{name="LABEL"}`). One writer: `add` and `set` are a
+    /// load and a store, no lock. Dropping it frees its record.
+    ///
+    /// Set-up, not a hot path: takes the file's lock. Fails with
+    /// [`Error::Config`] for an empty label or when every record is in use
+    /// (raise `counters`). A label is cut to 96 bytes.
+    pub fn app_counter(&self, label: &str, gauge: bool) -> Result<weft_counters::Counter, Error> {
+        if label.is_empty() {
+            return Err(Error::Config("an application counter needs a label".into()));
+        }
+        let type_id = if gauge {
+            weft_counters::types::APP_GAUGE
+        } else {
+            weft_counters::types::APP_COUNTER
+        };
+        self.counters
+            .allocate(type_id, 0, label)
+            .map_err(|e| Error::Config(format!("application counter {label:?}: {e}")))
+    }
+
     /// The configuration.
     pub fn config(&self) -> &NodeConfig {
         &self.cfg

@@ -586,7 +586,8 @@ fn stream_labels(label: &str) -> (&str, &str) {
 
 /// The labels that say which thing a counter of `key` kind counts:
 /// `agent` and its `name`; `task` and its `name`; `role`, `channel` and
-/// `stream`; nothing for a per-process one.
+/// `stream`; an application counter's `name` (its label); nothing for a
+/// per-process one.
 fn key_labels(key: types::KeyKind, type_id: u32, id: u64, label: &str) -> String {
     match key {
         types::KeyKind::Agent | types::KeyKind::Task => format!(
@@ -607,6 +608,7 @@ fn key_labels(key: types::KeyKind, type_id: u32, id: u64, label: &str) -> String
             )
         }
         types::KeyKind::Process => String::new(),
+        types::KeyKind::Named => format!(",name=\"{}\"", label_value(label)),
     }
 }
 

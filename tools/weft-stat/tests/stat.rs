@@ -507,6 +507,11 @@ fn prometheus_scrapes_weft_stat_serve() {
     }
     let dir = temp_dir("prom");
     let node = node_with_fixed_task(&dir, "stat-prom", 4321, 5000);
+    // An application's own counter and gauge (a label with a quote in it).
+    let orders = node.app_counter("orders \"sent\"", false).unwrap();
+    orders.add(12);
+    let depth = node.app_counter("book depth", true).unwrap();
+    depth.set(7);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let workload = market_data_workload(&dir, stop.clone());
     let port = free_tcp_port();
@@ -543,6 +548,14 @@ fn prometheus_scrapes_weft_stat_serve() {
         )),
         "{metrics}"
     );
+    for series in [
+        format!(
+            "weft_app_total{{node=\"stat-prom\",pid=\"{pid}\",name=\"orders \\\"sent\\\"\"}} 12"
+        ),
+        format!("weft_app_value{{node=\"stat-prom\",pid=\"{pid}\",name=\"book depth\"}} 7"),
+    ] {
+        assert!(metrics.contains(&series), "{series} in {metrics}");
+    }
     let mut check = Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(Stdio::piped())

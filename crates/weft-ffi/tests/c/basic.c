@@ -1,6 +1,8 @@
 /* The C ABI's tests: every documented error code on the input that causes
  * it, then messages over shm: and udp:// checked one by one, by offer and by
- * claim-in-place. Run by crates/weft-ffi/tests/run.sh (from scripts/test):
+ * claim-in-place; the raw rings (SPSC, broadcast, MPSC: their streams,
+ * their errors, a foreign file); application counters read back from the
+ * node's counters file. Run by crates/weft-ffi/tests/run.sh (from scripts/test):
  *   basic DIR     DIR: an empty directory of this user's, mode 0700
  */
 #include "weft.h"
@@ -141,6 +143,219 @@ static void foreign_shm_file(void) {
     CHECK(other == 0 && seen.messages == 0 && seen.sessions == 0, "nothing else");
 }
 
+/* What a ring poll callback saw: frames numbered 0, 1, 2 … per producer
+ * (the producer's index in the type id), each `size` bytes of fill(). */
+struct frames {
+    uint64_t next[4];
+    uint64_t count;
+    int bad;
+    size_t size;
+};
+
+static void on_frame(void *ctx, uint32_t type_id, const uint8_t *data, size_t len) {
+    struct frames *f = ctx;
+    uint8_t want[4096];
+    if (type_id >= 4 || len != f->size) {
+        f->bad++;
+        return;
+    }
+    fill(want, f->size, f->next[type_id]);
+    if (memcmp(data, want, len) != 0) f->bad++;
+    f->next[type_id]++;
+    f->count++;
+}
+
+/* Streams `count` frames from `p` (as producer `id`) to each consumer,
+ * alternating offer and claim-in-place; every consumer gets every frame. */
+static void ring_stream(weft_ring_producer *p, uint32_t id, weft_ring_consumer **cs, int n,
+                        struct frames *fs, uint64_t count) {
+    uint8_t msg[4096];
+    size_t size = fs[0].size;
+    uint64_t sent = 0;
+    double until = now_s() + 30;
+    while (sent < count || 1) {
+        int all = 1;
+        for (int i = 0; i < n; i++) {
+            int rc = weft_ring_poll(cs[i], 64, on_frame, &fs[i]);
+            CHECK(rc >= 0, "poll: %s", weft_status_name(rc));
+            all &= fs[i].next[id] == count;
+        }
+        if (all) break;
+        CHECK(now_s() < until, "timed out: %llu of %llu sent", (unsigned long long)sent,
+              (unsigned long long)count);
+        if (sent == count) continue;
+        fill(msg, size, sent);
+        int rc;
+        if (sent % 2 == 0) {
+            rc = weft_ring_offer(p, id, msg, size);
+        } else {
+            uint8_t *at = NULL;
+            rc = weft_ring_try_claim(p, size, id, &at);
+            if (rc == WEFT_OK) {
+                memcpy(at, msg, size);
+                EXPECT_CODE(weft_ring_commit(p), WEFT_OK);
+            }
+        }
+        if (rc == WEFT_OK) sent++;
+        else CHECK(rc == WEFT_ERR_FULL, "offer: %s", weft_status_name(rc));
+    }
+    for (int i = 0; i < n; i++) CHECK(fs[i].bad == 0, "consumer %d: %d bad frames", i, fs[i].bad);
+}
+
+static void rings(void) {
+    weft_ring_config spsc = {.kind = WEFT_RING_SPSC, .capacity = 64 * 1024};
+    weft_ring_producer *p = NULL, *p2 = NULL;
+    weft_ring_consumer *c = NULL, *c2 = NULL;
+
+    /* SPSC: the producer creates, the consumer attaches. */
+    EXPECT_CODE(weft_ring_producer_create(dir, "c-spsc", &spsc, &p), WEFT_OK);
+    EXPECT_CODE(weft_ring_producer_create(dir, "c-spsc", &spsc, &p2), WEFT_ERR_SHM);
+    CHECK(p2 == NULL && strstr(weft_last_error(), "exists") != NULL, "a second create: %s", weft_last_error());
+    EXPECT_CODE(weft_ring_consumer_attach(dir, "c-spsc", WEFT_RING_SPSC, &c), WEFT_OK);
+    EXPECT_CODE(weft_ring_consumer_attach(dir, "c-spsc", WEFT_RING_SPSC, &c2), WEFT_ERR_SHM);
+    CHECK(c2 == NULL, "the consumer's role is taken");
+    struct frames f = {.size = 100};
+    ring_stream(p, 1, &c, 1, &f, 50000);
+    uint8_t big[10000] = {0}; /* more than the default maximum, capacity / 8 */
+    EXPECT_CODE(weft_ring_offer(p, 1, big, sizeof big), WEFT_ERR_TOO_LARGE);
+    EXPECT_CODE(weft_ring_offer(p, 0xFFFFFF00u, big, 8), WEFT_ERR_RESERVED_TYPE);
+    uint8_t *at = NULL;
+    EXPECT_CODE(weft_ring_try_claim(p, 8, 1, &at), WEFT_OK);
+    EXPECT_CODE(weft_ring_offer(p, 1, big, 8), WEFT_ERR_INVALID);
+    EXPECT_CODE(weft_ring_abort(p), WEFT_OK);
+    EXPECT_CODE(weft_ring_abort(p), WEFT_ERR_INVALID);
+    EXPECT_CODE(weft_ring_producer_state(c, 5000000000ull), WEFT_PEER_LIVE);
+    /* Full: nobody reads, so the ring fills and says so. */
+    int full = 0;
+    for (int i = 0; i < 10000 && !full; i++) full = weft_ring_offer(p, 1, big, 100) == WEFT_ERR_FULL;
+    CHECK(full, "a ring nobody reads fills up");
+    weft_ring_producer_free(p);
+    int rc;
+    while ((rc = weft_ring_poll(c, 64, on_frame, &f)) > 0) {}
+    EXPECT_CODE(rc, WEFT_ERR_CLOSED);
+    EXPECT_CODE(weft_ring_producer_state(c, 0), WEFT_PEER_CLOSED);
+    weft_ring_consumer_free(c);
+
+    /* Who creates which kind. */
+    weft_ring_config mpsc = {.kind = WEFT_RING_MPSC, .capacity = 64 * 1024, .max_peers = 2};
+    EXPECT_CODE(weft_ring_producer_create(dir, "c-wrong", &mpsc, &p), WEFT_ERR_INVALID);
+    EXPECT_CODE(weft_ring_consumer_attach(dir, "c-wrong", WEFT_RING_MPSC, &c), WEFT_ERR_INVALID);
+    weft_ring_config bad = {.kind = WEFT_RING_SPSC, .capacity = 1000};
+    EXPECT_CODE(weft_ring_producer_create(dir, "c-bad", &bad, &p), WEFT_ERR_SHM);
+    CHECK(strstr(weft_last_error(), "power of two") != NULL, "says why: %s", weft_last_error());
+    EXPECT_CODE(weft_ring_consumer_attach(dir, "c-missing", WEFT_RING_SPSC, &c), WEFT_ERR_SHM);
+    EXPECT_CODE(weft_ring_consumer_attach(dir, NULL, WEFT_RING_SPSC, &c), WEFT_ERR_NULL);
+
+    /* A foreign file where a ring should be, and a ring of another kind. */
+    char path[600];
+    snprintf(path, sizeof path, "%s/c-foreign", dir);
+    FILE *ff = fopen(path, "wb");
+    CHECK(ff != NULL, "create %s", path);
+    for (int i = 0; i < 8192; i++) fputc(0xAB, ff);
+    fclose(ff);
+    EXPECT_CODE(weft_ring_consumer_attach(dir, "c-foreign", WEFT_RING_SPSC, &c), WEFT_ERR_SHM);
+    CHECK(c == NULL && strstr(weft_last_error(), "not a weft shared-memory region") != NULL,
+          "a foreign file: %s", weft_last_error());
+    unlink(path);
+
+    /* MPSC: the consumer creates, two producers attach; each in order. */
+    EXPECT_CODE(weft_ring_consumer_create(dir, "c-mpsc", &mpsc, &c), WEFT_OK);
+    EXPECT_CODE(weft_ring_producer_attach(dir, "c-mpsc", WEFT_RING_MPSC, &p), WEFT_OK);
+    EXPECT_CODE(weft_ring_producer_attach(dir, "c-mpsc", WEFT_RING_MPSC, &p2), WEFT_OK);
+    weft_ring_producer *px = NULL;
+    EXPECT_CODE(weft_ring_producer_attach(dir, "c-mpsc", WEFT_RING_SPSC, &px), WEFT_ERR_SHM);
+    CHECK(strstr(weft_last_error(), "holds a mpsc ring, not a spsc ring") != NULL,
+          "says it is another kind: %s", weft_last_error());
+    struct frames fm = {.size = 40};
+    ring_stream(p, 1, &c, 1, &fm, 20000);
+    ring_stream(p2, 2, &c, 1, &fm, 20000);
+    EXPECT_CODE(weft_ring_producer_state(c, 0), WEFT_ERR_INVALID);
+    weft_ring_producer_free(p);
+    weft_ring_producer_free(p2);
+    weft_ring_consumer_free(c);
+
+    /* Reliable broadcast: the producer creates, two consumers join; each
+     * gets everything. */
+    weft_ring_config bc = {.kind = WEFT_RING_BROADCAST, .capacity = 64 * 1024, .max_peers = 4};
+    EXPECT_CODE(weft_ring_producer_create(dir, "c-bc", &bc, &p), WEFT_OK);
+    EXPECT_CODE(weft_ring_offer(p, 1, big, 8), WEFT_ERR_NOT_CONNECTED);
+    weft_ring_consumer *cs[2] = {NULL, NULL};
+    EXPECT_CODE(weft_ring_consumer_attach(dir, "c-bc", WEFT_RING_BROADCAST, &cs[0]), WEFT_OK);
+    EXPECT_CODE(weft_ring_consumer_attach(dir, "c-bc", WEFT_RING_BROADCAST, &cs[1]), WEFT_OK);
+    struct frames fb[2] = {{.size = 64}, {.size = 64}};
+    ring_stream(p, 3, cs, 2, fb, 20000);
+    uint64_t from = 1, to = 1;
+    EXPECT_CODE(weft_ring_rejoin(cs[0], &from, &to), WEFT_OK);
+    CHECK(from == to, "a live consumer skips nothing on rejoin: %llu..%llu",
+          (unsigned long long)from, (unsigned long long)to);
+    weft_ring_producer_free(p);
+    for (int i = 0; i < 2; i++) {
+        while ((rc = weft_ring_poll(cs[i], 64, on_frame, &fb[i])) > 0) {}
+        EXPECT_CODE(rc, WEFT_ERR_CLOSED);
+        weft_ring_consumer_free(cs[i]);
+    }
+
+    /* Overwrite broadcast: a consumer that does not keep up is told how
+     * much it missed, and carries on. */
+    weft_ring_config ow = {.kind = WEFT_RING_BROADCAST_OVERWRITE, .capacity = 4096, .max_peers = 1};
+    EXPECT_CODE(weft_ring_producer_create(dir, "c-ow", &ow, &p), WEFT_OK);
+    EXPECT_CODE(weft_ring_consumer_attach(dir, "c-ow", WEFT_RING_BROADCAST_OVERWRITE, &c), WEFT_OK);
+    for (int i = 0; i < 1000; i++) EXPECT_CODE(weft_ring_offer(p, 0, big, 64), WEFT_OK);
+    struct frames fo = {.size = 64};
+    EXPECT_CODE(weft_ring_poll(c, 64, on_frame, &fo), WEFT_ERR_LAPPED);
+    CHECK(weft_ring_lapped(c) > 0 && strstr(weft_last_error(), "missed") != NULL,
+          "lapped by %llu: %s", (unsigned long long)weft_ring_lapped(c), weft_last_error());
+    weft_ring_producer_free(p);
+    weft_ring_consumer_free(c);
+}
+
+struct found {
+    const char *label;
+    uint64_t value;
+    int hits;
+};
+
+static void on_counter(void *ctx, const weft_counter_value *v) {
+    struct found *f = ctx;
+    if (strcmp(v->label, f->label) == 0) {
+        f->value = v->value;
+        f->hits++;
+        if (strcmp(v->type_name, "app_counter") != 0 && strcmp(v->type_name, "app_gauge") != 0) f->hits += 100;
+    }
+}
+
+static void counters(void) {
+    weft_counter *c = NULL, *g = NULL, *x = (weft_counter *)1;
+    EXPECT_CODE(weft_counter_new(node, "c-basic orders", WEFT_COUNTER_TOTAL, &c), WEFT_OK);
+    EXPECT_CODE(weft_counter_new(node, "c-basic depth", WEFT_COUNTER_GAUGE, &g), WEFT_OK);
+    EXPECT_CODE(weft_counter_new(node, "", WEFT_COUNTER_TOTAL, &x), WEFT_ERR_CONFIG);
+    EXPECT_CODE(weft_counter_new(node, "x", 7, &x), WEFT_ERR_INVALID);
+    CHECK(x == NULL, "no handle on failure");
+    weft_counter_add(c, 3);
+    weft_counter_add(c, 4);
+    weft_counter_set(g, 42);
+    CHECK(weft_counter_get(c) == 7 && weft_counter_get(g) == 42, "values");
+    struct found f = {.label = "c-basic orders"};
+    int n = weft_node_counters(node, on_counter, &f);
+    CHECK(n > 2, "the node's counters: %d", n);
+    CHECK(f.hits == 1 && f.value == 7, "the counter in the file: %d hits, value %llu", f.hits,
+          (unsigned long long)f.value);
+    struct found fg = {.label = "c-basic depth"};
+    weft_node_counters(node, on_counter, &fg);
+    CHECK(fg.hits == 1 && fg.value == 42, "the gauge in the file");
+    weft_counter_free(c);
+    weft_counter_free(g);
+    struct found gone = {.label = "c-basic orders"};
+    weft_node_counters(node, on_counter, &gone);
+    CHECK(gone.hits == 0, "a freed counter is gone");
+    /* Gateways: bad URIs get the URI error, in either place. */
+    weft_gateway *gw = (weft_gateway *)1;
+    EXPECT_CODE(weft_gateway_in_new(node, "shm:x", "shm:y", 1, &gw), WEFT_ERR_CONFIG);
+    CHECK(gw == NULL, "no handle on failure");
+    EXPECT_CODE(weft_gateway_in_new(node, "udp://239.1.2.3:4000", "bogus:y", 1, &gw), WEFT_ERR_URI);
+    EXPECT_CODE(weft_gateway_out_new(node, "shm:x", NULL, 1, &gw), WEFT_ERR_NULL);
+}
+
 /* Sends `count` messages of `size` bytes on `uri`, half by offer and half by
  * claim, and checks each arrives once, in order, intact. */
 static void stream(const char *uri, uint64_t count, size_t size) {
@@ -248,6 +463,8 @@ int main(int argc, char **argv) {
     }
     bad_uris();
     foreign_shm_file();
+    rings();
+    counters();
     stream("shm:c-basic", 20000, 64);
     stream("shm:c-basic-large", 2000, 3000);
     char uri[128];
