@@ -139,15 +139,110 @@ pub struct weft_node {
     node: weft::Node,
 }
 
+/// A sending end `E` and the claim `C` open on it, if any: the handle of a
+/// publication and of a raw ring's producer. The claim borrows `*end`, a
+/// separate allocation, so a reference to this struct never covers what
+/// the claim borrows; it is declared first, so it is dropped before `end`
+/// is freed.
+pub(crate) struct ClaimHolder<E, C> {
+    claim: Option<C>,
+    end: *mut E,
+}
+
+impl<E, C> ClaimHolder<E, C> {
+    pub(crate) fn new(end: E) -> Self {
+        Self {
+            claim: None,
+            end: Box::into_raw(Box::new(end)),
+        }
+    }
+
+    /// The end of the live handle at `h`, or the status to return: `h` is
+    /// NULL (`what` names it), or a claim is open (`open` says so).
+    ///
+    /// # Safety
+    /// `h` is NULL or a live handle.
+    pub(crate) unsafe fn end<'a>(
+        h: *mut Self,
+        what: &str,
+        open: &'static CStr,
+    ) -> Result<&'a mut E, c_int> {
+        // SAFETY: a live handle by the caller's contract.
+        let Some(h) = (unsafe { h.as_mut() }) else {
+            return Err(null(what));
+        };
+        if h.claim.is_some() {
+            return Err(set_fixed(WEFT_ERR_INVALID, open));
+        }
+        // SAFETY: `end` came from `Box::into_raw` and is freed only by
+        // `free`; no claim borrows it (checked above).
+        Ok(unsafe { &mut *h.end })
+    }
+
+    /// The end, for a claim to borrow until it is committed, aborted or
+    /// dropped: `end` refuses it while the claim is open, and the drop
+    /// drops the claim first.
+    ///
+    /// # Safety
+    /// `h` is a live handle with no claim open, and the claim made from
+    /// the result is stored with [`ClaimHolder::hold`] before any other use
+    /// of the handle.
+    pub(crate) unsafe fn end_for_claim(h: *mut Self) -> &'static mut E {
+        // SAFETY: by the caller's contract; the box stays put until the drop.
+        unsafe { &mut *(*h).end }
+    }
+
+    /// Keeps the claim made on the end.
+    ///
+    /// # Safety
+    /// `h` is a live handle.
+    pub(crate) unsafe fn hold(h: *mut Self, claim: C) {
+        // SAFETY: by the caller's contract.
+        unsafe { (*h).claim = Some(claim) };
+    }
+
+    /// The open claim, taken out of the handle at `h`, or the status to
+    /// return (`none` when no claim is open).
+    ///
+    /// # Safety
+    /// `h` is NULL or a live handle.
+    pub(crate) unsafe fn take_claim(
+        h: *mut Self,
+        what: &str,
+        none: &'static CStr,
+    ) -> Result<C, c_int> {
+        // SAFETY: a live handle by the caller's contract.
+        let Some(h) = (unsafe { h.as_mut() }) else {
+            return Err(null(what));
+        };
+        h.claim
+            .take()
+            .ok_or_else(|| set_fixed(WEFT_ERR_INVALID, none))
+    }
+}
+
+impl<E, C> Drop for ClaimHolder<E, C> {
+    /// The claim first (abandoned), then the end it borrowed.
+    fn drop(&mut self) {
+        drop(self.claim.take());
+        // SAFETY: from `Box::into_raw` in `new`, freed only here; no claim
+        // borrows it any more.
+        drop(unsafe { Box::from_raw(self.end) });
+    }
+}
+
 /// A publication. While a claim is open only `weft_claim_commit` and
 /// `weft_claim_abort` may be called on it.
-#[derive(Debug)]
 pub struct weft_publication {
-    /// The open claim, if any: it borrows `*publ` (a separate allocation,
-    /// so a reference to this struct never covers what the claim borrows).
-    /// Declared first: dropped before `publ` is freed.
-    claim: Option<weft::Claim<'static>>,
-    publ: *mut weft::Publication,
+    inner: ClaimHolder<weft::Publication, weft::Claim<'static>>,
+}
+
+impl std::fmt::Debug for weft_publication {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("weft_publication")
+            .field("claim_open", &self.inner.claim.is_some())
+            .finish()
+    }
 }
 
 /// A subscription.
@@ -436,10 +531,25 @@ pub unsafe extern "C" fn weft_publication_new(
         open_handle(node, uri, out, |n, uri| {
             let publ = n.publication(uri, stream)?;
             Ok(weft_publication {
-                claim: None,
-                publ: Box::into_raw(Box::new(publ)),
+                inner: ClaimHolder::new(publ),
             })
         })
+    }
+}
+
+/// The publication's holder (NULL stays NULL).
+///
+/// # Safety
+/// `p` is NULL or a live handle.
+unsafe fn holder(
+    p: *mut weft_publication,
+) -> *mut ClaimHolder<weft::Publication, weft::Claim<'static>> {
+    if p.is_null() {
+        std::ptr::null_mut()
+    } else {
+        // SAFETY: a live handle by the caller's contract; only the field's
+        // address is taken, nothing is read.
+        unsafe { std::ptr::addr_of_mut!((*p).inner) }
     }
 }
 
@@ -448,19 +558,31 @@ pub unsafe extern "C" fn weft_publication_new(
 /// # Safety
 /// `p` is NULL or a live publication handle.
 unsafe fn publication<'a>(p: *mut weft_publication) -> Result<&'a mut weft::Publication, c_int> {
-    // SAFETY: a live handle by the caller's contract.
-    let Some(h) = (unsafe { p.as_mut() }) else {
-        return Err(null("publication"));
-    };
-    if h.claim.is_some() {
-        return Err(set_fixed(
-            WEFT_ERR_INVALID,
+    // SAFETY: by the caller's contract.
+    unsafe {
+        ClaimHolder::end(
+            holder(p),
+            "publication",
             c"a claim is open on this publication: commit or abort it first",
-        ));
+        )
     }
-    // SAFETY: `publ` came from `Box::into_raw` and is freed only by
-    // `weft_publication_free`; no claim borrows it (checked above).
-    Ok(unsafe { &mut *h.publ })
+}
+
+/// The `len` bytes at `data` (NULL is allowed when `len` is 0), or the
+/// status to return.
+///
+/// # Safety
+/// `data` is NULL or points to `len` readable bytes that stay unchanged
+/// while the slice is used.
+pub(crate) unsafe fn bytes_arg<'a>(data: *const u8, len: usize) -> Result<&'a [u8], c_int> {
+    if len == 0 {
+        Ok(&[])
+    } else if data.is_null() {
+        Err(null("data"))
+    } else {
+        // SAFETY: `len` readable bytes by the caller's contract.
+        Ok(unsafe { std::slice::from_raw_parts(data, len) })
+    }
 }
 
 /// Copies `len` bytes from `data` into the channel as one message. Returns
@@ -483,13 +605,10 @@ pub unsafe extern "C" fn weft_publication_offer(
             Ok(p) => p,
             Err(code) => return code,
         };
-        let msg: &[u8] = if len == 0 {
-            &[]
-        } else if data.is_null() {
-            return null("data");
-        } else {
-            // SAFETY: `len` readable bytes at `data` by the caller's contract.
-            unsafe { std::slice::from_raw_parts(data, len) }
+        // SAFETY: by the caller's contract.
+        let msg = match unsafe { bytes_arg(data, len) } {
+            Ok(m) => m,
+            Err(code) => return code,
         };
         match p.offer(msg) {
             Ok(()) => WEFT_OK,
@@ -519,20 +638,17 @@ pub unsafe extern "C" fn weft_publication_try_claim(
         // SAFETY: valid by the caller's contract.
         unsafe { *data = std::ptr::null_mut() };
         // SAFETY: by the caller's contract.
-        let p = match unsafe { publication(publ) } {
-            Ok(p) => p,
-            Err(code) => return code,
-        };
-        // SAFETY: the claim borrows the boxed publication, which stays put
-        // and is not touched until the claim is committed, aborted or
-        // dropped (`publication` refuses while one is open; `free` drops
-        // the claim first).
-        let p: &'static mut weft::Publication = unsafe { &mut *(p as *mut weft::Publication) };
+        if let Err(code) = unsafe { publication(publ) } {
+            return code;
+        }
+        // SAFETY: a live handle with no claim open (checked above); the
+        // claim is held before the handle is used again.
+        let p = unsafe { ClaimHolder::end_for_claim(holder(publ)) };
         match p.try_claim(len) {
             Ok(mut claim) => {
                 let at = claim.payload_mut().as_mut_ptr();
-                // SAFETY: checked non-NULL by `publication`.
-                unsafe { (*publ).claim = Some(claim) };
+                // SAFETY: live (checked above).
+                unsafe { ClaimHolder::hold(holder(publ), claim) };
                 // SAFETY: valid by the caller's contract.
                 unsafe { *data = at };
                 WEFT_OK
@@ -547,13 +663,14 @@ pub unsafe extern "C" fn weft_publication_try_claim(
 /// # Safety
 /// `p` is NULL or a live publication handle.
 unsafe fn take_claim(p: *mut weft_publication) -> Result<weft::Claim<'static>, c_int> {
-    // SAFETY: a live handle by the caller's contract.
-    let Some(h) = (unsafe { p.as_mut() }) else {
-        return Err(null("publication"));
-    };
-    h.claim
-        .take()
-        .ok_or_else(|| set_fixed(WEFT_ERR_INVALID, c"no claim is open on this publication"))
+    // SAFETY: by the caller's contract.
+    unsafe {
+        ClaimHolder::take_claim(
+            holder(p),
+            "publication",
+            c"no claim is open on this publication",
+        )
+    }
 }
 
 /// Publishes the open claim. `WEFT_ERR_INVALID` if none is open.
@@ -631,12 +748,9 @@ pub unsafe extern "C" fn weft_publication_free(publ: *mut weft_publication) {
         if publ.is_null() {
             return WEFT_OK;
         }
-        // SAFETY: a live handle, handed back once, by the caller's contract.
-        let mut h = unsafe { Box::from_raw(publ) };
-        drop(h.claim.take());
-        // SAFETY: from `Box::into_raw` in `weft_publication_new`; no claim
-        // borrows it any more.
-        drop(unsafe { Box::from_raw(h.publ) });
+        // SAFETY: a live handle, handed back once, by the caller's contract;
+        // its holder drops the claim, then the publication.
+        drop(unsafe { Box::from_raw(publ) });
         WEFT_OK
     });
 }

@@ -20,9 +20,10 @@ use std::ffi::{c_char, c_int, c_void};
 use weft_shm::{broadcast, mpsc, spsc, ClaimError, GoneReason, PeerState, PollError, ShmOptions};
 
 use crate::{
-    guard, null, set_fixed, set_text, str_arg, WEFT_ERR_CLOSED, WEFT_ERR_CORRUPT, WEFT_ERR_EVICTED,
-    WEFT_ERR_FULL, WEFT_ERR_INVALID, WEFT_ERR_LAPPED, WEFT_ERR_NOT_CONNECTED, WEFT_ERR_OVERRUN,
-    WEFT_ERR_RESERVED_TYPE, WEFT_ERR_SHM, WEFT_ERR_SKIPPED, WEFT_ERR_TOO_LARGE, WEFT_OK,
+    bytes_arg, guard, null, set_fixed, set_text, str_arg, ClaimHolder, WEFT_ERR_CLOSED,
+    WEFT_ERR_CORRUPT, WEFT_ERR_EVICTED, WEFT_ERR_FULL, WEFT_ERR_INVALID, WEFT_ERR_LAPPED,
+    WEFT_ERR_NOT_CONNECTED, WEFT_ERR_OVERRUN, WEFT_ERR_RESERVED_TYPE, WEFT_ERR_SHM,
+    WEFT_ERR_SKIPPED, WEFT_ERR_TOO_LARGE, WEFT_OK,
 };
 
 /// `weft_ring_config.kind`: one producer, one consumer.
@@ -84,17 +85,26 @@ enum OpenClaim {
 /// The writing end of a ring. While a claim is open only
 /// `weft_ring_commit` and `weft_ring_abort` may be called on it.
 pub struct weft_ring_producer {
-    /// The open claim: it borrows `*end`, a separate allocation. Declared
-    /// first, so it is dropped before `end` is freed.
-    claim: Option<OpenClaim>,
-    end: *mut ProducerEnd,
+    inner: ClaimHolder<ProducerEnd, OpenClaim>,
 }
 
 impl std::fmt::Debug for weft_ring_producer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("weft_ring_producer")
-            .field("claim_open", &self.claim.is_some())
-            .finish()
+        f.debug_struct("weft_ring_producer").finish_non_exhaustive()
+    }
+}
+
+/// The producer's holder (NULL stays NULL).
+///
+/// # Safety
+/// `p` is NULL or a live handle.
+unsafe fn holder(p: *mut weft_ring_producer) -> *mut ClaimHolder<ProducerEnd, OpenClaim> {
+    if p.is_null() {
+        std::ptr::null_mut()
+    } else {
+        // SAFETY: a live handle by the caller's contract; only the field's
+        // address is taken, nothing is read.
+        unsafe { std::ptr::addr_of_mut!((*p).inner) }
     }
 }
 
@@ -213,10 +223,16 @@ fn max_payload(cfg: &weft_ring_config) -> Option<usize> {
     (cfg.max_payload != 0).then_some(cfg.max_payload)
 }
 
+fn spsc_config(cfg: &weft_ring_config) -> spsc::SpscConfig {
+    spsc::SpscConfig {
+        capacity: cfg.capacity,
+        max_payload: max_payload(cfg),
+    }
+}
+
 fn producer(end: ProducerEnd) -> weft_ring_producer {
     weft_ring_producer {
-        claim: None,
-        end: Box::into_raw(Box::new(end)),
+        inner: ClaimHolder::new(end),
     }
 }
 
@@ -243,13 +259,9 @@ pub unsafe extern "C" fn weft_ring_producer_create(
         open_ring(dir, name, out, |opts, name| {
             let cfg = config(cfg)?;
             let end = match cfg.kind {
-                WEFT_RING_SPSC => {
-                    let c = spsc::SpscConfig {
-                        capacity: cfg.capacity,
-                        max_payload: max_payload(cfg),
-                    };
-                    ProducerEnd::Spsc(spsc::Producer::create(opts, name, &c).map_err(shm_error)?)
-                }
+                WEFT_RING_SPSC => ProducerEnd::Spsc(
+                    spsc::Producer::create(opts, name, &spsc_config(cfg)).map_err(shm_error)?,
+                ),
                 WEFT_RING_BROADCAST | WEFT_RING_BROADCAST_OVERWRITE => {
                     let mode = if cfg.kind == WEFT_RING_BROADCAST {
                         broadcast::Mode::Reliable
@@ -321,13 +333,9 @@ pub unsafe extern "C" fn weft_ring_consumer_create(
         open_ring(dir, name, out, |opts, name| {
             let cfg = config(cfg)?;
             let end = match cfg.kind {
-                WEFT_RING_SPSC => {
-                    let c = spsc::SpscConfig {
-                        capacity: cfg.capacity,
-                        max_payload: max_payload(cfg),
-                    };
-                    ConsumerEnd::Spsc(spsc::Consumer::create(opts, name, &c).map_err(shm_error)?)
-                }
+                WEFT_RING_SPSC => ConsumerEnd::Spsc(
+                    spsc::Consumer::create(opts, name, &spsc_config(cfg)).map_err(shm_error)?,
+                ),
                 WEFT_RING_MPSC => {
                     let mut c = mpsc::MpscConfig::new(cfg.capacity, cfg.max_peers as usize);
                     c.max_payload = max_payload(cfg);
@@ -392,19 +400,14 @@ fn claim_code(e: ClaimError) -> c_int {
 /// # Safety
 /// `p` is NULL or a live producer handle.
 unsafe fn producer_end<'a>(p: *mut weft_ring_producer) -> Result<&'a mut ProducerEnd, c_int> {
-    // SAFETY: a live handle by the caller's contract.
-    let Some(h) = (unsafe { p.as_mut() }) else {
-        return Err(null("producer"));
-    };
-    if h.claim.is_some() {
-        return Err(set_fixed(
-            WEFT_ERR_INVALID,
+    // SAFETY: by the caller's contract.
+    unsafe {
+        ClaimHolder::end(
+            holder(p),
+            "producer",
             c"a claim is open on this producer: commit or abort it first",
-        ));
+        )
     }
-    // SAFETY: `end` came from `Box::into_raw` and is freed only by
-    // `weft_ring_producer_free`; no claim borrows it (checked above).
-    Ok(unsafe { &mut *h.end })
 }
 
 /// Copies `len` bytes at `data` into the ring as one frame of `type_id`.
@@ -428,13 +431,10 @@ pub unsafe extern "C" fn weft_ring_offer(
             Ok(e) => e,
             Err(code) => return code,
         };
-        let msg: &[u8] = if len == 0 {
-            &[]
-        } else if data.is_null() {
-            return null("data");
-        } else {
-            // SAFETY: `len` readable bytes by the caller's contract.
-            unsafe { std::slice::from_raw_parts(data, len) }
+        // SAFETY: by the caller's contract.
+        let msg = match unsafe { bytes_arg(data, len) } {
+            Ok(m) => m,
+            Err(code) => return code,
         };
         let r = match end {
             ProducerEnd::Spsc(p) => p.offer(type_id, msg),
@@ -471,15 +471,12 @@ pub unsafe extern "C" fn weft_ring_try_claim(
         // SAFETY: valid by the caller's contract.
         unsafe { *data = std::ptr::null_mut() };
         // SAFETY: by the caller's contract.
-        let end = match unsafe { producer_end(producer) } {
-            Ok(e) => e,
-            Err(code) => return code,
-        };
-        // SAFETY: the claim borrows the boxed end, which stays put and is
-        // not touched until the claim is committed, aborted or dropped
-        // (`producer_end` refuses while one is open; `free` drops the
-        // claim first).
-        let end: &'static mut ProducerEnd = unsafe { &mut *(end as *mut ProducerEnd) };
+        if let Err(code) = unsafe { producer_end(producer) } {
+            return code;
+        }
+        // SAFETY: a live handle with no claim open (checked above); the
+        // claim is held before the handle is used again.
+        let end = unsafe { ClaimHolder::end_for_claim(holder(producer)) };
         let claimed = match end {
             ProducerEnd::Spsc(p) => p.try_claim(len, type_id).map(|mut c| {
                 let at = c.payload_mut().as_mut_ptr();
@@ -496,8 +493,8 @@ pub unsafe extern "C" fn weft_ring_try_claim(
         };
         match claimed {
             Ok((claim, at)) => {
-                // SAFETY: non-NULL (checked by `producer_end`) and live.
-                unsafe { (*producer).claim = Some(claim) };
+                // SAFETY: live (checked above).
+                unsafe { ClaimHolder::hold(holder(producer), claim) };
                 // SAFETY: valid by the caller's contract.
                 unsafe { *data = at };
                 WEFT_OK
@@ -512,13 +509,8 @@ pub unsafe extern "C" fn weft_ring_try_claim(
 /// # Safety
 /// `p` is NULL or a live producer handle.
 unsafe fn take_claim(p: *mut weft_ring_producer) -> Result<OpenClaim, c_int> {
-    // SAFETY: a live handle by the caller's contract.
-    let Some(h) = (unsafe { p.as_mut() }) else {
-        return Err(null("producer"));
-    };
-    h.claim
-        .take()
-        .ok_or_else(|| set_fixed(WEFT_ERR_INVALID, c"no claim is open on this producer"))
+    // SAFETY: by the caller's contract.
+    unsafe { ClaimHolder::take_claim(holder(p), "producer", c"no claim is open on this producer") }
 }
 
 /// Publishes the open claim. `WEFT_ERR_INVALID` if none is open.
@@ -588,11 +580,9 @@ pub unsafe extern "C" fn weft_ring_producer_free(producer: *mut weft_ring_produc
         if producer.is_null() {
             return WEFT_OK;
         }
-        // SAFETY: a live handle, handed back once, by the caller's contract.
-        let mut h = unsafe { Box::from_raw(producer) };
-        drop(h.claim.take());
-        // SAFETY: from `Box::into_raw` in `producer()`; no claim borrows it.
-        drop(unsafe { Box::from_raw(h.end) });
+        // SAFETY: a live handle, handed back once, by the caller's contract;
+        // its holder drops the claim, then the end.
+        drop(unsafe { Box::from_raw(producer) });
         WEFT_OK
     });
 }
