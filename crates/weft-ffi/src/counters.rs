@@ -6,7 +6,8 @@
 use std::ffi::{c_char, c_int, c_void, CString};
 
 use crate::{
-    guard, null, set_error, set_fixed, set_text, str_arg, weft_node, WEFT_ERR_INVALID, WEFT_OK,
+    free_handle, guard, null, set_error, set_fixed, set_text, str_arg, weft_node, WEFT_ERR_INVALID,
+    WEFT_OK,
 };
 
 /// `weft_counter_new`: a counter, which only grows (`weft_counter_add`).
@@ -137,13 +138,8 @@ pub unsafe extern "C" fn weft_counter_get(counter: *const weft_counter) -> u64 {
 /// `counter` is NULL or a live counter handle, not used afterwards.
 #[no_mangle]
 pub unsafe extern "C" fn weft_counter_free(counter: *mut weft_counter) {
-    let _ = guard(|| {
-        if !counter.is_null() {
-            // SAFETY: a live handle, handed back once, by the caller's contract.
-            drop(unsafe { Box::from_raw(counter) });
-        }
-        WEFT_OK
-    });
+    // SAFETY: the caller's contract is `free_handle`'s.
+    unsafe { free_handle(counter) }
 }
 
 /// Hands every live counter of the node's counters file (weft's own and

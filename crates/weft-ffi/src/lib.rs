@@ -338,6 +338,21 @@ unsafe fn str_arg<'a>(s: *const c_char, what: &str) -> Result<&'a str, c_int> {
         .map_err(|e| set_text(WEFT_ERR_INVALID, format!("{what} is not UTF-8: {e}")))
 }
 
+/// Frees a handle made by `Box::into_raw`, inside [`guard`]; NULL is a
+/// no-op. What the handle holds is dropped in its fields' order.
+///
+/// # Safety
+/// `h` is NULL or a live handle of this type, not used afterwards.
+pub(crate) unsafe fn free_handle<T>(h: *mut T) {
+    let _ = guard(|| {
+        if !h.is_null() {
+            // SAFETY: a live handle, handed back once, by the caller's contract.
+            drop(unsafe { Box::from_raw(h) });
+        }
+        WEFT_OK
+    });
+}
+
 fn null(what: &str) -> c_int {
     set_text(WEFT_ERR_NULL, format!("{what} is NULL"))
 }
@@ -744,15 +759,8 @@ pub unsafe extern "C" fn weft_publication_is_connected(publ: *mut weft_publicati
 /// `publ` is NULL or a live publication handle, not used afterwards.
 #[no_mangle]
 pub unsafe extern "C" fn weft_publication_free(publ: *mut weft_publication) {
-    let _ = guard(|| {
-        if publ.is_null() {
-            return WEFT_OK;
-        }
-        // SAFETY: a live handle, handed back once, by the caller's contract;
-        // its holder drops the claim, then the publication.
-        drop(unsafe { Box::from_raw(publ) });
-        WEFT_OK
-    });
+    // SAFETY: the caller's contract is `free_handle`'s.
+    unsafe { free_handle(publ) }
 }
 
 /// Opens a subscription on `uri` and `stream`. Stores the handle in `*out`
@@ -873,13 +881,8 @@ pub unsafe extern "C" fn weft_subscription_is_connected(sub: *mut weft_subscript
 /// `sub` is NULL or a live subscription handle, not used afterwards.
 #[no_mangle]
 pub unsafe extern "C" fn weft_subscription_free(sub: *mut weft_subscription) {
-    let _ = guard(|| {
-        if !sub.is_null() {
-            // SAFETY: a live handle, handed back once, by the caller's contract.
-            drop(unsafe { Box::from_raw(sub) });
-        }
-        WEFT_OK
-    });
+    // SAFETY: the caller's contract is `free_handle`'s.
+    unsafe { free_handle(sub) }
 }
 
 /// A gateway between a multicast stream and a local shared-memory ring; it
@@ -975,13 +978,8 @@ pub unsafe extern "C" fn weft_gateway_out_new(
 /// `gateway` is NULL or a live gateway handle, not used afterwards.
 #[no_mangle]
 pub unsafe extern "C" fn weft_gateway_free(gateway: *mut weft_gateway) {
-    let _ = guard(|| {
-        if !gateway.is_null() {
-            // SAFETY: a live handle, handed back once, by the caller's contract.
-            drop(unsafe { Box::from_raw(gateway) });
-        }
-        WEFT_OK
-    });
+    // SAFETY: the caller's contract is `free_handle`'s.
+    unsafe { free_handle(gateway) }
 }
 
 #[cfg(test)]

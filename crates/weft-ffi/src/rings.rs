@@ -20,10 +20,10 @@ use std::ffi::{c_char, c_int, c_void};
 use weft_shm::{broadcast, mpsc, spsc, ClaimError, GoneReason, PeerState, PollError, ShmOptions};
 
 use crate::{
-    bytes_arg, guard, null, set_fixed, set_text, str_arg, ClaimHolder, WEFT_ERR_CLOSED,
-    WEFT_ERR_CORRUPT, WEFT_ERR_EVICTED, WEFT_ERR_FULL, WEFT_ERR_INVALID, WEFT_ERR_LAPPED,
-    WEFT_ERR_NOT_CONNECTED, WEFT_ERR_OVERRUN, WEFT_ERR_RESERVED_TYPE, WEFT_ERR_SHM,
-    WEFT_ERR_SKIPPED, WEFT_ERR_TOO_LARGE, WEFT_OK,
+    bytes_arg, free_handle, guard, null, set_fixed, set_text, str_arg, ClaimHolder,
+    WEFT_ERR_CLOSED, WEFT_ERR_CORRUPT, WEFT_ERR_EVICTED, WEFT_ERR_FULL, WEFT_ERR_INVALID,
+    WEFT_ERR_LAPPED, WEFT_ERR_NOT_CONNECTED, WEFT_ERR_OVERRUN, WEFT_ERR_RESERVED_TYPE,
+    WEFT_ERR_SHM, WEFT_ERR_SKIPPED, WEFT_ERR_TOO_LARGE, WEFT_OK,
 };
 
 /// `weft_ring_config.kind`: one producer, one consumer.
@@ -576,15 +576,8 @@ pub unsafe extern "C" fn weft_ring_max_payload(producer: *mut weft_ring_producer
 /// `producer` is NULL or a live handle, not used afterwards.
 #[no_mangle]
 pub unsafe extern "C" fn weft_ring_producer_free(producer: *mut weft_ring_producer) {
-    let _ = guard(|| {
-        if producer.is_null() {
-            return WEFT_OK;
-        }
-        // SAFETY: a live handle, handed back once, by the caller's contract;
-        // its holder drops the claim, then the end.
-        drop(unsafe { Box::from_raw(producer) });
-        WEFT_OK
-    });
+    // SAFETY: the caller's contract is `free_handle`'s.
+    unsafe { free_handle(producer) }
 }
 
 fn poll_code(e: PollError) -> c_int {
@@ -748,13 +741,8 @@ pub unsafe extern "C" fn weft_ring_producer_state(
 /// `consumer` is NULL or a live handle, not used afterwards.
 #[no_mangle]
 pub unsafe extern "C" fn weft_ring_consumer_free(consumer: *mut weft_ring_consumer) {
-    let _ = guard(|| {
-        if !consumer.is_null() {
-            // SAFETY: a live handle, handed back once, by the caller's contract.
-            drop(unsafe { Box::from_raw(consumer) });
-        }
-        WEFT_OK
-    });
+    // SAFETY: the caller's contract is `free_handle`'s.
+    unsafe { free_handle(consumer) }
 }
 
 #[cfg(test)]
