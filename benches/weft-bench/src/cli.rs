@@ -15,6 +15,22 @@ usage:
   weft-bench list                   every scenario, one line each
   weft-bench run SCENARIO... [options]
                                     run scenarios in the order given
+  weft-bench stress [--quick|--nightly|--preset P] [--paths A,B,...]
+                    [--results DIR] [--out DIR] [--json]
+                                    ramp each path's offered rate (open loop,
+                                    coordinated omission corrected) to find
+                                    its knee and saturation rate, hold 1.2x
+                                    saturation, time the recovery, send
+                                    bursts; append the run to the results
+                                    store (default target/weft-bench-results,
+                                    or $WEFT_BENCH_RESULTS); --out writes
+                                    stress.json and the plots. Paths:
+                                    shm-spsc, shm-broadcast-N, shm-many-N,
+                                    udp-N, gateway. Exit 1 on silent loss.
+  weft-bench compare [--results DIR] [--band FRACTION]
+                                    the newest stored stress run against the
+                                    previous one on this machine; exit 1 on
+                                    a regression beyond the noise band
   weft-bench help                   this text
 
 run options:
@@ -77,6 +93,10 @@ pub enum Cmd {
     Quick {
         out: Option<PathBuf>,
     },
+    /// `stress`.
+    Stress(crate::stress::StressOpts),
+    /// `compare`.
+    Compare(crate::stress::CompareOpts),
     /// Internal: the second process of a two-process scenario.
     Child {
         args: Vec<String>,
@@ -107,6 +127,58 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Cmd, String> {
                 }
             }
             Ok(Cmd::Quick { out })
+        }
+        "stress" => {
+            let mut opts = crate::stress::StressOpts {
+                preset: "quick".into(),
+                paths: None,
+                results: crate::stress::default_results(),
+                out: None,
+                json: false,
+            };
+            let mut args = Options::new(args);
+            while let Some(arg) = args.next_arg() {
+                match arg.as_str() {
+                    "--quick" => opts.preset = "quick".into(),
+                    "--nightly" => opts.preset = "nightly".into(),
+                    "--preset" => opts.preset = args.value("--preset")?,
+                    "--paths" => {
+                        opts.paths = Some(
+                            args.value("--paths")?
+                                .split(',')
+                                .filter(|p| !p.is_empty())
+                                .map(String::from)
+                                .collect(),
+                        )
+                    }
+                    "--results" => opts.results = PathBuf::from(args.value("--results")?),
+                    "--out" => opts.out = Some(PathBuf::from(args.value("--out")?)),
+                    "--json" => opts.json = true,
+                    other => return Err(format!("stress: unexpected argument '{other}'")),
+                }
+            }
+            Ok(Cmd::Stress(opts))
+        }
+        "compare" => {
+            let mut opts = crate::stress::CompareOpts {
+                results: crate::stress::default_results(),
+                band: None,
+            };
+            let mut args = Options::new(args);
+            while let Some(arg) = args.next_arg() {
+                match arg.as_str() {
+                    "--results" => opts.results = PathBuf::from(args.value("--results")?),
+                    "--band" => {
+                        let b: f64 = args.number("--band")?;
+                        if !(0.0..1.0).contains(&b) {
+                            return Err(format!("--band {b}: expected a fraction from 0 to 1"));
+                        }
+                        opts.band = Some(b);
+                    }
+                    other => return Err(format!("compare: unexpected argument '{other}'")),
+                }
+            }
+            Ok(Cmd::Compare(opts))
         }
         "run" => {
             let mut opts = RunOpts::default();

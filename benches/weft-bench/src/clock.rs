@@ -41,6 +41,17 @@ impl Clock {
         }
     }
 
+    /// A clock of a known tick rate (another process's calibration, so
+    /// both convert the same ticks alike).
+    pub fn from_ns_per_tick(ns_per_tick: f64) -> Self {
+        Self { ns_per_tick }
+    }
+
+    /// Nanoseconds per tick.
+    pub fn ns_per_tick(&self) -> f64 {
+        self.ns_per_tick
+    }
+
     /// Nanoseconds between two tick readings.
     #[inline(always)]
     pub fn ns(&self, from: u64, to: u64) -> u64 {

@@ -23,6 +23,7 @@ mod pin;
 mod plot;
 mod report;
 mod shm;
+mod stress;
 mod summary;
 mod udp;
 
@@ -466,6 +467,12 @@ fn main() {
                 started.elapsed().as_secs_f64()
             );
         }
-        Cmd::Child { args } => shm::child(&args),
+        Cmd::Stress(opts) => std::process::exit(stress::run(&opts)),
+        Cmd::Compare(opts) => std::process::exit(stress::compare(&opts)),
+        Cmd::Child { args } => match args.first().map(String::as_str) {
+            Some("stress-sub") => stress::subscriber::run(&args[1..]),
+            Some("stress-gateway") => stress::path::gateway(&args[1..]),
+            _ => shm::child(&args),
+        },
     }
 }

@@ -16,7 +16,7 @@ use crate::summary::groups;
 
 /// How an axis maps values.
 #[derive(Clone, Copy, Debug)]
-enum Axis {
+pub(crate) enum Axis {
     Linear,
     Log10,
     /// Percentile p in [0, 1) drawn at log10(1 / (1 - p)).
@@ -60,12 +60,13 @@ fn trim(p: f64) -> String {
 
 /// One chart: named series of (x, y) points in value space.
 #[derive(Debug)]
-struct Chart {
-    file: &'static str,
-    title: String,
-    x: (Axis, &'static str),
-    y: (Axis, &'static str),
-    series: Vec<(String, Vec<(f64, f64)>)>,
+pub(crate) struct Chart {
+    /// The file name, without `.svg` / `.png`.
+    pub file: String,
+    pub title: String,
+    pub x: (Axis, &'static str),
+    pub y: (Axis, &'static str),
+    pub series: Vec<(String, Vec<(f64, f64)>)>,
 }
 
 /// Makes the font available to plotters; false (and no plots) without one.
@@ -95,7 +96,12 @@ fn register_font() -> bool {
 /// the files written. Without a TrueType font (Debian: fonts-dejavu-core)
 /// there are no plots, and a message says so.
 pub fn write_plots(dir: &Path, outcomes: &[Outcome]) -> Result<Vec<PathBuf>, String> {
-    let charts = charts(outcomes);
+    write_charts(dir, &charts(outcomes))
+}
+
+/// Writes `charts` into `dir` as SVG and PNG; returns the files written
+/// (none, with a message, without a font).
+pub(crate) fn write_charts(dir: &Path, charts: &[Chart]) -> Result<Vec<PathBuf>, String> {
     if charts.is_empty() {
         return Ok(Vec::new());
     }
@@ -106,7 +112,7 @@ pub fn write_plots(dir: &Path, outcomes: &[Outcome]) -> Result<Vec<PathBuf>, Str
         return Ok(Vec::new());
     }
     let mut written = Vec::new();
-    for c in &charts {
+    for c in charts {
         let svg = dir.join(format!("{}.svg", c.file));
         {
             let root = SVGBackend::new(&svg, SIZE).into_drawing_area();
@@ -128,7 +134,8 @@ pub fn write_plots(dir: &Path, outcomes: &[Outcome]) -> Result<Vec<PathBuf>, Str
 const SIZE: (u32, u32) = (960, 600);
 
 fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, c: &Chart) -> Result<(), String> {
-    let err = |e: DrawingAreaErrorKind<DB::ErrorType>| format!("{}: {e}", c.file);
+    let file = c.file.as_str();
+    let err = |e: DrawingAreaErrorKind<DB::ErrorType>| format!("{file}: {e}");
     root.fill(&WHITE).map_err(err)?;
     let pts: Vec<(f64, f64)> = c
         .series
@@ -246,7 +253,7 @@ fn charts(outcomes: &[Outcome]) -> Vec<Chart> {
         }
         if !series.is_empty() {
             charts.push(Chart {
-                file,
+                file: file.into(),
                 title: title.into(),
                 x: (Axis::Percentile, "percentile"),
                 y: (Axis::Log10, "round trip, ns"),
@@ -281,7 +288,7 @@ fn charts(outcomes: &[Outcome]) -> Vec<Chart> {
     }
     if !series.is_empty() {
         charts.push(Chart {
-            file: "latency-vs-size",
+            file: "latency-vs-size".into(),
             title: "Round trip against message size (medians over runs)".into(),
             x: (Axis::Log10, "message bytes"),
             y: (Axis::Log10, "round trip, ns"),
@@ -292,7 +299,7 @@ fn charts(outcomes: &[Outcome]) -> Vec<Chart> {
     if pts.len() >= 2 {
         let bytes_per_s = pts.iter().map(|&(b, r)| (b, b * r)).collect();
         charts.push(Chart {
-            file: "throughput-vs-size",
+            file: "throughput-vs-size".into(),
             title: "shm-throughput against message size (medians over runs)".into(),
             x: (Axis::Log10, "message bytes"),
             y: (Axis::Log10, "messages/s and payload bytes/s"),
@@ -324,7 +331,7 @@ fn charts(outcomes: &[Outcome]) -> Vec<Chart> {
     };
     if fan.len() >= 2 {
         charts.push(Chart {
-            file: "fanout-producer",
+            file: "fanout-producer".into(),
             title: "shm fan-out: the producer's time per message against subscribers".into(),
             x: (Axis::Linear, "subscriber processes"),
             y: (Axis::Linear, "producer ns per message (median over runs)"),
@@ -334,7 +341,7 @@ fn charts(outcomes: &[Outcome]) -> Vec<Chart> {
             )],
         });
         charts.push(Chart {
-            file: "fanout-rate",
+            file: "fanout-rate".into(),
             title: "shm fan-out: the producer's rate against subscribers".into(),
             x: (Axis::Linear, "subscriber processes"),
             y: (Axis::Linear, "messages/s (median over runs)"),
