@@ -373,7 +373,7 @@ fn print_path(s: &PathSummary) {
     }
     for b in &r.bursts {
         println!(
-            "  burst {}: p99 {}, max {}; back within {}x the low-load p99 {}",
+            "  burst {}: p99 {}, max {}; every ms's worst back within {}x its low-load value {}",
             b.label,
             ns(b.burst.p99_ns.max(b.after.p99_ns)),
             ns(b.burst.max_ns.max(b.after.max_ns)),
@@ -393,16 +393,16 @@ fn print_summary(summaries: &[PathSummary], preset: &Preset) {
         analysis::KNEE_FACTOR
     );
     println!(
-        "{:<16} {:>9} {:>11} {:>10}  past saturation (1.2x for {:.1} s)                                 recovery",
+        "{:<16} {:>9} {:>11} {:>10}  past saturation (1.2x for {:.1} s)                                          recovery",
         "path", "knee/s", "saturation", "p99 low", preset.overload_secs
     );
     for s in summaries {
         let r = &s.result;
         let past = r.overload.as_ref().map_or("-".to_string(), |o| {
             format!(
-                "{} delivered, {} not offered, {} back-pressure, {} lost (reported), {} silent, p99 {}",
+                "{} delivered, {:.0} ms of queue at the end, {} back-pressure, {} lost (reported), {} silent, p99 {}",
                 si(o.achieved_per_s),
-                o.scheduled.saturating_sub(o.sent),
+                o.overrun_ms,
                 o.backpressure,
                 r.reported_missing,
                 r.silent_missing,
@@ -410,7 +410,7 @@ fn print_summary(summaries: &[PathSummary], preset: &Preset) {
             )
         });
         println!(
-            "{:<16} {:>9} {:>11} {:>10}  {:<66} {}",
+            "{:<16} {:>9} {:>11} {:>10}  {:<75} {}",
             r.path,
             si(r.knee_per_s),
             si(r.saturation_per_s),

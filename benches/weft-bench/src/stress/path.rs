@@ -156,7 +156,14 @@ struct Order {
     /// This publisher's rate (the path's over the publishers).
     rate: f64,
     secs: f64,
-    /// Optional bursts inside the step: none here (a burst is a step).
+    /// Wait for the subscribers to catch up before the next step (not
+    /// after the overload or a burst: what follows starts with their
+    /// backlog).
+    drain: bool,
+    /// Send every message the schedule asked for, past the step's end if
+    /// need be (the overload, bursts), rather than giving up at the end.
+    keep_schedule: bool,
+    /// The session's last step: END follows.
     last: bool,
 }
 
@@ -169,6 +176,9 @@ struct Sent {
     backpressured_messages: u64,
     backlog_high_water: u64,
     drain_ms: f64,
+    /// A step that keeps its schedule (overload, burst): how long past its
+    /// end the publisher took to send what it had been asked to, ms.
+    overrun_ms: f64,
 }
 
 /// The state the publisher threads share.
@@ -284,7 +294,13 @@ fn publisher(make: impl FnOnce() -> Sink, a: PublisherArgs) {
                     std::hint::spin_loop();
                 }
             }
-            if ticks() >= end {
+            // A ramp step gives up at its end what it could not send (the
+            // rate it sustained is the point); a step that keeps its
+            // schedule (the overload, a burst) sends it all, as an
+            // application works through its queue, within ten times its
+            // length.
+            let now = ticks();
+            if now >= end && (!order.keep_schedule || now >= end + 10 * (end - start)) {
                 break;
             }
             Stamp {
@@ -329,6 +345,7 @@ fn publisher(make: impl FnOnce() -> Sink, a: PublisherArgs) {
             due += interval;
         }
         out.scheduled = ((order.secs * order.rate) as u64).max(out.sent);
+        out.overrun_ms = clock.ns(end, ticks().max(end)) as f64 / 1e6;
         if let Some(e) = failed {
             let _ = done.send(Err(e));
             return;
@@ -338,7 +355,7 @@ fn publisher(make: impl FnOnce() -> Sink, a: PublisherArgs) {
         shared.barrier.wait();
         let t0 = Instant::now();
         let total = shared.total_sent();
-        while shared.slowest() < total && t0.elapsed() < Duration::from_secs(20) {
+        while order.drain && shared.slowest() < total && t0.elapsed() < Duration::from_secs(20) {
             let backlog = total.saturating_sub(shared.slowest());
             out.backlog_high_water = out.backlog_high_water.max(backlog);
             sink.work();
@@ -463,6 +480,9 @@ pub struct PathResult {
     pub msg_bytes: usize,
     pub steps: Vec<Step>,
     pub baseline_p99_ns: u64,
+    /// The 90th percentile over the first three ramp steps' milliseconds of
+    /// each millisecond's worst latency: what recovery is judged against.
+    pub calm_worst_ns: u64,
     pub knee_per_s: f64,
     pub saturation_per_s: f64,
     /// The floor of this path's kind, probed before and after it, ns.
@@ -470,9 +490,10 @@ pub struct PathResult {
     pub floor_after_ns: u64,
     pub overload: Option<Step>,
     pub recovery: Option<Step>,
-    /// Milliseconds from the end of the overload until latency was back
-    /// within the knee factor of the low-load p99 (`None`: not within the
-    /// recovery step).
+    /// Milliseconds from the end of the overload until every millisecond's
+    /// worst latency was back within the knee factor of
+    /// [`calm_worst_ns`](Self::calm_worst_ns) for 10 ms in a row (`None`:
+    /// not within the recovery step).
     pub recovery_ms: Option<f64>,
     /// Per burst: its step, the burst and the base step after it, and how
     /// long latency took to come back after it, ms.
@@ -695,11 +716,15 @@ impl Session {
     /// sending (END follows).
     fn step(&mut self, phase: Phase, rate: f64, secs: f64, last: bool) -> Result<Sent, String> {
         let step = self.steps.len() as u32;
+        let queueing = matches!(phase, Phase::Overload | Phase::Burst(_));
+        let (drain, keep_schedule) = (!queueing, queueing);
         for o in &self.orders {
             o.send(Order {
                 step,
                 rate: rate / self.pubs as f64,
                 secs,
+                drain,
+                keep_schedule,
                 last,
             })
             .map_err(|_| "a publisher thread stopped".to_string())?;
@@ -715,6 +740,7 @@ impl Session {
             total.backpressured_messages += s.backpressured_messages;
             total.backlog_high_water = total.backlog_high_water.max(s.backlog_high_water);
             total.drain_ms = total.drain_ms.max(s.drain_ms);
+            total.overrun_ms = total.overrun_ms.max(s.overrun_ms);
         }
         self.steps.push((phase, rate, total));
         Ok(total)
@@ -752,6 +778,7 @@ impl Session {
                 backpressured_messages: sent.backpressured_messages,
                 backlog_high_water: sent.backlog_high_water,
                 drain_ms: sent.drain_ms,
+                overrun_ms: sent.overrun_ms,
                 achieved_per_s: f64::MAX,
                 ..Step::default()
             };
@@ -846,12 +873,18 @@ pub fn run(kind: Kind, preset: &Preset, clock: Clock, slow_ns: u64) -> Result<Pa
         .collect();
     let baseline = analysis::baseline_p99(&ramp);
     let knee = analysis::knee(&ramp);
-    let threshold = (analysis::KNEE_FACTOR * baseline as f64) as u64;
+    // Recovery compares each millisecond's worst latency with the same
+    // statistic at low load, times the knee factor.
+    let calm_worst_ns = analysis::calm_worst(&ramp);
+    let threshold = (analysis::KNEE_FACTOR * calm_worst_ns as f64) as u64;
     let overload = merged.iter().find(|s| s.phase == "overload").cloned();
     let recovery = merged.iter().find(|s| s.phase == "recovery").cloned();
+    // From the overload's end: the publisher's own queue first (its
+    // overrun), then the recovery step until its latency is calm.
     let recovery_ms = recovery
         .as_ref()
-        .and_then(|r| analysis::recovery_ms(&r.timeline, threshold));
+        .and_then(|r| analysis::recovery_ms(&r.timeline, threshold))
+        .map(|ms| ms + overload.as_ref().map_or(0.0, |o| o.overrun_ms));
     // Bursts, sized by the knee just found.
     let mut bursts = Vec::new();
     let with_bursts = preset.bursts
@@ -875,12 +908,10 @@ pub fn run(kind: Kind, preset: &Preset, clock: Clock, slow_ns: u64) -> Result<Pa
             let Some(after) = steps.get(i + 1) else {
                 continue;
             };
-            // The burst's milliseconds, then the base step's, from the
-            // burst's start; recovery counted from the burst's end.
-            let mut t = st.timeline.clone();
-            t.extend(&after.timeline);
+            // From the burst's end: the publisher's queue (its overrun),
+            // then the base step until its latency is calm.
             let recovery_ms =
-                analysis::recovery_ms(&t, threshold).map(|ms| (ms - st.seconds * 1e3).max(0.0));
+                analysis::recovery_ms(&after.timeline, threshold).map(|ms| ms + st.overrun_ms);
             bursts.push(Burst {
                 label: label.to_string(),
                 burst: st.clone(),
@@ -904,6 +935,7 @@ pub fn run(kind: Kind, preset: &Preset, clock: Clock, slow_ns: u64) -> Result<Pa
         knee_per_s: knee,
         saturation_per_s: analysis::saturation(&steps_out),
         baseline_p99_ns: baseline,
+        calm_worst_ns,
         steps: steps_out,
         floor_before_ns,
         floor_after_ns,

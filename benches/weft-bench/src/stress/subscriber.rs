@@ -42,8 +42,10 @@ pub struct SubStep {
     pub window_p99_ns: u64,
     /// Ticks spent in polls that handed over messages of this step.
     pub busy_ticks: u64,
-    /// Per millisecond since the step's first message: the largest latency
-    /// (ns) and how many messages.
+    /// Per millisecond since the step began (its first message's due
+    /// time): the largest latency (ns) and how many messages. Milliseconds
+    /// before the first message came (it waited behind an earlier step's
+    /// backlog) hold that message's latency.
     pub timeline: Vec<(u64, u64)>,
 }
 
@@ -86,6 +88,8 @@ struct StepAcc {
     last_tick: u64,
     busy_ticks: u64,
     timeline: Vec<(u64, u64)>,
+    /// When the step began: its first message's due time.
+    start_due: u64,
     /// The current 10 ms window's latencies, and where it started.
     window: hdrhistogram::Histogram<u64>,
     window_start: u64,
@@ -107,8 +111,9 @@ impl StepAcc {
         self.window_start = now;
     }
 
-    fn new(now: u64) -> Self {
+    fn new(now: u64, due: u64) -> Self {
         Self {
+            start_due: due,
             window: hdrhistogram::Histogram::new_with_bounds(1, 100_000_000_000, 2)
                 .expect("valid bounds"),
             window_start: now,
@@ -179,7 +184,7 @@ impl State {
         let acc = self
             .steps
             .entry(s.step)
-            .or_insert_with(|| StepAcc::new(now));
+            .or_insert_with(|| StepAcc::new(now, s.due));
         acc.hist.saturating_record(lat.max(1));
         if now.wrapping_sub(acc.window_start) >= WINDOW_MS * ticks_per_ms {
             acc.close_window(now);
@@ -187,8 +192,12 @@ impl State {
         acc.window.saturating_record(lat.max(1));
         acc.count += 1;
         acc.last_tick = now;
-        let bucket = (now.saturating_sub(acc.first_tick) / ticks_per_ms) as usize;
+        let bucket = (now.saturating_sub(acc.start_due) / ticks_per_ms) as usize;
         if bucket < 1 << 20 {
+            if acc.timeline.is_empty() {
+                // It waited this long; so did the milliseconds before it.
+                acc.timeline.resize(bucket, (lat, 0));
+            }
             if acc.timeline.len() <= bucket {
                 acc.timeline.resize(bucket + 1, (0, 0));
             }
