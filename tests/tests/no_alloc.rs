@@ -198,7 +198,7 @@ fn the_c_abi_message_paths_allocate_nothing() {
     let msg = [7u8; 64];
     let got = std::cell::Cell::new(0u64);
     let ctx = &got as *const std::cell::Cell<u64> as *mut c_void;
-    let mut ring = |n: u64| {
+    let ring = |n: u64| {
         for _ in 0..n {
             // SAFETY: live handles; `msg` is 64 readable bytes; `at` is
             // written within the claimed 32 bytes before the commit.
@@ -256,7 +256,7 @@ fn the_c_abi_message_paths_allocate_nothing() {
             weft_subscription_poll(sub, 16, Some(count_event), ctx);
         }
     }
-    let mut channel = |n: u64| {
+    let channel = |n: u64| {
         for _ in 0..n {
             // SAFETY: live handles; `msg` is 64 readable bytes.
             unsafe {

@@ -24,8 +24,11 @@ pub const KNEE_FACTOR: f64 = 3.0;
 pub const CALM_MS: usize = 10;
 
 /// A step is saturated when the publisher could not send this share of
-/// what it was asked to (it fell behind its schedule), or the slowest
-/// subscriber received less than this share of it.
+/// what it was asked to (it fell behind its schedule: the path pushed
+/// back, or the publisher is the limit), or the subscribers took longer
+/// than the step itself to catch up after it. Not from the subscribers'
+/// rate within the step: a 10 ms hiccup of the VM stretches a 50 ms step's
+/// receive times by a fifth without anything being saturated.
 pub const SATURATED_BELOW: f64 = 0.95;
 
 /// One step of a ramp, as the run merges it from the publisher's and the
@@ -83,8 +86,8 @@ pub struct Step {
 /// Whether a step is saturated: see [`SATURATED_BELOW`].
 pub fn saturated(s: &Step) -> bool {
     let scheduled = s.scheduled.max(1) as f64;
-    (s.sent as f64) < SATURATED_BELOW * scheduled
-        || s.achieved_per_s < SATURATED_BELOW * s.offered_per_s
+    let secs = scheduled / s.offered_per_s.max(1.0);
+    (s.sent as f64) < SATURATED_BELOW * scheduled || s.drain_ms > 1e3 * secs
 }
 
 /// The saturation rate: the most any ramp step delivered.
@@ -194,6 +197,12 @@ mod tests {
             ramp(1.6e6, 1.1e6, 90_000),
             ramp(3.2e6, 1.2e6, 900_000),
         ];
+        let mut steps = steps;
+        for s in &mut steps[4..] {
+            // The publisher fell behind: it sent what the path took.
+            s.sent = (s.achieved_per_s) as u64;
+            s.saturated = saturated(s);
+        }
         assert!(!steps[3].saturated && steps[4].saturated);
         assert_eq!(knee(&steps), 4e5);
         assert_eq!(saturation(&steps), 1.2e6);
@@ -215,9 +224,13 @@ mod tests {
     }
 
     #[test]
-    fn a_step_that_fell_behind_its_schedule_is_saturated() {
+    fn a_step_that_fell_behind_or_drained_long_is_saturated_a_hiccup_is_not() {
         let mut s = ramp(1e6, 1e6, 100);
         s.sent = s.scheduled / 2;
+        assert!(saturated(&s));
+        let mut s = ramp(1e6, 8e5, 100);
+        assert!(!saturated(&s), "a slower receive span alone");
+        s.drain_ms = 1500.0; // the step was 1 s long
         assert!(saturated(&s));
     }
 
