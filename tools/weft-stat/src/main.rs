@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 
+mod host;
 mod view;
 use weft_counters::{scan, types, CounterValue, CountersReader, ProcessState};
 
@@ -105,6 +106,7 @@ impl Cli {
                 &["--pid", "--type", "--label", "--stream", "--json"],
             ),
             Some(Cmd::Serve { .. }) => ("serve", &["--pid", "--type", "--label", "--stream"]),
+            Some(Cmd::Host) => ("host", &["--pid", "--interval", "--json"]),
             Some(Cmd::Reclaim { .. }) => ("reclaim", &[]),
         };
         let wrong: Vec<&str> = self
@@ -207,7 +209,19 @@ enum Cmd {
         /// which it is left out until `weft-stat reclaim` removes its files.
         #[arg(long, default_value_t = 600.0)]
         dead_linger: f64,
+        /// Leave out the operating-system and hardware levels (CPU modes,
+        /// agent threads' scheduling, UDP drops, memory, perf counters,
+        /// NICs): only weft's own counters.
+        #[arg(long)]
+        no_host: bool,
     },
+    /// The three levels per core, side by side, over `--interval` seconds:
+    /// the operating system's (busy, user, system, irq, softirq, steal),
+    /// the hardware's (context switches, migrations and page faults per
+    /// second; IPC and LLC misses where the machine has a PMU), and weft's
+    /// (the agents pinned to the core: duty cycle, run-queue delay,
+    /// migrations of their threads).
+    Host,
     /// Lists and removes what dead processes left in the directory: every
     /// weft file whose creating process is gone (counters, control and ring
     /// files of crashed processes), and counters files closed cleanly more
@@ -830,6 +844,250 @@ fn info_metrics(out: &mut String, snaps: &[Snapshot]) {
     }
 }
 
+/// One agent as the host view shows it.
+struct AgentRow {
+    node: String,
+    pid: u32,
+    name: String,
+    core: Option<u64>,
+    tid: u32,
+    busy_ns: u64,
+    idle_ns: u64,
+}
+
+fn agent_rows(snaps: &[Snapshot]) -> Vec<AgentRow> {
+    let mut rows: std::collections::BTreeMap<(u32, u64), AgentRow> = Default::default();
+    for s in snaps.iter().filter(|s| s.state == ProcessState::Alive) {
+        for c in &s.counters {
+            if !matches!(
+                c.type_id,
+                types::AGENT_CORE
+                    | types::AGENT_THREAD
+                    | types::AGENT_BUSY_NS
+                    | types::AGENT_IDLE_NS
+            ) {
+                continue;
+            }
+            let r = rows.entry((s.pid, c.key)).or_insert_with(|| AgentRow {
+                node: s.label.clone(),
+                pid: s.pid,
+                name: types::subject(c.type_id, &c.label).to_owned(),
+                core: None,
+                tid: 0,
+                busy_ns: 0,
+                idle_ns: 0,
+            });
+            match c.type_id {
+                types::AGENT_CORE => r.core = c.value.checked_sub(1),
+                types::AGENT_THREAD => r.tid = c.value as u32,
+                types::AGENT_BUSY_NS => r.busy_ns = c.value,
+                _ => r.idle_ns = c.value,
+            }
+        }
+    }
+    rows.into_values().collect()
+}
+
+/// A thread's run-queue delay and migrations so far.
+fn thread_sched(pid: u32, tid: u32) -> (u64, u64) {
+    let base = format!("/proc/{pid}/task/{tid}");
+    let delay = std::fs::read_to_string(format!("{base}/schedstat"))
+        .ok()
+        .and_then(|s| host::parse_schedstat(&s))
+        .map_or(0, |(_, d)| d);
+    let migrations = std::fs::read_to_string(format!("{base}/sched"))
+        .ok()
+        .and_then(|s| host::sched_field(&s, "se.nr_migrations"))
+        .unwrap_or(0);
+    (delay, migrations)
+}
+
+/// One core in the host view.
+struct CoreRow {
+    cpu: usize,
+    busy: f64,
+    /// user, system, irq, softirq, steal: percent of the interval.
+    modes: [f64; 5],
+    /// Context switches, migrations, page faults per second (perf).
+    events: [Option<f64>; 3],
+    hardware: String,
+    agents: Vec<String>,
+}
+
+/// `weft-stat host`: the three levels per core over one interval.
+fn host_view(cli: &Cli, dir: &std::path::Path) {
+    let interval = Duration::from_secs_f64(cli.interval.unwrap_or(1.0));
+    let h = host::Host::new();
+    let stat = || {
+        std::fs::read_to_string("/proc/stat")
+            .map(|t| host::parse_proc_stat(&t))
+            .unwrap_or_default()
+    };
+    let (cpu0, sw0, hw0) = (stat(), h.software_counts(), h.hardware_counts());
+    let agents0 = agent_rows(&read_all(cli, dir));
+    let sched0: Vec<(u64, u64)> = agents0.iter().map(|a| thread_sched(a.pid, a.tid)).collect();
+    let started = Instant::now();
+    std::thread::sleep(interval);
+    let secs = started.elapsed().as_secs_f64();
+    let (cpu1, sw1, hw1) = (stat(), h.software_counts(), h.hardware_counts());
+    let agents1 = agent_rows(&read_all(cli, dir));
+    let hardware = match &h.pmu {
+        host::Pmu::Available => None,
+        host::Pmu::Unavailable(why) => Some(why.clone()),
+    };
+    let mut lines = Vec::new();
+    for c1 in &cpu1 {
+        let Some(c0) = cpu0.iter().find(|c| c.cpu == c1.cpu) else {
+            continue;
+        };
+        let delta: Vec<(&str, f64)> = c1
+            .modes
+            .iter()
+            .zip(&c0.modes)
+            .map(|((m, a), (_, b))| (*m, a.saturating_sub(*b) as f64))
+            .collect();
+        let total: f64 = delta.iter().map(|d| d.1).sum::<f64>().max(1.0);
+        let pct = |m: &str| 100.0 * delta.iter().find(|d| d.0 == m).map_or(0.0, |d| d.1) / total;
+        let busy = 100.0 - pct("idle") - pct("iowait");
+        let cpu = c1.cpu as usize;
+        let rate = |a: &[host::PerCpu], b: &[host::PerCpu], i: usize| {
+            let x = a.iter().find(|p| p.cpu == cpu)?;
+            let y = b.iter().find(|p| p.cpu == cpu)?;
+            Some(y.values[i].saturating_sub(x.values[i]) as f64 / secs)
+        };
+        let hw_text = match &hardware {
+            Some(why) => why.clone(),
+            None => match (
+                rate(&hw0, &hw1, 0),
+                rate(&hw0, &hw1, 1),
+                rate(&hw0, &hw1, 2),
+            ) {
+                (Some(cy), Some(ins), Some(llc)) => {
+                    format!("IPC {:.2}, {:.0} LLC misses/s", ins / cy.max(1.0), llc)
+                }
+                _ => "-".into(),
+            },
+        };
+        let mut weft = Vec::new();
+        for a in &agents1 {
+            if a.core != Some(cpu as u64) {
+                continue;
+            }
+            let Some(b) = agents0
+                .iter()
+                .position(|b| b.pid == a.pid && b.name == a.name)
+            else {
+                continue;
+            };
+            let (d0, m0) = sched0[b];
+            let (d1, m1) = thread_sched(a.pid, a.tid);
+            let busy = a.busy_ns.saturating_sub(agents0[b].busy_ns) as f64;
+            let idle = a.idle_ns.saturating_sub(agents0[b].idle_ns) as f64;
+            weft.push(format!(
+                "{} {} (pid {}): duty {:.1}%, run delay {:.2} ms/s, {} migrations",
+                a.node,
+                a.name,
+                a.pid,
+                100.0 * busy / (busy + idle).max(1.0),
+                d1.saturating_sub(d0) as f64 / 1e6 / secs,
+                m1.saturating_sub(m0)
+            ));
+        }
+        lines.push(CoreRow {
+            cpu,
+            busy,
+            modes: [
+                pct("user"),
+                pct("system"),
+                pct("irq"),
+                pct("softirq"),
+                pct("steal"),
+            ],
+            events: [
+                rate(&sw0, &sw1, 0),
+                rate(&sw0, &sw1, 1),
+                rate(&sw0, &sw1, 2),
+            ],
+            hardware: hw_text,
+            agents: weft,
+        });
+    }
+    if cli.json {
+        for r in &lines {
+            let (cpu, busy, hw, weft) = (r.cpu, r.busy, &r.hardware, &r.agents);
+            let [user, sys, irq, softirq, steal] = r.modes;
+            let [ctx, migr, faults] = r.events;
+            println!(
+                "{{\"schema\":{JSON_SCHEMA},\"time\":{},\"cpu\":{cpu},\"busy_pct\":{busy:.2},\"user_pct\":{user:.2},\"system_pct\":{sys:.2},\"irq_pct\":{irq:.2},\"softirq_pct\":{softirq:.2},\"steal_pct\":{steal:.2},\"context_switches_per_s\":{},\"migrations_per_s\":{},\"page_faults_per_s\":{},\"hardware\":{},\"agents\":[{}]}}",
+                json_str(&utc_now()),
+                ctx.map_or("null".into(), |v| format!("{v:.1}")),
+                migr.map_or("null".into(), |v| format!("{v:.1}")),
+                faults.map_or("null".into(), |v| format!("{v:.1}")),
+                json_str(hw),
+                weft.iter().map(|w| json_str(w)).collect::<Vec<_>>().join(",")
+            );
+        }
+        return;
+    }
+    println!(
+        "over {secs:.1} s: operating system | hardware (perf) | weft\n{:>4} {:>6} {:>6} {:>6} {:>5} {:>6} {:>6} | {:>8} {:>7} {:>7} | {:<30} | agents pinned here",
+        "core", "busy", "user", "system", "irq", "sirq", "steal", "ctxsw/s", "migr/s", "flt/s", "cycles, IPC, LLC"
+    );
+    let opt = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.0}"));
+    for r in &lines {
+        let (cpu, busy, hw, weft) = (r.cpu, r.busy, &r.hardware, &r.agents);
+        let [user, sys, irq, softirq, steal] = r.modes;
+        let [ctx, migr, faults] = r.events;
+        println!(
+            "{cpu:>4} {busy:>5.1}% {user:>5.1}% {sys:>5.1}% {irq:>4.1}% {softirq:>5.1}% {steal:>5.1}% | {:>8} {:>7} {:>7} | {:<30} | {}",
+            opt(ctx),
+            opt(migr),
+            opt(faults),
+            hw,
+            if weft.is_empty() { "-".to_string() } else { weft.join("; ") }
+        );
+    }
+    let unpinned: Vec<String> = agents1
+        .iter()
+        .filter(|a| a.core.is_none())
+        .map(|a| format!("{} {} (pid {})", a.node, a.name, a.pid))
+        .collect();
+    if !unpinned.is_empty() {
+        println!("not pinned: {}", unpinned.join("; "));
+    }
+    if let Some(why) = &h.software_unavailable {
+        println!("perf software events (ctxsw, migr, flt) {why}");
+    }
+}
+
+/// The agent threads and processes of the live processes in `snaps`, for
+/// the host levels: an agent's thread id and name come from its counters.
+fn host_targets(snaps: &[Snapshot]) -> (Vec<host::AgentThread>, Vec<host::Process>) {
+    let mut threads = Vec::new();
+    let mut procs = Vec::new();
+    for s in snaps.iter().filter(|s| s.state == ProcessState::Alive) {
+        let node_labels = format!("node=\"{}\",pid=\"{}\"", label_value(&s.label), s.pid);
+        procs.push(host::Process {
+            node_labels: node_labels.clone(),
+            pid: s.pid,
+        });
+        for c in s
+            .counters
+            .iter()
+            .filter(|c| c.type_id == types::AGENT_THREAD && c.value > 0)
+        {
+            threads.push(host::AgentThread {
+                node_labels: node_labels.clone(),
+                pid: s.pid,
+                agent: c.key,
+                name: types::subject(c.type_id, &c.label).to_owned(),
+                tid: c.value as u32,
+            });
+        }
+    }
+    (threads, procs)
+}
+
 /// `weft_shm_subscriber_lag_bytes`: for each shared-memory subscription on
 /// this host, how far it is behind the newest publication of its channel
 /// and stream (from every counters file, so publisher and subscriber may
@@ -1117,8 +1375,9 @@ fn reclaim(dir: &std::path::Path, dry_run: bool, linger: Duration) -> i32 {
 /// thread of its own, at most [`MAX_CONNECTIONS`] at once, each bounded by
 /// [`IO_TIMEOUT`] to send its request and to take the reply, so idle or
 /// slow clients cannot hold a scrape up.
-fn serve(cli: &Cli, dir: &std::path::Path, listen: &str, lingers: Lingers) {
+fn serve(cli: &Cli, dir: &std::path::Path, listen: &str, lingers: Lingers, host: bool) {
     use std::sync::atomic::Ordering::Relaxed;
+    let host = host.then(host::Host::new);
     let listener = std::net::TcpListener::bind(listen).unwrap_or_else(|e| {
         eprintln!("weft-stat: cannot listen on {listen}: {e}");
         std::process::exit(2);
@@ -1142,8 +1401,9 @@ fn serve(cli: &Cli, dir: &std::path::Path, listen: &str, lingers: Lingers) {
             }
             stats.open.fetch_add(1, Relaxed);
             let stats = &stats;
+            let host = host.as_ref();
             scope.spawn(move || {
-                handle(&mut conn, cli, dir, stats, lingers);
+                handle(&mut conn, cli, dir, stats, lingers, host);
                 stats.open.fetch_sub(1, Relaxed);
             });
         }
@@ -1157,6 +1417,7 @@ fn handle(
     dir: &std::path::Path,
     stats: &ServeStats,
     lingers: Lingers,
+    host: Option<&host::Host>,
 ) {
     use std::io::Read;
     use std::sync::atomic::Ordering::Relaxed;
@@ -1200,6 +1461,10 @@ fn handle(
             let mut snaps = read_all(cli, dir);
             snaps.retain(|s| lingers.exported(s));
             let mut body = metrics_text(&snaps);
+            if let Some(h) = host {
+                let (threads, procs) = host_targets(&snaps);
+                h.metrics(&mut body, &threads, &procs);
+            }
             stats
                 .last_scrape_ns
                 .store(started.elapsed().as_nanos() as u64, Relaxed);
@@ -1297,12 +1562,17 @@ fn main() {
             listen,
             linger,
             dead_linger,
+            no_host,
         }) => {
             let lingers = Lingers {
                 closed: seconds("--linger", *linger),
                 dead: seconds("--dead-linger", *dead_linger),
             };
-            serve(&cli, &dir, listen, lingers);
+            serve(&cli, &dir, listen, lingers, !no_host);
+            return;
+        }
+        Some(Cmd::Host) => {
+            host_view(&cli, &dir);
             return;
         }
         Some(Cmd::Reclaim { dry_run, linger }) => {

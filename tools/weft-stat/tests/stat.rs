@@ -1193,3 +1193,138 @@ fn the_live_view_fits_the_terminal_sorts_and_quits_on_q() {
     drop(node);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The operating-system and hardware levels: a node with an agent thread
+/// pinned to core 1; `weft-stat host` shows it on that core beside the
+/// core's OS figures, and says hardware counters are unavailable where the
+/// machine has no PMU (this VM); `serve` exports the node_exporter-named
+/// families, the agent thread's scheduling, the per-core perf software
+/// events and the NICs, and says "unavailable" once, exporting no
+/// hardware counter it cannot read.
+#[test]
+fn the_host_levels_are_shown_and_exported() {
+    let dir = temp_dir("host");
+    let mut node = Node::new(NodeConfig {
+        dir: dir.clone(),
+        threading: ThreadingMode::Dedicated,
+        cores: vec![1],
+        control_ring: false,
+        name: "stat-host".into(),
+        ..NodeConfig::default()
+    })
+    .unwrap();
+    let _publ = node.publication("udp://239.77.57.1:40457?interface=127.0.0.1", 1);
+    // The agent records its thread id at its first duty cycle.
+    let start = std::time::Instant::now();
+    let tid = loop {
+        let (lines, _) = stat(&dir, &["--once", "--json", "--type", "agent_thread"]);
+        if let Some(t) = lines.iter().map(|l| number(l, "value")).find(|&t| t > 0) {
+            break t;
+        }
+        assert!(start.elapsed().as_secs() < 20, "no agent thread id");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let out = Command::new(env!("CARGO_BIN_EXE_weft-stat"))
+        .args(["host", "--json", "--interval", "0.3", "--dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let core1 = text
+        .lines()
+        .find(|l| l.contains("\"cpu\":1,"))
+        .unwrap_or_else(|| panic!("core 1 in {text}"));
+    assert!(
+        core1.contains("stat-host") && core1.contains("duty"),
+        "the agent on its core: {core1}"
+    );
+    assert!(core1.contains("\"busy_pct\":"), "{core1}");
+    let pmu = Command::new("perf")
+        .args(["stat", "-e", "cycles", "true"])
+        .output()
+        .map(|o| !String::from_utf8_lossy(&o.stderr).contains("not supported"))
+        .unwrap_or(false);
+    if !pmu {
+        assert!(
+            core1.contains("unavailable: no hardware PMU"),
+            "says why there is no IPC: {core1}"
+        );
+        assert_eq!(
+            stderr.matches("unavailable: no hardware PMU").count(),
+            1,
+            "said once: {stderr}"
+        );
+    }
+
+    let port = free_tcp_port();
+    let mut serve = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_weft-stat"))
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .arg("--dir")
+            .arg(&dir)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let start = std::time::Instant::now();
+    let metrics = loop {
+        if let Some(m) = http_get(port, "/metrics") {
+            break m;
+        }
+        assert!(
+            start.elapsed().as_secs() < 20,
+            "weft-stat serve never answered"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let second = http_get(port, "/metrics").unwrap();
+    let pid = std::process::id();
+    let thread =
+        format!("node=\"stat-host\",pid=\"{pid}\",agent=\"0\",name=\"agent-0\",thread=\"{tid}\"");
+    for want in [
+        "node_cpu_seconds_total{cpu=\"1\",mode=\"steal\"}".to_string(),
+        "node_cpu_seconds_total{cpu=\"0\",mode=\"user\"}".to_string(),
+        format!("weft_thread_cpu_seconds_total{{{thread}}}"),
+        format!("weft_thread_run_delay_seconds_total{{{thread}}}"),
+        format!("weft_thread_context_switches_total{{{thread},kind=\"involuntary\"}}"),
+        format!("weft_thread_migrations_total{{{thread}}}"),
+        "weft_host_udp_receive_buffer_errors_total ".to_string(),
+        "weft_host_udp_in_errors_total ".to_string(),
+        format!("weft_udp_socket_drops_total{{node=\"stat-host\",pid=\"{pid}\",local="),
+        format!("weft_process_locked_memory_bytes{{node=\"stat-host\",pid=\"{pid}\"}}"),
+        "weft_host_huge_pages ".to_string(),
+        "weft_cpu_context_switches_total{cpu=\"1\"}".to_string(),
+        "weft_cpu_page_faults_total{cpu=\"0\"}".to_string(),
+        "node_network_receive_packets_total{device=\"lo\"}".to_string(),
+    ] {
+        assert!(metrics.contains(&want), "{want} in:\n{metrics}");
+    }
+    if !pmu {
+        assert!(metrics.contains("weft_hardware_counters_available 0"));
+        assert!(!metrics.contains("weft_cpu_cycles_total{"), "nothing false");
+    }
+    // The pinned agent's thread never moves.
+    let migrations = |m: &str| {
+        m.lines()
+            .find(|l| l.starts_with(&format!("weft_thread_migrations_total{{{thread}}}")))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .unwrap()
+    };
+    assert_eq!(migrations(&metrics), migrations(&second));
+    let _ = serve.0.kill();
+    let _ = serve.0.wait();
+    let mut err = String::new();
+    use std::io::Read;
+    let _ = serve.0.stderr.take().unwrap().read_to_string(&mut err);
+    if !pmu {
+        assert_eq!(
+            err.matches("unavailable").count(),
+            1,
+            "said once over two scrapes: {err}"
+        );
+    }
+    drop(node);
+    let _ = std::fs::remove_dir_all(&dir);
+}
