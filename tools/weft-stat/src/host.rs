@@ -241,9 +241,12 @@ fn counter(
     event: impl perf_event::events::Event + 'static,
     cpu: usize,
 ) -> std::io::Result<perf_event::Counter> {
+    // Kernel and hypervisor included: a context switch happens in the
+    // kernel, and the crate excludes both by default.
     let mut c = perf_event::Builder::new(event)
         .one_cpu(cpu)
         .any_pid()
+        .exclude_kernel(false)
         .exclude_hv(false)
         .build()?;
     c.enable()?;

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The exporter's cost (issue 19): shm-pingpong p50 while `weft-stat serve`
+# is scraped once a second with every level on, against the same with
+# --no-host (weft's counters only), alternated ROUNDS times, one run each.
+#   overhead.sh [ROUNDS=5]
+set -euo pipefail
+cd "$(dirname "$0")/../../.."
+rounds=${1:-5}
+bench=target/release/weft-bench
+stat=target/release/weft-stat
+port=19464
+one() {
+    local mode=$1
+    local args=(serve --listen "127.0.0.1:$port")
+    [ "$mode" = off ] && args+=(--no-host)
+    "$stat" "${args[@]}" 2>/dev/null &
+    local serve=$!
+    sleep 0.3
+    ( while true; do curl -s "http://127.0.0.1:$port/metrics" > /dev/null || true; sleep 1; done ) &
+    local scraper=$!
+    local p50
+    p50=$("$bench" run shm-pingpong --runs 1 --json 2>/dev/null | python3 -c 'import json,sys
+for l in sys.stdin:
+    d = json.loads(l)
+    if d.get("scenario") == "shm-pingpong": print(d["p50_ns"], d["probe_before_ns"], d["probe_after_ns"])')
+    kill "$scraper" "$serve" 2>/dev/null || true
+    wait "$serve" 2>/dev/null || true
+    echo "$mode $p50"
+}
+for r in $(seq "$rounds"); do
+    one on
+    one off
+done
