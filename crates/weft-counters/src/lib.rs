@@ -1847,6 +1847,31 @@ impl CountersReader {
         })
     }
 
+    /// The value of record `id` if it is still the counter [`counters`]
+    /// found there (same state word: not freed, not reused since): two
+    /// loads, no allocation, for a sampler that reads a few counters a
+    /// thousand times a second. `state` is from [`record_state`].
+    ///
+    /// [`counters`]: Self::counters
+    /// [`record_state`]: Self::record_state
+    pub fn value_if(&self, id: usize, state: u64) -> Option<u64> {
+        use std::sync::atomic::Ordering;
+        let b = record_base(id);
+        let value = self.words.get(b + R_VALUE)?.load(Ordering::Acquire);
+        (self.words.get(b + R_STATE)?.load(Ordering::Acquire) == state).then_some(value)
+    }
+
+    /// Record `id`'s state word (its generation and state), for
+    /// [`value_if`](Self::value_if).
+    pub fn record_state(&self, id: usize) -> Option<u64> {
+        use std::sync::atomic::Ordering;
+        Some(
+            self.words
+                .get(record_base(id) + R_STATE)?
+                .load(Ordering::Acquire),
+        )
+    }
+
     /// Every live counter with its value now. A record being rewritten while
     /// read is left out of this pass.
     ///

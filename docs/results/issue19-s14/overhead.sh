@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The exporter's cost (issue 19): shm-pingpong p50 while `weft-stat serve`
 # is scraped once a second with every level on, against the same with
-# --no-host (weft's counters only), alternated ROUNDS times, one run each.
+# --no-host (weft's counters only: no host levels, no burst sampler),
+# alternated ROUNDS times, one run each; prints p50, p99, p99.9 and floors.
 #   overhead.sh [ROUNDS=5]
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
@@ -22,7 +23,7 @@ one() {
     p50=$("$bench" run shm-pingpong --runs 1 --json 2>/dev/null | python3 -c 'import json,sys
 for l in sys.stdin:
     d = json.loads(l)
-    if d.get("scenario") == "shm-pingpong": print(d["p50_ns"], d["probe_before_ns"], d["probe_after_ns"])')
+    if d.get("scenario") == "shm-pingpong": print("p50", d["p50_ns"], "p99", d["p99_ns"], "p99.9", d["p99_9_ns"], "floor", d["probe_before_ns"], d["probe_after_ns"])')
     kill "$scraper" "$serve" 2>/dev/null || true
     wait "$serve" 2>/dev/null || true
     echo "$mode $p50"

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 
+mod burst;
 mod host;
 mod view;
 use weft_counters::{scan, types, CounterValue, CountersReader, ProcessState};
@@ -211,9 +212,22 @@ enum Cmd {
         dead_linger: f64,
         /// Leave out the operating-system and hardware levels (CPU modes,
         /// agent threads' scheduling, UDP drops, memory, perf counters,
-        /// NICs): only weft's own counters.
+        /// NICs) and the burst sampler: only weft's own counters.
         #[arg(long)]
         no_host: bool,
+        /// A `weft-bench stress` results store (`stress.jsonl`) whose
+        /// newest run's saturation rates headroom is judged against.
+        /// Default: $WEFT_BENCH_RESULTS/stress.jsonl, else
+        /// target/weft-bench-results/stress.jsonl, if there.
+        #[arg(long)]
+        saturation: Option<PathBuf>,
+        /// Milliseconds between the burst sampler's reads (the "1ms" peak
+        /// window is one of them). Each read wakes a thread: on a host
+        /// whose cores all spin, it lengthens the tail (p99.9) of the
+        /// processes whose core it takes; run weft-stat on a housekeeping
+        /// core, or read less often.
+        #[arg(long, default_value_t = 1.0)]
+        sample_ms: f64,
     },
     /// The three levels per core, side by side, over `--interval` seconds:
     /// the operating system's (busy, user, system, irq, softirq, steal),
@@ -844,6 +858,29 @@ fn info_metrics(out: &mut String, snaps: &[Snapshot]) {
     }
 }
 
+/// Every channel end of the live processes: (role, channel, stream), one
+/// per end (from its message counter).
+fn channel_ends(snaps: &[Snapshot]) -> Vec<(String, String, u64)> {
+    snaps
+        .iter()
+        .filter(|s| !matches!(s.state, ProcessState::Dead | ProcessState::Closed))
+        .flat_map(|s| &s.counters)
+        .filter(|c| {
+            matches!(
+                c.type_id,
+                types::SHM_SENT_MESSAGES
+                    | types::SHM_RECEIVED_MESSAGES
+                    | types::UDP_SENT_MESSAGES
+                    | types::UDP_RECEIVED_MESSAGES
+            )
+        })
+        .map(|c| {
+            let (role, channel) = stream_labels(&c.label);
+            (role.to_string(), channel.to_string(), c.key)
+        })
+        .collect()
+}
+
 /// One agent as the host view shows it.
 struct AgentRow {
     node: String,
@@ -1375,9 +1412,57 @@ fn reclaim(dir: &std::path::Path, dry_run: bool, linger: Duration) -> i32 {
 /// thread of its own, at most [`MAX_CONNECTIONS`] at once, each bounded by
 /// [`IO_TIMEOUT`] to send its request and to take the reply, so idle or
 /// slow clients cannot hold a scrape up.
-fn serve(cli: &Cli, dir: &std::path::Path, listen: &str, lingers: Lingers, host: bool) {
+/// What `serve` adds to weft's counters: the host levels, the burst
+/// sampler, the saturation rates headroom is judged against.
+struct Extras {
+    host: host::Host,
+    sampler: burst::Sampler,
+    saturation: Option<burst::Saturation>,
+}
+
+fn saturation_file(given: Option<&std::path::Path>) -> Option<PathBuf> {
+    if let Some(f) = given {
+        return Some(f.to_owned());
+    }
+    let env = std::env::var_os("WEFT_BENCH_RESULTS").map(|d| PathBuf::from(d).join("stress.jsonl"));
+    env.into_iter()
+        .chain([PathBuf::from("target/weft-bench-results/stress.jsonl")])
+        .find(|p| p.is_file())
+}
+
+fn serve(
+    cli: &Cli,
+    dir: &std::path::Path,
+    listen: &str,
+    lingers: Lingers,
+    extras: bool,
+    saturation: Option<&std::path::Path>,
+    tick: Duration,
+) {
     use std::sync::atomic::Ordering::Relaxed;
-    let host = host.then(host::Host::new);
+    let extras = extras.then(|| {
+        let saturation = match saturation_file(saturation) {
+            Some(f) => match burst::Saturation::load(&f) {
+                Ok(s) => {
+                    eprintln!("weft-stat: headroom against the saturation rates of {}", s.source);
+                    Some(s)
+                }
+                Err(e) => {
+                    eprintln!("weft-stat: no headroom: {e}");
+                    None
+                }
+            },
+            None => {
+                eprintln!("weft-stat: no headroom: no saturation measurement (run `weft-bench stress`, then --saturation DIR/stress.jsonl)");
+                None
+            }
+        };
+        Extras {
+            host: host::Host::new(),
+            sampler: burst::Sampler::start(dir.to_owned(), tick),
+            saturation,
+        }
+    });
     let listener = std::net::TcpListener::bind(listen).unwrap_or_else(|e| {
         eprintln!("weft-stat: cannot listen on {listen}: {e}");
         std::process::exit(2);
@@ -1401,9 +1486,9 @@ fn serve(cli: &Cli, dir: &std::path::Path, listen: &str, lingers: Lingers, host:
             }
             stats.open.fetch_add(1, Relaxed);
             let stats = &stats;
-            let host = host.as_ref();
+            let extras = extras.as_ref();
             scope.spawn(move || {
-                handle(&mut conn, cli, dir, stats, lingers, host);
+                handle(&mut conn, cli, dir, stats, lingers, extras);
                 stats.open.fetch_sub(1, Relaxed);
             });
         }
@@ -1417,7 +1502,7 @@ fn handle(
     dir: &std::path::Path,
     stats: &ServeStats,
     lingers: Lingers,
-    host: Option<&host::Host>,
+    extras: Option<&Extras>,
 ) {
     use std::io::Read;
     use std::sync::atomic::Ordering::Relaxed;
@@ -1461,9 +1546,16 @@ fn handle(
             let mut snaps = read_all(cli, dir);
             snaps.retain(|s| lingers.exported(s));
             let mut body = metrics_text(&snaps);
-            if let Some(h) = host {
+            if let Some(x) = extras {
                 let (threads, procs) = host_targets(&snaps);
-                h.metrics(&mut body, &threads, &procs);
+                x.host.metrics(&mut body, &threads, &procs);
+                burst::metrics(
+                    &mut body,
+                    &x.sampler.window,
+                    &x.sampler.take(),
+                    x.saturation.as_ref(),
+                    &channel_ends(&snaps),
+                );
             }
             stats
                 .last_scrape_ns
@@ -1563,12 +1655,27 @@ fn main() {
             linger,
             dead_linger,
             no_host,
+            saturation,
+            sample_ms,
         }) => {
+            if !(sample_ms.is_finite() && *sample_ms >= 0.1) {
+                eprintln!("weft-stat: --sample-ms {sample_ms}: expected at least 0.1");
+                std::process::exit(2);
+            }
             let lingers = Lingers {
                 closed: seconds("--linger", *linger),
                 dead: seconds("--dead-linger", *dead_linger),
             };
-            serve(&cli, &dir, listen, lingers, !no_host);
+            let tick = Duration::from_secs_f64(sample_ms / 1e3);
+            serve(
+                &cli,
+                &dir,
+                listen,
+                lingers,
+                !no_host,
+                saturation.as_deref(),
+                tick,
+            );
             return;
         }
         Some(Cmd::Host) => {

@@ -1328,3 +1328,105 @@ fn the_host_levels_are_shown_and_exported() {
     drop(node);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Burst metrics and headroom: a burst that fills most of a ring in a
+/// millisecond, then nothing for a second, shows as a 1 ms peak rate far
+/// above the 1 s one and a ring fill high-water over a half; against a
+/// saturation rate from a stress results store, as the publication's
+/// headroom.
+#[test]
+fn a_burst_shows_in_the_peaks_and_the_headroom() {
+    let dir = temp_dir("burst");
+    let mut node = node(&dir, "stat-burst");
+    let uri = "shm:burst?capacity=64KiB";
+    let mut publ = node.publication(uri, 1).unwrap();
+    let mut sub = node.subscription(uri, 1).unwrap();
+    while !publ.is_connected() {
+        sub.poll(16, |_| {}).unwrap();
+    }
+    let store = dir.join("stress.jsonl");
+    std::fs::write(
+        &store,
+        "{\"time_s\":1,\"run\":\"r\",\"path\":\"shm-broadcast-1\",\"saturation_per_s\":4000000,\"msg_bytes\":64,\"commit\":\"c\"}\n",
+    )
+    .unwrap();
+    let port = free_tcp_port();
+    let _serve = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_weft-stat"))
+            .args([
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--saturation",
+            ])
+            .arg(&store)
+            .arg("--dir")
+            .arg(&dir)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let start = std::time::Instant::now();
+    while http_get(port, "/metrics").is_none() {
+        assert!(
+            start.elapsed().as_secs() < 20,
+            "weft-stat serve never answered"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // Past the sampler's rescan, so it tracks the channel; then the burst:
+    // 600 messages of 64 bytes (an 80-byte frame each: 48,000 of 65,536
+    // bytes) at once, read only after a while.
+    std::thread::sleep(std::time::Duration::from_millis(1300));
+    for i in 0..600u64 {
+        publ.offer(&[i as u8; 64]).unwrap();
+    }
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let mut got = 0;
+    while got < 600 {
+        got += sub.poll(256, |_| {}).unwrap();
+    }
+    std::thread::sleep(std::time::Duration::from_millis(1300));
+    let metrics = http_get(port, "/metrics").unwrap();
+    let value = |prefix: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("{prefix} in:\n{metrics}"))
+    };
+    let pid = std::process::id();
+    let labels = format!(
+        "node=\"stat-burst\",pid=\"{pid}\",role=\"publication\",channel=\"shm:burst\",stream=\"1\""
+    );
+    let ms = value(&format!(
+        "weft_channel_peak_rate_messages_per_second{{{labels},window=\"1ms\"}}"
+    ));
+    let s = value(&format!(
+        "weft_channel_peak_rate_messages_per_second{{{labels},window=\"1s\"}}"
+    ));
+    assert!(ms > 100_000.0, "600 messages within a tick or two: {ms}");
+    assert!(
+        s < ms / 10.0,
+        "the 1 s window averages the burst away: {s} vs {ms}"
+    );
+    let fill = value("weft_shm_ring_fill_high_water_ratio{channel=\"shm:burst\",stream=\"1\"}");
+    assert!(
+        (0.5..=1.0).contains(&fill),
+        "the burst filled most of the ring: {fill}"
+    );
+    let headroom = value(&format!("weft_channel_headroom_ratio{{{labels}}}"));
+    assert!(
+        (headroom - (1.0 - ms / 4e6)).abs() < 1e-6,
+        "1 - peak / saturation: {headroom}"
+    );
+    assert!(metrics.contains("path=\"shm-broadcast-1\",msg_bytes=\"64\"} 4000000"));
+    // The peaks are since the last scrape: the next one starts afresh.
+    let again = http_get(port, "/metrics").unwrap();
+    assert!(
+        !again.contains(&format!("{labels},window=\"1ms\"}} {ms}")),
+        "the peak was taken"
+    );
+    drop((publ, sub, node));
+    let _ = std::fs::remove_dir_all(&dir);
+}
