@@ -75,9 +75,14 @@ pub struct Peaks {
     pub duty: BTreeMap<String, f64>,
 }
 
-/// The sampler thread and what it found.
+/// Who takes the peaks: each reader has its own "since I last took them".
+pub const SCRAPE: usize = 0;
+/// The alert rules' evaluation.
+pub const RULES: usize = 1;
+
+/// The sampler thread and what it found, per reader.
 pub struct Sampler {
-    peaks: Arc<Mutex<Peaks>>,
+    peaks: Arc<Mutex<[Peaks; 2]>>,
     stop: Arc<AtomicBool>,
     /// The short peak window's label: the tick ("1ms" by default).
     pub window: String,
@@ -121,7 +126,7 @@ impl Sampler {
     /// Starts sampling the counters files in `dir` every `tick` (1 ms:
     /// the "1ms" window is then one tick).
     pub fn start(dir: PathBuf, tick: Duration) -> Self {
-        let peaks = Arc::new(Mutex::new(Peaks::default()));
+        let peaks = Arc::new(Mutex::new([Peaks::default(), Peaks::default()]));
         let stop = Arc::new(AtomicBool::new(false));
         let (p, s) = (peaks.clone(), stop.clone());
         std::thread::Builder::new()
@@ -136,11 +141,12 @@ impl Sampler {
         }
     }
 
-    /// The peaks since the last call (and starts new ones).
-    pub fn take(&self) -> Peaks {
+    /// The peaks since `reader`'s last call (and starts new ones for it).
+    pub fn take(&self, reader: usize) -> Peaks {
         self.peaks
             .lock()
-            .map(|mut p| std::mem::take(&mut *p))
+            .ok()
+            .and_then(|mut p| p.get_mut(reader).map(std::mem::take))
             .unwrap_or_default()
     }
 }
@@ -189,7 +195,7 @@ fn discover(dir: &Path) -> (Vec<CountersReader>, Vec<Tracked>) {
     (readers, tracked)
 }
 
-fn run(dir: &Path, peaks: &Mutex<Peaks>, stop: &AtomicBool, tick: Duration) {
+fn run(dir: &Path, peaks: &Mutex<[Peaks; 2]>, stop: &AtomicBool, tick: Duration) {
     let (mut readers, mut tracked) = discover(dir);
     let mut rescanned = Instant::now();
     let mut prev = Instant::now();
@@ -215,7 +221,8 @@ fn run(dir: &Path, peaks: &Mutex<Peaks>, stop: &AtomicBool, tick: Duration) {
         let dt = now.duration_since(prev).as_secs_f64().max(1e-6);
         prev = now;
         let mut positions: BTreeMap<(String, u64), (u64, u64, u64)> = BTreeMap::new();
-        let Ok(mut p) = peaks.lock() else { return };
+        let Ok(mut slots) = peaks.lock() else { return };
+        let mut p = Peaks::default();
         for t in &mut tracked {
             let Some(v) = readers
                 .get(t.reader)
@@ -280,6 +287,22 @@ fn run(dir: &Path, peaks: &Mutex<Peaks>, stop: &AtomicBool, tick: Duration) {
                 let e = p.duty.entry(a.clone()).or_default();
                 *e = e.max(w.1 as f64 / total);
                 *w = (now, 0, 0);
+            }
+        }
+        // This tick's observations raise every reader's peaks.
+        for slot in slots.iter_mut() {
+            for (k, (ms, s)) in &p.rates {
+                let e = slot.rates.entry(k.clone()).or_default();
+                e.0 = e.0.max(*ms);
+                e.1 = e.1.max(*s);
+            }
+            for (k, v) in &p.fill {
+                let e = slot.fill.entry(k.clone()).or_default();
+                *e = e.max(*v);
+            }
+            for (k, v) in &p.duty {
+                let e = slot.duty.entry(k.clone()).or_default();
+                *e = e.max(*v);
             }
         }
     }

@@ -13,7 +13,7 @@
 //! ```
 #![deny(unsafe_code)]
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -21,6 +21,8 @@ use clap::{Parser, Subcommand};
 
 mod burst;
 mod host;
+mod notify;
+mod rules;
 mod view;
 use weft_counters::{scan, types, CounterValue, CountersReader, ProcessState};
 
@@ -108,6 +110,8 @@ impl Cli {
             ),
             Some(Cmd::Serve { .. }) => ("serve", &["--pid", "--type", "--label", "--stream"]),
             Some(Cmd::Host) => ("host", &["--pid", "--interval", "--json"]),
+            Some(Cmd::Rules { .. }) => ("rules", &[]),
+            Some(Cmd::Watch { .. }) => ("watch", &["--json"]),
             Some(Cmd::Reclaim { .. }) => ("reclaim", &[]),
         };
         let wrong: Vec<&str> = self
@@ -228,6 +232,36 @@ enum Cmd {
         /// core, or read less often.
         #[arg(long, default_value_t = 1.0)]
         sample_ms: f64,
+        /// Alert rules (TOML, docs/operations.md "Alerts"), evaluated
+        /// continuously; with --redis and no --rules, the shipped defaults.
+        #[arg(long)]
+        rules: Option<PathBuf>,
+        #[command(flatten)]
+        redis: RedisArgs,
+    },
+    /// Checks an alert rules file (the shipped defaults without FILE), or
+    /// prints it as a Prometheus alerting-rules file (`--prometheus`).
+    Rules {
+        file: Option<PathBuf>,
+        #[arg(long)]
+        prometheus: bool,
+    },
+    /// Follows the notification stream on Redis with a consumer group,
+    /// printing each notification and acknowledging it: a consumer
+    /// restarted with the same --consumer first gets what it read but had
+    /// not acknowledged.
+    Watch {
+        #[command(flatten)]
+        redis: RedisArgs,
+        /// The consumer group.
+        #[arg(long, default_value = "weft-watch")]
+        group: String,
+        /// This consumer's name in the group.
+        #[arg(long, default_value = "watch")]
+        consumer: String,
+        /// Exit after this many notifications.
+        #[arg(long)]
+        max: Option<u64>,
     },
     /// The three levels per core, side by side, over `--interval` seconds:
     /// the operating system's (busy, user, system, irq, softirq, steal),
@@ -249,6 +283,49 @@ enum Cmd {
         #[arg(long, default_value_t = 60.0)]
         linger: f64,
     },
+}
+
+/// Where notifications go on Redis.
+#[derive(clap::Args, Debug, Clone)]
+struct RedisArgs {
+    /// Redis to send notifications to (serve) or read them from (watch),
+    /// e.g. redis://127.0.0.1:6379.
+    #[arg(long)]
+    redis: Option<String>,
+    /// The stream notifications are added to.
+    #[arg(long, default_value = "weft:alerts")]
+    redis_stream: String,
+    /// The pub/sub channel each notification is also published on.
+    #[arg(long, default_value = "weft:alerts")]
+    redis_channel: String,
+    /// The stream's approximate bound (MAXLEN ~).
+    #[arg(long, default_value_t = 10_000)]
+    redis_maxlen: usize,
+}
+
+impl RedisArgs {
+    fn target(&self) -> Option<notify::Target> {
+        Some(notify::Target {
+            url: self.redis.clone()?,
+            stream: self.redis_stream.clone(),
+            channel: self.redis_channel.clone(),
+            maxlen: self.redis_maxlen,
+        })
+    }
+}
+
+/// The alert rules weft ships (`weft-stat rules` prints them checked).
+const DEFAULT_RULES: &str = include_str!("../rules/default.toml");
+
+fn load_rules(file: Option<&std::path::Path>) -> Result<rules::Rules, String> {
+    let (text, what) = match file {
+        Some(f) => (
+            std::fs::read_to_string(f).map_err(|e| format!("{}: {e}", f.display()))?,
+            f.display().to_string(),
+        ),
+        None => (DEFAULT_RULES.to_string(), "the default rules".to_string()),
+    };
+    rules::Rules::parse(&text, SERVED).map_err(|e| format!("{what}: {e}"))
 }
 
 /// One counters file, read now.
@@ -1133,15 +1210,22 @@ fn host_targets(snaps: &[Snapshot]) -> (Vec<host::AgentThread>, Vec<host::Proces
 fn lag_metrics(out: &mut String, snaps: &[Snapshot]) {
     use std::fmt::Write;
     let mut newest: HashMap<(String, u64), u64> = HashMap::new();
+    let mut capacity: HashMap<(String, u64), u64> = HashMap::new();
     for s in snaps {
-        for c in s
-            .counters
-            .iter()
-            .filter(|c| c.type_id == types::SHM_SEND_POSITION)
-        {
+        for c in &s.counters {
             let (_, channel) = stream_labels(&c.label);
-            let e = newest.entry((channel.to_owned(), c.key)).or_default();
-            *e = (*e).max(c.value);
+            let key = (channel.to_owned(), c.key);
+            match c.type_id {
+                types::SHM_SEND_POSITION => {
+                    let e = newest.entry(key).or_default();
+                    *e = (*e).max(c.value);
+                }
+                types::SHM_RING_CAPACITY => {
+                    let e = capacity.entry(key).or_default();
+                    *e = (*e).max(c.value);
+                }
+                _ => {}
+            }
         }
     }
     family(
@@ -1151,7 +1235,7 @@ fn lag_metrics(out: &mut String, snaps: &[Snapshot]) {
         "Ring bytes a shared-memory subscription is behind its channel's newest publication on this host (its backlog).",
     );
     // Two subscriptions with the same labels: the one further behind.
-    let mut series: std::collections::BTreeMap<String, u64> = Default::default();
+    let mut series: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
     for s in snaps {
         for c in s
             .counters
@@ -1159,7 +1243,8 @@ fn lag_metrics(out: &mut String, snaps: &[Snapshot]) {
             .filter(|c| c.type_id == types::SHM_RECEIVE_POSITION)
         {
             let (_, channel) = stream_labels(&c.label);
-            if let Some(&head) = newest.get(&(channel.to_owned(), c.key)) {
+            let key = (channel.to_owned(), c.key);
+            if let Some(&head) = newest.get(&key) {
                 let labels = format!(
                     "node=\"{}\",pid=\"{}\"{}",
                     label_value(&s.label),
@@ -1168,12 +1253,56 @@ fn lag_metrics(out: &mut String, snaps: &[Snapshot]) {
                 );
                 let lag = head.saturating_sub(c.value);
                 let e = series.entry(labels).or_default();
-                *e = (*e).max(lag);
+                e.0 = e.0.max(lag);
+                e.1 = capacity.get(&key).copied().unwrap_or(0);
             }
         }
     }
-    for (labels, lag) in series {
+    for (labels, (lag, _)) in &series {
         let _ = writeln!(out, "weft_shm_subscriber_lag_bytes{{{labels}}} {lag}");
+    }
+    family(
+        out,
+        "weft_shm_subscriber_lag_ratio",
+        "gauge",
+        "A shared-memory subscription's backlog over its ring's capacity: at 1 it holds its publisher back (or is cut loose).",
+    );
+    for (labels, (lag, cap)) in &series {
+        if *cap > 0 {
+            let _ = writeln!(
+                out,
+                "weft_shm_subscriber_lag_ratio{{{labels}}} {}",
+                *lag as f64 / *cap as f64
+            );
+        }
+    }
+    family(
+        out,
+        "weft_publication_up",
+        "gauge",
+        "1 while a publication's process is alive; 0 once it is hung, dead or closed (its series linger for --linger / --dead-linger): the publisher is gone.",
+    );
+    let mut pubs = std::collections::BTreeSet::new();
+    for s in snaps {
+        for c in s.counters.iter().filter(|c| {
+            matches!(
+                c.type_id,
+                types::SHM_SENT_MESSAGES | types::UDP_SENT_MESSAGES
+            ) && stream_labels(&c.label).0 == "publication"
+        }) {
+            pubs.insert((
+                format!(
+                    "node=\"{}\",pid=\"{}\"{}",
+                    label_value(&s.label),
+                    s.pid,
+                    key_labels(types::KeyKind::Stream, c.type_id, c.key, &c.label)
+                ),
+                u8::from(s.state == ProcessState::Alive),
+            ));
+        }
+    }
+    for (labels, up) in pubs {
+        let _ = writeln!(out, "weft_publication_up{{{labels}}} {up}");
     }
 }
 
@@ -1418,6 +1547,8 @@ struct Extras {
     host: host::Host,
     sampler: burst::Sampler,
     saturation: Option<burst::Saturation>,
+    /// With rules: what the evaluation found, for the scrape.
+    alerts: Option<std::sync::Mutex<AlertState>>,
 }
 
 fn saturation_file(given: Option<&std::path::Path>) -> Option<PathBuf> {
@@ -1430,6 +1561,7 @@ fn saturation_file(given: Option<&std::path::Path>) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+#[allow(clippy::too_many_arguments)] // serve's flags, one each
 fn serve(
     cli: &Cli,
     dir: &std::path::Path,
@@ -1438,8 +1570,13 @@ fn serve(
     extras: bool,
     saturation: Option<&std::path::Path>,
     tick: Duration,
+    alerting: Option<(rules::Evaluator, Option<notify::Notifier>)>,
 ) {
-    use std::sync::atomic::Ordering::Relaxed;
+    let listen_on = std::net::TcpListener::bind(listen).unwrap_or_else(|e| {
+        eprintln!("weft-stat: cannot listen on {listen}: {e}");
+        std::process::exit(2);
+    });
+    eprintln!("weft-stat: serving http://{listen}/metrics");
     let extras = extras.then(|| {
         let saturation = match saturation_file(saturation) {
             Some(f) => match burst::Saturation::load(&f) {
@@ -1461,13 +1598,30 @@ fn serve(
             host: host::Host::new(),
             sampler: burst::Sampler::start(dir.to_owned(), tick),
             saturation,
+            alerts: alerting
+                .as_ref()
+                .map(|_| std::sync::Mutex::new(AlertState::default())),
         }
     });
-    let listener = std::net::TcpListener::bind(listen).unwrap_or_else(|e| {
-        eprintln!("weft-stat: cannot listen on {listen}: {e}");
-        std::process::exit(2);
-    });
-    eprintln!("weft-stat: serving http://{listen}/metrics");
+    if let (Some(x), Some((evaluator, notifier))) = (extras.as_ref(), alerting) {
+        std::thread::scope(|scope| {
+            scope.spawn(|| evaluate_rules(cli, dir, lingers, x, evaluator, notifier));
+            accept(cli, dir, listen_on, lingers, extras.as_ref());
+        });
+        return;
+    }
+    accept(cli, dir, listen_on, lingers, extras.as_ref());
+}
+
+/// Serves connections on `listener` until the process ends.
+fn accept(
+    cli: &Cli,
+    dir: &std::path::Path,
+    listener: std::net::TcpListener,
+    lingers: Lingers,
+    extras: Option<&Extras>,
+) {
+    use std::sync::atomic::Ordering::Relaxed;
     let stats = ServeStats::default();
     std::thread::scope(|scope| {
         for conn in listener.incoming() {
@@ -1486,13 +1640,217 @@ fn serve(
             }
             stats.open.fetch_add(1, Relaxed);
             let stats = &stats;
-            let extras = extras.as_ref();
             scope.spawn(move || {
                 handle(&mut conn, cli, dir, stats, lingers, extras);
                 stats.open.fetch_sub(1, Relaxed);
             });
         }
     });
+}
+
+/// Everything `serve` exports but its own statistics: weft's counters, and
+/// with `extras` the host levels and the burst peaks since `reader` last
+/// took them.
+fn exposition(
+    cli: &Cli,
+    dir: &std::path::Path,
+    lingers: Lingers,
+    extras: Option<&Extras>,
+    reader: usize,
+) -> String {
+    let mut snaps = read_all(cli, dir);
+    snaps.retain(|s| lingers.exported(s));
+    let mut body = metrics_text(&snaps);
+    if let Some(x) = extras {
+        let (threads, procs) = host_targets(&snaps);
+        x.host.metrics(&mut body, &threads, &procs);
+        burst::metrics(
+            &mut body,
+            &x.sampler.window,
+            &x.sampler.take(reader),
+            x.saturation.as_ref(),
+            &channel_ends(&snaps),
+        );
+    }
+    if let Some(a) = extras.and_then(|x| x.alerts.as_ref()) {
+        if let Ok(a) = a.lock() {
+            alert_metrics(&mut body, &a.0, &a.1);
+        }
+    }
+    body
+}
+
+/// The families beyond the counters table that `serve` exports: what an
+/// alert rule may name.
+const SERVED: &[&str] = &[
+    "weft_process_up",
+    "weft_process_heartbeat_age_seconds",
+    "weft_process_state",
+    "weft_agent_info",
+    "weft_task_info",
+    "weft_shm_subscriber_lag_bytes",
+    "weft_shm_subscriber_lag_ratio",
+    "weft_publication_up",
+    "weft_errors_total",
+    "weft_error_log_total",
+    "weft_error_log_last_seen_seconds",
+    "node_cpu_seconds_total",
+    "weft_thread_cpu_seconds_total",
+    "weft_thread_run_delay_seconds_total",
+    "weft_thread_context_switches_total",
+    "weft_thread_migrations_total",
+    "weft_host_udp_in_datagrams_total",
+    "weft_host_udp_out_datagrams_total",
+    "weft_host_udp_in_errors_total",
+    "weft_host_udp_receive_buffer_errors_total",
+    "weft_host_udp_send_buffer_errors_total",
+    "weft_udp_socket_drops_total",
+    "weft_process_locked_memory_bytes",
+    "weft_process_huge_pages_bytes",
+    "weft_host_huge_pages",
+    "weft_host_huge_pages_free",
+    "node_memory_Hugepagesize_bytes",
+    "weft_hardware_counters_available",
+    "weft_cpu_cycles_total",
+    "weft_cpu_instructions_total",
+    "weft_cpu_llc_misses_total",
+    "weft_cpu_context_switches_total",
+    "weft_cpu_migrations_total",
+    "weft_cpu_page_faults_total",
+    "node_network_receive_packets_total",
+    "node_network_transmit_packets_total",
+    "node_network_receive_drop_total",
+    "node_network_transmit_drop_total",
+    "node_network_receive_errs_total",
+    "node_network_transmit_errs_total",
+    "weft_channel_peak_rate_messages_per_second",
+    "weft_shm_ring_fill_high_water_ratio",
+    "weft_agent_peak_duty_cycle_ratio",
+    "weft_agent_headroom_ratio",
+    "weft_channel_saturation_messages_per_second",
+    "weft_channel_headroom_ratio",
+    "weft_stat_alerts_firing",
+    "weft_stat_notifications_total",
+    "weft_stat_notifications_queued",
+    "weft_stat_redis_up",
+];
+
+/// The rules' state for the scrape: the alerts firing, and the notifier's
+/// counts.
+type AlertState = (Vec<(String, BTreeMap<String, String>)>, NotifierStats);
+
+/// The notifier's counts, as the last evaluation left them.
+#[derive(Debug, Default, Clone)]
+struct NotifierStats {
+    sent: u64,
+    duplicates: u64,
+    dropped: u64,
+    queued: usize,
+    redis_up: bool,
+    configured: bool,
+}
+
+fn alert_metrics(
+    out: &mut String,
+    firing: &[(String, BTreeMap<String, String>)],
+    n: &NotifierStats,
+) {
+    use std::fmt::Write;
+    family(
+        out,
+        "weft_stat_alerts_firing",
+        "gauge",
+        "Alerts of weft-stat's rules firing now, by rule.",
+    );
+    let mut by: BTreeMap<&str, u64> = BTreeMap::new();
+    for (name, _) in firing {
+        *by.entry(name).or_default() += 1;
+    }
+    for (name, count) in by {
+        let _ = writeln!(
+            out,
+            "weft_stat_alerts_firing{{alertname=\"{}\"}} {count}",
+            label_value(name)
+        );
+    }
+    if !n.configured {
+        return;
+    }
+    family(
+        out,
+        "weft_stat_notifications_total",
+        "counter",
+        "Notifications: added to the Redis stream (outcome=\"sent\"), already there on a retry (\"duplicate\"), dropped from a full queue (\"dropped\").",
+    );
+    for (outcome, v) in [
+        ("sent", n.sent),
+        ("duplicate", n.duplicates),
+        ("dropped", n.dropped),
+    ] {
+        let _ = writeln!(
+            out,
+            "weft_stat_notifications_total{{outcome=\"{outcome}\"}} {v}"
+        );
+    }
+    family(
+        out,
+        "weft_stat_notifications_queued",
+        "gauge",
+        "Notifications waiting for Redis.",
+    );
+    let _ = writeln!(out, "weft_stat_notifications_queued {}", n.queued);
+    family(
+        out,
+        "weft_stat_redis_up",
+        "gauge",
+        "1 if the last delivery to Redis worked.",
+    );
+    let _ = writeln!(out, "weft_stat_redis_up {}", u8::from(n.redis_up));
+}
+
+/// The alert loop of `serve`: every evaluation interval, the same metrics a
+/// scrape gets (with the burst peaks of its own reader), through the
+/// rules; what changes is queued for Redis and sent.
+fn evaluate_rules(
+    cli: &Cli,
+    dir: &std::path::Path,
+    lingers: Lingers,
+    extras: &Extras,
+    mut evaluator: rules::Evaluator,
+    mut notifier: Option<notify::Notifier>,
+) {
+    let interval = evaluator.rules.notify.eval_interval;
+    loop {
+        let started = Instant::now();
+        let text = exposition(cli, dir, lingers, Some(extras), burst::RULES);
+        let changes = evaluator.step(started, rules::parse_exposition(&text));
+        for n in changes {
+            if cli.json || notifier.is_none() {
+                eprintln!("weft-stat: alert {}", n.json());
+            }
+            if let Some(x) = notifier.as_mut() {
+                x.push(n);
+            }
+        }
+        let mut stats = NotifierStats::default();
+        if let Some(x) = notifier.as_mut() {
+            x.flush();
+            stats = NotifierStats {
+                sent: x.sent,
+                duplicates: x.duplicates,
+                dropped: x.dropped,
+                queued: x.queued(),
+                redis_up: x.up(),
+                configured: true,
+            };
+        }
+        if let Some(a) = &extras.alerts {
+            if let Ok(mut a) = a.lock() {
+                *a = (evaluator.firing(), stats);
+            }
+        }
+        std::thread::sleep(interval.saturating_sub(started.elapsed()));
+    }
 }
 
 /// One HTTP request on `conn`.
@@ -1543,20 +1901,7 @@ fn handle(
     match (method, metrics) {
         ("GET" | "HEAD", true) => {
             let started = Instant::now();
-            let mut snaps = read_all(cli, dir);
-            snaps.retain(|s| lingers.exported(s));
-            let mut body = metrics_text(&snaps);
-            if let Some(x) = extras {
-                let (threads, procs) = host_targets(&snaps);
-                x.host.metrics(&mut body, &threads, &procs);
-                burst::metrics(
-                    &mut body,
-                    &x.sampler.window,
-                    &x.sampler.take(),
-                    x.saturation.as_ref(),
-                    &channel_ends(&snaps),
-                );
-            }
+            let mut body = exposition(cli, dir, lingers, extras, burst::SCRAPE);
             stats
                 .last_scrape_ns
                 .store(started.elapsed().as_nanos() as u64, Relaxed);
@@ -1611,7 +1956,7 @@ fn main() {
         .dir
         .clone()
         .unwrap_or_else(|| weft_shm::ShmOptions::default().dir);
-    if !dir.is_dir() {
+    if !dir.is_dir() && !matches!(cli.command, Some(Cmd::Rules { .. } | Cmd::Watch { .. })) {
         let default = weft_shm::region::default_dir();
         let hint = if cli.dir.is_some() {
             "check --dir".to_string()
@@ -1657,6 +2002,8 @@ fn main() {
             no_host,
             saturation,
             sample_ms,
+            rules: rules_file,
+            redis,
         }) => {
             if !(sample_ms.is_finite() && *sample_ms >= 0.1) {
                 eprintln!("weft-stat: --sample-ms {sample_ms}: expected at least 0.1");
@@ -1667,6 +2014,33 @@ fn main() {
                 dead: seconds("--dead-linger", *dead_linger),
             };
             let tick = Duration::from_secs_f64(sample_ms / 1e3);
+            let alerting = if rules_file.is_some() || redis.redis.is_some() {
+                if *no_host {
+                    eprintln!(
+                        "weft-stat serve: --rules and --redis need the levels --no-host leaves out"
+                    );
+                    std::process::exit(2);
+                }
+                let r = load_rules(rules_file.as_deref()).unwrap_or_else(|e| {
+                    eprintln!("weft-stat: {e}");
+                    std::process::exit(2);
+                });
+                eprintln!(
+                    "weft-stat: {} alert rules, evaluated every {:?}{}",
+                    r.rules.len(),
+                    r.notify.eval_interval,
+                    redis.redis.as_ref().map_or(
+                        " (no --redis: alerts on stderr)".to_string(),
+                        |u| format!(", notifications to {u} stream {}", redis.redis_stream)
+                    )
+                );
+                Some((
+                    rules::Evaluator::new(r),
+                    redis.target().map(notify::Notifier::new),
+                ))
+            } else {
+                None
+            };
             serve(
                 &cli,
                 &dir,
@@ -1675,11 +2049,44 @@ fn main() {
                 !no_host,
                 saturation.as_deref(),
                 tick,
+                alerting,
             );
             return;
         }
         Some(Cmd::Host) => {
             host_view(&cli, &dir);
+            return;
+        }
+        Some(Cmd::Rules { file, prometheus }) => {
+            match load_rules(file.as_deref()) {
+                Ok(r) if *prometheus => print!("{}", r.prometheus_yaml()),
+                Ok(r) => println!(
+                    "{}: {} rules, all well-formed",
+                    file.as_ref()
+                        .map_or("the default rules".into(), |f| f.display().to_string()),
+                    r.rules.len()
+                ),
+                Err(e) => {
+                    eprintln!("weft-stat: {e}");
+                    std::process::exit(1);
+                }
+            }
+            return;
+        }
+        Some(Cmd::Watch {
+            redis,
+            group,
+            consumer,
+            max,
+        }) => {
+            let Some(target) = redis.target() else {
+                eprintln!("weft-stat watch: give --redis redis://HOST:PORT");
+                std::process::exit(2);
+            };
+            if let Err(e) = notify::watch(&target, group, consumer, *max, cli.json) {
+                eprintln!("weft-stat watch: {e}");
+                std::process::exit(1);
+            }
             return;
         }
         Some(Cmd::Reclaim { dry_run, linger }) => {

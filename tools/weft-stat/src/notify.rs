@@ -1,0 +1,342 @@
+//! Notifications on Redis: each alert that starts firing, repeats or
+//! resolves becomes an entry in a Redis Stream (durable, `MAXLEN`-bounded,
+//! read by consumer groups that acknowledge, so a restarted consumer misses
+//! nothing) and a pub/sub message for live watchers.
+//!
+//! Delivery is exactly once per dedup key (the alert's fingerprint, when it
+//! started, its status and repeat): a Lua script sets `KEY:dedup:<key>`
+//! with `NX` and only then adds the entry and publishes, atomically, so a
+//! notification retried after a broken connection is not added twice.
+//! While Redis is down (or restarting), notifications queue in order in
+//! `weft-stat` (up to [`QUEUE_MAX`]) and go out when it is back.
+
+use std::collections::VecDeque;
+
+use crate::rules::Notification;
+
+/// Notifications kept while Redis is unreachable; past this the oldest
+/// are dropped, and counted.
+pub const QUEUE_MAX: usize = 100_000;
+
+/// The dedup keys live this long (a retry comes much sooner).
+const DEDUP_TTL_S: u64 = 7 * 24 * 3600;
+
+const SCRIPT: &str = r"
+if redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[2]) then
+  local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', unpack(ARGV, 5))
+  redis.call('PUBLISH', ARGV[3], ARGV[4])
+  return id
+end
+return false
+";
+
+/// Where notifications go.
+#[derive(Clone, Debug)]
+pub struct Target {
+    pub url: String,
+    pub stream: String,
+    pub channel: String,
+    pub maxlen: usize,
+}
+
+/// The queue and the connection.
+pub struct Notifier {
+    target: Target,
+    conn: Option<redis::Connection>,
+    queue: VecDeque<Notification>,
+    script: redis::Script,
+    /// Entries added.
+    pub sent: u64,
+    /// Retries Redis already had (their dedup key was set).
+    pub duplicates: u64,
+    /// Dropped from a full queue.
+    pub dropped: u64,
+    /// The last delivery error, said once per outage.
+    pub down_since: Option<String>,
+}
+
+impl std::fmt::Debug for Notifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Notifier")
+            .field("target", &self.target)
+            .field("queued", &self.queue.len())
+            .finish()
+    }
+}
+
+impl Notifier {
+    pub fn new(target: Target) -> Self {
+        Self {
+            target,
+            conn: None,
+            queue: VecDeque::new(),
+            script: redis::Script::new(SCRIPT),
+            sent: 0,
+            duplicates: 0,
+            dropped: 0,
+            down_since: None,
+        }
+    }
+
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
+
+    pub fn up(&self) -> bool {
+        self.down_since.is_none() && self.conn.is_some()
+    }
+
+    /// Queues a notification (dropping the oldest past [`QUEUE_MAX`]).
+    pub fn push(&mut self, n: Notification) {
+        if self.queue.len() >= QUEUE_MAX {
+            self.queue.pop_front();
+            self.dropped += 1;
+        }
+        self.queue.push_back(n);
+    }
+
+    fn connect(&mut self) -> Result<&mut redis::Connection, String> {
+        if self.conn.is_none() {
+            let client = redis::Client::open(self.target.url.as_str())
+                .map_err(|e| format!("redis {}: {e}", self.target.url))?;
+            let conn = client
+                .get_connection_with_timeout(std::time::Duration::from_secs(2))
+                .map_err(|e| format!("redis {}: {e}", self.target.url))?;
+            let _ = conn.set_read_timeout(Some(std::time::Duration::from_secs(5)));
+            let _ = conn.set_write_timeout(Some(std::time::Duration::from_secs(5)));
+            self.conn = Some(conn);
+        }
+        self.conn
+            .as_mut()
+            .ok_or_else(|| "no connection".to_string())
+    }
+
+    /// Sends what is queued, in order; stops at the first failure (the
+    /// rest stays queued, the connection is dropped to be made again).
+    /// Says on stderr when Redis goes away and when it is back.
+    pub fn flush(&mut self) {
+        while let Some(n) = self.queue.front().cloned() {
+            match self.deliver(&n) {
+                Ok(added) => {
+                    if added {
+                        self.sent += 1;
+                    } else {
+                        self.duplicates += 1;
+                    }
+                    self.queue.pop_front();
+                    if let Some(was) = self.down_since.take() {
+                        eprintln!(
+                            "weft-stat: redis {} is back ({was}); {} queued notifications delivered or delivering",
+                            self.target.url,
+                            self.queue.len() + 1
+                        );
+                    }
+                }
+                Err(e) => {
+                    self.conn = None;
+                    if self.down_since.is_none() {
+                        eprintln!(
+                            "weft-stat: notifications held ({} queued): {e}",
+                            self.queue.len()
+                        );
+                        self.down_since = Some(e);
+                    }
+                    return;
+                }
+            }
+        }
+        // Keep a connection's health known even when nothing is sent.
+        if self.queue.is_empty() && self.down_since.is_some() && self.connect().is_ok() {
+            self.down_since = None;
+        }
+    }
+
+    fn deliver(&mut self, n: &Notification) -> Result<bool, String> {
+        let target = self.target.clone();
+        let script = self.script.clone();
+        let conn = self.connect()?;
+        let dedup = format!("{}:dedup:{}", target.stream, n.dedup_key());
+        let labels = n.json();
+        let value = if n.value.is_finite() {
+            n.value.to_string()
+        } else {
+            String::new()
+        };
+        let fields: [(&str, String); 12] = [
+            ("status", n.status.to_string()),
+            ("alertname", n.alertname.clone()),
+            ("severity", n.severity.clone()),
+            ("summary", n.summary.clone()),
+            ("value", value),
+            ("fingerprint", n.fingerprint.clone()),
+            ("group", n.group.clone()),
+            ("starts_at_ns", n.starts_at_ns.to_string()),
+            ("ends_at_ns", n.ends_at_ns.to_string()),
+            ("repeat", n.repeat.to_string()),
+            ("dedup", n.dedup_key()),
+            ("json", labels.clone()),
+        ];
+        let mut inv = script.prepare_invoke();
+        inv.key(&target.stream)
+            .key(&dedup)
+            .arg(target.maxlen)
+            .arg(DEDUP_TTL_S)
+            .arg(&target.channel)
+            .arg(&labels);
+        for (k, v) in &fields {
+            inv.arg(*k).arg(v);
+        }
+        let id: Option<String> = inv
+            .invoke(conn)
+            .map_err(|e| format!("redis {}: {e}", target.url))?;
+        Ok(id.is_some())
+    }
+}
+
+/// `weft-stat watch`: follows the notification stream with a consumer
+/// group, printing each entry and acknowledging it once printed. A
+/// consumer restarted under the same name first gets what it had read but
+/// not acknowledged; a new group starts at the stream's beginning.
+/// Returns after `max` entries (if given), else runs until killed.
+pub fn watch(
+    target: &Target,
+    group: &str,
+    consumer: &str,
+    max: Option<u64>,
+    json: bool,
+) -> Result<(), String> {
+    let client = redis::Client::open(target.url.as_str())
+        .map_err(|e| format!("redis {}: {e}", target.url))?;
+    let mut printed = 0u64;
+    let mut said_down = false;
+    loop {
+        let mut conn = match client.get_connection_with_timeout(std::time::Duration::from_secs(2)) {
+            Ok(c) => c,
+            Err(e) => {
+                if !said_down {
+                    eprintln!("weft-stat watch: redis {}: {e}; retrying", target.url);
+                    said_down = true;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(500));
+                continue;
+            }
+        };
+        said_down = false;
+        // The group, from the start of the stream (BUSYGROUP: it exists).
+        let created: redis::RedisResult<()> = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(&target.stream)
+            .arg(group)
+            .arg("0")
+            .arg("MKSTREAM")
+            .query(&mut conn);
+        if let Err(e) = created {
+            if !e.to_string().contains("BUSYGROUP") {
+                return Err(format!("redis XGROUP CREATE: {e}"));
+            }
+        }
+        // Pending (read, not acknowledged) first, then new entries.
+        let mut from = "0".to_string();
+        loop {
+            let reply: redis::RedisResult<redis::Value> = redis::cmd("XREADGROUP")
+                .arg("GROUP")
+                .arg(group)
+                .arg(consumer)
+                .arg("COUNT")
+                .arg(100)
+                .arg("BLOCK")
+                .arg(1000)
+                .arg("STREAMS")
+                .arg(&target.stream)
+                .arg(&from)
+                .query(&mut conn);
+            let entries = match reply {
+                Ok(v) => entries_of(&v),
+                Err(e) => {
+                    eprintln!("weft-stat watch: redis {}: {e}; reconnecting", target.url);
+                    break;
+                }
+            };
+            if entries.is_empty() && from == "0" {
+                from = ">".into();
+                continue;
+            }
+            for (id, fields) in entries {
+                let get = |k: &str| {
+                    fields
+                        .iter()
+                        .find(|(f, _)| f == k)
+                        .map_or("", |(_, v)| v.as_str())
+                };
+                if json {
+                    println!("{{\"id\":\"{id}\",\"notification\":{}}}", get("json"));
+                } else {
+                    println!(
+                        "{id} {:<8} {:<24} {:<9} {} {}",
+                        get("status"),
+                        get("alertname"),
+                        get("severity"),
+                        get("group"),
+                        get("summary")
+                    );
+                }
+                use std::io::Write;
+                let _ = std::io::stdout().flush();
+                let acked: redis::RedisResult<i64> = redis::cmd("XACK")
+                    .arg(&target.stream)
+                    .arg(group)
+                    .arg(&id)
+                    .query(&mut conn);
+                if let Err(e) = acked {
+                    eprintln!("weft-stat watch: XACK {id}: {e}");
+                }
+                printed += 1;
+                if max.is_some_and(|m| printed >= m) {
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+/// The (id, fields) of an XREADGROUP/XRANGE reply.
+pub fn entries_of(v: &redis::Value) -> Vec<(String, Vec<(String, String)>)> {
+    use redis::Value;
+    fn text(v: &Value) -> Option<String> {
+        match v {
+            Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+            Value::SimpleString(s) => Some(s.clone()),
+            _ => None,
+        }
+    }
+    fn entry(e: &Value) -> Option<(String, Vec<(String, String)>)> {
+        let Value::Array(parts) = e else { return None };
+        let id = text(parts.first()?)?;
+        let Value::Array(kv) = parts.get(1)? else {
+            return None;
+        };
+        let fields = kv
+            .chunks(2)
+            .filter_map(|p| Some((text(p.first()?)?, text(p.get(1)?)?)))
+            .collect();
+        Some((id, fields))
+    }
+    let list = |v: &Value| -> Vec<(String, Vec<(String, String)>)> {
+        match v {
+            Value::Array(es) => es.iter().filter_map(entry).collect(),
+            _ => Vec::new(),
+        }
+    };
+    match v {
+        // XREADGROUP: [[stream, [entries]]] (RESP2), or a map (RESP3).
+        Value::Array(streams) => streams
+            .iter()
+            .flat_map(|s| match s {
+                Value::Array(pair) if pair.len() == 2 => list(&pair[1]),
+                other => list(other),
+            })
+            .collect(),
+        Value::Map(m) => m.iter().flat_map(|(_, es)| list(es)).collect(),
+        _ => Vec::new(),
+    }
+}
