@@ -271,12 +271,26 @@ pub fn watch(
                 if json {
                     println!("{{\"id\":\"{id}\",\"notification\":{}}}", get("json"));
                 } else {
+                    // The alert's own labels (not alertname and severity,
+                    // which have their columns).
+                    let labels = serde_json::from_str::<serde_json::Value>(get("json"))
+                        .ok()
+                        .and_then(|v| {
+                            let m = v.get("labels")?.as_object()?.clone();
+                            Some(
+                                m.iter()
+                                    .filter(|(k, _)| *k != "alertname" && *k != "severity")
+                                    .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                                    .collect::<Vec<_>>()
+                                    .join(","),
+                            )
+                        })
+                        .unwrap_or_default();
                     println!(
-                        "{id} {:<8} {:<24} {:<9} {} {}",
+                        "{id} {:<8} {:<20} {:<8} {{{labels}}} {}",
                         get("status"),
                         get("alertname"),
                         get("severity"),
-                        get("group"),
                         get("summary")
                     );
                 }
