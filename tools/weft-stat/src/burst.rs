@@ -109,11 +109,13 @@ fn stream_series(node: &str, pid: u32, type_id: u32, key: u64, label: &str) -> S
     )
 }
 
-fn agent_series(node: &str, pid: u32, agent: u64, label: &str) -> String {
+/// The labels of an agent's series: its busy and idle counters (whose own
+/// labels differ in their suffix) give the same, so they meet in one window.
+fn agent_series(node: &str, pid: u32, agent: u64, type_id: u32, label: &str) -> String {
     format!(
         "node=\"{}\",pid=\"{pid}\",agent=\"{agent}\",name=\"{}\"",
         crate::label_value(node),
-        crate::label_value(types::subject(types::AGENT_BUSY_NS, label))
+        crate::label_value(types::subject(type_id, label))
     )
 }
 
@@ -175,8 +177,14 @@ fn discover(dir: &Path) -> (Vec<CountersReader>, Vec<Tracked>) {
                 types::SHM_SEND_POSITION => What::SendPosition(channel_of(&c.label), c.key),
                 types::SHM_RECEIVE_POSITION => What::ReceivePosition(channel_of(&c.label), c.key),
                 types::SHM_RING_CAPACITY => What::Capacity(channel_of(&c.label), c.key),
-                types::AGENT_BUSY_NS => What::Busy(agent_series(&node, pid, c.key, &c.label)),
-                types::AGENT_IDLE_NS => What::Idle(agent_series(&node, pid, c.key, &c.label)),
+                types::AGENT_BUSY_NS | types::AGENT_IDLE_NS => {
+                    let agent = agent_series(&node, pid, c.key, c.type_id, &c.label);
+                    if c.type_id == types::AGENT_BUSY_NS {
+                        What::Busy(agent)
+                    } else {
+                        What::Idle(agent)
+                    }
+                }
                 _ => continue,
             };
             let Some(state) = r.record_state(c.id) else {

@@ -369,7 +369,9 @@ impl Drop for KillOnDrop {
 /// `shm:prom-md`; a subscriber reads both shared-memory channels, a few
 /// messages per round, so it has a backlog; a telemetry node subscribes to
 /// the UDP stream directly, losing 2 % of datagrams on purpose (NAKs,
-/// repairs). Invoker mode: nothing spins but this thread, which sleeps.
+/// repairs). Invoker mode, but for telemetry: its agent is a thread of its
+/// own, pinned to the last core, backing off when idle (the thread-level
+/// panels need one). Nothing spins; this thread sleeps.
 fn market_data_workload(
     dir: &Path,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
@@ -388,7 +390,10 @@ fn market_data_workload(
         let mut publisher = Node::new(cfg("md-publisher")).unwrap();
         let mut gateway = Node::new(cfg("md-gateway")).unwrap();
         let mut subscriber = Node::new(cfg("md-subscriber")).unwrap();
+        let last_core = std::thread::available_parallelism().map_or(0, |n| n.get() - 1);
         let mut telemetry = Node::new(NodeConfig {
+            threading: ThreadingMode::Dedicated,
+            cores: vec![last_core],
             udp: weft::UdpDefaults {
                 loss: Some(weft::LossConfig {
                     seed: 7,
@@ -481,23 +486,29 @@ fn dashboard_queries() -> Vec<String> {
                     c => expr.push(c),
                 }
             }
-            expr.replace("$node", ".*").replace("$channel", ".*")
+            expr.replace("$node", ".*")
+                .replace("$channel", ".*")
+                .replace("$cpu", ".*")
         })
         .collect()
 }
 
 /// `weft-stat serve` passes `promtool check metrics`, and a real Prometheus
 /// server scrapes it while clients hold connections open, with a real
-/// market-data workload running: every scrape is up; the UDP send/receive
-/// join, the backlog and ring-fill queries and every dashboard query return
-/// series; the gateway's republish counts as a shared-memory publication.
+/// market-data workload running (and Redis for its alerts): every scrape is
+/// up; the UDP send/receive join, the backlog and ring-fill queries and
+/// every dashboard query return series, all three levels, the headroom
+/// and burst panels and the alerts annotation (the hardware panels that
+/// need a PMU return nothing where there is none); the gateway's republish
+/// counts as a shared-memory publication; the workload's loss is notified
+/// on Redis once firing and, when it stops, once resolved.
 #[test]
 fn prometheus_scrapes_weft_stat_serve() {
     let root = Command::new("id")
         .arg("-u")
         .output()
         .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
-    for tool in ["promtool", "prometheus"] {
+    for tool in ["promtool", "prometheus", "redis-server", "redis-cli"] {
         if Command::new(tool).arg("--version").output().is_err() {
             // scripts/setup installs it as root (the README test command runs it).
             assert!(!root, "{tool} is not installed: run scripts/setup");
@@ -514,10 +525,43 @@ fn prometheus_scrapes_weft_stat_serve() {
     depth.set(7);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let workload = market_data_workload(&dir, stop.clone());
+    // Saturation rates as a weft-bench stress store holds them (made-up
+    // figures: what is checked is that the headroom panels have data), and
+    // one rule: the ticks publisher's back-pressure (its reader takes half
+    // of what it offers).
+    let store = dir.join("stress.jsonl");
+    let mut rows = String::new();
+    for (path, rate) in [
+        ("shm-broadcast-1", 4e6),
+        ("shm-broadcast-2", 3e6),
+        ("udp-1", 5e5),
+        ("udp-2", 4e5),
+        ("gateway", 4e5),
+    ] {
+        rows.push_str(&format!(
+            "{{\"time_s\":1,\"run\":\"r\",\"path\":\"{path}\",\"saturation_per_s\":{rate},\"msg_bytes\":48,\"commit\":\"c\"}}\n"
+        ));
+    }
+    std::fs::write(&store, rows).unwrap();
+    let rules = dir.join("rules.toml");
+    std::fs::write(
+        &rules,
+        "[notify]\neval_interval = \"500ms\"\n\n[[rule]]\nname = \"WeftShmBackPressure\"\nexpr = 'rate(weft_shm_back_pressured_total{node=\"md-publisher\"}[10s])'\nop = \">\"\nthreshold = 100\nseverity = \"warning\"\nsummary = \"back-pressure\"\n",
+    )
+    .unwrap();
+    let redis_dir = dir.join("redis");
+    std::fs::create_dir_all(&redis_dir).unwrap();
+    let redis_port = free_tcp_port();
+    let _redis = redis(&redis_dir, redis_port);
     let port = free_tcp_port();
     let _serve = KillOnDrop(
         Command::new(env!("CARGO_BIN_EXE_weft-stat"))
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .arg("--saturation")
+            .arg(&store)
+            .arg("--rules")
+            .arg(&rules)
+            .args(["--redis", &format!("redis://127.0.0.1:{redis_port}")])
             .arg("--dir")
             .arg(&dir)
             .stderr(Stdio::null())
@@ -708,10 +752,22 @@ fn prometheus_scrapes_weft_stat_serve() {
     );
     // Every panel of the dashboard has data. `rate` needs two samples in
     // its window and the loss panel needs a loss: retried for a while.
+    // Without a PMU, the cycles, instructions and LLC-miss panels have
+    // none, and must have none: nothing false is exported.
     let queries = dashboard_queries();
-    assert!(queries.len() >= 20, "{queries:?}");
+    assert!(queries.len() >= 50, "{queries:?}");
+    let pmu = series("weft_hardware_counters_available == 1") == Some(1);
     let start = std::time::Instant::now();
     for q in &queries {
+        if !pmu
+            && ["weft_cpu_cycles", "weft_cpu_instructions", "weft_cpu_llc"]
+                .iter()
+                .any(|m| q.contains(m))
+        {
+            assert_eq!(series(q), Some(0), "no PMU, yet data for {q}");
+            eprintln!("no PMU, no series: {q}");
+            continue;
+        }
         while series(q).unwrap_or(0) == 0 {
             assert!(
                 start.elapsed().as_secs() < 90,
@@ -721,8 +777,44 @@ fn prometheus_scrapes_weft_stat_serve() {
         }
         eprintln!("{} series: {q}", series(q).unwrap_or(0));
     }
+    // One headroom per agent, between 0 and 1 (an agent's busy and idle
+    // time meet in one window: they once made two series, 1 and 0).
+    assert_eq!(
+        series("weft_agent_headroom_ratio >= 0 <= 1"),
+        series("weft_agent_info"),
+        "one headroom per agent"
+    );
+    // The pinned agent's thread is on its core in the OS and software
+    // rows alike.
+    let last_core = std::thread::available_parallelism().map_or(0, |n| n.get() - 1);
+    assert_eq!(
+        series(&format!(
+            "rate(weft_thread_cpu_seconds_total{{node=\"telemetry\"}}[1m]) * on(node, pid, agent) group_left(core) weft_agent_info{{core=\"{last_core}\"}}"
+        )),
+        Some(1),
+        "the telemetry agent's thread, pinned to core {last_core}"
+    );
+    // The back-pressure is one notification while it lasts, and one
+    // "resolved" once the workload stops.
+    let alerts = |status: &str| {
+        stream_entries(redis_port, "weft:alerts")
+            .iter()
+            .filter(|e| e[1] == "WeftShmBackPressure" && e[2] == status)
+            .count()
+    };
+    assert_eq!(alerts("firing"), 1, "the back-pressure alert, once");
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     assert!(workload.join().unwrap() > 0, "the workload moved nothing");
+    let start = std::time::Instant::now();
+    while alerts("resolved") == 0 {
+        assert!(
+            start.elapsed().as_secs() < 40,
+            "the back-pressure alert never resolved"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    assert_eq!((alerts("firing"), alerts("resolved")), (1, 1));
     hold.store(false, std::sync::atomic::Ordering::Relaxed);
     drop(idle);
     for t in slow {
