@@ -21,7 +21,6 @@ use clap::{Parser, Subcommand};
 
 mod burst;
 mod host;
-mod notify;
 mod rules;
 mod view;
 use weft_counters::{scan, types, CounterValue, CountersReader, ProcessState};
@@ -304,8 +303,8 @@ struct RedisArgs {
 }
 
 impl RedisArgs {
-    fn target(&self) -> Option<notify::Target> {
-        Some(notify::Target {
+    fn target(&self) -> Option<weft_notify::Target> {
+        Some(weft_notify::Target {
             url: self.redis.clone()?,
             stream: self.redis_stream.clone(),
             channel: self.redis_channel.clone(),
@@ -1570,7 +1569,7 @@ fn serve(
     extras: bool,
     saturation: Option<&std::path::Path>,
     tick: Duration,
-    alerting: Option<(rules::Evaluator, Option<notify::Notifier>)>,
+    alerting: Option<(rules::Evaluator, Option<weft_notify::Notifier>)>,
 ) {
     let listen_on = std::net::TcpListener::bind(listen).unwrap_or_else(|e| {
         eprintln!("weft-stat: cannot listen on {listen}: {e}");
@@ -1817,7 +1816,7 @@ fn evaluate_rules(
     lingers: Lingers,
     extras: &Extras,
     mut evaluator: rules::Evaluator,
-    mut notifier: Option<notify::Notifier>,
+    mut notifier: Option<weft_notify::Notifier>,
 ) {
     let interval = evaluator.rules.notify.eval_interval;
     loop {
@@ -2036,7 +2035,7 @@ fn main() {
                 );
                 Some((
                     rules::Evaluator::new(r),
-                    redis.target().map(notify::Notifier::new),
+                    redis.target().map(weft_notify::Notifier::new),
                 ))
             } else {
                 None
@@ -2083,7 +2082,7 @@ fn main() {
                 eprintln!("weft-stat watch: give --redis redis://HOST:PORT");
                 std::process::exit(2);
             };
-            if let Err(e) = notify::watch(&target, group, consumer, *max, cli.json) {
+            if let Err(e) = weft_notify::watch(&target, group, consumer, *max, cli.json) {
                 eprintln!("weft-stat watch: {e}");
                 std::process::exit(1);
             }

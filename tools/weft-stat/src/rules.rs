@@ -33,6 +33,7 @@ use std::fmt::Write;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
+use weft_notify::{fingerprint, Notification};
 
 /// One sample of a metric, as the exposition text has it.
 #[derive(Clone, Debug, PartialEq)]
@@ -564,77 +565,10 @@ fn apply(func: Func, pts: &[(Instant, f64)]) -> Option<f64> {
     }
 }
 
-/// A state change to tell the world about.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Notification {
-    /// "firing" or "resolved".
-    pub status: &'static str,
-    pub alertname: String,
-    pub severity: String,
-    pub summary: String,
-    /// The alert's labels: the series', the rule's, alertname, severity.
-    pub labels: BTreeMap<String, String>,
-    pub value: f64,
-    /// FNV-1a of alertname and labels, hex: one alert, however often sent.
-    pub fingerprint: String,
-    /// The group it belongs to (`notify.group_by`'s labels).
-    pub group: String,
-    /// When it started firing (ns since the epoch) and, resolved, ended.
-    pub starts_at_ns: u64,
-    pub ends_at_ns: u64,
-    /// A repeat of a firing alert (after `repeat_interval`).
-    pub repeat: u32,
-}
-
-impl Notification {
-    /// The key that makes delivery idempotent: this alert, this firing,
-    /// this status, this repeat.
-    pub fn dedup_key(&self) -> String {
-        format!(
-            "{}:{}:{}:{}",
-            self.fingerprint, self.starts_at_ns, self.status, self.repeat
-        )
-    }
-
-    /// As a JSON object (the pub/sub message, `watch`'s line).
-    pub fn json(&self) -> String {
-        let labels: Vec<String> = self
-            .labels
-            .iter()
-            .map(|(k, v)| format!("{}:{}", crate::json_str(k), crate::json_str(v)))
-            .collect();
-        format!(
-            "{{\"status\":\"{}\",\"alertname\":{},\"severity\":{},\"summary\":{},\"value\":{},\"fingerprint\":\"{}\",\"group\":{},\"starts_at_ns\":{},\"ends_at_ns\":{},\"repeat\":{},\"labels\":{{{}}}}}",
-            self.status,
-            crate::json_str(&self.alertname),
-            crate::json_str(&self.severity),
-            crate::json_str(&self.summary),
-            if self.value.is_finite() { self.value.to_string() } else { "null".into() },
-            self.fingerprint,
-            crate::json_str(&self.group),
-            self.starts_at_ns,
-            self.ends_at_ns,
-            self.repeat,
-            labels.join(",")
-        )
-    }
-}
-
 fn wall_ns() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64)
-}
-
-fn fingerprint(labels: &BTreeMap<String, String>) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for (k, v) in labels {
-        for b in k.bytes().chain([0xff]).chain(v.bytes()).chain([0xfe]) {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-    format!("{h:016x}")
 }
 
 #[derive(Debug)]

@@ -1,5 +1,6 @@
-//! Notifications on Redis: each alert that starts firing, repeats or
-//! resolves becomes an entry in a Redis Stream (durable, `MAXLEN`-bounded,
+//! weft's notifications on Redis: each alert that starts firing, repeats or
+//! resolves (from `weft-stat serve --rules`), and each scheduled report
+//! (`weft-rebalance daily`), becomes an entry in a Redis Stream (durable, `MAXLEN`-bounded,
 //! read by consumer groups that acknowledge, so a restarted consumer misses
 //! nothing) and a pub/sub message for live watchers.
 //!
@@ -8,11 +9,91 @@
 //! with `NX` and only then adds the entry and publishes, atomically, so a
 //! notification retried after a broken connection is not added twice.
 //! While Redis is down (or restarting), notifications queue in order in
-//! `weft-stat` (up to [`QUEUE_MAX`]) and go out when it is back.
+//! the sending process (up to [`QUEUE_MAX`]) and go out when it is back.
+//!
+//! Costs: one round trip to Redis per notification (a script call); the
+//! queue holds them in memory while Redis is away.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 
-use crate::rules::Notification;
+fn json_str(s: &str) -> String {
+    serde_json::Value::from(s).to_string()
+}
+
+/// A state change to tell the world about.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Notification {
+    /// "firing" or "resolved" (an alert), or "report" (a scheduled
+    /// assessment, such as `weft-rebalance daily`'s).
+    pub status: &'static str,
+    /// What it is about: the rule's name, or the report's.
+    pub alertname: String,
+    /// "critical", "warning" or "info".
+    pub severity: String,
+    /// One line for people.
+    pub summary: String,
+    /// The alert's labels: the series', the rule's, alertname, severity.
+    pub labels: BTreeMap<String, String>,
+    /// The value that crossed the threshold (NaN: none).
+    pub value: f64,
+    /// FNV-1a of alertname and labels, hex: one alert, however often sent.
+    pub fingerprint: String,
+    /// The group it belongs to (`notify.group_by`'s labels).
+    pub group: String,
+    /// When it started firing (ns since the epoch) and, resolved, ended.
+    pub starts_at_ns: u64,
+    /// When it ended (resolved), else 0.
+    pub ends_at_ns: u64,
+    /// A repeat of a firing alert (after `repeat_interval`).
+    pub repeat: u32,
+}
+
+impl Notification {
+    /// The key that makes delivery idempotent: this alert, this firing,
+    /// this status, this repeat.
+    pub fn dedup_key(&self) -> String {
+        format!(
+            "{}:{}:{}:{}",
+            self.fingerprint, self.starts_at_ns, self.status, self.repeat
+        )
+    }
+
+    /// As a JSON object (the pub/sub message, `watch`'s line).
+    pub fn json(&self) -> String {
+        let labels: Vec<String> = self
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{}:{}", json_str(k), json_str(v)))
+            .collect();
+        format!(
+            "{{\"status\":\"{}\",\"alertname\":{},\"severity\":{},\"summary\":{},\"value\":{},\"fingerprint\":\"{}\",\"group\":{},\"starts_at_ns\":{},\"ends_at_ns\":{},\"repeat\":{},\"labels\":{{{}}}}}",
+            self.status,
+            json_str(&self.alertname),
+            json_str(&self.severity),
+            json_str(&self.summary),
+            if self.value.is_finite() { self.value.to_string() } else { "null".into() },
+            self.fingerprint,
+            json_str(&self.group),
+            self.starts_at_ns,
+            self.ends_at_ns,
+            self.repeat,
+            labels.join(",")
+        )
+    }
+}
+
+/// FNV-1a (64-bit, hex) of a label set: the identity of one alert or
+/// report, however often it is sent.
+pub fn fingerprint(labels: &BTreeMap<String, String>) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for (k, v) in labels {
+        for b in k.bytes().chain([0xff]).chain(v.bytes()).chain([0xfe]) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    format!("{h:016x}")
+}
 
 /// Notifications kept while Redis is unreachable; past this the oldest
 /// are dropped, and counted.
@@ -33,9 +114,13 @@ return false
 /// Where notifications go.
 #[derive(Clone, Debug)]
 pub struct Target {
+    /// `redis://HOST:PORT[/DB]`.
     pub url: String,
+    /// The stream's key (`weft:alerts` by default in the tools).
     pub stream: String,
+    /// The pub/sub channel each entry is also published on.
     pub channel: String,
+    /// The stream is trimmed to about this many entries (`MAXLEN ~`).
     pub maxlen: usize,
 }
 
@@ -65,6 +150,7 @@ impl std::fmt::Debug for Notifier {
 }
 
 impl Notifier {
+    /// A notifier with an empty queue; it connects on the first flush.
     pub fn new(target: Target) -> Self {
         Self {
             target,
@@ -78,10 +164,12 @@ impl Notifier {
         }
     }
 
+    /// Notifications waiting for Redis.
     pub fn queued(&self) -> usize {
         self.queue.len()
     }
 
+    /// Whether the last delivery (or connection attempt) worked.
     pub fn up(&self) -> bool {
         self.down_since.is_none() && self.conn.is_some()
     }
@@ -126,7 +214,7 @@ impl Notifier {
                     self.queue.pop_front();
                     if let Some(was) = self.down_since.take() {
                         eprintln!(
-                            "weft-stat: redis {} is back ({was}); {} queued notifications delivered or delivering",
+                            "weft: redis {} is back ({was}); {} queued notifications delivered or delivering",
                             self.target.url,
                             self.queue.len() + 1
                         );
@@ -136,7 +224,7 @@ impl Notifier {
                     self.conn = None;
                     if self.down_since.is_none() {
                         eprintln!(
-                            "weft-stat: notifications held ({} queued): {e}",
+                            "weft: notifications held ({} queued): {e}",
                             self.queue.len()
                         );
                         self.down_since = Some(e);
@@ -214,7 +302,7 @@ pub fn watch(
             Ok(c) => c,
             Err(e) => {
                 if !said_down {
-                    eprintln!("weft-stat watch: redis {}: {e}; retrying", target.url);
+                    eprintln!("watch: redis {}: {e}; retrying", target.url);
                     said_down = true;
                 }
                 std::thread::sleep(std::time::Duration::from_millis(500));
@@ -253,7 +341,7 @@ pub fn watch(
             let entries = match reply {
                 Ok(v) => entries_of(&v),
                 Err(e) => {
-                    eprintln!("weft-stat watch: redis {}: {e}; reconnecting", target.url);
+                    eprintln!("watch: redis {}: {e}; reconnecting", target.url);
                     break;
                 }
             };
@@ -302,7 +390,7 @@ pub fn watch(
                     .arg(&id)
                     .query(&mut conn);
                 if let Err(e) = acked {
-                    eprintln!("weft-stat watch: XACK {id}: {e}");
+                    eprintln!("watch: XACK {id}: {e}");
                 }
                 printed += 1;
                 if max.is_some_and(|m| printed >= m) {
@@ -352,5 +440,52 @@ pub fn entries_of(v: &redis::Value) -> Vec<(String, Vec<(String, String)>)> {
             .collect(),
         Value::Map(m) => m.iter().flat_map(|(_, es)| list(es)).collect(),
         _ => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report() -> Notification {
+        let labels: BTreeMap<String, String> =
+            [("alertname", "WeftDaily"), ("host", "a \"quoted\" host")]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+        Notification {
+            status: "report",
+            alertname: "WeftDaily".into(),
+            severity: "info".into(),
+            summary: "line one\nline two".into(),
+            fingerprint: fingerprint(&labels),
+            labels,
+            value: f64::NAN,
+            group: String::new(),
+            starts_at_ns: 7,
+            ends_at_ns: 0,
+            repeat: 0,
+        }
+    }
+
+    #[test]
+    fn the_json_form_parses_back_with_its_labels_and_no_value() {
+        let n = report();
+        let v: serde_json::Value = serde_json::from_str(&n.json()).unwrap();
+        assert_eq!(v["status"], "report");
+        assert_eq!(v["summary"], "line one\nline two");
+        assert_eq!(v["labels"]["host"], "a \"quoted\" host");
+        assert!(v["value"].is_null());
+        assert_eq!(n.dedup_key(), format!("{}:7:report:0", n.fingerprint));
+    }
+
+    #[test]
+    fn the_fingerprint_is_of_the_labels_only() {
+        let a = report();
+        let mut b = report();
+        b.summary = "other".into();
+        assert_eq!(a.fingerprint, fingerprint(&b.labels));
+        b.labels.insert("host".into(), "other".into());
+        assert_ne!(a.fingerprint, fingerprint(&b.labels));
     }
 }
