@@ -8,8 +8,12 @@
 //! [`collect`] samples the counters files of every live node for a window;
 //! [`assess`] turns windows into the planner's input and the report;
 //! [`apply`] carries a plan out through each node's control ring.
+//! [`prometheus`] builds the same model for every host of a fleet from a
+//! Prometheus server's range queries over what `weft-stat serve` exports.
 
 pub mod apply;
 pub mod assess;
 pub mod collect;
 pub mod plan;
+pub mod prometheus;
+pub mod time;

@@ -403,3 +403,439 @@ fn version_is_answered() {
         "{text}"
     );
 }
+
+/// A skewed node of the demo workload in `dir`, once it says it is ready.
+fn skewed_node(dir: &Path, scale: &str, seconds: &str) -> Child {
+    let mut child = Child(
+        Command::new(skewed_pipeline())
+            .arg("--dir")
+            .arg(dir)
+            .args(["--scale", scale, "--seconds", seconds])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut lines = std::io::BufReader::new(child.0.stdout.take().unwrap()).lines();
+    assert!(
+        lines.any(|l| l.unwrap().ends_with("ready")),
+        "a node never started"
+    );
+    child
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A GET on 127.0.0.1:`port`; the body, if it answered.
+fn http_get(port: u16, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out.split_once("\r\n\r\n")?.1.to_string())
+}
+
+/// `weft-stat`, built beside this tool by `cargo test --workspace` (its
+/// own integration tests need it).
+fn weft_stat() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let path = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .unwrap()
+        .join("weft-stat");
+    assert!(
+        path.exists(),
+        "{} is missing: cargo test --workspace builds it (or cargo build -p weft-stat)",
+        path.display()
+    );
+    path
+}
+
+/// Redis on 127.0.0.1:`port`, its append-only file in `dir`.
+fn redis_server(dir: &Path, port: u16) -> Child {
+    let child = Child(
+        Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .args(["--appendonly", "yes", "--appendfsync", "always", "--dir"])
+            .arg(dir)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let started = Instant::now();
+    while !Command::new("redis-cli")
+        .args(["-p", &port.to_string(), "ping"])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("PONG"))
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "redis-server did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child
+}
+
+/// The (alertname, status, summary) of each entry of the stream.
+fn stream(port: u16) -> Vec<(String, String, String)> {
+    let out = Command::new("redis-cli")
+        .args([
+            "-p",
+            &port.to_string(),
+            "--no-raw",
+            "XRANGE",
+            "weft:alerts",
+            "-",
+            "+",
+        ])
+        .output()
+        .unwrap();
+    // redis-cli --no-raw: an entry's first line, unindented, is
+    // `N) 1) "id"`; its fields follow, indented, `K) "value"`.
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut entries = Vec::new();
+    let mut fields: Vec<String> = Vec::new();
+    for line in text.lines() {
+        let Some(v) = line.split_once('"').map(|(_, r)| r.trim_end_matches('"')) else {
+            continue;
+        };
+        if !line.starts_with(' ') {
+            // A new entry's id.
+            if !fields.is_empty() {
+                entries.push(std::mem::take(&mut fields));
+            }
+            continue;
+        }
+        fields.push(v.replace("\\\"", "\""));
+    }
+    if !fields.is_empty() {
+        entries.push(fields);
+    }
+    entries
+        .into_iter()
+        .map(|f| {
+            let get = |k: &str| {
+                f.chunks(2)
+                    .find(|p| p[0] == k)
+                    .and_then(|p| p.get(1).cloned())
+                    .unwrap_or_default()
+            };
+            (get("alertname"), get("status"), get("summary"))
+        })
+        .collect()
+}
+
+/// A fleet's day, shortened to 24 s: two hosts (two weft directories, a
+/// `weft-stat serve` each) of skewed nodes, scraped by a real Prometheus.
+/// `report` and `plan --prometheus` model each host from range queries; a
+/// plan for one host is one `apply` on that host accepts; `daily` writes
+/// the report and the plans and notifies on Redis exactly once for its
+/// range and end, across Redis being down (the files are written, the
+/// notification is sent when run again). Prometheus down, something that
+/// is not Prometheus, and --range without --prometheus are clear errors.
+#[test]
+fn a_fleets_day_from_prometheus_is_reported_planned_and_notified() {
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
+    for t in ["prometheus", "redis-server", "redis-cli"] {
+        if Command::new(t).arg("--version").output().is_err() {
+            assert!(!root, "{t} is not installed: run scripts/setup");
+            eprintln!("skipped: {t} is not installed and scripts/setup needs root");
+            return;
+        }
+    }
+    let dir = temp_dir("fleet");
+    let (host_a, host_b) = (dir.join("a"), dir.join("b"));
+    std::fs::create_dir_all(&host_a).unwrap();
+    std::fs::create_dir_all(&host_b).unwrap();
+    let _nodes = [
+        skewed_node(&host_a, "4", "120"),
+        skewed_node(&host_a, "4", "120"),
+        skewed_node(&host_b, "4", "120"),
+    ];
+    // On host a, also a shared-memory channel that takes one burst, and
+    // the saturation rate its serve judges headroom against (made up).
+    let mut burst = weft::Node::new(weft::NodeConfig {
+        dir: host_a.clone(),
+        threading: weft::ThreadingMode::Dedicated,
+        control_ring: false,
+        name: "burst".into(),
+        ..weft::NodeConfig::default()
+    })
+    .unwrap();
+    let uri = "shm:fleet-burst?capacity=1MiB";
+    let mut publ = burst.publication(uri, 1).unwrap();
+    let mut sub = burst.subscription(uri, 1).unwrap();
+    while !publ.is_connected() {
+        sub.poll(16, |_| {}).unwrap();
+    }
+    let store = dir.join("stress.jsonl");
+    std::fs::write(
+        &store,
+        "{\"time_s\":1,\"run\":\"r\",\"path\":\"shm-broadcast-1\",\"saturation_per_s\":1000000,\"msg_bytes\":64,\"commit\":\"c\"}\n",
+    )
+    .unwrap();
+    let (port_a, port_b) = (free_port(), free_port());
+    let _serve: Vec<Child> = [(&host_a, port_a), (&host_b, port_b)]
+        .into_iter()
+        .map(|(d, port)| {
+            Child(
+                Command::new(weft_stat())
+                    .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--dir"])
+                    .arg(d)
+                    .arg("--saturation")
+                    .arg(&store)
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap(),
+            )
+        })
+        .collect();
+    let prom_port = free_port();
+    let config = dir.join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: weft\n    static_configs:\n      - targets: ['127.0.0.1:{port_a}', '127.0.0.1:{port_b}']\n"
+        ),
+    )
+    .unwrap();
+    let _prometheus = Child(
+        Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("tsdb").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    // 24 s of both hosts in Prometheus.
+    let started = Instant::now();
+    while !http_get(
+        prom_port,
+        "/api/v1/query?query=count(count%20by%20(instance)%20(weft_agent_busy_seconds_total))",
+    )
+    .is_some_and(|a| a.contains("\"2\"]"))
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "Prometheus never scraped both hosts"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    // The burst: 3,000 messages at once, read a little later.
+    std::thread::sleep(Duration::from_millis(1500));
+    for i in 0..3000u32 {
+        publ.offer(&[i as u8; 64]).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(30));
+    let mut read = 0;
+    while read < 3000 {
+        read += sub.poll(1024, |_| {}).unwrap();
+    }
+    std::thread::sleep(Duration::from_secs(24));
+    let end = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        .to_string();
+    let url = format!("http://127.0.0.1:{prom_port}");
+    let from = |cmd: &str| -> Vec<String> {
+        [
+            cmd,
+            "--prometheus",
+            &url,
+            "--range",
+            "24s",
+            "--step",
+            "2s",
+            "--end",
+            &end,
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let run = |args: &[String]| tool(&args.iter().map(String::as_str).collect::<Vec<_>>());
+
+    let (ok, report, err) = run(&from("report"));
+    assert!(ok, "{err}");
+    let (a, b) = (format!("127.0.0.1:{port_a}"), format!("127.0.0.1:{port_b}"));
+    for host in [&a, &b] {
+        assert!(report.contains(&format!("== host {host}: ")), "{report}");
+    }
+    assert!(
+        report.contains(&format!("== host {a}: 3 node(s)")),
+        "{report}"
+    );
+    assert_eq!(report.matches("verdict: ").count(), 2, "{report}");
+    assert!(report.contains("core (the OS: 1 - idle)"), "{report}");
+    assert!(report.contains("rebalance recommended"), "{report}");
+    // The burst: its peak 1 ms rate, the ring's high-water mark and the
+    // headroom it left.
+    let line = report
+        .lines()
+        .find(|l| l.starts_with("burst (pid ") && l.contains("publication shm:fleet-burst"))
+        .unwrap_or_else(|| panic!("no burst line in:\n{report}"));
+    let cols: Vec<&str> = line.split_whitespace().collect();
+    let n = cols.len();
+    let peak: f64 = cols[n - 4].parse().unwrap();
+    assert!(peak > 100_000.0, "{line}");
+    assert!(
+        cols[n - 2].ends_with('%') && cols[n - 1].ends_with('%'),
+        "{line}"
+    );
+
+    // A plan for host a from Prometheus is one apply on host a takes.
+    let plan_file = dir.join("a.plan.json");
+    let mut args = from("plan");
+    args.extend([
+        "--host".into(),
+        a.clone(),
+        "--out".into(),
+        plan_file.display().to_string(),
+    ]);
+    let (ok, table, err) = run(&args);
+    assert!(ok, "{err}");
+    assert!(table.contains("verdict: rebalance recommended"), "{table}");
+    let (ok, dry, err) = tool(&[
+        "apply",
+        plan_file.to_str().unwrap(),
+        "--dir",
+        host_a.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    assert!(
+        dry.contains("would move task") && dry.contains("dry run"),
+        "{dry}"
+    );
+    // Both hosts, one --out: which?
+    let mut args = from("plan");
+    args.extend(["--out".into(), plan_file.display().to_string()]);
+    let (ok, _, err) = run(&args);
+    assert!(!ok && err.contains("choose one with --host"), "{err}");
+
+    // daily: the files, and one notification however often it runs.
+    let redis_dir = dir.join("redis");
+    std::fs::create_dir_all(&redis_dir).unwrap();
+    let redis_port = free_port();
+    let mut redis = Some(redis_server(&redis_dir, redis_port));
+    let out_dir = dir.join("daily");
+    let daily = |end: &str, wait: &str| {
+        let mut args = from("daily");
+        let i = args.iter().position(|a| a == "--end").unwrap();
+        args[i + 1] = end.to_string();
+        args.extend(
+            [
+                "--out-dir",
+                out_dir.to_str().unwrap(),
+                "--redis",
+                &format!("redis://127.0.0.1:{redis_port}"),
+                "--redis-wait",
+                wait,
+            ]
+            .map(String::from),
+        );
+        run(&args)
+    };
+    let (ok, summary, err) = daily(&end, "10s");
+    assert!(ok, "{err}");
+    assert!(
+        summary.contains("2 host(s)") && summary.contains("notified on"),
+        "{summary}"
+    );
+    let reports: Vec<PathBuf> = std::fs::read_dir(&out_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    let txt = reports
+        .iter()
+        .find(|p| p.extension().is_some_and(|e| e == "txt"))
+        .unwrap();
+    let text = std::fs::read_to_string(txt).unwrap();
+    eprintln!("{text}");
+    for want in [
+        "weft daily assessment: 2 host(s)",
+        "the plan it would apply",
+        "plan file: ",
+        &a,
+        &b,
+    ] {
+        assert!(text.contains(want), "{want} in:\n{text}");
+    }
+    let plans = reports
+        .iter()
+        .filter(|p| p.to_string_lossy().ends_with(".plan.json"))
+        .count();
+    assert_eq!(plans, 2, "a plan file per host with moves: {reports:?}");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(txt.with_extension("json")).unwrap())
+            .unwrap();
+    assert_eq!(json["hosts"].as_array().map(Vec::len), Some(2));
+    let daily_entries = |status: &str| {
+        stream(redis_port)
+            .into_iter()
+            .filter(|e| e.0 == "WeftDailyAssessment" && e.1 == status)
+            .count()
+    };
+    assert_eq!(daily_entries("report"), 1);
+    let (ok, again, err) = daily(&end, "10s");
+    assert!(ok && again.contains("already notified"), "{again}{err}");
+    assert_eq!(daily_entries("report"), 1, "the same range and end: once");
+
+    // Redis down: the files are written, the notification is not, and
+    // says so; run again once it is back: sent, once.
+    drop(redis.take());
+    let later = (end.parse::<u64>().unwrap() - 1).to_string();
+    let (ok, _, err) = daily(&later, "2s");
+    assert!(!ok, "daily succeeded with Redis down");
+    assert!(
+        err.contains("the report is written") && err.contains("run again with --end "),
+        "{err}"
+    );
+    redis = Some(redis_server(&redis_dir, redis_port));
+    let (ok, _, err) = daily(&later, "10s");
+    assert!(ok, "{err}");
+    assert_eq!(daily_entries("report"), 2, "{:?}", stream(redis_port));
+    drop(redis);
+    drop((publ, sub, burst));
+
+    // Prometheus down, something that is not Prometheus, no --prometheus.
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let (ok, _, err) = tool(&["report", "--prometheus", &dead]);
+    assert!(!ok && err.contains("is unreachable"), "{err}");
+    let (ok, _, err) = tool(&[
+        "report",
+        "--prometheus",
+        &format!("http://127.0.0.1:{port_a}"),
+    ]);
+    assert!(!ok && err.contains("not Prometheus's JSON"), "{err}");
+    let (ok, _, err) = tool(&["report", "--prometheus", "https://127.0.0.1:9090"]);
+    assert!(!ok && err.contains("https"), "{err}");
+    let (ok, _, err) = tool(&["report", "--range", "24h"]);
+    assert!(!ok && err.contains("--prometheus"), "{err}");
+    let (ok, _, err) = tool(&["daily", "--out-dir", out_dir.to_str().unwrap()]);
+    assert!(!ok && err.contains("--prometheus"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

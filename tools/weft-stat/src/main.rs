@@ -781,6 +781,21 @@ fn metrics_text(snaps: &[Snapshot]) -> String {
             state_name(s.state)
         );
     }
+    family(
+        &mut out,
+        "weft_process_info",
+        "gauge",
+        "The counters file a node writes (its control ring is the same name with control. for counters.): how weft-rebalance, reading Prometheus, names the node in a plan that apply can carry out on its host; always 1.",
+    );
+    for s in snaps {
+        let file = s.path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        let _ = writeln!(
+            out,
+            "weft_process_info{{{},counters_file=\"{}\"}} 1",
+            node(s),
+            label_value(file)
+        );
+    }
     for m in types::METRICS
         .iter()
         .filter(|m| !INFO_TYPES.contains(&m.type_id))
@@ -1685,6 +1700,7 @@ const SERVED: &[&str] = &[
     "weft_process_up",
     "weft_process_heartbeat_age_seconds",
     "weft_process_state",
+    "weft_process_info",
     "weft_agent_info",
     "weft_task_info",
     "weft_shm_subscriber_lag_bytes",
