@@ -124,6 +124,38 @@ pub struct Target {
     pub maxlen: usize,
 }
 
+/// The command-line flags that name a [`Target`] (`--redis`,
+/// `--redis-stream`, `--redis-channel`, `--redis-maxlen`), the same in
+/// every tool that notifies or reads notifications.
+#[derive(clap::Args, Debug, Clone)]
+pub struct RedisArgs {
+    /// Redis to send notifications to or read them from, e.g.
+    /// redis://127.0.0.1:6379.
+    #[arg(long)]
+    pub redis: Option<String>,
+    /// The stream notifications are added to.
+    #[arg(long, default_value = "weft:alerts")]
+    pub redis_stream: String,
+    /// The pub/sub channel each notification is also published on.
+    #[arg(long, default_value = "weft:alerts")]
+    pub redis_channel: String,
+    /// The stream's approximate bound (MAXLEN ~).
+    #[arg(long, default_value_t = 10_000)]
+    pub redis_maxlen: usize,
+}
+
+impl RedisArgs {
+    /// The target, if `--redis` was given.
+    pub fn target(&self) -> Option<Target> {
+        Some(Target {
+            url: self.redis.clone()?,
+            stream: self.redis_stream.clone(),
+            channel: self.redis_channel.clone(),
+            maxlen: self.redis_maxlen,
+        })
+    }
+}
+
 /// The queue and the connection.
 pub struct Notifier {
     target: Target,

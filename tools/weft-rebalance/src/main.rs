@@ -71,18 +71,9 @@ enum Cmd {
         /// Where the day's files go.
         #[arg(long)]
         out_dir: PathBuf,
-        /// Redis for the notification (redis://HOST:PORT); none: files only.
-        #[arg(long)]
-        redis: Option<String>,
-        /// The stream notifications are added to (weft-stat's alerts').
-        #[arg(long, default_value = "weft:alerts")]
-        redis_stream: String,
-        /// The pub/sub channel they are also published on.
-        #[arg(long, default_value = "weft:alerts")]
-        redis_channel: String,
-        /// The stream is trimmed to about this many entries.
-        #[arg(long, default_value_t = 10_000)]
-        redis_maxlen: usize,
+        /// Where the notification goes (none without --redis: files only).
+        #[command(flatten)]
+        redis: weft_notify::RedisArgs,
         /// How long to keep trying Redis before giving up (the files are
         /// written first; running again with the same --end sends it once).
         #[arg(long, default_value = "60s")]
@@ -827,9 +818,6 @@ fn main() {
             policy,
             out_dir,
             redis,
-            redis_stream,
-            redis_channel,
-            redis_maxlen,
             redis_wait,
         } => {
             if source.prometheus.is_none() {
@@ -837,12 +825,7 @@ fn main() {
             }
             let wait =
                 parse_duration(&redis_wait).unwrap_or_else(|e| fail(&format!("--redis-wait {e}")));
-            let target = redis.map(|url| weft_notify::Target {
-                url,
-                stream: redis_stream,
-                channel: redis_channel,
-                maxlen: redis_maxlen,
-            });
+            let target = redis.target();
             let src = source
                 .prometheus_source()
                 .unwrap_or_else(|e| fail(&e))

@@ -80,25 +80,7 @@ impl Drop for Child {
 fn skewed_nodes_are_collected_planned_and_spread_by_an_interrupted_apply() {
     let dir = temp_dir("skewed");
     // Two nodes, each with its four pipeline tasks on agent 0 (core 0).
-    let mut children: Vec<Child> = (0..2)
-        .map(|_| {
-            let mut child = Child(
-                Command::new(skewed_pipeline())
-                    .arg("--dir")
-                    .arg(&dir)
-                    .args(["--scale", "2", "--seconds", "120"])
-                    .stdout(Stdio::piped())
-                    .spawn()
-                    .unwrap(),
-            );
-            let mut lines = std::io::BufReader::new(child.0.stdout.take().unwrap()).lines();
-            assert!(
-                lines.any(|l| l.unwrap().ends_with("ready")),
-                "a node never started"
-            );
-            child
-        })
-        .collect();
+    let mut children: Vec<Child> = (0..2).map(|_| skewed_node(&dir, "2", "120")).collect();
     let pids: Vec<u32> = children.iter().map(|c| c.0.id()).collect();
     let collection = dir.join("collection.jsonl");
     let (ok, _, err) = tool(&[

@@ -236,7 +236,7 @@ enum Cmd {
         #[arg(long)]
         rules: Option<PathBuf>,
         #[command(flatten)]
-        redis: RedisArgs,
+        redis: weft_notify::RedisArgs,
     },
     /// Checks an alert rules file (the shipped defaults without FILE), or
     /// prints it as a Prometheus alerting-rules file (`--prometheus`).
@@ -251,7 +251,7 @@ enum Cmd {
     /// not acknowledged.
     Watch {
         #[command(flatten)]
-        redis: RedisArgs,
+        redis: weft_notify::RedisArgs,
         /// The consumer group.
         #[arg(long, default_value = "weft-watch")]
         group: String,
@@ -282,35 +282,6 @@ enum Cmd {
         #[arg(long, default_value_t = 60.0)]
         linger: f64,
     },
-}
-
-/// Where notifications go on Redis.
-#[derive(clap::Args, Debug, Clone)]
-struct RedisArgs {
-    /// Redis to send notifications to (serve) or read them from (watch),
-    /// e.g. redis://127.0.0.1:6379.
-    #[arg(long)]
-    redis: Option<String>,
-    /// The stream notifications are added to.
-    #[arg(long, default_value = "weft:alerts")]
-    redis_stream: String,
-    /// The pub/sub channel each notification is also published on.
-    #[arg(long, default_value = "weft:alerts")]
-    redis_channel: String,
-    /// The stream's approximate bound (MAXLEN ~).
-    #[arg(long, default_value_t = 10_000)]
-    redis_maxlen: usize,
-}
-
-impl RedisArgs {
-    fn target(&self) -> Option<weft_notify::Target> {
-        Some(weft_notify::Target {
-            url: self.redis.clone()?,
-            stream: self.redis_stream.clone(),
-            channel: self.redis_channel.clone(),
-            maxlen: self.redis_maxlen,
-        })
-    }
 }
 
 /// The alert rules weft ships (`weft-stat rules` prints them checked).

@@ -344,6 +344,21 @@ fn http_get(port: u16, path: &str) -> Option<String> {
     head.starts_with("HTTP/1.1 200").then(|| body.to_owned())
 }
 
+/// Waits for `weft-stat serve` on `port` to answer; its first `/metrics`.
+fn first_scrape(port: u16) -> String {
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(m) = http_get(port, "/metrics") {
+            return m;
+        }
+        assert!(
+            start.elapsed().as_secs() < 20,
+            "weft-stat serve never answered"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 /// The value of the first sample in a Prometheus instant-query answer
 /// (`"value":[TIME,"V"]`).
 fn prom_value(answer: &str) -> Option<f64> {
@@ -493,22 +508,103 @@ fn dashboard_queries() -> Vec<String> {
         .collect()
 }
 
+/// Every query of the Grafana dashboard returns series from Prometheus on
+/// `prom_port`, which scrapes a `weft-stat serve` of a directory where
+/// `market_data_workload` runs (and an alert fires, for the annotation,
+/// and a stress store gives the headroom panels a saturation rate). `rate`
+/// needs two samples in its window and the loss panel needs a loss:
+/// retried for up to 90 s. Without a PMU, the cycles, instructions and
+/// LLC-miss panels have no data, and must have none: nothing false is
+/// exported.
+fn every_dashboard_panel_has_data(prom_port: u16) {
+    let queries = dashboard_queries();
+    assert!(queries.len() >= 50, "{queries:?}");
+    let pmu = prom_series(prom_port, "weft_hardware_counters_available == 1") == Some(1);
+    let start = std::time::Instant::now();
+    for q in &queries {
+        if !pmu
+            && ["weft_cpu_cycles", "weft_cpu_instructions", "weft_cpu_llc"]
+                .iter()
+                .any(|m| q.contains(m))
+        {
+            assert_eq!(
+                prom_series(prom_port, q),
+                Some(0),
+                "no PMU, yet data for {q}"
+            );
+            eprintln!("no PMU, no series: {q}");
+            continue;
+        }
+        while prom_series(prom_port, q).unwrap_or(0) == 0 {
+            assert!(
+                start.elapsed().as_secs() < 90,
+                "no data for the dashboard query {q}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+        eprintln!("{} series: {q}", prom_series(prom_port, q).unwrap_or(0));
+    }
+    // One headroom per agent, between 0 and 1 (an agent's busy and idle
+    // time meet in one window: they once made two series, 1 and 0).
+    assert_eq!(
+        prom_series(prom_port, "weft_agent_headroom_ratio >= 0 <= 1"),
+        prom_series(prom_port, "weft_agent_info"),
+        "one headroom per agent"
+    );
+    // The pinned agent's thread is on its core in the OS and software
+    // rows alike.
+    let last_core = std::thread::available_parallelism().map_or(0, |n| n.get() - 1);
+    assert_eq!(
+        prom_series(prom_port, &format!(
+            "rate(weft_thread_cpu_seconds_total{{node=\"telemetry\"}}[1m]) * on(node, pid, agent) group_left(core) weft_agent_info{{core=\"{last_core}\"}}"
+        )),
+        Some(1),
+        "the telemetry agent's thread, pinned to core {last_core}"
+    );
+}
+
+/// Prometheus on a free port of 127.0.0.1, its storage in `dir`, scraping
+/// 127.0.0.1:`target` every second; and its port.
+fn prometheus_scraping(dir: &Path, target: u16) -> (KillOnDrop, u16) {
+    let port = free_tcp_port();
+    let config = dir.join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: weft\n    static_configs:\n      - targets: ['127.0.0.1:{target}']\n"
+        ),
+    )
+    .unwrap();
+    let child = KillOnDrop(
+        Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("tsdb").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    (child, port)
+}
+
 /// `weft-stat serve` passes `promtool check metrics`, and a real Prometheus
 /// server scrapes it while clients hold connections open, with a real
-/// market-data workload running (and Redis for its alerts): every scrape is
-/// up; the UDP send/receive join, the backlog and ring-fill queries and
-/// every dashboard query return series, all three levels, the headroom
-/// and burst panels and the alerts annotation (the hardware panels that
-/// need a PMU return nothing where there is none); the gateway's republish
-/// counts as a shared-memory publication; the workload's loss is notified
-/// on Redis once firing and, when it stops, once resolved.
+/// market-data workload running: every scrape is up; the UDP send/receive
+/// join and the backlog and ring-fill queries return series; the gateway's
+/// republish counts as a shared-memory publication. (Every dashboard
+/// query is checked in `alerts_arrive_on_redis_exactly_once_across_a_restart`,
+/// where alerts fire for the annotation.)
 #[test]
 fn prometheus_scrapes_weft_stat_serve() {
     let root = Command::new("id")
         .arg("-u")
         .output()
         .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
-    for tool in ["promtool", "prometheus", "redis-server", "redis-cli"] {
+    for tool in ["promtool", "prometheus"] {
         if Command::new(tool).arg("--version").output().is_err() {
             // scripts/setup installs it as root (the README test command runs it).
             assert!(!root, "{tool} is not installed: run scripts/setup");
@@ -525,60 +621,17 @@ fn prometheus_scrapes_weft_stat_serve() {
     depth.set(7);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let workload = market_data_workload(&dir, stop.clone());
-    // Saturation rates as a weft-bench stress store holds them (made-up
-    // figures: what is checked is that the headroom panels have data), and
-    // one rule: the ticks publisher's back-pressure (its reader takes half
-    // of what it offers).
-    let store = dir.join("stress.jsonl");
-    let mut rows = String::new();
-    for (path, rate) in [
-        ("shm-broadcast-1", 4e6),
-        ("shm-broadcast-2", 3e6),
-        ("udp-1", 5e5),
-        ("udp-2", 4e5),
-        ("gateway", 4e5),
-    ] {
-        rows.push_str(&format!(
-            "{{\"time_s\":1,\"run\":\"r\",\"path\":\"{path}\",\"saturation_per_s\":{rate},\"msg_bytes\":48,\"commit\":\"c\"}}\n"
-        ));
-    }
-    std::fs::write(&store, rows).unwrap();
-    let rules = dir.join("rules.toml");
-    std::fs::write(
-        &rules,
-        "[notify]\neval_interval = \"500ms\"\n\n[[rule]]\nname = \"WeftShmBackPressure\"\nexpr = 'rate(weft_shm_back_pressured_total{node=\"md-publisher\"}[10s])'\nop = \">\"\nthreshold = 100\nseverity = \"warning\"\nsummary = \"back-pressure\"\n",
-    )
-    .unwrap();
-    let redis_dir = dir.join("redis");
-    std::fs::create_dir_all(&redis_dir).unwrap();
-    let redis_port = free_tcp_port();
-    let _redis = redis(&redis_dir, redis_port);
     let port = free_tcp_port();
     let _serve = KillOnDrop(
         Command::new(env!("CARGO_BIN_EXE_weft-stat"))
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-            .arg("--saturation")
-            .arg(&store)
-            .arg("--rules")
-            .arg(&rules)
-            .args(["--redis", &format!("redis://127.0.0.1:{redis_port}")])
             .arg("--dir")
             .arg(&dir)
             .stderr(Stdio::null())
             .spawn()
             .unwrap(),
     );
-    let start = std::time::Instant::now();
-    let metrics = loop {
-        if let Some(m) = http_get(port, "/metrics") {
-            break m;
-        }
-        assert!(
-            start.elapsed().as_secs() < 20,
-            "weft-stat serve never answered"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    };
+    let metrics = first_scrape(port);
     let pid = std::process::id();
     assert!(
         metrics.contains(&format!(
@@ -653,28 +706,7 @@ fn prometheus_scrapes_weft_stat_serve() {
             })
         })
         .collect();
-    let prom_port = free_tcp_port();
-    let config = dir.join("prometheus.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: weft\n    static_configs:\n      - targets: ['127.0.0.1:{port}']\n"
-        ),
-    )
-    .unwrap();
-    let _prometheus = KillOnDrop(
-        Command::new("prometheus")
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.join("tsdb").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let (_prometheus, prom_port) = prometheus_scraping(&dir, port);
     let query = format!("/api/v1/query?query=weft_task_work_total%7Bpid%3D%22{pid}%22%7D");
     let start = std::time::Instant::now();
     loop {
@@ -750,71 +782,8 @@ fn prometheus_scrapes_weft_stat_serve() {
         Some(1),
         "tasks are named"
     );
-    // Every panel of the dashboard has data. `rate` needs two samples in
-    // its window and the loss panel needs a loss: retried for a while.
-    // Without a PMU, the cycles, instructions and LLC-miss panels have
-    // none, and must have none: nothing false is exported.
-    let queries = dashboard_queries();
-    assert!(queries.len() >= 50, "{queries:?}");
-    let pmu = series("weft_hardware_counters_available == 1") == Some(1);
-    let start = std::time::Instant::now();
-    for q in &queries {
-        if !pmu
-            && ["weft_cpu_cycles", "weft_cpu_instructions", "weft_cpu_llc"]
-                .iter()
-                .any(|m| q.contains(m))
-        {
-            assert_eq!(series(q), Some(0), "no PMU, yet data for {q}");
-            eprintln!("no PMU, no series: {q}");
-            continue;
-        }
-        while series(q).unwrap_or(0) == 0 {
-            assert!(
-                start.elapsed().as_secs() < 90,
-                "no data for the dashboard query {q}"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(500));
-        }
-        eprintln!("{} series: {q}", series(q).unwrap_or(0));
-    }
-    // One headroom per agent, between 0 and 1 (an agent's busy and idle
-    // time meet in one window: they once made two series, 1 and 0).
-    assert_eq!(
-        series("weft_agent_headroom_ratio >= 0 <= 1"),
-        series("weft_agent_info"),
-        "one headroom per agent"
-    );
-    // The pinned agent's thread is on its core in the OS and software
-    // rows alike.
-    let last_core = std::thread::available_parallelism().map_or(0, |n| n.get() - 1);
-    assert_eq!(
-        series(&format!(
-            "rate(weft_thread_cpu_seconds_total{{node=\"telemetry\"}}[1m]) * on(node, pid, agent) group_left(core) weft_agent_info{{core=\"{last_core}\"}}"
-        )),
-        Some(1),
-        "the telemetry agent's thread, pinned to core {last_core}"
-    );
-    // The back-pressure is one notification while it lasts, and one
-    // "resolved" once the workload stops.
-    let alerts = |status: &str| {
-        stream_entries(redis_port, "weft:alerts")
-            .iter()
-            .filter(|e| e[1] == "WeftShmBackPressure" && e[2] == status)
-            .count()
-    };
-    assert_eq!(alerts("firing"), 1, "the back-pressure alert, once");
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     assert!(workload.join().unwrap() > 0, "the workload moved nothing");
-    let start = std::time::Instant::now();
-    while alerts("resolved") == 0 {
-        assert!(
-            start.elapsed().as_secs() < 40,
-            "the back-pressure alert never resolved"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(250));
-    }
-    std::thread::sleep(std::time::Duration::from_millis(1000));
-    assert_eq!((alerts("firing"), alerts("resolved")), (1, 1));
     hold.store(false, std::sync::atomic::Ordering::Relaxed);
     drop(idle);
     for t in slow {
@@ -1360,17 +1329,7 @@ fn the_host_levels_are_shown_and_exported() {
             .spawn()
             .unwrap(),
     );
-    let start = std::time::Instant::now();
-    let metrics = loop {
-        if let Some(m) = http_get(port, "/metrics") {
-            break m;
-        }
-        assert!(
-            start.elapsed().as_secs() < 20,
-            "weft-stat serve never answered"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    };
+    let metrics = first_scrape(port);
     let second = http_get(port, "/metrics").unwrap();
     let pid = std::process::id();
     let thread =
@@ -1458,14 +1417,7 @@ fn a_burst_shows_in_the_peaks_and_the_headroom() {
             .spawn()
             .unwrap(),
     );
-    let start = std::time::Instant::now();
-    while http_get(port, "/metrics").is_none() {
-        assert!(
-            start.elapsed().as_secs() < 20,
-            "weft-stat serve never answered"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    first_scrape(port);
     // Past the sampler's rescan, so it tracks the channel; then the burst:
     // 600 messages of 64 bytes (an 80-byte frame each: 48,000 of 65,536
     // bytes) at once, read only after a while.
@@ -1631,14 +1583,18 @@ fn redis(dir: &Path, port: u16) -> KillOnDrop {
 /// its resolution are held and delivered when it is back), a publisher
 /// killed with SIGKILL. Each alert arrives in the stream exactly once
 /// firing and once resolved; `weft-stat watch` reads them all through a
-/// consumer group, across its own restart.
+/// consumer group, across its own restart. Meanwhile a real Prometheus
+/// scrapes the same serve with the market-data workload running beside
+/// the faults, and while the stalled consumer's alert fires, every query
+/// of the Grafana dashboard returns series (all its rows, and the alerts
+/// annotation).
 #[test]
 fn alerts_arrive_on_redis_exactly_once_across_a_restart() {
     let root = Command::new("id")
         .arg("-u")
         .output()
         .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
-    for tool in ["redis-server", "redis-cli"] {
+    for tool in ["redis-server", "redis-cli", "prometheus"] {
         if Command::new(tool).arg("--version").output().is_err() {
             assert!(!root, "{tool} is not installed: run scripts/setup");
             eprintln!("skipped: {tool} is not installed and scripts/setup needs root");
@@ -1695,12 +1651,17 @@ summary = "gone"
 "#,
     )
     .unwrap();
+    // Saturation rates as a weft-bench stress store holds them (made up:
+    // the burst of 3,000 saturates the shared-memory path; the others give
+    // the workload's UDP and gateway ends a headroom for the dashboard).
     let saturation = dir.join("stress.jsonl");
-    std::fs::write(
-        &saturation,
-        "{\"time_s\":1,\"run\":\"r\",\"path\":\"shm-broadcast-1\",\"saturation_per_s\":20000,\"msg_bytes\":64,\"commit\":\"c\"}\n",
-    )
-    .unwrap();
+    let mut rows = String::new();
+    for (path, rate) in [("shm-broadcast-1", 2e4), ("udp-1", 5e5), ("gateway", 4e5)] {
+        rows.push_str(&format!(
+            "{{\"time_s\":1,\"run\":\"r\",\"path\":\"{path}\",\"saturation_per_s\":{rate},\"msg_bytes\":64,\"commit\":\"c\"}}\n"
+        ));
+    }
+    std::fs::write(&saturation, rows).unwrap();
     let http = free_tcp_port();
     let _serve = KillOnDrop(
         Command::new(env!("CARGO_BIN_EXE_weft-stat"))
@@ -1719,6 +1680,9 @@ summary = "gone"
             .spawn()
             .unwrap(),
     );
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let workload = market_data_workload(&dir, stop.clone());
+    let (_prometheus, prom_port) = prometheus_scraping(&dir, http);
     let entries = || stream_entries(port, "weft:alerts");
     let wait_for = |what: &str, cond: &dyn Fn(&[[String; 5]]) -> bool| {
         let start = std::time::Instant::now();
@@ -1783,6 +1747,7 @@ summary = "gone"
     wait_for("the stalled consumer's firing", &|e| {
         has(e, "WeftConsumerStuck", "firing") == 1
     });
+    every_dashboard_panel_has_data(prom_port);
     while ss.poll(1024, |_| {}).unwrap() > 0 {}
     wait_for("the stalled consumer's resolution", &|e| {
         has(e, "WeftConsumerStuck", "resolved") == 1
@@ -1928,6 +1893,8 @@ summary = "gone"
     let want: Vec<String> = all_after.iter().map(|x| x[0].clone()).collect();
     assert_eq!(ids, want, "the group read every entry once, in order");
     drop(server);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(workload.join().unwrap() > 0, "the workload moved nothing");
     drop((bp, bs, burst, sp, ss, shm, ls, lossy, sender));
     let _ = std::fs::remove_dir_all(&dir);
 }
