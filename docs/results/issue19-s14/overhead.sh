@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The exporter's cost (issue 19): shm-pingpong p50 while `weft-stat serve`
-# is scraped once a second with every level on, against the same with
-# --no-host (weft's counters only: no host levels, no burst sampler),
+# is scraped once a second with every level on (host levels, the 1 ms burst
+# sampler, and the shipped alert rules evaluated every second), against the
+# same with --no-host (weft's counters only: no host levels, no burst
+# sampler, no rules),
 # alternated ROUNDS times, one run each; prints p50, p99, p99.9 and floors.
 #   overhead.sh [ROUNDS=5]
 set -euo pipefail
@@ -13,7 +15,11 @@ port=19464
 one() {
     local mode=$1
     local args=(serve --listen "127.0.0.1:$port")
-    [ "$mode" = off ] && args+=(--no-host)
+    if [ "$mode" = off ]; then
+        args+=(--no-host)
+    else
+        args+=(--rules tools/weft-stat/rules/default.toml)
+    fi
     "$stat" "${args[@]}" 2>/dev/null &
     local serve=$!
     sleep 0.3
