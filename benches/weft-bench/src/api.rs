@@ -474,14 +474,15 @@ pub fn shm_throughput(clock: Clock, warmup: u64, samples: u64, bytes: usize) -> 
             })
             .expect("poll");
         if n == 0 {
-            std::hint::spin_loop();
+            crate::reader_idle::after_empty_poll();
         }
     }
     producer.join().expect("producer thread");
     drop(node);
     let note = format!(
-        "one-way, weft::Publication::offer to weft::Subscription::poll on a shm: channel, 2 pinned threads, each {bytes}-byte message written whole, median of {} slices",
-        crate::report::TRIALS
+        "one-way, weft::Publication::offer to weft::Subscription::poll on a shm: channel, 2 pinned threads, each {bytes}-byte message written whole, median of {} slices{}",
+        crate::report::TRIALS,
+        crate::reader_idle::note()
     );
     Outcome::throughput(
         "api-shm-throughput",

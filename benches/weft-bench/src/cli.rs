@@ -48,6 +48,10 @@ run options:
                      and min-max over runs (default 1)
   --retries N        repeats of a run whose floor probes disagree by more than
                      1.5x (default 2)
+  --empty-poll-pauses N
+                     CPU pause hints a throughput scenario's reader spins
+                     after a poll that found nothing, the same for weft and
+                     every peer (default 256; round trips always spin one)
   --out DIR          write results.jsonl, table.txt, an hdrhistogram interval
                      log per latency result and plots (SVG and PNG) to DIR
 ";
@@ -63,6 +67,8 @@ pub struct RunOpts {
     pub runs: u32,
     pub retries: u32,
     pub out: Option<PathBuf>,
+    /// Pause hints a throughput reader spins after an empty poll.
+    pub empty_poll_pauses: u32,
 }
 
 impl Default for RunOpts {
@@ -76,6 +82,7 @@ impl Default for RunOpts {
             runs: 1,
             retries: 2,
             out: None,
+            empty_poll_pauses: crate::reader_idle::DEFAULT_EMPTY_POLL_PAUSES,
         }
     }
 }
@@ -193,6 +200,13 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Cmd, String> {
                     "--subscribers" => opts.subscribers = Some(args.number("--subscribers")?),
                     "--runs" => opts.runs = args.number("--runs")?,
                     "--retries" => opts.retries = args.number("--retries")?,
+                    "--empty-poll-pauses" => {
+                        let n: u32 = args.number("--empty-poll-pauses")?;
+                        if !(1..=65536).contains(&n) {
+                            return Err(format!("--empty-poll-pauses {n}: expected 1 to 65536"));
+                        }
+                        opts.empty_poll_pauses = n;
+                    }
                     "--out" => opts.out = Some(PathBuf::from(args.value("--out")?)),
                     other if other.starts_with('-') => {
                         return Err(format!("run: unknown option '{other}'"))
@@ -278,7 +292,7 @@ mod tests {
         );
         assert_eq!(
             parse_str(
-                "run floor-shm --samples 20000 shm-pingpong --json --rate=1e5 --runs 5 --out d"
+                "run floor-shm --samples 20000 shm-pingpong --json --rate=1e5 --runs 5 --out d --empty-poll-pauses 64"
             ),
             Ok(Cmd::Run {
                 scenarios: vec!["floor-shm".into(), "shm-pingpong".into()],
@@ -288,6 +302,7 @@ mod tests {
                     rate: Some(1e5),
                     runs: 5,
                     out: Some("d".into()),
+                    empty_poll_pauses: 64,
                     ..RunOpts::default()
                 }
             })
@@ -309,6 +324,10 @@ mod tests {
             ("run floor-shm --size=-1", "--size -1: expected a number"),
             ("run floor-shm --fast", "unknown option '--fast'"),
             ("quick --runs 3", "unexpected argument '--runs'"),
+            (
+                "run shm-throughput --empty-poll-pauses 0",
+                "--empty-poll-pauses 0: expected 1 to 65536",
+            ),
         ] {
             let err = parse_str(line).unwrap_err();
             assert!(err.contains(says), "{line:?}: {err}");

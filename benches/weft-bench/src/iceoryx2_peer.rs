@@ -174,13 +174,14 @@ pub fn throughput(clock: Clock, warmup: u64, samples: u64) -> Outcome {
                 received += 1;
                 trials.mark(received);
             }
-            None => std::hint::spin_loop(),
+            None => crate::reader_idle::after_empty_poll(),
         }
     }
     ready.wait();
     let resent = producer.join().expect("producer thread");
     let note = format!(
-        "one-way, iceoryx2 publish-subscribe (ipc, loaned samples, retry until delivered), 2 pinned threads, median of {TRIALS} slices; {resent} sends reached no subscriber and were resent, {skipped} samples never arrived"
+        "one-way, iceoryx2 publish-subscribe (ipc, loaned samples, retry until delivered), 2 pinned threads, median of {TRIALS} slices; {resent} sends reached no subscriber and were resent, {skipped} samples never arrived{}",
+        crate::reader_idle::note()
     );
     Outcome::throughput(
         "iceoryx2-throughput",

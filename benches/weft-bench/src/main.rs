@@ -21,6 +21,7 @@ mod output;
 mod peers;
 mod pin;
 mod plot;
+mod reader_idle;
 mod report;
 mod shm;
 mod stress;
@@ -307,6 +308,7 @@ fn run_all(
     samples_for: impl Fn(&str) -> Option<u64>,
 ) -> Vec<Outcome> {
     let clock = Clock::calibrate();
+    reader_idle::set_empty_poll_pauses(opts.empty_poll_pauses);
     let mut outcomes = Vec::new();
     for run_no in 1..=opts.runs.max(1) {
         for name in names {
@@ -440,6 +442,10 @@ fn main() {
                 };
                 println!("{:<26} {}{takes}", s.name, s.what);
             }
+            println!(
+                "\nEvery shared-memory throughput reader, weft's and each peer's, spins {} CPU pause hints after a poll that found nothing (--empty-poll-pauses); round-trip readers spin one.",
+                reader_idle::DEFAULT_EMPTY_POLL_PAUSES
+            );
         }
         Cmd::Run { scenarios, opts } => {
             if let Err(e) = validate(&scenarios, &opts) {

@@ -193,12 +193,14 @@ fn throughput<Tx: PeerTx<[u8; 64]>, Rx: PeerRx<[u8; 64]>>(
             next += 1;
             trials.mark(next);
         } else {
-            // The busy-spin idle strategy, as in the weft scenario: one PAUSE.
-            std::hint::spin_loop();
+            crate::reader_idle::after_empty_poll();
         }
     }
     producer.join().expect("producer thread");
-    let note = format!("one-way, {what}, 2 pinned threads, median of {TRIALS} slices");
+    let note = format!(
+        "one-way, {what}, 2 pinned threads, median of {TRIALS} slices{}",
+        crate::reader_idle::note()
+    );
     Outcome::throughput(name, 64, samples, trials.median_rate(clock), &note)
 }
 
@@ -320,7 +322,7 @@ fn disruptor_throughput_with(clock: Clock, warmup: u64, samples: u64, batch: boo
                     trials.mark(next);
                 }
             }
-            Err(Polling::NoEvents) => std::hint::spin_loop(),
+            Err(Polling::NoEvents) => crate::reader_idle::after_empty_poll(),
             Err(Polling::Shutdown) => break,
         }
     }
@@ -335,7 +337,8 @@ fn disruptor_throughput_with(clock: Clock, warmup: u64, samples: u64, batch: boo
         ("disruptor-throughput", String::new())
     };
     let note = format!(
-        "one-way, disruptor single producer{how} to an event poller, 4096 x 64-byte events, 2 pinned threads, median of {TRIALS} slices"
+        "one-way, disruptor single producer{how} to an event poller, 4096 x 64-byte events, 2 pinned threads, median of {TRIALS} slices{}",
+        crate::reader_idle::note()
     );
     Outcome::throughput(name, 64, samples, trials.median_rate(clock), &note)
 }
@@ -373,7 +376,7 @@ pub fn rtrb_throughput_chunks(clock: Clock, warmup: u64, samples: u64) -> Outcom
     while next < total {
         let n = rx.slots();
         if n == 0 {
-            std::hint::spin_loop();
+            crate::reader_idle::after_empty_poll();
             continue;
         }
         let Ok(chunk) = rx.read_chunk(n) else {
@@ -391,8 +394,9 @@ pub fn rtrb_throughput_chunks(clock: Clock, warmup: u64, samples: u64) -> Outcom
     }
     producer.join().expect("producer thread");
     let note = format!(
-        "one-way, rtrb chunks (write_chunk_uninit of up to {}, read_chunk of all available), 4096 x 64-byte slots, 2 pinned threads, median of {TRIALS} slices",
-        crate::shm::BATCH
+        "one-way, rtrb chunks (write_chunk_uninit of up to {}, read_chunk of all available), 4096 x 64-byte slots, 2 pinned threads, median of {TRIALS} slices{}",
+        crate::shm::BATCH,
+        crate::reader_idle::note()
     );
     Outcome::throughput(
         "rtrb-throughput-chunks",

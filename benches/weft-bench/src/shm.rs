@@ -245,8 +245,7 @@ fn throughput_with(clock: Clock, warmup: u64, samples: u64, bytes: usize, batch:
         match r {
             Err(PollError::Closed) => break,
             Err(e) => panic!("poll: {e}"),
-            // The busy-spin idle strategy, as in the rtrb scenario: one PAUSE.
-            Ok(0) => std::hint::spin_loop(),
+            Ok(0) => crate::reader_idle::after_empty_poll(),
             Ok(_) => {}
         }
     }
@@ -256,7 +255,7 @@ fn throughput_with(clock: Clock, warmup: u64, samples: u64, bytes: usize, batch:
         "one-way, SPSC ring of {} KiB, 2 pinned processes, each {bytes}-byte message written whole in place{}, median of {TRIALS} slices",
         cfg.capacity / 1024,
         if batch { format!(", up to {BATCH} per release") } else { String::new() }
-    );
+    ) + &crate::reader_idle::note();
     Outcome::throughput(
         if batch {
             "shm-throughput-batch"
@@ -290,13 +289,6 @@ pub fn throughput_threads(clock: Clock, warmup: u64, samples: u64, bytes: usize)
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(usize::MAX);
-    // Another knob: PAUSEs after a poll that found nothing (default 1, the
-    // busy-spin idle strategy), to see what re-reading the producer's line
-    // at once costs it.
-    let empty_spins = std::env::var("WEFT_BENCH_EMPTY_SPINS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1u32);
     // Polls that found frames, and empty ones: how far behind the reader ran.
     let (mut busy_polls, mut empty_polls) = (0u64, 0u64);
     while next < total {
@@ -309,9 +301,7 @@ pub fn throughput_threads(clock: Clock, warmup: u64, samples: u64, bytes: usize)
         match r {
             Ok(0) => {
                 empty_polls += 1;
-                for _ in 0..empty_spins {
-                    std::hint::spin_loop()
-                }
+                crate::reader_idle::after_empty_poll();
             }
             Ok(_) => busy_polls += 1,
             Err(e) => panic!("poll: {e}"),
@@ -319,8 +309,9 @@ pub fn throughput_threads(clock: Clock, warmup: u64, samples: u64, bytes: usize)
     }
     producer.join().expect("producer thread");
     let note = format!(
-        "one-way, SPSC ring of {} KiB on the heap, 2 pinned threads, each {bytes}-byte message written whole in place, median of {TRIALS} slices",
-        cfg.capacity / 1024
+        "one-way, SPSC ring of {} KiB on the heap, 2 pinned threads, each {bytes}-byte message written whole in place, median of {TRIALS} slices{}",
+        cfg.capacity / 1024,
+        crate::reader_idle::note()
     );
     Outcome::throughput(
         "shm-throughput-threads",

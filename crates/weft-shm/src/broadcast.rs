@@ -3,7 +3,8 @@
 //!
 //! ## Layout
 //! ```text
-//! +0      tail         AtomicU64  producer position (bytes since creation)  128-byte slot
+//! +0      tail         AtomicU64  producer position (bytes since creation; reliable
+//!                                 mode: a lower bound, stored every 4 KiB)  128-byte slot
 //! +128    last         AtomicU64  overwrite mode: start of the newest frame
 //! +256    tail_intent  AtomicU64  overwrite mode: end of the range being written
 //! +384    evictions    AtomicU64  consumers evicted so far (reliable mode)
@@ -20,18 +21,29 @@
 //! The producer never writes more than `capacity` bytes ahead of the slowest
 //! *active* consumer: it caches `limit = min(active cursors) + capacity` and rescans
 //! the slots only when a claim would pass it. Consumers find frames as in `spsc`
-//! (header word, Acquire; zero-ahead word after each frame) and read them in place.
+//! (header word, Acquire) and read them in place. The word after the last frame
+//! is always zero: the producer stores it with the frame when it falls inside the
+//! frame's last line, and otherwise zeroed it ahead: it zeroes the first word of
+//! each line up to 4 KiB past `tail` once every consumer is a lap past it, so the
+//! lines a frame goes into are already the producer's when its stores reach them.
 //! A consumer whose `progress` counter has not moved while it blocks the producer
 //! for the eviction timeout is marked evicted (CAS active → evicted, counted), so a
 //! dead consumer blocks the producer for at most that long. A live but evicted
 //! consumer gets [`PollError::Evicted`] and may [`Consumer::rejoin`].
 //!
+//! Consumers never read `tail`, so the producer stores it only when its position
+//! crosses a 4 KiB boundary, in every rescan and on close.
+//!
 //! Joining must not let a producer holding a stale `limit` overwrite the joiner's
 //! starting point. The joiner stores `state = active`, issues a SeqCst fence, then
-//! loads `tail` and starts there; the producer issues a SeqCst fence before scanning
-//! the slots. Either the scan sees the joiner, or the joiner's load sees the tail
-//! the producer had when it scanned, and every cursor it saw was at most that tail,
-//! so its cached limit is at most `joiner start + capacity`.
+//! loads `tail`; the producer stores `tail` and issues a SeqCst fence before
+//! scanning the slots. Either the scan sees the joiner, or the joiner's load sees
+//! the tail the producer stored before it scanned (or a later one), and every
+//! cursor it saw was at most that tail, so its cached limit is at most
+//! `joiner start + capacity`. The joiner then walks the committed frames from
+//! there to the first empty header and starts at that position, the newest;
+//! the producer cannot write over what it walks, since its limit is at most a
+//! ring past the `tail` the joiner loaded.
 //!
 //! ## Overwrite mode
 //! The producer never waits. Before it writes into the ring it stores `tail_intent`
@@ -54,11 +66,38 @@ use crate::frame::{self, align_broadcast_frame, Frame, FIRST_RESERVED_TYPE, TYPE
 use crate::liveness::{now_ns, ProcessId};
 use crate::mem::RingMem;
 use crate::peer::{PeerState, PeerWords};
-use crate::stream::{Streaming, Window};
 use crate::sync::{fence, AtomicU32, AtomicU64, Ordering, Padded, Zeroed};
 
 /// Bytes of a broadcast frame header: header word + sequence number.
 pub const BROADCAST_HEADER_LEN: usize = 16;
+
+/// Reliable mode stores `ctrl.tail` when its position crosses a multiple
+/// of this (and in every rescan of the consumers, and on close): a store per
+/// frame to a line of its own cost a stream about a tenth of its rate
+/// (docs/shm.md, findings 26 and 30).
+const TAIL_EVERY: u64 = 4096;
+
+/// Reliable mode: how far past `tail` the producer zeroes lines' first
+/// words (where every consumer has read past them a lap ago), so that the
+/// lines a frame is written into are its own before the frame's stores
+/// reach them, as `spsc`'s producer does.
+#[cfg(not(loom))]
+const ZERO_AHEAD: u64 = 4096;
+/// Under loom the ring holds two frames: the claim path does all the zeroing.
+#[cfg(loom)]
+const ZERO_AHEAD: u64 = 0;
+
+/// The producer zeroes ahead once it is this far behind [`ZERO_AHEAD`].
+#[cfg(not(loom))]
+const ZERO_STEP: u64 = 512;
+#[cfg(loom)]
+const ZERO_STEP: u64 = 0;
+
+/// The end of the line holding position `pos`.
+#[inline(always)]
+fn line_end(pos: u64) -> u64 {
+    (pos & !63) + 64
+}
 
 const FREE: u32 = 0;
 const ACTIVE: u32 = 1;
@@ -328,6 +367,9 @@ pub struct Producer {
     seq: u64,
     /// Reliable mode: may write up to here without rescanning the slots.
     limit: u64,
+    /// Reliable mode: the lines below this have their first word zeroed this
+    /// lap (a line boundary).
+    zeroed: u64,
     /// Per slot: what we know of the consumer while it blocks us.
     watch: Vec<crate::peer::BlockerWatch>,
     last_eviction: Option<crate::peer::Eviction>,
@@ -358,6 +400,8 @@ impl Producer {
             tail,
             seq: 0,
             limit: tail,
+            // The producer is made with its ring, whose area is all zero.
+            zeroed: line_end(tail),
             watch,
             last_eviction: None,
             _not_sync: PhantomData,
@@ -482,6 +526,11 @@ impl Producer {
                 if end + 8 > self.limit {
                     self.rescan(end + 8)?;
                 }
+                // The word at `end` must read as empty until the next frame:
+                // zeroed here if it starts a line, else by `publish`.
+                if line_end(end) > self.zeroed {
+                    self.zero_to(line_end(end));
+                }
             }
             Mode::Overwrite => {
                 // Everything below `end + 8` (the zero-ahead word) may now change.
@@ -497,11 +546,39 @@ impl Producer {
         Ok(((off + pad) & (cap - 1), pad))
     }
 
+    /// Reliable mode: zeroes the first word of the lines from `zeroed` up to
+    /// `need` (a line boundary) and on up to [`ZERO_AHEAD`] past `tail`, as
+    /// far as the cached `limit` allows: a line's first word `L` may be
+    /// written once `L + 8 <= limit`. `need` is always within it (a claim
+    /// checked `end + 8 <= limit` first).
+    #[inline(never)]
+    fn zero_to(&mut self, need: u64) {
+        let want = need.max(line_end(self.tail + ZERO_AHEAD) - 64);
+        let bound = if self.limit >= 8 {
+            line_end(self.limit - 8)
+        } else {
+            0
+        };
+        let upto = want.min(bound);
+        let mut line = self.zeroed;
+        while line < upto {
+            self.mem
+                .area
+                .word(line as usize)
+                .store(0, Ordering::Relaxed);
+            line += 64;
+        }
+        self.zeroed = self.zeroed.max(upto);
+    }
+
     /// Recomputes `limit` from the active consumers' cursors; evicts a consumer
     /// that blocks `need` and has made no progress for the eviction timeout.
     #[cold]
     fn rescan(&mut self, need: u64) -> Result<(), ClaimError> {
         let cap = self.mem.area.capacity() as u64;
+        // Our position, before the fence: a joiner this scan misses loads it
+        // (or a later one) and starts there, within the limit we compute.
+        self.store_tail();
         // SYNC POINT: pairs with the SeqCst fence in `Consumer::activate` (see the
         // module doc: a joiner is either seen here or starts at or after our tail).
         fence(Ordering::SeqCst);
@@ -557,7 +634,12 @@ impl Producer {
         let area = &self.mem.area;
         let cap = area.capacity();
         let next = self.tail + (pad + align_broadcast_frame(BROADCAST_HEADER_LEN + len)) as u64;
-        area.word(next as usize).store(0, Ordering::Relaxed);
+        // The next header goes at `next`: empty until then. Reliable mode:
+        // a word that starts a line was zeroed ahead (`zero_to`), so only one
+        // inside the frame's last line, which we hold, is stored here.
+        if self.params.mode == Mode::Overwrite || next % 64 != 0 {
+            area.word(next as usize).store(0, Ordering::Relaxed);
+        }
         area.word(frame_off + 8).store(self.seq, Ordering::Relaxed);
         let first = self.tail as usize & (cap - 1);
         if pad != 0 {
@@ -584,15 +666,38 @@ impl Producer {
                 .last
                 .store(self.tail + pad as u64, Ordering::Release);
         }
-        self.tail = next;
-        // SYNC POINT: pairs with overwrite consumers' Acquire load of `tail`.
-        self.mem.ctrl().tail.store(next, Ordering::Release);
+        let from = std::mem::replace(&mut self.tail, next);
+        match self.params.mode {
+            Mode::Overwrite => self.store_tail(),
+            Mode::Reliable => {
+                // Consumers find frames by their headers; `tail` is for
+                // joiners (a lower bound they walk on from) and tools, so it
+                // is stored once per `TAIL_EVERY` bytes, in `rescan` and on close.
+                if (from ^ next) >= TAIL_EVERY {
+                    self.store_tail();
+                }
+                // Off the latency path (the header is out; x86 commits stores
+                // in order), in steps of `ZERO_STEP`.
+                if self.zeroed + ZERO_STEP <= next + ZERO_AHEAD {
+                    self.zero_to(self.zeroed);
+                }
+            }
+        }
         next
+    }
+
+    /// Stores `ctrl.tail`.
+    #[inline(always)]
+    fn store_tail(&self) {
+        // SYNC POINT: pairs with overwrite consumers' Acquire load of `tail`,
+        // and with a joiner's (the frames before it are committed).
+        self.mem.ctrl().tail.store(self.tail, Ordering::Release);
     }
 }
 
 impl Drop for Producer {
     fn drop(&mut self) {
+        self.store_tail();
         self.mem.ctrl().producer.close();
     }
 }
@@ -662,8 +767,6 @@ pub struct Consumer {
     expected: Option<u64>,
     /// Overwrite mode: the validated copy handed to the application.
     scratch: Box<[u8]>,
-    /// Reliable mode's streaming state (`crate::stream`).
-    stream: Streaming,
     _not_sync: PhantomData<std::cell::Cell<()>>,
 }
 
@@ -719,7 +822,6 @@ impl Consumer {
             cursor: 0,
             progress: 0,
             expected: None,
-            stream: Streaming::default(),
             scratch,
             _not_sync: PhantomData,
         };
@@ -741,8 +843,13 @@ impl Consumer {
         // the zero-ahead word at that position.
         self.cursor = self.mem.ctrl().tail.load(Ordering::Acquire);
         self.expected = None;
-        self.stream = Streaming::default();
-        if self.params.mode == Mode::Overwrite {
+        if self.params.mode == Mode::Reliable {
+            // `tail` lags the committed frames by less than `TAIL_EVERY`: walk
+            // to the first empty header, so that the join starts at the newest
+            // position. Our slot's cursor is at or before where we start, so
+            // the producer cannot write over what we walk.
+            self.cursor = self.first_empty_from(self.cursor);
+        } else if self.params.mode == Mode::Overwrite {
             if self.cursor == 0 {
                 self.expected = Some(0);
             } else if let Some((pos, frame_len, seq)) = self.newest() {
@@ -750,6 +857,26 @@ impl Consumer {
             }
         }
         self.slot().cursor.store(self.cursor, Ordering::Release);
+    }
+
+    /// Reliable mode: the position of the first empty header at or after
+    /// `pos`, walking committed frames by their headers (Acquire, as a poll
+    /// reads them); stops at a header that does not check (the first poll
+    /// reports it) and after a lap whatever the headers say.
+    fn first_empty_from(&self, mut pos: u64) -> u64 {
+        let area = &self.mem.area;
+        let cap = area.capacity();
+        let end = pos + cap as u64;
+        while pos < end {
+            let off = pos as usize & (cap - 1);
+            // SYNC POINT: pairs with the producer's Release store of this header.
+            let w = area.word(off).load(Ordering::Acquire);
+            match (w != 0).then(|| self.check(off, w)).flatten() {
+                Some((frame_len, _, _)) => pos += frame_len as u64,
+                None => break,
+            }
+        }
+        pos
     }
 
     /// Overwrite mode: the newest frame as (position, frame length, sequence), read
@@ -821,7 +948,18 @@ impl Consumer {
     /// position (one Acquire load). `false` may still mean no frame for the
     /// application (padding at the end of the ring): then `poll` returns 0.
     pub fn is_caught_up(&self) -> bool {
-        self.mem.ctrl().tail.load(Ordering::Acquire) <= self.cursor
+        match self.params.mode {
+            // SYNC POINT: pairs with the producer's Release store of the header.
+            Mode::Reliable => {
+                self.mem
+                    .area
+                    .word(self.cursor as usize)
+                    .load(Ordering::Acquire)
+                    == 0
+            }
+            // SYNC POINT: pairs with the producer's Release store of `tail`.
+            Mode::Overwrite => self.mem.ctrl().tail.load(Ordering::Acquire) <= self.cursor,
+        }
     }
 
     /// The process holding the producer end (pid and start time), if any: it
@@ -835,11 +973,9 @@ impl Consumer {
     /// Hands up to `limit` frames, in order, to `f`: in place in reliable mode, as a
     /// validated copy in overwrite mode. Never blocks, allocates, or makes a syscall.
     ///
-    /// A reliable consumer that keeps being handed many frames streams (as the
-    /// SPSC ring's): it reads by the producer's position, and a poll may leave
-    /// the frames ending in the line the producer is still writing to the next
-    /// poll. It never returns 0 while a frame is there; to read everything,
-    /// poll until it returns 0.
+    /// A reliable consumer finds frames by their headers alone (one Acquire
+    /// load a frame) and never reads the producer's `tail`; a poll that
+    /// returns fewer than `limit` found the ring empty.
     ///
     /// Errors: [`PollError::Lapped`] (overwrite; the next poll carries on from the
     /// newest frames), [`PollError::Evicted`] (reliable; call [`Consumer::rejoin`]),
@@ -857,7 +993,7 @@ impl Consumer {
 
     fn poll_reliable<F: FnMut(Frame<'_>)>(
         &mut self,
-        mut limit: usize,
+        limit: usize,
         mut f: F,
     ) -> Result<usize, PollError> {
         if self.slot().state.load(Ordering::Acquire) != ACTIVE {
@@ -868,24 +1004,6 @@ impl Consumer {
         let start = self.cursor;
         let mut delivered = 0;
         let mut result = Ok(());
-        // Streaming: read only frames ending in lines the producer has
-        // finished (below `tail` rounded down to a line), or, when that
-        // leaves nothing, up to `tail`: a poll never returns 0 while `tail`
-        // shows a frame.
-        let ctrl = self.mem.ctrl();
-        let mut end_limit = match self
-            .stream
-            .begin(self.cursor, || ctrl.tail.load(Ordering::Relaxed))
-        {
-            Window::Headers => u64::MAX,
-            Window::Upto(upto) => upto,
-            Window::Empty => {
-                // Not even the next header (only the closed check below,
-                // which reads it once closed).
-                limit = 0;
-                u64::MAX
-            }
-        };
         while delivered < limit {
             let off = self.cursor as usize & (cap - 1);
             // SYNC POINT: pairs with the producer's Release store of this header.
@@ -900,14 +1018,6 @@ impl Consumer {
                 });
                 break;
             };
-            if self.cursor + frame_len as u64 > end_limit {
-                // Ends in the producer's line: stop, or, if it is the only
-                // one, hand it over.
-                match self.stream.past_limit(delivered) {
-                    Some(limit) => end_limit = limit,
-                    None => break,
-                }
-            }
             if type_id != TYPE_PADDING {
                 let seq = area.word(off + 8).load(Ordering::Relaxed);
                 if self.expected.is_some_and(|e| e != seq) {
@@ -934,7 +1044,6 @@ impl Consumer {
             }
             self.cursor += frame_len as u64;
         }
-        self.stream.end(delivered);
         if delivered > 0 {
             // The frames were read in place while we were a live consumer;
             // if the producer evicted us meanwhile (a stall longer than the
@@ -1082,9 +1191,7 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    /// Everything readable now: polls until a poll hands over nothing (a
-    /// streaming reader may leave the frames in the writer's unfinished
-    /// line to its next poll).
+    /// Everything readable now: polls until a poll hands over nothing.
     fn seqs(c: &mut Consumer) -> Result<Vec<u64>, PollError> {
         let mut out = Vec::new();
         while c.poll(usize::MAX, |f| {
@@ -1092,6 +1199,43 @@ mod tests {
         })? > 0
         {}
         Ok(out)
+    }
+
+    /// Reliable mode stores `tail` once per 4 KiB (and in rescans): a
+    /// consumer joining between those stores walks from it to the newest
+    /// frame, and `is_caught_up` reads the next header, not `tail`.
+    #[test]
+    fn a_joiner_starts_at_the_newest_frame_though_tail_lags() {
+        let mut p = channel(BroadcastConfig::new(64 * 1024, 2, Mode::Reliable)).unwrap();
+        let mut a = p.join().unwrap();
+        for i in 0..10u64 {
+            p.offer(1, &i.to_le_bytes()).unwrap();
+        }
+        let stored = p.mem.ctrl().tail.load(Ordering::Acquire);
+        assert!(stored < p.position(), "tail lags: {stored}");
+        let mut late = p.join().unwrap();
+        assert_eq!(late.position(), p.position());
+        assert!(late.is_caught_up());
+        assert!(!a.is_caught_up());
+        p.offer(1, &10u64.to_le_bytes()).unwrap();
+        assert!(!late.is_caught_up());
+        assert_eq!(seqs(&mut late), Ok(vec![10]));
+        assert_eq!(seqs(&mut a), Ok((0..11).collect()));
+        // A stream past 4 KiB stores it; closing stores the rest.
+        for i in 11..300u64 {
+            p.offer(1, &i.to_le_bytes()).unwrap();
+        }
+        assert!(p.mem.ctrl().tail.load(Ordering::Acquire) >= 4096);
+        let end = p.position();
+        let mem = p.mem.clone();
+        drop(p);
+        assert_eq!(mem.ctrl().tail.load(Ordering::Acquire), end);
+        let mut got = 0;
+        while let Ok(n) = late.poll(usize::MAX, |_| {}) {
+            got += n;
+        }
+        assert_eq!(got, 289);
+        assert_eq!(late.poll(1, |_| {}), Err(PollError::Closed));
     }
 
     #[test]

@@ -59,7 +59,6 @@ pub mod region;
 #[cfg(not(loom))]
 mod sigbus;
 pub mod spsc;
-mod stream;
 mod sync;
 pub mod terminate;
 

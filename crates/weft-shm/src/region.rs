@@ -44,7 +44,9 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"WEFTRING");
 /// 5: every ring's data area starts one line past a page boundary.
 /// 6: the SPSC `tail` is a lower bound stored every 4 KiB (a version-5
 ///    consumer in streaming mode would wait on it).
-pub const LAYOUT_VERSION: u32 = 6;
+/// 7: the same for the reliable broadcast ring's `tail` (a version-6
+///    consumer streams by it, and a joiner would start behind the newest).
+pub const LAYOUT_VERSION: u32 = 7;
 /// Bytes of the region header; the ring starts here.
 pub const REGION_HEADER_LEN: usize = 4096;
 const INITIALIZED_OFF: usize = 128;

@@ -70,8 +70,8 @@
 //! store per frame and the reader's loads of that line cost more than the
 //! header line they spared: a stream without either read 1.3 to 1.8 times
 //! the rate of one with both, in the same minutes. The reliable broadcast
-//! reader, whose `tail` joiners need exact, keeps streaming mode
-//! (`crate::stream`).
+//! ring followed in session 15 (its joiners walk from `tail` to the newest
+//! frame).
 //!
 //! Cost per frame: the producer stores the payload (8-byte word stores up to
 //! 256 bytes, see `Area::copy_in`), one header word, about one zero word,
@@ -1229,10 +1229,9 @@ mod tests {
         assert_eq!(got, 280);
     }
 
-    /// A streaming consumer reads only lines the producer has finished, but
-    /// never returns 0 while a frame is committed: a single frame ending in
-    /// the middle of a line is handed over at the first poll, also after a
-    /// poll that drained a burst.
+    /// A poll never returns 0 while a frame is committed: a single frame
+    /// ending in the middle of a line is handed over at the first poll, also
+    /// after a poll that drained a burst.
     #[test]
     fn a_frame_in_the_producers_last_line_is_handed_over_at_once() {
         let (mut tx, mut rx) = channel(SpscConfig::new(64 * 1024)).unwrap();

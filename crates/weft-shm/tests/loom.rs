@@ -58,8 +58,7 @@ fn poll_some<F: FnMut(Frame<'_>)>(poll: impl FnOnce(F) -> Result<usize, PollErro
 }
 
 /// Polls until a poll hands over nothing, as a reader told the writer has
-/// finished reads the rest: a streaming reader may leave the frames in the
-/// writer's unfinished line to its next poll.
+/// finished reads the rest.
 fn drain(
     mut poll: impl FnMut(&mut dyn FnMut(Frame<'_>)) -> Result<usize, PollError>,
     mut f: impl FnMut(Frame<'_>),
@@ -212,6 +211,60 @@ fn a_consumer_joining_mid_stream_sees_an_intact_suffix() {
         );
         drain(|f| first.poll(4, f), expect_next(&mut next));
         assert_eq!(next, sent + 1);
+    });
+}
+
+/// A consumer joins while the producer publishes and the ring wraps. The
+/// producer stores `tail` only in its rescans (the ring is smaller than
+/// `TAIL_EVERY`), so the joiner loads a stale `tail` and walks the committed
+/// frames from there: what it then receives is intact, in order, and ends
+/// with the last frame sent; the producer never overwrites what it walks.
+#[test]
+fn a_consumer_joining_while_frames_are_published_gets_an_intact_suffix() {
+    model(|| {
+        let config = BroadcastConfig {
+            max_payload: Some(8),
+            ..BroadcastConfig::new(64, 2, Mode::Reliable)
+        };
+        let mut tx = broadcast::channel(config).unwrap();
+        let mut first = tx.join().unwrap();
+        let joiner = tx.joiner();
+        let late = thread::spawn(move || {
+            let mut late = joiner.join().unwrap();
+            let mut seen = Vec::new();
+            poll_some(
+                |f| late.poll(4, f),
+                |f: Frame<'_>| {
+                    let p = f.payload();
+                    assert!(p.iter().all(|&b| b == p[0]), "torn frame {p:?}");
+                    seen.push(p[0]);
+                },
+            );
+            (late, seen)
+        });
+        let producer = thread::spawn(move || (offer_some(3, |i| tx.offer(1, &payload(i))), tx));
+        let mut next = 1;
+        poll_some(|f| first.poll(4, f), expect_next(&mut next));
+        let (sent, tx) = producer.join().unwrap();
+        let (mut late, mut seen) = late.join().unwrap();
+        drop(tx);
+        drain(|f| first.poll(4, f), expect_next(&mut next));
+        assert_eq!(next, sent + 1, "the first consumer got every frame");
+        drain(
+            |f| late.poll(4, f),
+            |f: Frame<'_>| {
+                let p = f.payload();
+                assert!(p.iter().all(|&b| b == p[0]), "torn frame {p:?}");
+                seen.push(p[0]);
+            },
+        );
+        assert!(
+            seen.windows(2).all(|w| w[1] == w[0] + 1),
+            "the joiner's frames are in order: {seen:?}"
+        );
+        if let Some(&last) = seen.last() {
+            assert_eq!(last, sent, "the joiner's frames end with the last sent");
+        }
     });
 }
 
