@@ -72,9 +72,9 @@ const SCENARIOS: &[Scenario] = scenarios![
     "api-shm-many-pingpong", Shm, SIZE, "api-shm-pingpong on publishers=many channels (the ring several processes may publish)";
     "shm-peers-interleaved", Shm, NONE, "the floor, weft's SPSC ring (heap, two threads), rtrb, crossbeam, the disruptor (event pollers) and weft's ring in a shared-memory file, in alternating blocks on the same two pinned threads (6 rows)";
     "shm-interleaved", Shm, NONE, "shm-pingpong, api-shm-pingpong and the raw broadcast ring in alternating blocks between the same processes (3 rows)";
-    "shm-throughput", Shm, SIZE, "weft SPSC one-way stream, two pinned processes, 256 KiB ring: the producer offers each 64-byte message whole (claim, copy in, commit: a 72-byte frame); the consumer polls every frame available and reads each one's 8-byte sequence number in place (msgs/s)";
+    "shm-throughput", Shm, SIZE, "weft SPSC one-way stream, two pinned processes, 256 KiB ring: the producer offers each 64-byte message whole (claim, copy in, commit: a 72-byte frame); the consumer polls every frame available and reads each one's 8-byte sequence number in place, and after a poll that finds none spins --empty-poll-pauses PAUSEs (default 256), as every peer's reader does (msgs/s)";
     "shm-throughput-interleaved", Shm, NONE, "weft's ring (threads, processes, batch, and through the API) and every peer's throughput loop (rtrb, rtrb chunks, crossbeam, disruptor, disruptor batch) in alternating trials (10 rounds); weft's rows carry x_best_peer, the median over rounds of weft over the best peer of the same round, batch against batch (9 rows)";
-    "api-shm-throughput", Shm, SIZE, "a one-way stream through the public API (Publication::offer, Subscription::poll on a shm: channel of 256 KiB), two pinned threads, each 64-byte message written whole (msgs/s)";
+    "api-shm-throughput", Shm, SIZE, "a one-way stream through the public API (Publication::offer, Subscription::poll on a shm: channel of 256 KiB), two pinned threads, each 64-byte message written whole; the reader waits as shm-throughput's (msgs/s)";
     "shm-throughput-threads", Shm, SIZE, "shm-throughput placed as the peers are: the ring on the heap, two pinned threads of one process (msgs/s)";
     "shm-throughput-batch", Shm, SIZE, "shm-throughput with the producer's batch API: up to 32 messages offered, then one release (msgs/s)";
     "shm-throughput-sizes", Shm, NONE, "shm-throughput at 8 B, 64 B, 512 B, 4 KiB, 16 KiB and 64 KiB (one row per size)";
@@ -83,12 +83,12 @@ const SCENARIOS: &[Scenario] = scenarios![
     "shm-fanout-4", Shm, SIZE_RATE, "shm-fanout-1 with 4 subscriber processes";
     "shm-fanout-8", Shm, SIZE_RATE, "shm-fanout-1 with 8 subscriber processes";
     "rtrb-pingpong", Shm, RATE, "rtrb round trip, 32-byte messages, two pinned threads (peer)";
-    "rtrb-throughput", Shm, NONE, "rtrb one-way stream, two pinned threads, 4096 x 64-byte slots (256 KiB): push copies each whole 64-byte message in, pop copies it out (peer, msgs/s)";
+    "rtrb-throughput", Shm, NONE, "rtrb one-way stream, two pinned threads, 4096 x 64-byte slots (256 KiB): push copies each whole 64-byte message in, pop copies it out; the reader waits as shm-throughput's (peer, msgs/s)";
     "rtrb-throughput-chunks", Shm, NONE, "rtrb-throughput through rtrb's chunks: up to 32 messages written per write_chunk_uninit, every available one read per read_chunk (peer, msgs/s)";
     "crossbeam-pingpong", Shm, RATE, "crossbeam-channel (bounded, polled) round trip, 32-byte messages, two pinned threads (peer)";
-    "crossbeam-throughput", Shm, NONE, "crossbeam-channel (bounded to 4096, polled) one-way stream, two pinned threads: try_send copies each whole 64-byte message in, try_recv copies it out; it has no batch API (peer, msgs/s)";
+    "crossbeam-throughput", Shm, NONE, "crossbeam-channel (bounded to 4096, polled) one-way stream, two pinned threads: try_send copies each whole 64-byte message in, try_recv copies it out; it has no batch API; the reader waits as shm-throughput's (peer, msgs/s)";
     "disruptor-pingpong", Shm, RATE, "disruptor crate round trip, 32-byte events: a pinned busy-spin processor echoes into a second disruptor polled by the sender (peer)";
-    "disruptor-throughput", Shm, NONE, "disruptor crate one-way stream, two pinned threads, 4096 x 64-byte events (256 KiB): publish writes each whole event in place, an event poller reads each one's 8-byte sequence number in place (peer, msgs/s)";
+    "disruptor-throughput", Shm, NONE, "disruptor crate one-way stream, two pinned threads, 4096 x 64-byte events (256 KiB): publish writes each whole event in place, an event poller reads each one's 8-byte sequence number in place and waits as shm-throughput's reader (peer, msgs/s)";
     "disruptor-throughput-batch", Shm, NONE, "disruptor-throughput with the disruptor's batch_publish of up to 32 events (peer, msgs/s)";
     "floor-udp", Udp, NONE, "raw UDP ping-pong of 64-byte datagrams on loopback, busy-polled: the network floor (round trip)";
     "floor-mcast", Udp, NONE, "floor-udp over multicast groups on 127.0.0.1, raw sockets: the kernel's multicast cost (round trip)";
@@ -442,10 +442,6 @@ fn main() {
                 };
                 println!("{:<26} {}{takes}", s.name, s.what);
             }
-            println!(
-                "\nEvery shared-memory throughput reader, weft's and each peer's, spins {} CPU pause hints after a poll that found nothing (--empty-poll-pauses); round-trip readers spin one.",
-                reader_idle::DEFAULT_EMPTY_POLL_PAUSES
-            );
         }
         Cmd::Run { scenarios, opts } => {
             if let Err(e) = validate(&scenarios, &opts) {

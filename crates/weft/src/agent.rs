@@ -993,6 +993,7 @@ fn run_thread(
         match idler.step(work) {
             IdleStep::None => continue,
             IdleStep::Spin => std::hint::spin_loop(),
+            IdleStep::Pause(n) => crate::idle::pause(n),
             IdleStep::Yield => std::thread::yield_now(),
             IdleStep::Park(d) => park_group(&mut group, &reg, d),
         }

@@ -228,6 +228,7 @@ pub fn next_event<T>(
         match idler.step(work) {
             weft::IdleStep::None => {}
             weft::IdleStep::Spin => std::hint::spin_loop(),
+            weft::IdleStep::Pause(n) => weft::idle::pause(n),
             weft::IdleStep::Yield => std::thread::yield_now(),
             weft::IdleStep::Park(d) if invoker => std::thread::sleep(d),
             weft::IdleStep::Park(d) => sub.park(d),
