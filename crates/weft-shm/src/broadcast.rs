@@ -64,7 +64,7 @@ use std::time::Duration;
 use crate::error::{ClaimError, PollError};
 use crate::frame::{self, align_broadcast_frame, Frame, FIRST_RESERVED_TYPE, TYPE_PADDING};
 use crate::liveness::{now_ns, ProcessId};
-use crate::mem::RingMem;
+use crate::mem::{line_end, RingMem, ZERO_AHEAD, ZERO_STEP};
 use crate::peer::{PeerState, PeerWords};
 use crate::sync::{fence, AtomicU32, AtomicU64, Ordering, Padded, Zeroed};
 
@@ -76,28 +76,6 @@ pub const BROADCAST_HEADER_LEN: usize = 16;
 /// frame to a line of its own cost a stream about a tenth of its rate
 /// (docs/shm.md, findings 26 and 30).
 const TAIL_EVERY: u64 = 4096;
-
-/// Reliable mode: how far past `tail` the producer zeroes lines' first
-/// words (where every consumer has read past them a lap ago), so that the
-/// lines a frame is written into are its own before the frame's stores
-/// reach them, as `spsc`'s producer does.
-#[cfg(not(loom))]
-const ZERO_AHEAD: u64 = 4096;
-/// Under loom the ring holds two frames: the claim path does all the zeroing.
-#[cfg(loom)]
-const ZERO_AHEAD: u64 = 0;
-
-/// The producer zeroes ahead once it is this far behind [`ZERO_AHEAD`].
-#[cfg(not(loom))]
-const ZERO_STEP: u64 = 512;
-#[cfg(loom)]
-const ZERO_STEP: u64 = 0;
-
-/// The end of the line holding position `pos`.
-#[inline(always)]
-fn line_end(pos: u64) -> u64 {
-    (pos & !63) + 64
-}
 
 const FREE: u32 = 0;
 const ACTIVE: u32 = 1;
@@ -559,16 +537,7 @@ impl Producer {
         } else {
             0
         };
-        let upto = want.min(bound);
-        let mut line = self.zeroed;
-        while line < upto {
-            self.mem
-                .area
-                .word(line as usize)
-                .store(0, Ordering::Relaxed);
-            line += 64;
-        }
-        self.zeroed = self.zeroed.max(upto);
+        self.zeroed = self.mem.area.zero_line_heads(self.zeroed, want.min(bound));
     }
 
     /// Recomputes `limit` from the active consumers' cursors; evicts a consumer

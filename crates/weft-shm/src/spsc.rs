@@ -82,7 +82,7 @@ use std::marker::PhantomData;
 
 use crate::error::{ClaimError, PollError};
 use crate::frame::{self, Frame, FIRST_RESERVED_TYPE, HEADER_LEN, TYPE_PADDING};
-use crate::mem::RingMem;
+use crate::mem::{line_end, RingMem, ZERO_AHEAD, ZERO_STEP};
 use crate::peer::{PeerState, PeerWords};
 use crate::sync::{AtomicU64, Ordering, Padded, Zeroed};
 
@@ -193,29 +193,6 @@ fn stored_len(w: u64) -> usize {
 fn released(head: u64) -> u64 {
     head & !63
 }
-
-/// The end of the line holding position `pos`: a frame ending at `pos` may be
-/// published once the lines below this are fresh (zeroed this lap), since the
-/// next header goes at `pos`.
-#[inline(always)]
-fn line_end(pos: u64) -> u64 {
-    (pos & !63) + 64
-}
-
-/// How far past `tail` the producer zeroes lines' first words after a
-/// publish, so that a claim rarely zeroes (and so waits for a line) before its
-/// header store. 512 and 16384 measured the same as this.
-#[cfg(not(loom))]
-const ZERO_AHEAD: u64 = 4096;
-/// Under loom the ring is one line: the claim path does all the zeroing.
-#[cfg(loom)]
-const ZERO_AHEAD: u64 = 0;
-
-/// The producer zeroes ahead once it is this far behind [`ZERO_AHEAD`].
-#[cfg(not(loom))]
-const ZERO_STEP: u64 = 512;
-#[cfg(loom)]
-const ZERO_STEP: u64 = 0;
 
 /// Checks a capacity and maximum payload; returns the maximum payload. `extra` is
 /// slack beyond one frame and its padding that the ring must always keep free.
@@ -524,15 +501,7 @@ impl Producer {
         // Only a line's first word: a frame that ends inside a line has the
         // word at its end zeroed as it is published (`flush`), in a line the
         // producer holds anyway; one that ends on a line boundary ends here.
-        let mut line = self.zeroed;
-        while line < upto {
-            self.mem
-                .area
-                .word(line as usize)
-                .store(0, Ordering::Relaxed);
-            line += 64;
-        }
-        self.zeroed = self.zeroed.max(upto);
+        self.zeroed = self.mem.area.zero_line_heads(self.zeroed, upto);
         true
     }
 

@@ -152,14 +152,20 @@ fn spsc_batches_arrive_in_order_across_lines_and_the_wrap() {
     });
 }
 
+/// A reliable broadcast ring of 64 bytes (two frames of 8 bytes) for two
+/// consumers.
+fn reliable_ring() -> broadcast::Producer {
+    let config = BroadcastConfig {
+        max_payload: Some(8),
+        ..BroadcastConfig::new(64, 2, Mode::Reliable)
+    };
+    broadcast::channel(config).unwrap()
+}
+
 #[test]
 fn reliable_broadcast_two_consumers_get_every_frame() {
     model(|| {
-        let config = BroadcastConfig {
-            max_payload: Some(8),
-            ..BroadcastConfig::new(64, 2, Mode::Reliable)
-        };
-        let mut tx = broadcast::channel(config).unwrap();
+        let mut tx = reliable_ring();
         let mut a = tx.join().unwrap();
         let mut b = tx.join().unwrap();
         let reader = thread::spawn(move || {
@@ -188,11 +194,7 @@ fn reliable_broadcast_two_consumers_get_every_frame() {
 #[test]
 fn a_consumer_joining_mid_stream_sees_an_intact_suffix() {
     model(|| {
-        let config = BroadcastConfig {
-            max_payload: Some(8),
-            ..BroadcastConfig::new(64, 2, Mode::Reliable)
-        };
-        let mut tx = broadcast::channel(config).unwrap();
+        let mut tx = reliable_ring();
         let mut first = tx.join().unwrap();
         let (joiner_tx, joiner_rx) = loom::sync::mpsc::channel();
         let producer = thread::spawn(move || {
@@ -222,11 +224,7 @@ fn a_consumer_joining_mid_stream_sees_an_intact_suffix() {
 #[test]
 fn a_consumer_joining_while_frames_are_published_gets_an_intact_suffix() {
     model(|| {
-        let config = BroadcastConfig {
-            max_payload: Some(8),
-            ..BroadcastConfig::new(64, 2, Mode::Reliable)
-        };
-        let mut tx = broadcast::channel(config).unwrap();
+        let mut tx = reliable_ring();
         let mut first = tx.join().unwrap();
         let joiner = tx.joiner();
         let late = thread::spawn(move || {
@@ -235,9 +233,8 @@ fn a_consumer_joining_while_frames_are_published_gets_an_intact_suffix() {
             poll_some(
                 |f| late.poll(4, f),
                 |f: Frame<'_>| {
-                    let p = f.payload();
-                    assert!(p.iter().all(|&b| b == p[0]), "torn frame {p:?}");
-                    seen.push(p[0]);
+                    expect_intact(f);
+                    seen.push(f.payload()[0]);
                 },
             );
             (late, seen)
@@ -253,9 +250,8 @@ fn a_consumer_joining_while_frames_are_published_gets_an_intact_suffix() {
         drain(
             |f| late.poll(4, f),
             |f: Frame<'_>| {
-                let p = f.payload();
-                assert!(p.iter().all(|&b| b == p[0]), "torn frame {p:?}");
-                seen.push(p[0]);
+                expect_intact(f);
+                seen.push(f.payload()[0]);
             },
         );
         assert!(
