@@ -433,7 +433,8 @@ pub fn watch(
     }
 }
 
-/// The (id, fields) of an XREADGROUP/XRANGE reply.
+/// The (id, fields) of an XREADGROUP reply (its streams' entries, in
+/// order) or an XRANGE reply (its entries).
 pub fn entries_of(v: &redis::Value) -> Vec<(String, Vec<(String, String)>)> {
     use redis::Value;
     fn text(v: &Value) -> Option<String> {
@@ -461,13 +462,18 @@ pub fn entries_of(v: &redis::Value) -> Vec<(String, Vec<(String, String)>)> {
             _ => Vec::new(),
         }
     };
+    // XREADGROUP's [stream, [entries]] and XRANGE's entry [id, [field,
+    // value, ...]] are both pairs: a stream's list holds entries (arrays) or
+    // nothing; an entry's holds at least one field and value (strings).
+    let is_stream = |pair: &[Value]| matches!(pair, [_, Value::Array(es)] if es.first().is_none_or(|e| matches!(e, Value::Array(_))));
     match v {
-        // XREADGROUP: [[stream, [entries]]] (RESP2), or a map (RESP3).
-        Value::Array(streams) => streams
+        // XREADGROUP: [[stream, [entries]]] (RESP2), or a map (RESP3);
+        // XRANGE: [entries].
+        Value::Array(items) => items
             .iter()
             .flat_map(|s| match s {
-                Value::Array(pair) if pair.len() == 2 => list(&pair[1]),
-                other => list(other),
+                Value::Array(pair) if is_stream(pair) => list(&pair[1]),
+                entry_or_other => entry(entry_or_other).into_iter().collect(),
             })
             .collect(),
         Value::Map(m) => m.iter().flat_map(|(_, es)| list(es)).collect(),
@@ -498,6 +504,37 @@ mod tests {
             ends_at_ns: 0,
             repeat: 0,
         }
+    }
+
+    /// XREADGROUP and XRANGE replies, whose entries and streams have the
+    /// same shape (a pair), read as the entries they hold.
+    #[test]
+    fn stream_replies_of_both_kinds_read_as_their_entries() {
+        use redis::Value;
+        let s = |t: &str| Value::BulkString(t.as_bytes().to_vec());
+        let entry =
+            |id: &str, k: &str, v: &str| Value::Array(vec![s(id), Value::Array(vec![s(k), s(v)])]);
+        let want = |ids: &[&str]| -> Vec<(String, Vec<(String, String)>)> {
+            ids.iter()
+                .map(|id| (id.to_string(), vec![("status".to_string(), id.to_string())]))
+                .collect()
+        };
+        let range = Value::Array(vec![
+            entry("1-0", "status", "1-0"),
+            entry("2-0", "status", "2-0"),
+        ]);
+        assert_eq!(entries_of(&range), want(&["1-0", "2-0"]));
+        let group = Value::Array(vec![Value::Array(vec![
+            s("weft:alerts"),
+            Value::Array(vec![entry("3-0", "status", "3-0")]),
+        ])]);
+        assert_eq!(entries_of(&group), want(&["3-0"]));
+        let nothing_pending = Value::Array(vec![Value::Array(vec![
+            s("weft:alerts"),
+            Value::Array(vec![]),
+        ])]);
+        assert_eq!(entries_of(&nothing_pending), want(&[]));
+        assert_eq!(entries_of(&Value::Nil), want(&[]));
     }
 
     #[test]

@@ -9,6 +9,15 @@ use std::time::{Duration, Instant};
 
 use weft_rebalance::collect::read_collection;
 
+#[path = "../../test-support/servers.rs"]
+mod servers;
+use servers::{free_port, http_get, prometheus_scraping, redis_server, stream_entries, KillOnDrop};
+
+/// The (id, [alertname, status, summary]) of each entry of `weft:alerts`.
+fn alerts(port: u16) -> Vec<(String, [String; 3])> {
+    stream_entries(port, "weft:alerts", ["alertname", "status", "summary"])
+}
+
 fn temp_dir(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("weft-rebalance-{}-{tag}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
@@ -66,21 +75,11 @@ fn tool(args: &[&str]) -> (bool, String, String) {
     )
 }
 
-/// Kills the child when the test ends, whatever happens.
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn skewed_nodes_are_collected_planned_and_spread_by_an_interrupted_apply() {
     let dir = temp_dir("skewed");
     // Two nodes, each with its four pipeline tasks on agent 0 (core 0).
-    let mut children: Vec<Child> = (0..2).map(|_| skewed_node(&dir, "2", "120")).collect();
+    let mut children: Vec<KillOnDrop> = (0..2).map(|_| skewed_node(&dir, "2", "120")).collect();
     let pids: Vec<u32> = children.iter().map(|c| c.0.id()).collect();
     let collection = dir.join("collection.jsonl");
     let (ok, _, err) = tool(&[
@@ -135,7 +134,7 @@ fn skewed_nodes_are_collected_planned_and_spread_by_an_interrupted_apply() {
     // counters file of its own (what `weft-stat serve` scrapes): all the
     // load on one of two cores is a ratio of 2.
     let continuous = dir.join("continuous.jsonl");
-    let collector = Child(
+    let collector = KillOnDrop(
         Command::new(env!("CARGO_BIN_EXE_weft-rebalance"))
             .args([
                 "collect",
@@ -387,8 +386,8 @@ fn version_is_answered() {
 }
 
 /// A skewed node of the demo workload in `dir`, once it says it is ready.
-fn skewed_node(dir: &Path, scale: &str, seconds: &str) -> Child {
-    let mut child = Child(
+fn skewed_node(dir: &Path, scale: &str, seconds: &str) -> KillOnDrop {
+    let mut child = KillOnDrop(
         Command::new(skewed_pipeline())
             .arg("--dir")
             .arg(dir)
@@ -403,25 +402,6 @@ fn skewed_node(dir: &Path, scale: &str, seconds: &str) -> Child {
         "a node never started"
     );
     child
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A GET on 127.0.0.1:`port`; the body, if it answered.
-fn http_get(port: u16, path: &str) -> Option<String> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    Some(out.split_once("\r\n\r\n")?.1.to_string())
 }
 
 /// `weft-stat`, built beside this tool by `cargo test --workspace` (its
@@ -439,88 +419,6 @@ fn weft_stat() -> PathBuf {
         path.display()
     );
     path
-}
-
-/// Redis on 127.0.0.1:`port`, its append-only file in `dir`.
-fn redis_server(dir: &Path, port: u16) -> Child {
-    let child = Child(
-        Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-            ])
-            .args(["--appendonly", "yes", "--appendfsync", "always", "--dir"])
-            .arg(dir)
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let started = Instant::now();
-    while !Command::new("redis-cli")
-        .args(["-p", &port.to_string(), "ping"])
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("PONG"))
-    {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "redis-server did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    child
-}
-
-/// The (alertname, status, summary) of each entry of the stream.
-fn stream(port: u16) -> Vec<(String, String, String)> {
-    let out = Command::new("redis-cli")
-        .args([
-            "-p",
-            &port.to_string(),
-            "--no-raw",
-            "XRANGE",
-            "weft:alerts",
-            "-",
-            "+",
-        ])
-        .output()
-        .unwrap();
-    // redis-cli --no-raw: an entry's first line, unindented, is
-    // `N) 1) "id"`; its fields follow, indented, `K) "value"`.
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let mut entries = Vec::new();
-    let mut fields: Vec<String> = Vec::new();
-    for line in text.lines() {
-        let Some(v) = line.split_once('"').map(|(_, r)| r.trim_end_matches('"')) else {
-            continue;
-        };
-        if !line.starts_with(' ') {
-            // A new entry's id.
-            if !fields.is_empty() {
-                entries.push(std::mem::take(&mut fields));
-            }
-            continue;
-        }
-        fields.push(v.replace("\\\"", "\""));
-    }
-    if !fields.is_empty() {
-        entries.push(fields);
-    }
-    entries
-        .into_iter()
-        .map(|f| {
-            let get = |k: &str| {
-                f.chunks(2)
-                    .find(|p| p[0] == k)
-                    .and_then(|p| p.get(1).cloned())
-                    .unwrap_or_default()
-            };
-            (get("alertname"), get("status"), get("summary"))
-        })
-        .collect()
 }
 
 /// A fleet's day, shortened to 24 s: two hosts (two weft directories, a
@@ -576,10 +474,10 @@ fn a_fleets_day_from_prometheus_is_reported_planned_and_notified() {
     )
     .unwrap();
     let (port_a, port_b) = (free_port(), free_port());
-    let _serve: Vec<Child> = [(&host_a, port_a), (&host_b, port_b)]
+    let _serve: Vec<KillOnDrop> = [(&host_a, port_a), (&host_b, port_b)]
         .into_iter()
         .map(|(d, port)| {
-            Child(
+            KillOnDrop(
                 Command::new(weft_stat())
                     .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--dir"])
                     .arg(d)
@@ -591,28 +489,7 @@ fn a_fleets_day_from_prometheus_is_reported_planned_and_notified() {
             )
         })
         .collect();
-    let prom_port = free_port();
-    let config = dir.join("prometheus.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: weft\n    static_configs:\n      - targets: ['127.0.0.1:{port_a}', '127.0.0.1:{port_b}']\n"
-        ),
-    )
-    .unwrap();
-    let _prometheus = Child(
-        Command::new("prometheus")
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.join("tsdb").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let (_prometheus, prom_port) = prometheus_scraping(&dir, &[port_a, port_b]);
     // 24 s of both hosts in Prometheus.
     let started = Instant::now();
     while !http_get(
@@ -776,9 +653,9 @@ fn a_fleets_day_from_prometheus_is_reported_planned_and_notified() {
             .unwrap();
     assert_eq!(json["hosts"].as_array().map(Vec::len), Some(2));
     let daily_entries = |status: &str| {
-        stream(redis_port)
+        alerts(redis_port)
             .into_iter()
-            .filter(|e| e.0 == "WeftDailyAssessment" && e.1 == status)
+            .filter(|(_, [name, s, _])| name == "WeftDailyAssessment" && s == status)
             .count()
     };
     assert_eq!(daily_entries("report"), 1);
@@ -799,7 +676,7 @@ fn a_fleets_day_from_prometheus_is_reported_planned_and_notified() {
     redis = Some(redis_server(&redis_dir, redis_port));
     let (ok, _, err) = daily(&later, "10s");
     assert!(ok, "{err}");
-    assert_eq!(daily_entries("report"), 2, "{:?}", stream(redis_port));
+    assert_eq!(daily_entries("report"), 2, "{:?}", alerts(redis_port));
     drop(redis);
     drop((publ, sub, burst));
 

@@ -9,6 +9,10 @@ use std::process::{Command, Stdio};
 use weft::agent::Task;
 use weft::{Node, NodeConfig, ThreadingMode};
 
+#[path = "../../test-support/servers.rs"]
+mod servers;
+use servers::{free_port, http_get, prometheus_scraping, redis_server, stream_entries, KillOnDrop};
+
 /// Does one unit of work per call for its first `work` calls.
 struct Fixed {
     name: String,
@@ -319,31 +323,6 @@ fn a_killed_process_is_shown_dead_and_its_counters_stay_readable() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-fn free_tcp_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// `GET path` on 127.0.0.1:`port`; the body, or `None` if nothing answers yet.
-fn http_get(port: u16, path: &str) -> Option<String> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
-        .ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    let (head, body) = out.split_once("\r\n\r\n")?;
-    head.starts_with("HTTP/1.1 200").then(|| body.to_owned())
-}
-
 /// Waits for `weft-stat serve` on `port` to answer; its first `/metrics`.
 fn first_scrape(port: u16) -> String {
     let start = std::time::Instant::now();
@@ -366,16 +345,6 @@ fn prom_value(answer: &str) -> Option<f64> {
     let rest = &answer[at..];
     let v = rest.split('"').nth(3)?;
     v.parse().ok()
-}
-
-/// Kills a child process when the test ends, however it ends.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// A market-data workload of four nodes in this process, run by one
@@ -563,34 +532,6 @@ fn every_dashboard_panel_has_data(prom_port: u16) {
     );
 }
 
-/// Prometheus on a free port of 127.0.0.1, its storage in `dir`, scraping
-/// 127.0.0.1:`target` every second; and its port.
-fn prometheus_scraping(dir: &Path, target: u16) -> (KillOnDrop, u16) {
-    let port = free_tcp_port();
-    let config = dir.join("prometheus.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: weft\n    static_configs:\n      - targets: ['127.0.0.1:{target}']\n"
-        ),
-    )
-    .unwrap();
-    let child = KillOnDrop(
-        Command::new("prometheus")
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.join("tsdb").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    (child, port)
-}
-
 /// `weft-stat serve` passes `promtool check metrics`, and a real Prometheus
 /// server scrapes it while clients hold connections open, with a real
 /// market-data workload running: every scrape is up; the UDP send/receive
@@ -621,7 +562,7 @@ fn prometheus_scrapes_weft_stat_serve() {
     depth.set(7);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let workload = market_data_workload(&dir, stop.clone());
-    let port = free_tcp_port();
+    let port = free_port();
     let _serve = KillOnDrop(
         Command::new(env!("CARGO_BIN_EXE_weft-stat"))
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
@@ -706,7 +647,7 @@ fn prometheus_scrapes_weft_stat_serve() {
             })
         })
         .collect();
-    let (_prometheus, prom_port) = prometheus_scraping(&dir, port);
+    let (_prometheus, prom_port) = prometheus_scraping(&dir, &[port]);
     let query = format!("/api/v1/query?query=weft_task_work_total%7Bpid%3D%22{pid}%22%7D");
     let start = std::time::Instant::now();
     loop {
@@ -924,7 +865,7 @@ fn stat_status(dir: &Path, args: &[&str]) -> (i32, String, String) {
 
 /// `weft-stat serve --linger SECS` on a free port; its `/metrics` once it answers.
 fn serve_once(dir: &Path, linger: &str) -> String {
-    let port = free_tcp_port();
+    let port = free_port();
     let _serve = KillOnDrop(
         Command::new(env!("CARGO_BIN_EXE_weft-stat"))
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
@@ -1319,7 +1260,7 @@ fn the_host_levels_are_shown_and_exported() {
         );
     }
 
-    let port = free_tcp_port();
+    let port = free_port();
     let mut serve = KillOnDrop(
         Command::new(env!("CARGO_BIN_EXE_weft-stat"))
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
@@ -1401,7 +1342,7 @@ fn a_burst_shows_in_the_peaks_and_the_headroom() {
         "{\"time_s\":1,\"run\":\"r\",\"path\":\"shm-broadcast-1\",\"saturation_per_s\":4000000,\"msg_bytes\":64,\"commit\":\"c\"}\n",
     )
     .unwrap();
-    let port = free_tcp_port();
+    let port = free_port();
     let _serve = KillOnDrop(
         Command::new(env!("CARGO_BIN_EXE_weft-stat"))
             .args([
@@ -1499,83 +1440,6 @@ fn alerts_victim_process() {
     }
 }
 
-/// Entries of a Redis stream: (id, alertname, status, fingerprint, dedup);
-/// none while Redis is down.
-fn stream_entries(port: u16, stream: &str) -> Vec<[String; 5]> {
-    use redis::Value;
-    let Ok(mut conn) = redis::Client::open(format!("redis://127.0.0.1:{port}"))
-        .and_then(|c| c.get_connection_with_timeout(std::time::Duration::from_secs(1)))
-    else {
-        return Vec::new();
-    };
-    let Ok(Value::Array(entries)) = redis::cmd("XRANGE")
-        .arg(stream)
-        .arg("-")
-        .arg("+")
-        .query::<Value>(&mut conn)
-    else {
-        return Vec::new();
-    };
-    let text = |v: &Value| match v {
-        Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
-        Value::SimpleString(s) => s.clone(),
-        _ => String::new(),
-    };
-    entries
-        .iter()
-        .filter_map(|e| {
-            let Value::Array(parts) = e else { return None };
-            let Value::Array(kv) = parts.get(1)? else {
-                return None;
-            };
-            let field = |k: &str| {
-                kv.chunks(2)
-                    .find(|p| text(&p[0]) == k)
-                    .map(|p| text(&p[1]))
-                    .unwrap_or_default()
-            };
-            Some([
-                text(parts.first()?),
-                field("alertname"),
-                field("status"),
-                field("fingerprint"),
-                field("dedup"),
-            ])
-        })
-        .collect()
-}
-
-/// Redis on a free port of 127.0.0.1, with an append-only file in `dir`
-/// so what it held survives a restart.
-fn redis(dir: &Path, port: u16) -> KillOnDrop {
-    let child = Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-        ])
-        .args(["--appendonly", "yes", "--appendfsync", "always", "--dir"])
-        .arg(dir)
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let start = std::time::Instant::now();
-    while Command::new("redis-cli")
-        .args(["-p", &port.to_string(), "ping"])
-        .output()
-        .map_or(true, |o| {
-            !String::from_utf8_lossy(&o.stdout).contains("PONG")
-        })
-    {
-        assert!(start.elapsed().as_secs() < 20, "redis-server did not start");
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    KillOnDrop(child)
-}
-
 /// The notification platform end to end: Redis on 127.0.0.1, `weft-stat
 /// serve` evaluating rules every 200 ms against a real weft workload, and
 /// four faults in turn: a saturating burst (headroom), a stalled consumer,
@@ -1605,8 +1469,8 @@ fn alerts_arrive_on_redis_exactly_once_across_a_restart() {
     std::fs::create_dir_all(&dir).unwrap();
     let redis_dir = dir.join("redis");
     std::fs::create_dir_all(&redis_dir).unwrap();
-    let port = free_tcp_port();
-    let mut server = Some(redis(&redis_dir, port));
+    let port = free_port();
+    let mut server = Some(redis_server(&redis_dir, port));
     let rules = dir.join("rules.toml");
     std::fs::write(
         &rules,
@@ -1662,7 +1526,7 @@ summary = "gone"
         ));
     }
     std::fs::write(&saturation, rows).unwrap();
-    let http = free_tcp_port();
+    let http = free_port();
     let _serve = KillOnDrop(
         Command::new(env!("CARGO_BIN_EXE_weft-stat"))
             .args(["serve", "--listen", &format!("127.0.0.1:{http}")])
@@ -1682,8 +1546,18 @@ summary = "gone"
     );
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let workload = market_data_workload(&dir, stop.clone());
-    let (_prometheus, prom_port) = prometheus_scraping(&dir, http);
-    let entries = || stream_entries(port, "weft:alerts");
+    let (_prometheus, prom_port) = prometheus_scraping(&dir, &[http]);
+    // (id, alertname, status, fingerprint, dedup) of each entry.
+    let entries = || -> Vec<[String; 5]> {
+        stream_entries(
+            port,
+            "weft:alerts",
+            ["alertname", "status", "fingerprint", "dedup"],
+        )
+        .into_iter()
+        .map(|(id, [name, status, fp, dedup])| [id, name, status, fp, dedup])
+        .collect()
+    };
     let wait_for = |what: &str, cond: &dyn Fn(&[[String; 5]]) -> bool| {
         let start = std::time::Instant::now();
         loop {
@@ -1795,7 +1669,7 @@ summary = "gone"
     // was down.
     std::thread::sleep(std::time::Duration::from_millis(3500));
     assert_eq!(entries().len(), 0, "Redis is down: nothing to read");
-    server = Some(redis(&redis_dir, port));
+    server = Some(redis_server(&redis_dir, port));
     let after = wait_for("the loss alert, held through the restart", &|e| {
         has(e, "WeftUdpLoss", "firing") == 1 && has(e, "WeftUdpLoss", "resolved") == 1
     });
