@@ -179,26 +179,50 @@ impl<E, C> ClaimHolder<E, C> {
         Ok(unsafe { &mut *h.end })
     }
 
-    /// The end, for a claim to borrow until it is committed, aborted or
-    /// dropped: `end` refuses it while the claim is open, and the drop
-    /// drops the claim first.
+    /// Both handles' try_claim: `*data` is set to NULL; `check` says
+    /// whether the handle may claim (as [`ClaimHolder::end`]: not NULL, no
+    /// claim open); `claim` makes a claim on the end and the address of its
+    /// payload, or the status to return. The claim is kept in the handle
+    /// (it borrows the end until it is committed, aborted or dropped: `end`
+    /// refuses the handle meanwhile, and the drop drops the claim first),
+    /// and `*data` is set to the payload. On any error `*data` stays NULL
+    /// and no claim is open.
     ///
     /// # Safety
-    /// `h` is a live handle with no claim open, and the claim made from
-    /// the result is stored with [`ClaimHolder::hold`] before any other use
-    /// of the handle.
-    pub(crate) unsafe fn end_for_claim(h: *mut Self) -> &'static mut E {
-        // SAFETY: by the caller's contract; the box stays put until the drop.
-        unsafe { &mut *(*h).end }
-    }
-
-    /// Keeps the claim made on the end.
-    ///
-    /// # Safety
-    /// `h` is a live handle.
-    pub(crate) unsafe fn hold(h: *mut Self, claim: C) {
-        // SAFETY: by the caller's contract.
-        unsafe { (*h).claim = Some(claim) };
+    /// `h` is NULL or a live handle; `data` is NULL or a valid place for a
+    /// pointer.
+    pub(crate) unsafe fn claim_into(
+        h: *mut Self,
+        data: *mut *mut u8,
+        check: impl FnOnce() -> Result<(), c_int>,
+        claim: impl FnOnce(&'static mut E) -> Result<(C, *mut u8), c_int>,
+    ) -> c_int
+    where
+        E: 'static,
+    {
+        if data.is_null() {
+            return null("data");
+        }
+        // SAFETY: valid by the caller's contract.
+        unsafe { *data = std::ptr::null_mut() };
+        if let Err(code) = check() {
+            return code;
+        }
+        // SAFETY: a live handle with no claim open (checked above): nothing
+        // borrows the end, and the box stays put until the drop; the claim
+        // made from it is stored below before the handle is used again.
+        let end = unsafe { &mut *(*h).end };
+        match claim(end) {
+            Ok((c, at)) => {
+                // SAFETY: live (checked above); valid by the caller's contract.
+                unsafe {
+                    (*h).claim = Some(c);
+                    *data = at;
+                }
+                WEFT_OK
+            }
+            Err(code) => code,
+        }
     }
 
     /// The open claim, taken out of the handle at `h`, or the status to
@@ -647,28 +671,20 @@ pub unsafe extern "C" fn weft_publication_try_claim(
     data: *mut *mut u8,
 ) -> c_int {
     guard(|| {
-        if data.is_null() {
-            return null("data");
-        }
-        // SAFETY: valid by the caller's contract.
-        unsafe { *data = std::ptr::null_mut() };
-        // SAFETY: by the caller's contract.
-        if let Err(code) = unsafe { publication(publ) } {
-            return code;
-        }
-        // SAFETY: a live handle with no claim open (checked above); the
-        // claim is held before the handle is used again.
-        let p = unsafe { ClaimHolder::end_for_claim(holder(publ)) };
-        match p.try_claim(len) {
-            Ok(mut claim) => {
-                let at = claim.payload_mut().as_mut_ptr();
-                // SAFETY: live (checked above).
-                unsafe { ClaimHolder::hold(holder(publ), claim) };
-                // SAFETY: valid by the caller's contract.
-                unsafe { *data = at };
-                WEFT_OK
-            }
-            Err(e) => publish_code(e),
+        // SAFETY: by the caller's contract (`claim_into`'s and `publication`'s).
+        unsafe {
+            ClaimHolder::claim_into(
+                holder(publ),
+                data,
+                || publication(publ).map(drop),
+                |p| match p.try_claim(len) {
+                    Ok(mut c) => {
+                        let at = c.payload_mut().as_mut_ptr();
+                        Ok((c, at))
+                    }
+                    Err(e) => Err(publish_code(e)),
+                },
+            )
         }
     })
 }

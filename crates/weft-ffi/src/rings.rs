@@ -465,41 +465,30 @@ pub unsafe extern "C" fn weft_ring_try_claim(
     data: *mut *mut u8,
 ) -> c_int {
     guard(|| {
-        if data.is_null() {
-            return null("data");
-        }
-        // SAFETY: valid by the caller's contract.
-        unsafe { *data = std::ptr::null_mut() };
-        // SAFETY: by the caller's contract.
-        if let Err(code) = unsafe { producer_end(producer) } {
-            return code;
-        }
-        // SAFETY: a live handle with no claim open (checked above); the
-        // claim is held before the handle is used again.
-        let end = unsafe { ClaimHolder::end_for_claim(holder(producer)) };
-        let claimed = match end {
-            ProducerEnd::Spsc(p) => p.try_claim(len, type_id).map(|mut c| {
-                let at = c.payload_mut().as_mut_ptr();
-                (OpenClaim::Spsc(c), at)
-            }),
-            ProducerEnd::Broadcast(p) => p.try_claim(len, type_id).map(|mut c| {
-                let at = c.payload_mut().as_mut_ptr();
-                (OpenClaim::Broadcast(c), at)
-            }),
-            ProducerEnd::Mpsc(p) => p.try_claim(len, type_id).map(|mut c| {
-                let at = c.payload_mut().as_mut_ptr();
-                (OpenClaim::Mpsc(c), at)
-            }),
-        };
-        match claimed {
-            Ok((claim, at)) => {
-                // SAFETY: live (checked above).
-                unsafe { ClaimHolder::hold(holder(producer), claim) };
-                // SAFETY: valid by the caller's contract.
-                unsafe { *data = at };
-                WEFT_OK
-            }
-            Err(e) => claim_code(e),
+        // SAFETY: by the caller's contract (`claim_into`'s and `producer_end`'s).
+        unsafe {
+            ClaimHolder::claim_into(
+                holder(producer),
+                data,
+                || producer_end(producer).map(drop),
+                |end| {
+                    match end {
+                        ProducerEnd::Spsc(p) => p.try_claim(len, type_id).map(|mut c| {
+                            let at = c.payload_mut().as_mut_ptr();
+                            (OpenClaim::Spsc(c), at)
+                        }),
+                        ProducerEnd::Broadcast(p) => p.try_claim(len, type_id).map(|mut c| {
+                            let at = c.payload_mut().as_mut_ptr();
+                            (OpenClaim::Broadcast(c), at)
+                        }),
+                        ProducerEnd::Mpsc(p) => p.try_claim(len, type_id).map(|mut c| {
+                            let at = c.payload_mut().as_mut_ptr();
+                            (OpenClaim::Mpsc(c), at)
+                        }),
+                    }
+                    .map_err(claim_code)
+                },
+            )
         }
     })
 }
