@@ -35,8 +35,8 @@ pub enum IdleStrategy {
     /// streaming reader's wait. A reader that looks again at once reads the
     /// cache line its writer is filling, so the two cores pass that line
     /// back and forth; one that waits a few hundred pauses comes back to a
-    /// run of finished lines. Every library measured here streamed 1.3 to
-    /// 2.5 times faster so (`docs/shm.md`, finding 29; `weft-bench`'s
+    /// run of finished lines. Every library measured here streamed 1.4 to
+    /// 4.5 times faster so (`docs/shm.md`, finding 29; `weft-bench`'s
     /// throughput readers use 256). Costs up to that many pauses of latency
     /// on the first message after a lull, and holds the core at 100 %: not
     /// for round trips.
