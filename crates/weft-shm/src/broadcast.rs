@@ -64,18 +64,12 @@ use std::time::Duration;
 use crate::error::{ClaimError, PollError};
 use crate::frame::{self, align_broadcast_frame, Frame, FIRST_RESERVED_TYPE, TYPE_PADDING};
 use crate::liveness::{now_ns, ProcessId};
-use crate::mem::{line_end, RingMem, ZERO_AHEAD, ZERO_STEP};
+use crate::mem::{crosses_tail_mark, line_end, RingMem, ZERO_AHEAD, ZERO_STEP};
 use crate::peer::{PeerState, PeerWords};
 use crate::sync::{fence, AtomicU32, AtomicU64, Ordering, Padded, Zeroed};
 
 /// Bytes of a broadcast frame header: header word + sequence number.
 pub const BROADCAST_HEADER_LEN: usize = 16;
-
-/// Reliable mode stores `ctrl.tail` when its position crosses a multiple
-/// of this (and in every rescan of the consumers, and on close): a store per
-/// frame to a line of its own cost a stream about a tenth of its rate
-/// (docs/shm.md, findings 26 and 30).
-const TAIL_EVERY: u64 = 4096;
 
 const FREE: u32 = 0;
 const ACTIVE: u32 = 1;
@@ -642,7 +636,7 @@ impl Producer {
                 // Consumers find frames by their headers; `tail` is for
                 // joiners (a lower bound they walk on from) and tools, so it
                 // is stored once per `TAIL_EVERY` bytes, in `rescan` and on close.
-                if (from ^ next) >= TAIL_EVERY {
+                if crosses_tail_mark(from, next) {
                     self.store_tail();
                 }
                 // Off the latency path (the header is out; x86 commits stores
@@ -812,17 +806,18 @@ impl Consumer {
         // the zero-ahead word at that position.
         self.cursor = self.mem.ctrl().tail.load(Ordering::Acquire);
         self.expected = None;
-        if self.params.mode == Mode::Reliable {
+        match self.params.mode {
             // `tail` lags the committed frames by less than `TAIL_EVERY`: walk
             // to the first empty header, so that the join starts at the newest
             // position. Our slot's cursor is at or before where we start, so
             // the producer cannot write over what we walk.
-            self.cursor = self.first_empty_from(self.cursor);
-        } else if self.params.mode == Mode::Overwrite {
-            if self.cursor == 0 {
-                self.expected = Some(0);
-            } else if let Some((pos, frame_len, seq)) = self.newest() {
-                (self.cursor, self.expected) = (pos + frame_len as u64, Some(seq + 1));
+            Mode::Reliable => self.cursor = self.first_empty_from(self.cursor),
+            Mode::Overwrite => {
+                if self.cursor == 0 {
+                    self.expected = Some(0);
+                } else if let Some((pos, frame_len, seq)) = self.newest() {
+                    (self.cursor, self.expected) = (pos + frame_len as u64, Some(seq + 1));
+                }
             }
         }
         self.slot().cursor.store(self.cursor, Ordering::Release);

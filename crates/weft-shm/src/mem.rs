@@ -350,6 +350,22 @@ pub(crate) fn line_end(pos: u64) -> u64 {
     (pos & !63) + 64
 }
 
+/// The SPSC and reliable broadcast producers store `ctrl.tail` when their
+/// position crosses a multiple of this (and at the end of a batch, in a
+/// broadcast rescan, on close): readers find frames by their headers, so
+/// `tail` is a lower bound for joiners, takers-over and tools, lagging the
+/// committed frames by less than this. A store per frame to a line of its
+/// own cost a stream about a tenth of its rate (docs/shm.md, findings 26
+/// and 30). A power of two.
+pub(crate) const TAIL_EVERY: u64 = 4096;
+
+/// Whether a producer moving from `from` to `to` crossed a multiple of
+/// [`TAIL_EVERY`], so stores `tail`.
+#[inline(always)]
+pub(crate) fn crosses_tail_mark(from: u64, to: u64) -> bool {
+    (from ^ to) >= TAIL_EVERY
+}
+
 /// How far past `tail` the SPSC and reliable broadcast producers zero
 /// lines' first words after a publish, so that the lines a frame goes into
 /// are the producer's before its stores reach them, and a claim rarely

@@ -82,7 +82,7 @@ use std::marker::PhantomData;
 
 use crate::error::{ClaimError, PollError};
 use crate::frame::{self, Frame, FIRST_RESERVED_TYPE, HEADER_LEN, TYPE_PADDING};
-use crate::mem::{line_end, RingMem, ZERO_AHEAD, ZERO_STEP};
+use crate::mem::{crosses_tail_mark, line_end, RingMem, ZERO_AHEAD, ZERO_STEP};
 use crate::peer::{PeerState, PeerWords};
 use crate::sync::{AtomicU64, Ordering, Padded, Zeroed};
 
@@ -91,7 +91,7 @@ use crate::sync::{AtomicU64, Ordering, Padded, Zeroed};
 #[derive(Debug)]
 pub(crate) struct Control {
     /// Producer position, frame-aligned, only grows, and a lower bound: at
-    /// most [`TAIL_EVERY`] bytes behind the committed frames while the
+    /// most [`TAIL_EVERY`](crate::mem::TAIL_EVERY) bytes behind the committed frames while the
     /// producer writes, exact after a batch and once it closes. Written by
     /// the producer (Release); read to resume after a producer crash (the new
     /// producer walks the committed frames past it) and by tools. The
@@ -152,11 +152,6 @@ impl SpscConfig {
         validate_sizes(self.capacity, self.max_payload, 0)
     }
 }
-
-/// The producer stores `ctrl.tail` when its position crosses a multiple of
-/// this (and at the end of every batch, and when it closes): `tail` may lag
-/// the committed frames by less than this many bytes. A power of two.
-const TAIL_EVERY: u64 = 4096;
 
 /// The most read-but-unreleased bytes a consumer keeps before a poll releases
 /// them without having found the ring empty.
@@ -615,15 +610,15 @@ impl Producer {
     }
 
     /// Stores `ctrl.tail` if the frame just published (from `from` to
-    /// `self.tail`) crossed a [`TAIL_EVERY`] boundary. The consumer finds
+    /// `self.tail`) crossed a [`TAIL_EVERY`](crate::mem::TAIL_EVERY) boundary. The consumer finds
     /// frames by their headers and never reads `tail`; it is kept for a
     /// producer that takes over (which walks the committed frames past it)
-    /// and for tools, so it may lag by less than [`TAIL_EVERY`] bytes: a
+    /// and for tools, so it may lag by less than [`TAIL_EVERY`](crate::mem::TAIL_EVERY) bytes: a
     /// store per frame to a line of its own was a tenth of a stream's rate
     /// (docs/shm.md, "fourth round").
     #[inline(always)]
     fn note_tail(&mut self, from: u64) {
-        if (from ^ self.tail) >= TAIL_EVERY {
+        if crosses_tail_mark(from, self.tail) {
             self.store_tail();
         }
     }
