@@ -36,10 +36,9 @@ pub fn note() -> String {
 }
 
 /// Idles a throughput reader after an empty poll: [`empty_poll_pauses`]
-/// CPU pause hints. No syscall, no shared-memory access.
+/// CPU pause hints, as `weft::IdleStrategy::Pause` does. No syscall, no
+/// shared-memory access.
 #[inline]
 pub fn after_empty_poll() {
-    for _ in 0..empty_poll_pauses() {
-        std::hint::spin_loop();
-    }
+    weft::idle::pause(empty_poll_pauses());
 }
