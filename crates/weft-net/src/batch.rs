@@ -1,13 +1,14 @@
 //! Batched datagram IO: `recvmmsg` and `sendmmsg`, one syscall for up to
 //! [`BATCH`] datagrams.
 //!
-//! The message headers, iovecs, address and control buffers are allocated once
-//! and point into this struct's own heap buffers, so a call only resets the few
-//! fields the kernel overwrites. nix's `recvmmsg`/`sendmmsg` wrappers rebuild the
-//! iovecs per call, never reset `msg_controllen` (so a control message, such as
-//! the socket's drop counter, is lost after the first call that carried none) and
-//! read uninitialized addresses when iterating `sendmmsg` results; these calls
-//! use libc directly instead.
+//! The message headers, iovecs and address buffers are allocated once and point
+//! into this struct's own heap buffers, so a call only resets the few fields the
+//! kernel overwrites. nix's `recvmmsg`/`sendmmsg` wrappers rebuild the iovecs per
+//! call and read uninitialized addresses when iterating `sendmmsg` results; these
+//! calls use libc directly instead. No control messages are asked for: the
+//! kernel's drop counter is read with [`kernel_drops`] when counters are wanted,
+//! because `SO_RXQ_OVFL` (the counter as a control message on every datagram)
+//! made each loopback hop about 150 ns slower (docs/protocol.md).
 
 use std::io;
 use std::mem::{size_of, zeroed};
@@ -16,9 +17,6 @@ use std::os::fd::RawFd;
 
 /// Datagrams per syscall.
 pub const BATCH: usize = 32;
-
-/// Room for one `SO_RXQ_OVFL` control message (a `u32`), 8-byte aligned.
-type ControlSpace = [u64; 4];
 
 fn to_sockaddr(a: SocketAddrV4) -> libc::sockaddr_in {
     // SAFETY: sockaddr_in is plain integers; all-zero is a valid value.
@@ -42,7 +40,6 @@ pub struct RecvBatch {
     hdrs: Box<[libc::mmsghdr]>,
     _iovs: Box<[libc::iovec]>,
     names: Box<[libc::sockaddr_in]>,
-    _ctrl: Box<[ControlSpace]>,
     buf: Box<[u8]>,
     slot: usize,
     count: usize,
@@ -51,7 +48,8 @@ pub struct RecvBatch {
     vlen: usize,
     /// Whether the previous call found a datagram.
     last_hit: bool,
-    kernel_drops: u32,
+    /// Whether the last call read the datagrams' source addresses.
+    named: bool,
 }
 
 // SAFETY: the raw pointers in `hdrs` and `_iovs` point only into this struct's
@@ -66,7 +64,6 @@ impl RecvBatch {
         // SAFETY: sockaddr_in, iovec and mmsghdr are plain integers and pointers;
         // all-zero is a valid value of each.
         let mut names: Box<[libc::sockaddr_in]> = (0..BATCH).map(|_| unsafe { zeroed() }).collect();
-        let mut ctrl: Box<[ControlSpace]> = vec![[0; 4]; BATCH].into_boxed_slice();
         let mut iovs: Box<[libc::iovec]> = (0..BATCH)
             .map(|i| libc::iovec {
                 iov_base: buf[i * slot..].as_mut_ptr().cast(),
@@ -80,7 +77,6 @@ impl RecvBatch {
                 h.msg_hdr.msg_iov = &mut iovs[i];
                 h.msg_hdr.msg_iovlen = 1;
                 h.msg_hdr.msg_name = (&mut names[i] as *mut libc::sockaddr_in).cast();
-                h.msg_hdr.msg_control = ctrl[i].as_mut_ptr().cast();
                 h
             })
             .collect();
@@ -88,13 +84,12 @@ impl RecvBatch {
             hdrs,
             _iovs: iovs,
             names,
-            _ctrl: ctrl,
             buf,
             slot,
             count: 0,
             vlen: BATCH,
             last_hit: false,
-            kernel_drops: 0,
+            named: false,
         }
     }
 
@@ -105,35 +100,43 @@ impl RecvBatch {
     /// for 32 that finds one goes on to look for a second, which costs a busy-polled
     /// round trip over loopback about 15 %. Two calls in a row that find data (or
     /// one that finds several) switch back to full batches.
-    pub fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
+    ///
+    /// A single datagram is read without its source address unless
+    /// `with_source`: the kernel's copy of the address costs a loopback hop
+    /// about 100 ns. Batches always carry sources.
+    pub fn recv(&mut self, fd: RawFd, with_source: bool) -> io::Result<usize> {
         self.count = 0;
+        self.named = with_source || self.vlen > 1;
         for h in self.hdrs[..self.vlen].iter_mut() {
             h.msg_hdr.msg_namelen = size_of::<libc::sockaddr_in>() as libc::socklen_t;
-            h.msg_hdr.msg_controllen = size_of::<ControlSpace>() as _;
             h.msg_hdr.msg_flags = 0;
             h.msg_len = 0;
         }
         // SAFETY: every header points at live buffers of the lengths it states
         // (iovec: `slot` bytes of `buf`; name: one sockaddr_in, `msg_namelen` just
-        // reset to its size; control: one ControlSpace), all owned by `self`, which
-        // is borrowed mutably for the call. recvfrom writes at most `slot` bytes at
-        // the start of `buf` (which holds BATCH slots) and one name.
+        // reset to its size; no control buffer), all owned by `self`, which is
+        // borrowed mutably for the call. recvfrom writes at most `slot` bytes at
+        // the start of `buf` (which holds BATCH slots) and one name, or none when
+        // given null pointers for it.
         let n = unsafe {
             if self.vlen == 1 {
                 // One datagram: recvfrom, whose kernel path copies no message header
-                // (an empty busy-poll costs ~60 % of recvmsg's). No control message
-                // comes with it: the drop counter is cumulative and arrives with the
-                // next batch. MSG_TRUNC makes it return the datagram's full length.
+                // (an empty busy-poll costs ~60 % of recvmsg's). MSG_TRUNC makes it
+                // return the datagram's full length.
                 let h = &mut self.hdrs[0];
+                let (name, namelen) = if self.named {
+                    (h.msg_hdr.msg_name, &mut h.msg_hdr.msg_namelen as *mut _)
+                } else {
+                    (std::ptr::null_mut(), std::ptr::null_mut())
+                };
                 let r = libc::recvfrom(
                     fd,
                     self.buf.as_mut_ptr().cast(),
                     self.slot,
                     libc::MSG_DONTWAIT | libc::MSG_TRUNC,
-                    h.msg_hdr.msg_name.cast(),
-                    &mut h.msg_hdr.msg_namelen,
+                    name.cast(),
+                    namelen,
                 );
-                h.msg_hdr.msg_controllen = 0;
                 if r >= 0 {
                     if r as usize > self.slot {
                         h.msg_hdr.msg_flags = libc::MSG_TRUNC;
@@ -169,24 +172,6 @@ impl RecvBatch {
             1
         };
         self.last_hit = self.count > 0;
-        for i in 0..self.count {
-            let h = &self.hdrs[i].msg_hdr;
-            if h.msg_controllen == 0 {
-                continue;
-            }
-            // SAFETY: the kernel filled `msg_controllen` bytes of this header's
-            // control buffer; the CMSG macros only walk inside that length.
-            unsafe {
-                let mut c = libc::CMSG_FIRSTHDR(h);
-                while !c.is_null() {
-                    if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SO_RXQ_OVFL {
-                        let drops = libc::CMSG_DATA(c).cast::<u32>().read_unaligned();
-                        self.kernel_drops = self.kernel_drops.max(drops);
-                    }
-                    c = libc::CMSG_NXTHDR(h, c);
-                }
-            }
-        }
         Ok(self.count)
     }
 
@@ -200,9 +185,9 @@ impl RecvBatch {
         self.count == 0
     }
 
-    /// Datagram `i` of the last `recv` and its source, or `None` if it was longer
-    /// than a slot (truncated by the kernel).
-    pub fn get(&self, i: usize) -> Option<(&[u8], SocketAddrV4)> {
+    /// Datagram `i` of the last `recv` and its source (if that call read
+    /// sources), or `None` if it was longer than a slot (truncated by the kernel).
+    pub fn get(&self, i: usize) -> Option<(&[u8], Option<SocketAddrV4>)> {
         let h = &self.hdrs[..self.count][i];
         if h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
             return None;
@@ -210,15 +195,31 @@ impl RecvBatch {
         let len = (h.msg_len as usize).min(self.slot);
         Some((
             &self.buf[i * self.slot..i * self.slot + len],
-            from_sockaddr(&self.names[i]),
+            self.named.then(|| from_sockaddr(&self.names[i])),
         ))
     }
+}
 
-    /// The socket's drop counter (datagrams the kernel dropped because the receive
-    /// buffer was full), as last reported with a datagram. Needs `SO_RXQ_OVFL`.
-    pub fn kernel_drops(&self) -> u32 {
-        self.kernel_drops
-    }
+/// The socket's drop counter: datagrams the kernel dropped on arrival, nearly
+/// always because the receive buffer was full (`SO_MEMINFO`, `sk_drops`). One
+/// `getsockopt`; exact at the call. `None` if the kernel refuses (before 4.6).
+pub fn kernel_drops(fd: RawFd) -> Option<u64> {
+    // SK_MEMINFO_VARS is 9 today; the kernel copies at most what is asked for.
+    let mut info = [0u32; 16];
+    let mut len = size_of_val(&info) as libc::socklen_t;
+    // SAFETY: `info` is a writable buffer of `len` bytes that lives across the
+    // call; the kernel writes at most `len` bytes and stores the length it wrote.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_MEMINFO,
+            info.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    let drops = libc::SK_MEMINFO_DROPS as usize;
+    (r == 0 && len as usize >= (drops + 1) * size_of::<u32>()).then(|| u64::from(info[drops]))
 }
 
 /// Datagrams queued for one `sendmmsg`.
@@ -411,14 +412,14 @@ mod tests {
         let mut got = Vec::new();
         let mut truncated = 0;
         while got.len() + truncated < BATCH + 1 {
-            recv.recv(rx.as_raw_fd()).unwrap();
+            recv.recv(rx.as_raw_fd(), true).unwrap();
             for i in 0..recv.len() {
                 match recv.get(i) {
                     Some((d, from)) => {
                         assert_eq!(
                             from,
                             match tx.local_addr().unwrap() {
-                                std::net::SocketAddr::V4(a) => a,
+                                std::net::SocketAddr::V4(a) => Some(a),
                                 _ => unreachable!(),
                             }
                         );
@@ -433,7 +434,7 @@ mod tests {
             assert_eq!(d.len(), i % 200 + 1);
             assert!(d.iter().all(|&b| b == i as u8));
         }
-        assert_eq!(recv.recv(rx.as_raw_fd()).unwrap(), 0);
+        assert_eq!(recv.recv(rx.as_raw_fd(), true).unwrap(), 0);
     }
 
     /// The sparse path (one datagram per call: `sendto`, `recvfrom`) reports
@@ -450,29 +451,41 @@ mod tests {
         let (to, from) = (v4(rx.local_addr().unwrap()), v4(tx.local_addr().unwrap()));
         let mut send = SendBatch::new(512);
         let mut recv = RecvBatch::new(256);
-        assert_eq!(recv.recv(rx.as_raw_fd()).unwrap(), 0, "nothing sent yet");
+        assert_eq!(
+            recv.recv(rx.as_raw_fd(), true).unwrap(),
+            0,
+            "nothing sent yet"
+        );
         for (len, fits) in [(10, true), (256, true), (300, false), (1, true)] {
             send.slot_mut()[..len].fill(len as u8);
             send.push(len, to);
             let f = send.flush(tx.as_raw_fd());
             assert_eq!((f.datagrams, f.bytes, f.short), (1, len, 0));
             assert_eq!(recv.vlen, 1, "sparse traffic asks for one datagram");
-            assert_eq!(recv.recv(rx.as_raw_fd()).unwrap(), 1);
+            assert_eq!(recv.recv(rx.as_raw_fd(), true).unwrap(), 1);
             match recv.get(0) {
                 Some((d, src)) => {
                     assert!(fits, "a {len}-byte datagram in a 256-byte slot");
-                    assert_eq!((d.len(), src), (len, from));
+                    assert_eq!((d.len(), src), (len, Some(from)));
                     assert!(d.iter().all(|&b| b == len as u8));
                 }
                 None => assert!(!fits, "{len} bytes reported truncated"),
             }
-            assert_eq!(recv.recv(rx.as_raw_fd()).unwrap(), 0);
+            assert_eq!(recv.recv(rx.as_raw_fd(), true).unwrap(), 0);
         }
+        tx.send_to(&[9; 20], to).unwrap();
+        assert_eq!(recv.recv(rx.as_raw_fd(), false).unwrap(), 1);
+        assert_eq!(
+            recv.get(0),
+            Some((&[9u8; 20][..], None)),
+            "read without its source"
+        );
+        assert_eq!(recv.recv(rx.as_raw_fd(), false).unwrap(), 0);
         for _ in 0..2 {
             tx.send_to(&[1; 8], to).unwrap();
         }
-        assert_eq!(recv.recv(rx.as_raw_fd()).unwrap(), 1);
-        assert_eq!(recv.recv(rx.as_raw_fd()).unwrap(), 1);
+        assert_eq!(recv.recv(rx.as_raw_fd(), true).unwrap(), 1);
+        assert_eq!(recv.recv(rx.as_raw_fd(), true).unwrap(), 1);
         assert_eq!(recv.vlen, BATCH, "two hits in a row: streaming");
     }
 }

@@ -54,6 +54,46 @@ pub(crate) fn check(ok: bool, what: impl FnOnce() -> String) -> Result<(), Confi
 }
 
 /// The sizes both ends check the same way: MTU, buffer in datagrams, largest message.
+/// `seq % n` for a table of `n` entries indexed by sequence number, with a
+/// mask instead of a division when `n` is a power of two (as the defaults
+/// are): a 64-bit `div` takes tens of cycles, and each message takes several
+/// lookups on both ends.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SeqIndex {
+    n: u64,
+    pow2: bool,
+}
+
+impl SeqIndex {
+    pub(crate) fn new(n: usize) -> Self {
+        Self {
+            n: n as u64,
+            pow2: n.is_power_of_two(),
+        }
+    }
+
+    /// The entry of `seq`.
+    #[inline]
+    pub(crate) fn of(self, seq: u64) -> usize {
+        (if self.pow2 {
+            seq & (self.n - 1)
+        } else {
+            seq % self.n
+        }) as usize
+    }
+}
+
+/// `(i + k) % n` for `i, k < n`, without a division.
+#[inline]
+pub(crate) fn wrap_add(i: usize, k: usize, n: usize) -> usize {
+    let j = i + k;
+    if j >= n {
+        j - n
+    } else {
+        j
+    }
+}
+
 pub(crate) fn check_sizes(
     mtu: usize,
     buffer_datagrams: usize,
@@ -107,5 +147,31 @@ impl SplitMix {
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^ (z >> 31)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The mask and the division agree, for powers of two and other sizes,
+    /// up to the largest sequence numbers.
+    #[test]
+    fn a_seq_index_is_the_remainder() {
+        let mut rng = SplitMix::new(7);
+        for n in [2usize, 3, 7, 8, 4096, 5000, 1 << 24] {
+            let index = SeqIndex::new(n);
+            for seq in (0..10_000).chain((0..10_000).map(|_| rng.next_u64())) {
+                assert_eq!(index.of(seq), (seq % n as u64) as usize, "{seq} % {n}");
+            }
+            assert_eq!(index.of(u64::MAX), (u64::MAX % n as u64) as usize);
+        }
+        for n in 1..10 {
+            for i in 0..n {
+                for k in 0..n {
+                    assert_eq!(wrap_add(i, k, n), (i + k) % n);
+                }
+            }
+        }
     }
 }

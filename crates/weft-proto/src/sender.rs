@@ -34,7 +34,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 
 use crate::wire::{self, DataWriter, Frame, Header, Heartbeat, Loss, SeqRange, Setup};
-use crate::{check, check_sizes, ConfigError, Destination, Nanos, SplitMix, Transmit};
+use crate::{check, check_sizes, ConfigError, Destination, Nanos, SeqIndex, SplitMix, Transmit};
 
 /// How the sender limits itself by its receivers' progress.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -228,6 +228,8 @@ pub struct Sender {
     /// Per `seq % buffer_datagrams`: where the datagram starts in `slots`.
     offsets: Vec<usize>,
     lens: Vec<u32>,
+    /// `seq % buffer_datagrams`.
+    seq_index: SeqIndex,
     last_repair: Vec<Nanos>,
     next_seq: u64,
     /// The open datagram: (seq, len, entries).
@@ -274,6 +276,7 @@ impl Sender {
         let session_id = SplitMix::new(cfg.seed).next_u64() | 1;
         let n = cfg.buffer_datagrams;
         Ok(Self {
+            seq_index: SeqIndex::new(n),
             header: Header {
                 stream_id: cfg.stream_id,
                 session_id,
@@ -365,7 +368,7 @@ impl Sender {
     }
 
     fn index(&self, seq: u64) -> usize {
-        (seq % self.cfg.buffer_datagrams as u64) as usize
+        self.seq_index.of(seq)
     }
 
     /// Places new datagram `seq` right after the one before it (whose length is
@@ -390,7 +393,7 @@ impl Sender {
 
     /// Queues one message; it is sent by the next `poll_transmit` calls, batched
     /// with the messages offered before them. Never allocates.
-    pub fn offer(&mut self, _now: Nanos, msg: &[u8]) -> Result<(), OfferError> {
+    pub fn offer(&mut self, msg: &[u8]) -> Result<(), OfferError> {
         self.queue(msg, 0)
     }
 
@@ -400,7 +403,7 @@ impl Sender {
     /// [`Event::StampedMessage`](crate::receiver::Event::StampedMessage), the
     /// time apart from the message, for one-way latency. Costs what
     /// [`offer`](Self::offer) costs; never allocates.
-    pub fn offer_stamped(&mut self, _now: Nanos, stamped: &[u8]) -> Result<(), OfferError> {
+    pub fn offer_stamped(&mut self, stamped: &[u8]) -> Result<(), OfferError> {
         if stamped.len() < wire::STAMP_LEN {
             return Err(OfferError::MissingStamp);
         }
@@ -421,7 +424,8 @@ impl Sender {
             {
                 let (len, count) = (w.len(), w.count());
                 self.open = Some((seq, len, count));
-                self.lens[(seq % self.cfg.buffer_datagrams as u64) as usize] = len as u32;
+                let i = self.index(seq);
+                self.lens[i] = len as u32;
                 return Ok(());
             }
         }
@@ -451,7 +455,8 @@ impl Sender {
             w.push(chunk, flags)
                 .expect("a fragment fits an empty datagram");
             let len = w.len();
-            self.lens[(seq % self.cfg.buffer_datagrams as u64) as usize] = len as u32;
+            let i = self.index(seq);
+            self.lens[i] = len as u32;
             self.open = Some((seq, len, 1));
             self.next_seq += 1;
             first = false;
@@ -500,7 +505,7 @@ impl Sender {
                     let (from, to) = (r.from.max(oldest), r.to.min(self.unsent));
                     let mut run: Option<SeqRange> = None;
                     for seq in from..to {
-                        let i = (seq % self.cfg.buffer_datagrams as u64) as usize;
+                        let i = self.index(seq);
                         if self.last_repair[i] != 0
                             && now.saturating_sub(self.last_repair[i]) < self.cfg.nak_linger_ns
                         {
@@ -712,7 +717,7 @@ impl Sender {
     }
 
     fn copy_datagram(&mut self, seq: u64, buf: &mut [u8]) -> Option<usize> {
-        let len = self.lens[(seq % self.cfg.buffer_datagrams as u64) as usize] as usize;
+        let len = self.lens[self.index(seq)] as usize;
         let src = &self.slot(seq)[..len];
         let dst = buf.get_mut(..len)?;
         dst.copy_from_slice(src);
@@ -743,7 +748,7 @@ mod tests {
             for _ in 0..1 + rng.next_u64() % 3 {
                 let len = 1 + (rng.next_u64() % 450) as usize;
                 let msg: Vec<u8> = (0..len).map(|i| (round as usize + i) as u8).collect();
-                if tx.offer(now, &msg).is_err() {
+                if tx.offer(&msg).is_err() {
                     break;
                 }
             }

@@ -90,7 +90,7 @@ proptest! {
             tx.handle_datagram(now, SRC, d);
             rx.handle_timeout(now);
             tx.handle_timeout(now);
-            let _ = tx.offer(now, d);
+            let _ = tx.offer(d);
             for _ in 0..100 {
                 let a = rx.poll_transmit(now, &mut buf).is_some();
                 let b = tx.poll_transmit(now, &mut buf).is_some();
@@ -117,9 +117,8 @@ fn sender_and_receiver_allocate_nothing_per_message() {
     let mut round = |now: &mut u64, n: usize| {
         for i in 0..n {
             *now += 100_000;
-            tx.offer(*now, if i % 50 == 0 { &big } else { &msg })
-                .unwrap();
-            tx.offer(*now, &msg).unwrap();
+            tx.offer(if i % 50 == 0 { &big } else { &msg }).unwrap();
+            tx.offer(&msg).unwrap();
             while let Some(t) = tx.poll_transmit(*now, &mut buf) {
                 rx.handle_datagram(*now, SRC, &buf[..t.len]);
             }
@@ -226,13 +225,13 @@ fn sessions_are_received_side_by_side_and_a_foreign_setup_replaces_none() {
     let mut got = Vec::new();
     for i in 0..1000u64 {
         let now = 1 + i * 10_000;
-        a.offer(now, &i.to_le_bytes()).unwrap();
+        a.offer(&i.to_le_bytes()).unwrap();
         pump(&mut a, now, &mut rx, &mut buf);
         if i == 500 {
             rx.handle_datagram(now, SRC, &setup(0xBAD_5E55, 0));
         }
         if i >= 300 {
-            b.offer(now, &(i - 300).to_le_bytes()).unwrap();
+            b.offer(&(i - 300).to_le_bytes()).unwrap();
             pump(&mut b, now, &mut rx, &mut buf);
         }
         got.extend(drain(&mut rx));
@@ -271,13 +270,13 @@ fn a_setup_flood_displaces_no_live_session_and_a_new_publisher_still_gets_in() {
     let mut rng = weft_proto::SplitMix::new(9);
     for i in 0..2000u64 {
         let now = 1 + i * 10_000;
-        live.offer(now, &i.to_le_bytes()).unwrap();
+        live.offer(&i.to_le_bytes()).unwrap();
         pump(&mut live, now, &mut rx, &mut buf);
         for _ in 0..20 {
             rx.handle_datagram(now, SRC, &setup(rng.next_u64() | 1, rng.next_u64() >> 8));
         }
         if i >= 1000 {
-            late.offer(now, &(i - 1000).to_le_bytes()).unwrap();
+            late.offer(&(i - 1000).to_le_bytes()).unwrap();
             pump(&mut late, now, &mut rx, &mut buf);
         }
         rx.handle_timeout(now);
@@ -298,15 +297,15 @@ fn a_setup_flood_displaces_no_live_session_and_a_new_publisher_still_gets_in() {
     // Now strangers that send DATA fill the last image: a newcomer is refused.
     let mut stranger = Sender::new(SenderConfig::new(7, 77)).unwrap();
     let now = 1 + 2000 * 10_000;
-    stranger.offer(now, b"hi").unwrap();
+    stranger.offer(b"hi").unwrap();
     pump(&mut stranger, now, &mut rx, &mut buf);
     let mut refused = Sender::new(SenderConfig::new(7, 78)).unwrap();
-    refused.offer(now, b"hello").unwrap();
+    refused.offer(b"hello").unwrap();
     pump(&mut refused, now, &mut rx, &mut buf);
     assert_eq!(rx.sessions(), 3);
     assert!(rx.stats().sessions_refused > 0);
     // Live sessions went on all along.
-    live.offer(now, &2000u64.to_le_bytes()).unwrap();
+    live.offer(&2000u64.to_le_bytes()).unwrap();
     pump(&mut live, now, &mut rx, &mut buf);
     assert!(drain(&mut rx).contains(&(live.session_id(), "m2000".into())));
     assert!(refused.stats().data_sent > 0);
@@ -335,7 +334,7 @@ fn forged_losses_and_heartbeats_cannot_end_a_stream() {
     let mut got = Vec::new();
     for i in 0..200u64 {
         let now = 1 + i * 10_000;
-        tx.offer(now, &i.to_le_bytes()).unwrap();
+        tx.offer(&i.to_le_bytes()).unwrap();
         pump(&mut tx, now, &mut rx, &mut buf);
         if i % 10 == 5 {
             let at = tx.next_seq();
@@ -397,7 +396,7 @@ fn a_dead_publishers_gap_is_reported_and_what_followed_is_delivered() {
     pump(&mut tx, now, &mut rx, &mut buf); // SETUP
     for i in 0..10u64 {
         now += 10_000;
-        tx.offer(now, &i.to_le_bytes()).unwrap();
+        tx.offer(&i.to_le_bytes()).unwrap();
         while let Some(t) = tx.poll_transmit(now, &mut buf) {
             if i != 4 {
                 rx.handle_datagram(now, SRC, &buf[..t.len]); // datagram 4 is lost
@@ -449,9 +448,9 @@ fn authenticated_streams_flow_and_unauthenticated_datagrams_are_dropped() {
     let big = vec![9u8; 5000];
     for i in 0..300u64 {
         let now = 1 + i * 1_000_000;
-        tx.offer(now, &i.to_le_bytes()).unwrap();
+        tx.offer(&i.to_le_bytes()).unwrap();
         if i % 7 == 0 {
-            tx.offer(now, &big).unwrap();
+            tx.offer(&big).unwrap();
         }
         while let Some(t) = tx.poll_transmit(now, &mut buf) {
             assert!(t.len <= 1408, "a datagram of {} bytes", t.len);
@@ -509,7 +508,7 @@ fn a_foreign_nak_is_counted_as_dropped() {
     let mut tx = Sender::new(SenderConfig::new(7, 1)).unwrap();
     let mut rx = Receiver::new(ReceiverConfig::new(7, 3)).unwrap();
     let mut buf = vec![0u8; 2048];
-    tx.offer(1, b"hello").unwrap();
+    tx.offer(b"hello").unwrap();
     pump(&mut tx, 1, &mut rx, &mut buf);
     let dropped = rx.stats().dropped;
     let h = Header {

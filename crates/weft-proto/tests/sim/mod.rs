@@ -374,9 +374,9 @@ impl Sim {
                 let seq = u64::from_le_bytes(m[..8].try_into().expect("messages carry their seq"));
                 let offered = if self.stamped(seq) {
                     let stamped = [&self.now.to_le_bytes()[..], m].concat();
-                    self.sender.offer_stamped(self.now, &stamped)
+                    self.sender.offer_stamped(&stamped)
                 } else {
-                    self.sender.offer(self.now, m)
+                    self.sender.offer(m)
                 };
                 if offered.is_err() {
                     break;
