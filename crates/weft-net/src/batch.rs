@@ -6,9 +6,9 @@
 //! kernel overwrites. nix's `recvmmsg`/`sendmmsg` wrappers rebuild the iovecs per
 //! call and read uninitialized addresses when iterating `sendmmsg` results; these
 //! calls use libc directly instead. No control messages are asked for: the
-//! kernel's drop counter is read with [`kernel_drops`] when counters are wanted,
-//! because `SO_RXQ_OVFL` (the counter as a control message on every datagram)
-//! made each loopback hop about 150 ns slower (docs/protocol.md).
+//! kernel's drop counter is read with [`kernel_drops`] when counters are wanted:
+//! exact at that moment, where `SO_RXQ_OVFL` (the counter as a control message)
+//! only came with batches, never with a single datagram's `recvfrom`.
 
 use std::io;
 use std::mem::{size_of, zeroed};
@@ -103,7 +103,8 @@ impl RecvBatch {
     ///
     /// A single datagram is read without its source address unless
     /// `with_source`: the kernel's copy of the address costs a loopback hop
-    /// about 100 ns. Batches always carry sources.
+    /// about 60 ns here (docs/benchmarks.md, "Issue 18, sixth round"). Batches
+    /// always carry sources.
     pub fn recv(&mut self, fd: RawFd, with_source: bool) -> io::Result<usize> {
         self.count = 0;
         self.named = with_source || self.vlen > 1;

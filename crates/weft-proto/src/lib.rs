@@ -53,11 +53,10 @@ pub(crate) fn check(ok: bool, what: impl FnOnce() -> String) -> Result<(), Confi
     }
 }
 
-/// The sizes both ends check the same way: MTU, buffer in datagrams, largest message.
 /// `seq % n` for a table of `n` entries indexed by sequence number, with a
 /// mask instead of a division when `n` is a power of two (as the defaults
-/// are): a 64-bit `div` takes tens of cycles, and each message takes several
-/// lookups on both ends.
+/// are): each message takes several lookups on both ends, and the divisions
+/// showed in `perf annotate` of the receiver's delivery.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct SeqIndex {
     n: u64,
@@ -94,6 +93,7 @@ pub(crate) fn wrap_add(i: usize, k: usize, n: usize) -> usize {
     }
 }
 
+/// The sizes both ends check the same way: MTU, buffer in datagrams, largest message.
 pub(crate) fn check_sizes(
     mtu: usize,
     buffer_datagrams: usize,

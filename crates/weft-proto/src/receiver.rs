@@ -298,7 +298,6 @@ enum Phase {
     Live,
 }
 
-/// One session's state. See the module doc.
 /// A stored DATA datagram's length and entry count, kept from its parse on
 /// arrival so delivery need not parse it again.
 #[derive(Clone, Copy, Debug, Default)]
@@ -307,6 +306,7 @@ struct Shape {
     entries: u16,
 }
 
+/// One session's state. See the module doc.
 #[derive(Debug)]
 struct Image {
     phase: Phase,
@@ -1036,8 +1036,8 @@ impl Receiver {
     }
 
     /// [`handle_datagram`](Self::handle_datagram) for a datagram read without
-    /// its source address, which a receive call returns about 100 ns sooner on
-    /// loopback. A session this receiver already follows keeps the address its
+    /// its source address, which a receive call returns sooner (about 60 ns a hop
+    /// on loopback here, docs/benchmarks.md "Issue 18, sixth round"). A session this receiver already follows keeps the address its
     /// NAKs and STATUS go to. A session it does not follow cannot be answered
     /// without one: its datagram is counted in
     /// [`ReceiverStats::sourceless`], and [`wants_source`](Self::wants_source)

@@ -31,7 +31,6 @@
 //! Nothing allocates after [`Sender::new`].
 
 use std::collections::VecDeque;
-use std::net::SocketAddr;
 
 use crate::wire::{self, DataWriter, Frame, Header, Heartbeat, Loss, SeqRange, Setup};
 use crate::{check, check_sizes, ConfigError, Destination, Nanos, SeqIndex, SplitMix, Transmit};
@@ -467,8 +466,9 @@ impl Sender {
     }
 
     /// Processes a datagram from the network (NAK or STATUS; anything else from a
-    /// receiver is ignored, anything malformed is dropped and counted).
-    pub fn handle_datagram(&mut self, now: Nanos, _src: SocketAddr, bytes: &[u8]) {
+    /// receiver is ignored, anything malformed is dropped and counted). Its
+    /// source is not needed: a sender answers to the group.
+    pub fn handle_datagram(&mut self, now: Nanos, bytes: &[u8]) {
         let parsed = match &self.cfg.auth {
             None => Frame::parse(bytes),
             Some(key) => match key.open(bytes) {

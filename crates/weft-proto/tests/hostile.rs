@@ -87,7 +87,7 @@ proptest! {
         for (d, dt) in &datagrams {
             now += dt;
             rx.handle_datagram(now, SRC, d);
-            tx.handle_datagram(now, SRC, d);
+            tx.handle_datagram(now, d);
             rx.handle_timeout(now);
             tx.handle_timeout(now);
             let _ = tx.offer(d);
@@ -123,7 +123,7 @@ fn sender_and_receiver_allocate_nothing_per_message() {
                 rx.handle_datagram(*now, SRC, &buf[..t.len]);
             }
             while let Some(t) = rx.poll_transmit(*now, &mut buf) {
-                tx.handle_datagram(*now, SRC, &buf[..t.len]);
+                tx.handle_datagram(*now, &buf[..t.len]);
             }
             while rx.poll_event().is_some() {}
             tx.handle_timeout(*now);
@@ -167,7 +167,7 @@ fn pump(tx: &mut Sender, now: u64, rx: &mut Receiver, buf: &mut [u8]) {
         rx.handle_datagram(now, SRC, &buf[..t.len]);
     }
     while let Some(t) = rx.poll_transmit(now, buf) {
-        tx.handle_datagram(now, SRC, &buf[..t.len]);
+        tx.handle_datagram(now, &buf[..t.len]);
     }
 }
 
@@ -462,7 +462,7 @@ fn authenticated_streams_flow_and_unauthenticated_datagrams_are_dropped() {
             }
         }
         while let Some(t) = rx.poll_transmit(now, &mut buf) {
-            tx.handle_datagram(now, SRC, &buf[..t.len]);
+            tx.handle_datagram(now, &buf[..t.len]);
         }
         rx.handle_timeout(now);
         tx.handle_timeout(now);
@@ -481,7 +481,7 @@ fn authenticated_streams_flow_and_unauthenticated_datagrams_are_dropped() {
         let wrong = AuthKey::new(&[43; 32]).unwrap();
         let n = wrong.seal(&mut f, n).unwrap();
         rx.handle_datagram(now, SRC, &f[..n]);
-        tx.handle_datagram(now, SRC, &f[..n]);
+        tx.handle_datagram(now, &f[..n]);
         for (_, e) in drain(&mut rx) {
             if e.starts_with('m') {
                 got.push(e);

@@ -404,7 +404,7 @@ impl Sim {
                 let Reverse((_, _, dst, src, bytes)) = self.queue.pop().expect("peeked");
                 if dst == 0 {
                     if !self.sender_dead {
-                        self.sender.handle_datagram(self.now, addr(src), &bytes);
+                        self.sender.handle_datagram(self.now, &bytes);
                     }
                 } else {
                     self.receivers[dst - 1].handle_datagram(self.now, addr(src), &bytes);
