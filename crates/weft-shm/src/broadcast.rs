@@ -34,16 +34,23 @@
 //! Consumers never read `tail`, so the producer stores it only when its position
 //! crosses a 4 KiB boundary, in every rescan and on close.
 //!
-//! Joining must not let a producer holding a stale `limit` overwrite the joiner's
-//! starting point. The joiner stores `state = active`, issues a SeqCst fence, then
-//! loads `tail`; the producer stores `tail` and issues a SeqCst fence before
-//! scanning the slots. Either the scan sees the joiner, or the joiner's load sees
-//! the tail the producer stored before it scanned (or a later one), and every
-//! cursor it saw was at most that tail, so its cached limit is at most
-//! `joiner start + capacity`. The joiner then walks the committed frames from
-//! there to the first empty header and starts at that position, the newest;
-//! the producer cannot write over what it walks, since its limit is at most a
-//! ring past the `tail` the joiner loaded.
+//! ## Joining
+//! Joining must not let a producer holding a stale `limit` overwrite the
+//! joiner's starting point, and must not lose a frame the producer accepted
+//! because it counted the joiner. The joiner stores its cursor (the `tail` it
+//! loaded) and `state = joining`, issues a SeqCst fence, then loads `tail`;
+//! the producer stores `tail` and issues a SeqCst fence before scanning the
+//! slots. Either the scan sees the joiner, or the joiner's load sees the tail
+//! the producer stored before it scanned (or a later one), and every cursor
+//! it saw was at most that tail, so its cached limit is at most the joiner's
+//! start plus the capacity. The joiner then walks the committed frames from there to the
+//! first empty header (the newest position; the producer cannot write over
+//! what it walks), stores that position as its cursor (Release), and only
+//! then moves `joining → active` (CAS, Release). The producer keeps a joining
+//! slot's lap free but counts only active slots as consumers, and a claim
+//! rescans until one is active; a producer that sees the joiner active has
+//! already committed every frame the joiner walked, so whatever it accepts
+//! from then on lies at or past the joiner's start and reaches it.
 //!
 //! ## Overwrite mode
 //! The producer never waits. Before it writes into the ring it stores `tail_intent`
@@ -74,6 +81,9 @@ pub const BROADCAST_HEADER_LEN: usize = 16;
 const FREE: u32 = 0;
 const ACTIVE: u32 = 1;
 const EVICTED: u32 = 2;
+/// Joining: the producer keeps the slot's cursor's lap free but does not count
+/// the slot as a consumer yet (module doc, "Joining").
+const JOINING: u32 = 3;
 
 /// What the producer does when the slowest consumer is a full ring behind.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -176,8 +186,9 @@ pub(crate) struct Slot {
     progress: AtomicU64,
     /// Frames this consumer missed by being lapped (overwrite mode).
     lapped: AtomicU64,
-    /// FREE, ACTIVE or EVICTED. The producer moves ACTIVE → EVICTED (CAS); the
-    /// consumer moves it to ACTIVE on join and FREE on leave.
+    /// FREE, JOINING, ACTIVE or EVICTED. The consumer stores JOINING when it
+    /// joins, moves it to ACTIVE (CAS) once it has chosen where it starts, and
+    /// stores FREE on leave; the producer moves JOINING or ACTIVE → EVICTED (CAS).
     state: AtomicU32,
     _pad: AtomicU32,
     peer: PeerWords,
@@ -545,10 +556,11 @@ impl Producer {
         // SYNC POINT: pairs with the SeqCst fence in `Consumer::activate` (see the
         // module doc: a joiner is either seen here or starts at or after our tail).
         fence(Ordering::SeqCst);
-        let mut min = u64::MAX;
+        let (mut min, mut connected) = (u64::MAX, false);
         let mut now = 0;
         for (i, slot) in self.mem.slots().iter().enumerate() {
-            if slot.state.load(Ordering::Acquire) != ACTIVE {
+            let state = slot.state.load(Ordering::Acquire);
+            if state != ACTIVE && state != JOINING {
                 continue;
             }
             // SYNC POINT: pairs with the consumer's Release store of its cursor:
@@ -573,15 +585,19 @@ impl Producer {
             );
             let evictions = &self.mem.ctrl().evictions;
             if let Some(e) = reason.and_then(|r| {
-                crate::peer::evict(&slot.state, (ACTIVE, EVICTED), evictions, &slot.peer, r)
+                crate::peer::evict(&slot.state, (state, EVICTED), evictions, &slot.peer, r)
             }) {
                 self.last_eviction = Some(e);
                 self.watch[i].reset();
                 continue;
             }
+            // A joiner's lap is kept free, but it is not a consumer until it
+            // is ACTIVE: what we accept from then on is at or past its start.
             min = min.min(cursor);
+            connected |= state == ACTIVE;
         }
-        if min == u64::MAX {
+        if !connected {
+            // Every claim rescans until a consumer is active.
             self.limit = self.tail;
             return Err(ClaimError::NotConnected);
         }
@@ -796,31 +812,49 @@ impl Consumer {
         &self.mem.slots()[self.slot]
     }
 
+    /// Joins (or rejoins) at the newest position: JOINING, choose the start,
+    /// then ACTIVE (module doc, "Joining").
     fn activate(&mut self) {
-        let ctrl_tail = self.mem.ctrl().tail.load(Ordering::Acquire);
-        self.slot().cursor.store(ctrl_tail, Ordering::Relaxed);
-        self.slot().state.store(ACTIVE, Ordering::Relaxed);
-        // SYNC POINT: pairs with the SeqCst fence in `Producer::rescan`.
-        fence(Ordering::SeqCst);
-        // SYNC POINT: pairs with the producer's Release store of `tail`; we then see
-        // the zero-ahead word at that position.
-        self.cursor = self.mem.ctrl().tail.load(Ordering::Acquire);
-        self.expected = None;
-        match self.params.mode {
-            // `tail` lags the committed frames by less than `TAIL_EVERY`: walk
-            // to the first empty header, so that the join starts at the newest
-            // position. Our slot's cursor is at or before where we start, so
-            // the producer cannot write over what we walk.
-            Mode::Reliable => self.cursor = self.first_empty_from(self.cursor),
-            Mode::Overwrite => {
-                if self.cursor == 0 {
-                    self.expected = Some(0);
-                } else if let Some((pos, frame_len, seq)) = self.newest() {
-                    (self.cursor, self.expected) = (pos + frame_len as u64, Some(seq + 1));
+        loop {
+            let ctrl_tail = self.mem.ctrl().tail.load(Ordering::Acquire);
+            self.slot().cursor.store(ctrl_tail, Ordering::Relaxed);
+            self.slot().state.store(JOINING, Ordering::Relaxed);
+            // SYNC POINT: pairs with the SeqCst fence in `Producer::rescan`.
+            fence(Ordering::SeqCst);
+            // SYNC POINT: pairs with the producer's Release store of `tail`; we
+            // then see the zero-ahead word at that position.
+            self.cursor = self.mem.ctrl().tail.load(Ordering::Acquire);
+            self.expected = None;
+            match self.params.mode {
+                // `tail` lags the committed frames by less than `TAIL_EVERY`:
+                // walk to the first empty header, so that the join starts at
+                // the newest position. Our slot's cursor is at or before where
+                // we start, so the producer cannot write over what we walk.
+                Mode::Reliable => self.cursor = self.first_empty_from(self.cursor),
+                Mode::Overwrite => {
+                    if self.cursor == 0 {
+                        self.expected = Some(0);
+                    } else if let Some((pos, frame_len, seq)) = self.newest() {
+                        (self.cursor, self.expected) = (pos + frame_len as u64, Some(seq + 1));
+                    }
                 }
             }
+            self.slot().cursor.store(self.cursor, Ordering::Release);
+            // SYNC POINT: pairs with the Acquire load of `state` in
+            // `Producer::rescan` and `consumers`: whoever sees us active sees
+            // our start, and everything it commits afterwards lies at or past
+            // it (the headers we walked were committed before it looked).
+            if self
+                .slot()
+                .state
+                .compare_exchange(JOINING, ACTIVE, Ordering::Release, Ordering::Relaxed)
+                .is_ok()
+            {
+                return;
+            }
+            // Evicted while joining: we stalled for the eviction timeout
+            // between the two stores. Join again.
         }
-        self.slot().cursor.store(self.cursor, Ordering::Release);
     }
 
     /// Reliable mode: the position of the first empty header at or after
@@ -1358,6 +1392,40 @@ mod tests {
         );
         let skipped = c.rejoin();
         assert_eq!(skipped.end, p.position());
+    }
+
+    /// A slot caught between joining and active (its process stalled or
+    /// died there) does not connect the producer, holds its lap free while
+    /// it lasts, and is evicted like a stuck consumer.
+    #[test]
+    fn a_joining_slot_holds_the_producer_back_without_connecting_it() {
+        let config = BroadcastConfig {
+            eviction_timeout: Duration::from_millis(5),
+            ..BroadcastConfig::new(1024, 2, Mode::Reliable)
+        };
+        let mut p = channel(config).unwrap();
+        let stuck = &p.mem.slots()[0];
+        stuck.peer.take(ProcessId::current()).unwrap();
+        stuck.state.store(JOINING, Ordering::Release);
+        assert_eq!(p.offer(1, &[0; 64]), Err(ClaimError::NotConnected));
+        assert_eq!(p.consumers(), 0);
+        let mut a = p.join().unwrap();
+        assert_eq!(a.slot, 1);
+        // `a` reads everything, yet the producer stops a ring past the joiner.
+        let mut sent = 0u64;
+        while p.offer(1, &[1; 64]).is_ok() {
+            sent += 1;
+            assert_eq!(a.poll(usize::MAX, |_| {}), Ok(1));
+        }
+        assert_eq!(sent, 1024 / 80);
+        // It makes no progress: evicted after the timeout, then the stream goes on.
+        let started = std::time::Instant::now();
+        while p.offer(1, &[1; 64]).is_err() {
+            assert!(started.elapsed() < Duration::from_secs(30), "never evicted");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(p.evictions(), 1);
+        assert_eq!(p.mem.slots()[0].state.load(Ordering::Acquire), EVICTED);
     }
 
     #[test]

@@ -65,13 +65,17 @@
 //! once its claim is cleared.
 //!
 //! ## Joining
-//! As in [`crate::broadcast`]: the joiner stores `state = active`, a SeqCst
-//! fence, then loads `tail` and starts there. A producer's rescan reads
-//! `tail` with a read-modify-write before its SeqCst fence and caps its limit
-//! at that value plus the capacity. If the rescan missed the joiner, the
-//! fences order the joiner's load after that read-modify-write, so the
-//! joiner starts at or after it and the producer's limit never reaches into
-//! the joiner's first lap.
+//! As in [`crate::broadcast`]: the joiner stores `state = joining`, a SeqCst
+//! fence, then loads `tail`, stores it as its cursor and only then moves
+//! `joining → active`. A producer's rescan reads `tail` with a
+//! read-modify-write before its SeqCst fence and caps its limit at that value
+//! plus the capacity. If the rescan missed the joiner, the fences order the
+//! joiner's load after that read-modify-write, so the joiner starts at or
+//! after it and the producer's limit never reaches into the joiner's first
+//! lap. Producers keep a joining slot's lap free but count only active slots
+//! as consumers: one that sees the joiner active claims with a CAS of `tail`
+//! that comes after the joiner's load of it, so every frame accepted on the
+//! joiner's account lies at or past its start.
 
 use std::marker::PhantomData;
 use std::time::Duration;
@@ -89,6 +93,9 @@ pub const HEADER_LEN: usize = 16;
 const FREE: u32 = 0;
 const ACTIVE: u32 = 1;
 const EVICTED: u32 = 2;
+/// Joining: producers keep the slot's cursor's lap free but do not count it
+/// as a consumer yet (module doc, "Joining").
+const JOINING: u32 = 3;
 
 /// How often (ns) a consumer stuck at a claim probes the claim's owner.
 const STALL_PROBE_NS: u64 = 1_000_000;
@@ -191,7 +198,7 @@ pub(crate) struct Slot {
     /// Producer: the position after its latest committed claim (Release,
     /// after `claim_len = 0`); only grows.
     end: AtomicU64,
-    /// Consumer: FREE, ACTIVE or EVICTED.
+    /// Consumer: FREE, JOINING, ACTIVE or EVICTED (as in [`crate::broadcast`]).
     state: AtomicU32,
     _pad: AtomicU32,
     peer: PeerWords,
@@ -554,10 +561,11 @@ impl Producer {
         let tail = self.mem.ctrl().tail.fetch_add(0, Ordering::AcqRel);
         // SYNC POINT: pairs with the SeqCst fence in `Consumer::activate`.
         fence(Ordering::SeqCst);
-        let mut min = u64::MAX;
+        let (mut min, mut connected) = (u64::MAX, false);
         let mut now = 0;
         for (i, slot) in consumer_slots(&self.mem, &self.params).iter().enumerate() {
-            if slot.state.load(Ordering::Acquire) != ACTIVE {
+            let state = slot.state.load(Ordering::Acquire);
+            if state != ACTIVE && state != JOINING {
                 continue;
             }
             // SYNC POINT: pairs with the consumer's Release store of its
@@ -582,15 +590,17 @@ impl Producer {
             );
             let evictions = &self.mem.ctrl().evictions;
             if let Some(e) = reason.and_then(|r| {
-                crate::peer::evict(&slot.state, (ACTIVE, EVICTED), evictions, &slot.peer, r)
+                crate::peer::evict(&slot.state, (state, EVICTED), evictions, &slot.peer, r)
             }) {
                 self.last_eviction = Some(e);
                 self.watch[i].reset();
                 continue;
             }
+            // A joiner's lap is kept free; it counts once it is active.
             min = min.min(cursor);
+            connected |= state == ACTIVE;
         }
-        if min == u64::MAX {
+        if !connected {
             self.limit = 0;
             return Err(ClaimError::NotConnected);
         }
@@ -787,15 +797,32 @@ impl Consumer {
         &self.mem.slots()[self.slot]
     }
 
+    /// Joins (or rejoins) at the newest position: JOINING, choose the start,
+    /// then ACTIVE (module doc, "Joining").
     fn activate(&mut self) {
-        let tail = self.mem.ctrl().tail.load(Ordering::Acquire);
-        self.slot().cursor.store(tail, Ordering::Relaxed);
-        self.slot().state.store(ACTIVE, Ordering::Relaxed);
-        // SYNC POINT: pairs with the SeqCst fence in `Producer::rescan`.
-        fence(Ordering::SeqCst);
-        self.cursor = self.mem.ctrl().tail.load(Ordering::Acquire);
-        self.horizon = self.cursor;
-        self.slot().cursor.store(self.cursor, Ordering::Release);
+        loop {
+            let tail = self.mem.ctrl().tail.load(Ordering::Acquire);
+            self.slot().cursor.store(tail, Ordering::Relaxed);
+            self.slot().state.store(JOINING, Ordering::Relaxed);
+            // SYNC POINT: pairs with the SeqCst fence in `Producer::rescan`.
+            fence(Ordering::SeqCst);
+            self.cursor = self.mem.ctrl().tail.load(Ordering::Acquire);
+            self.horizon = self.cursor;
+            self.slot().cursor.store(self.cursor, Ordering::Release);
+            // SYNC POINT: pairs with the Acquire load of `state` in
+            // `Producer::rescan` and `consumers`: a producer that sees us
+            // active claims by a CAS of `tail` ordered after our load of it,
+            // so at or past our start.
+            if self
+                .slot()
+                .state
+                .compare_exchange(JOINING, ACTIVE, Ordering::Release, Ordering::Relaxed)
+                .is_ok()
+            {
+                return;
+            }
+            // Evicted while joining (stalled for the eviction timeout): again.
+        }
     }
 
     /// After [`PollError::Evicted`]: joins again at the newest position,

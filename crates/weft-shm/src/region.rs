@@ -46,7 +46,9 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"WEFTRING");
 ///    consumer in streaming mode would wait on it).
 /// 7: the same for the reliable broadcast ring's `tail` (a version-6
 ///    consumer streams by it, and a joiner would start behind the newest).
-pub const LAYOUT_VERSION: u32 = 7;
+/// 8: broadcast consumers join through a JOINING slot state (a version-7
+///    producer would ignore such a slot and could overwrite its first lap).
+pub const LAYOUT_VERSION: u32 = 8;
 /// Bytes of the region header; the ring starts here.
 pub const REGION_HEADER_LEN: usize = 4096;
 const INITIALIZED_OFF: usize = 128;

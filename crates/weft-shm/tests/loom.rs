@@ -466,3 +466,65 @@ fn expect_intact(f: Frame<'_>) {
         "torn frame {p:?}"
     );
 }
+
+/// Offers frames 1..=3 once each while a consumer joins; returns the frames
+/// the ring accepted (it refuses with `NotConnected` until its producer
+/// counts the joiner, and with `Full` once a ring is unread).
+fn offer_while_joining(mut offer: impl FnMut(u8) -> Result<(), ClaimError>) -> Vec<u8> {
+    let mut accepted = Vec::new();
+    for i in 1..=3u8 {
+        match offer(i) {
+            Ok(()) => accepted.push(i),
+            Err(ClaimError::NotConnected | ClaimError::Full) => thread::yield_now(),
+            Err(e) => panic!("{e}"),
+        }
+    }
+    accepted
+}
+
+/// Drains a consumer whose producer is gone; returns each intact frame's
+/// first byte.
+fn drain_firsts(
+    poll: impl FnMut(&mut dyn FnMut(Frame<'_>)) -> Result<usize, PollError>,
+) -> Vec<u8> {
+    let mut seen = Vec::new();
+    drain(poll, |f: Frame<'_>| {
+        expect_intact(f);
+        seen.push(f.payload()[0]);
+    });
+    seen
+}
+
+/// The joiner is the only consumer: every frame the producer accepts was
+/// accepted because it counted the joiner, so the joiner must receive every
+/// one of them (a join that skipped frames committed between the producer's
+/// count and the joiner's choice of start lost them: accepted, never read).
+#[test]
+fn a_joiner_receives_every_frame_accepted_once_it_is_counted() {
+    model(|| {
+        let mut tx = reliable_ring();
+        let joiner = tx.joiner();
+        let late = thread::spawn(move || joiner.join().unwrap());
+        let accepted = offer_while_joining(|i| tx.offer(1, &payload(i)));
+        let mut rx = late.join().unwrap();
+        drop(tx);
+        let seen = drain_firsts(|f| rx.poll(4, f));
+        assert_eq!(seen, accepted, "the joiner got every accepted frame");
+    });
+}
+
+/// As above, for the many-producer ring.
+#[test]
+fn mp_broadcast_a_joiner_receives_every_frame_accepted_once_it_is_counted() {
+    model(|| {
+        let ring = mp_ring(1, 1);
+        let mut tx = ring.producer().unwrap();
+        let joiner = ring.clone();
+        let late = thread::spawn(move || joiner.consumer().unwrap());
+        let accepted = offer_while_joining(|i| tx.offer(1, &payload(i)));
+        let mut rx = late.join().unwrap();
+        drop(tx);
+        let seen = drain_firsts(|f| rx.poll(4, f));
+        assert_eq!(seen, accepted, "the joiner got every accepted frame");
+    });
+}
