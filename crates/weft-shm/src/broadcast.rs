@@ -844,12 +844,7 @@ impl Consumer {
             // `Producer::rescan` and `consumers`: whoever sees us active sees
             // our start, and everything it commits afterwards lies at or past
             // it (the headers we walked were committed before it looked).
-            if self
-                .slot()
-                .state
-                .compare_exchange(JOINING, ACTIVE, Ordering::Release, Ordering::Relaxed)
-                .is_ok()
-            {
+            if crate::peer::finish_join(&self.slot().state, (JOINING, ACTIVE)) {
                 return;
             }
             // Evicted while joining: we stalled for the eviction timeout

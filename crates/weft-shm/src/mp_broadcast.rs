@@ -813,12 +813,7 @@ impl Consumer {
             // `Producer::rescan` and `consumers`: a producer that sees us
             // active claims by a CAS of `tail` ordered after our load of it,
             // so at or past our start.
-            if self
-                .slot()
-                .state
-                .compare_exchange(JOINING, ACTIVE, Ordering::Release, Ordering::Relaxed)
-                .is_ok()
-            {
+            if crate::peer::finish_join(&self.slot().state, (JOINING, ACTIVE)) {
                 return;
             }
             // Evicted while joining (stalled for the eviction timeout): again.

@@ -247,6 +247,17 @@ impl BlockerWatch {
     }
 }
 
+/// Ends a consumer's join: moves its slot from `joining` to `active` (CAS,
+/// Release: pairs with the Acquire load of the state in a producer's rescan
+/// and in its consumer count, so whoever sees the slot active sees the
+/// cursor stored before, the joiner's start). False if a producer evicted
+/// the slot meanwhile (the joiner stalled for the eviction timeout).
+pub(crate) fn finish_join(state: &AtomicU32, (joining, active): (u32, u32)) -> bool {
+    state
+        .compare_exchange(joining, active, Ordering::Release, Ordering::Relaxed)
+        .is_ok()
+}
+
 /// Moves a consumer slot from `active` to `evicted` (CAS, so a consumer
 /// leaving at the same moment wins), counts it in `evictions`, and names the
 /// consumer; `None` if the slot was no longer active.

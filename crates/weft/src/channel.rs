@@ -224,7 +224,11 @@ impl Sampling {
     /// After a successful claim that was not stamped.
     #[inline]
     fn plain_claimed(&mut self) {
-        self.until = self.until.saturating_sub(1);
+        // No store when sampling is off (`until` stays 0): a store per
+        // message costs a streaming publisher (docs/shm.md, finding 33).
+        if self.until != 0 {
+            self.until -= 1;
+        }
     }
 
     /// After a stamped claim: the next sample is `every` claims on, or the
@@ -234,8 +238,9 @@ impl Sampling {
     }
 }
 
-/// Offers between two checks of a shared-memory channel's subscriber count
-/// while connected (the check reads every consumer slot).
+/// Messages sent between two counts of a shared-memory channel's
+/// subscribers while it has some (a count reads every consumer slot); also
+/// refused claims between two probes of another process's UDP sender.
 const RECHECK_EVERY: u32 = 1024;
 
 /// A shared-memory channel end's counters in the node's counters file:
@@ -313,10 +318,29 @@ impl ShmCounters {
     /// Counts one message of `len` payload bytes committed, the ring now at
     /// `position`.
     #[inline]
-    fn sent(&self, len: usize, position: u64) {
-        self.messages.add(1);
+    fn sent(&self, len: usize, position: u64) -> u64 {
+        let n = self.messages.get().wrapping_add(1);
+        self.messages.set(n);
         self.bytes.add(len as u64);
         self.position.set(position);
+        n
+    }
+
+    /// Whether a connected publication counts its subscribers again before
+    /// its next message: once per [`RECHECK_EVERY`] messages sent, read off
+    /// the messages counter, so that the hot path keeps no countdown of its
+    /// own (a store per message; docs/shm.md, finding 33). `offer` asks
+    /// after each message with the count [`Self::sent`] returned; the claim
+    /// path asks before each claim.
+    #[inline(always)]
+    fn recount_due(sent: u64) -> bool {
+        sent % u64::from(RECHECK_EVERY) == 0
+    }
+
+    /// [`Self::recount_due`] for the messages sent so far.
+    #[inline(always)]
+    fn recount_due_now(&self) -> bool {
+        Self::recount_due(self.messages.get())
     }
 
     /// A publication's counters, with the log of the subscribers its ring
@@ -363,15 +387,15 @@ impl ShmCounters {
 pub(crate) enum PubInner {
     Shm {
         ring: broadcast::Producer,
+        /// Whether the last count of the ring's consumers found one.
         connected: bool,
-        until_check: u32,
         counters: Box<ShmCounters>,
     },
     /// A shared-memory channel several processes publish (`publishers=many`).
     ShmMany {
         ring: mp_broadcast::Producer,
+        /// As for `Shm`.
         connected: bool,
-        until_check: u32,
         counters: Box<ShmCounters>,
     },
     /// Writes into the ring of the channel's send task: this node's, or that
@@ -400,28 +424,36 @@ impl PubInner {
 
     /// Whether a subscriber is there, as the hot path sees it: a shared-memory
     /// publication re-counts its subscribers on every offer while it has none,
-    /// and every [`RECHECK_EVERY`] offers while it has some.
+    /// and every [`RECHECK_EVERY`] messages while it has some.
     #[inline]
     fn connected_now(&mut self) -> bool {
         match self {
             PubInner::Shm {
                 ring,
                 connected,
-                until_check,
                 counters,
-            } => recount(connected, until_check, || {
-                note_evictions(counters, ring.evictions(), ring.last_eviction());
-                ring.consumers() > 0 && !ring.truncated()
-            }),
+            } => recount(
+                connected,
+                counters.recount_due_now(),
+                counters,
+                |counters| {
+                    note_evictions(counters, ring.evictions(), ring.last_eviction());
+                    ring.consumers() > 0 && !ring.truncated()
+                },
+            ),
             PubInner::ShmMany {
                 ring,
                 connected,
-                until_check,
                 counters,
-            } => recount(connected, until_check, || {
-                note_evictions(counters, ring.evictions(), ring.last_eviction());
-                ring.consumers() > 0 && !ring.truncated()
-            }),
+            } => recount(
+                connected,
+                counters.recount_due_now(),
+                counters,
+                |counters| {
+                    note_evictions(counters, ring.evictions(), ring.last_eviction());
+                    ring.consumers() > 0 && !ring.truncated()
+                },
+            ),
             PubInner::Udp { tx, .. } => SenderStatus(tx.consumer_status()).connected(),
         }
     }
@@ -434,13 +466,13 @@ impl PubInner {
         let PubInner::Shm {
             ring,
             connected,
-            until_check,
             counters,
         } = self
         else {
             return self.claim_other(len, sampling);
         };
-        let max = shm_admit(ring, connected, until_check, counters, sampling, len)?;
+        let due = counters.recount_due_now();
+        let max = shm_admit(ring, connected, due, counters, sampling, len)?;
         if sampling.due() {
             return claim_shm_stamped(ring, counters, sampling, len)
                 .map_err(|e| claim_error(e, len, max));
@@ -550,15 +582,19 @@ fn shm_unconnected(counters: &mut ShmCounters, truncated: bool) -> PublishError 
 }
 
 /// A shared-memory publication's subscriber count as the hot path sees it:
-/// counted (`count`) on every call while there were none, and every
-/// [`RECHECK_EVERY`] calls while there are some.
+/// counted (`count`) on every call while there were none, and when `due`
+/// (once per [`RECHECK_EVERY`] messages, [`ShmCounters::recount_due`])
+/// while there are some.
 #[inline(always)]
-fn recount(connected: &mut bool, until_check: &mut u32, count: impl FnOnce() -> bool) -> bool {
-    if !*connected || *until_check == 0 {
-        *connected = count();
-        *until_check = RECHECK_EVERY;
+fn recount(
+    connected: &mut bool,
+    due: bool,
+    counters: &mut ShmCounters,
+    count: impl FnOnce(&mut ShmCounters) -> bool,
+) -> bool {
+    if !*connected || due {
+        *connected = count(counters);
     }
-    *until_check -= 1;
     *connected
 }
 
@@ -568,7 +604,7 @@ fn recount(connected: &mut bool, until_check: &mut u32, count: impl FnOnce() -> 
 fn shm_admit(
     ring: &broadcast::Producer,
     connected: &mut bool,
-    until_check: &mut u32,
+    due: bool,
     counters: &mut ShmCounters,
     sampling: &Sampling,
     len: usize,
@@ -577,7 +613,7 @@ fn shm_admit(
     if len > max {
         return Err(PublishError::TooLarge { len, max });
     }
-    if !recount(connected, until_check, || {
+    if !recount(connected, due, counters, |counters| {
         note_evictions(counters, ring.evictions(), ring.last_eviction());
         ring.consumers() > 0 && !ring.truncated()
     }) {
@@ -713,17 +749,20 @@ impl Publication {
         if let PubInner::Shm {
             ring,
             connected,
-            until_check,
             counters,
         } = &mut self.inner
         {
             if !self.sampling.due() {
                 let len = msg.len();
-                let max = shm_admit(ring, connected, until_check, counters, &self.sampling, len)?;
+                // Recounts are due after sends (below), when the count is
+                // in hand: `connected` is then cleared.
+                let max = shm_admit(ring, connected, false, counters, &self.sampling, len)?;
                 return match ring.offer(TYPE_MESSAGE, msg) {
                     Ok(()) => {
                         self.sampling.plain_claimed();
-                        counters.sent(len, ring.position());
+                        if ShmCounters::recount_due(counters.sent(len, ring.position())) {
+                            *connected = false;
+                        }
                         Ok(())
                     }
                     Err(e) => Err(shm_refused(counters, e, len, max)),

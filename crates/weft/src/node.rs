@@ -509,7 +509,6 @@ impl Node {
         Ok(PubInner::ShmMany {
             ring: producer,
             connected: false,
-            until_check: 0,
             counters,
         })
     }
@@ -604,7 +603,6 @@ impl Node {
         Ok(PubInner::Shm {
             ring,
             connected: false,
-            until_check: 0,
             counters,
         })
     }
