@@ -74,6 +74,7 @@ const SCENARIOS: &[Scenario] = scenarios![
     "shm-interleaved", Shm, NONE, "shm-pingpong, api-shm-pingpong and the raw broadcast ring in alternating blocks between the same processes (3 rows)";
     "shm-throughput", Shm, SIZE, "weft SPSC one-way stream, two pinned processes, 256 KiB ring: the producer offers each 64-byte message whole (claim, copy in, commit: a 72-byte frame); the consumer polls every frame available and reads each one's 8-byte sequence number in place, and after a poll that finds none spins --empty-poll-pauses PAUSEs (default 256), as every peer's reader does (msgs/s)";
     "shm-throughput-interleaved", Shm, NONE, "weft's ring (threads, processes, batch, and through the API) and every peer's throughput loop (rtrb, rtrb chunks, crossbeam, disruptor, disruptor batch) in alternating trials (10 rounds); weft's rows carry x_best_peer, the median over rounds of weft over the best peer of the same round, batch against batch (9 rows)";
+    "shm-throughput-paired", Shm, NONE, "shm-throughput (weft, two pinned processes) and the rtrb, crossbeam and disruptor throughput loops, in alternating trials (8 rounds; --samples: each contender's messages in all); weft's row carries x_best_peer, the median over rounds of weft over the best peer of the same round (4 rows; quick's shared-memory throughput row)";
     "api-shm-throughput", Shm, SIZE, "a one-way stream through the public API (Publication::offer, Subscription::poll on a shm: channel of 256 KiB), two pinned threads, each 64-byte message written whole; the reader waits as shm-throughput's (msgs/s)";
     "shm-throughput-threads", Shm, SIZE, "shm-throughput placed as the peers are: the ring on the heap, two pinned threads of one process (msgs/s)";
     "shm-throughput-batch", Shm, SIZE, "shm-throughput with the producer's batch API: up to 32 messages offered, then one release (msgs/s)";
@@ -168,6 +169,9 @@ fn run(name: &str, ctx: Ctx) -> Vec<Outcome> {
         "shm-interleaved" => return api::shm_interleaved(clock, lat_warm, lat, 32),
         "udp-interleaved" => return udp::interleaved(clock, udp_warm, udp_lat),
         "shm-peers-interleaved" => return peers::interleaved(clock, lat_warm, lat),
+        "shm-throughput-paired" => {
+            return peers::throughput_paired(clock, 8, n(8_000_000));
+        }
         "shm-throughput-interleaved" => {
             // 10 rounds; --samples: each contender's messages in all.
             return peers::throughput_interleaved(clock, 10, n(20_000_000));
@@ -286,6 +290,9 @@ fn quick_samples(name: &str) -> Option<u64> {
     Some(match name {
         // The slowest streams (about 5 and 0.2 M msgs/s).
         "crossbeam-throughput" => 2_000_000,
+        // Each contender's messages in all, over 8 rounds (crossbeam's
+        // trials take about 0.15 s).
+        "shm-throughput-paired" => 6_000_000,
         "udp-raw-throughput" => 50_000,
         "mcast-throughput" => 1_000_000,
         n if n.ends_with("-throughput") => 4_000_000,

@@ -652,44 +652,100 @@ pub fn interleaved(clock: Clock, warmup: u64, samples: u64) -> Vec<Outcome> {
     ]
 }
 
-/// One contender of `shm-throughput-interleaved`: its row name, whether it
-/// batches, and its loop (warmup, samples) → outcome.
-type Contender = (&'static str, bool, fn(Clock, u64, u64) -> Outcome);
+/// One contender of the interleaved throughput scenarios: its row name,
+/// whether it is weft's, whether it batches, and its loop (warmup, samples)
+/// → outcome.
+struct Contender {
+    name: &'static str,
+    weft: bool,
+    batch: bool,
+    run: fn(Clock, u64, u64) -> Outcome,
+}
+
+const fn contender(
+    name: &'static str,
+    weft: bool,
+    batch: bool,
+    run: fn(Clock, u64, u64) -> Outcome,
+) -> Contender {
+    Contender {
+        name,
+        weft,
+        batch,
+        run,
+    }
+}
 
 /// `shm-throughput-interleaved`: weft's ring and every peer, each as its
 /// own throughput scenario does it, in alternating short trials, `rounds`
-/// times over (`samples` messages per contender in all); a row per contender with its median rate, and for weft's
-/// rows the median over rounds of its rate over the best peer's in the
-/// same round (one at a time against one at a time, batch against batch).
-/// The VM's speed changes for seconds at a time; trials a few ms long
-/// taken round by round see the same speed.
+/// times over (`samples` messages per contender in all); a row per
+/// contender (`interleaved-throughput-NAME`) with its median rate, and for
+/// weft's rows the median over rounds of its rate over the best peer's in
+/// the same round (one at a time against one at a time, batch against
+/// batch). The VM's speed changes for seconds at a time; trials a few ms
+/// long taken round by round see the same speed.
 pub fn throughput_interleaved(clock: Clock, rounds: u32, samples: u64) -> Vec<Outcome> {
-    // Each contender measures `samples` messages in all, a `rounds`th per trial.
-    let per_trial = (samples / rounds as u64).max(1);
     const CONTENDERS: &[Contender] = &[
-        ("weft-threads", false, |c, w, n| {
+        contender("weft-threads", true, false, |c, w, n| {
             crate::shm::throughput_threads(c, w, n, 64)
         }),
-        ("weft-processes", false, |c, w, n| {
+        contender("weft-processes", true, false, |c, w, n| {
             crate::shm::throughput(c, w, n, 64)
         }),
-        ("weft-batch", true, |c, w, n| {
+        contender("weft-batch", true, true, |c, w, n| {
             crate::shm::throughput_batch(c, w, n, 64)
         }),
-        ("weft-api", false, |c, w, n| {
+        contender("weft-api", true, false, |c, w, n| {
             crate::api::shm_throughput(c, w, n, 64)
         }),
-        ("rtrb", false, rtrb_throughput),
-        ("rtrb-chunks", true, rtrb_throughput_chunks),
-        ("crossbeam", false, crossbeam_throughput),
-        ("disruptor", false, disruptor_throughput),
-        ("disruptor-batch", true, disruptor_throughput_batch),
+        contender("rtrb", false, false, rtrb_throughput),
+        contender("rtrb-chunks", false, true, rtrb_throughput_chunks),
+        contender("crossbeam", false, false, crossbeam_throughput),
+        contender("disruptor", false, false, disruptor_throughput),
+        contender("disruptor-batch", false, true, disruptor_throughput_batch),
     ];
+    interleave_throughput(clock, rounds, samples, CONTENDERS, |n| {
+        format!("interleaved-throughput-{n}")
+    })
+}
+
+/// `shm-throughput-paired`: the loops of `shm-throughput` (weft, two
+/// processes), `rtrb-throughput`, `crossbeam-throughput` and
+/// `disruptor-throughput`, interleaved as in `shm-throughput-interleaved`;
+/// rows `NAME-throughput-paired` (`shm` for weft's), weft's with
+/// `x_best_peer`. What `quick` shows for shared-memory throughput: the
+/// peers' loops jump to rates of their own for seconds at a time on this
+/// VM, and one-after-another runs of a few hundred ms each caught that.
+pub fn throughput_paired(clock: Clock, rounds: u32, samples: u64) -> Vec<Outcome> {
+    const CONTENDERS: &[Contender] = &[
+        contender("shm", true, false, |c, w, n| {
+            crate::shm::throughput(c, w, n, 64)
+        }),
+        contender("rtrb", false, false, rtrb_throughput),
+        contender("crossbeam", false, false, crossbeam_throughput),
+        contender("disruptor", false, false, disruptor_throughput),
+    ];
+    interleave_throughput(clock, rounds, samples, CONTENDERS, |n| {
+        format!("{n}-throughput-paired")
+    })
+}
+
+/// Runs every contender's loop in turn, `rounds` times, `samples / rounds`
+/// messages a trial; one outcome per contender named by `row`.
+fn interleave_throughput(
+    clock: Clock,
+    rounds: u32,
+    samples: u64,
+    contenders: &[Contender],
+    row: fn(&str) -> String,
+) -> Vec<Outcome> {
+    // Each contender measures `samples` messages in all, a `rounds`th per trial.
+    let per_trial = (samples / rounds as u64).max(1);
     let warm = (per_trial / 10).max(10_000);
-    let mut rates: Vec<Vec<f64>> = vec![Vec::new(); CONTENDERS.len()];
+    let mut rates: Vec<Vec<f64>> = vec![Vec::new(); contenders.len()];
     for _ in 0..rounds {
-        for (i, (_, _, run)) in CONTENDERS.iter().enumerate() {
-            rates[i].push(run(clock, warm, per_trial).msgs_per_s.unwrap_or(0.0));
+        for (i, c) in contenders.iter().enumerate() {
+            rates[i].push((c.run)(clock, warm, per_trial).msgs_per_s.unwrap_or(0.0));
         }
     }
     let median = |v: &[f64]| {
@@ -699,30 +755,24 @@ pub fn throughput_interleaved(clock: Clock, rounds: u32, samples: u64) -> Vec<Ou
     };
     // Per round, the best peer one at a time and the best with batches.
     let best = |batch: bool, round: usize| {
-        CONTENDERS
+        contenders
             .iter()
             .zip(&rates)
-            .filter(|((name, b, _), _)| !name.starts_with("weft") && *b == batch)
+            .filter(|(c, _)| !c.weft && c.batch == batch)
             .map(|(_, r)| r[round])
             .fold(0.0, f64::max)
     };
-    CONTENDERS
+    contenders
         .iter()
         .zip(&rates)
-        .map(|((name, batch, _), r)| {
+        .map(|(c, r)| {
             let note = format!(
                 "{rounds} rounds of {per_trial}-message trials of every contender in turn; median rate over rounds"
             );
-            let o = Outcome::throughput(
-                &format!("interleaved-throughput-{name}"),
-                64,
-                per_trial * rounds as u64,
-                median(r),
-                &note,
-            );
-            if name.starts_with("weft") {
+            let o = Outcome::throughput(&row(c.name), 64, per_trial * rounds as u64, median(r), &note);
+            if c.weft {
                 let ratios: Vec<f64> = (0..r.len())
-                    .map(|k| r[k] / best(*batch, k).max(1.0))
+                    .map(|k| r[k] / best(c.batch, k).max(1.0))
                     .collect();
                 o.with("x_best_peer", median(&ratios))
             } else {

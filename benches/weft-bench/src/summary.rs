@@ -175,8 +175,17 @@ fn best_peer(outcomes: &[Outcome], run: u32, suffix: &str) -> Option<(String, f6
         })
 }
 
-/// weft's metric over the best peer's, within each run.
+/// weft's metric over the best peer's, within each run; for a paired
+/// scenario, its own ratio (`x_best_peer`: the median over its rounds of
+/// weft over the best peer of the same round).
 fn ratio_to_best_peer(outcomes: &[Outcome], weft: &str, suffix: &str) -> Option<Spread> {
+    let paired: Vec<f64> = runs(outcomes)
+        .into_iter()
+        .filter_map(|r| find(outcomes, r, weft)?.extra("x_best_peer"))
+        .collect();
+    if !paired.is_empty() {
+        return Spread::of(paired);
+    }
     let metric = if suffix == "pingpong" {
         Metric::P50
     } else {
@@ -411,10 +420,7 @@ pub const QUICK: &[&str] = &[
     "rtrb-pingpong",
     "crossbeam-pingpong",
     "disruptor-pingpong",
-    "shm-throughput",
-    "rtrb-throughput",
-    "crossbeam-throughput",
-    "disruptor-throughput",
+    "shm-throughput-paired",
     "floor-udp",
     "udp-pingpong",
     "udp-raw-throughput",
@@ -476,10 +482,10 @@ pub fn quick_table(outcomes: &[Outcome]) -> String {
         ),
         (
             "shm throughput, 64 B",
-            "shm-throughput",
+            "shm-throughput-paired",
             None,
             Metric::Rate,
-            Some("throughput"),
+            Some("throughput-paired"),
         ),
         (
             "udp round trip p50, 32 B",
@@ -526,7 +532,9 @@ pub fn quick_table(outcomes: &[Outcome]) -> String {
         t,
         "\nfloor: floor-shm (cache-line ping-pong) / floor-udp (raw UDP ping-pong) / udp-raw-throughput \
          (one datagram per send); lower is better for round trips, higher for throughput. \
-         Ratios are taken within each run, medians of {} runs.",
+         Ratios are taken within each run, medians of {} runs; shm throughput's /peer is \
+         the median over rounds of weft over the best peer of the same round (the loops \
+         alternate in short trials, shm-throughput-paired).",
         runs(outcomes).len()
     );
     if let Some(f) = median("floor-shm", Metric::P50).filter(|f| f.max > 1.5 * f.min) {
