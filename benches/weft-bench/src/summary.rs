@@ -364,6 +364,21 @@ pub fn target_ratios(outcomes: &[Outcome]) -> Vec<String> {
         "shm-throughput / best shm peer's throughput".into(),
         ratio_to_best_peer(outcomes, "shm-throughput", "throughput"),
     );
+    push(
+        "api-shm-throughput / best shm peer's throughput".into(),
+        ratio_to_best_peer(outcomes, "api-shm-throughput", "throughput"),
+    );
+    push(
+        "shm-throughput-paired: weft / best peer, same round".into(),
+        ratio_to_best_peer(outcomes, "shm-throughput-paired", "throughput-paired"),
+    );
+    // The interleaved rows carry their same-round ratio (the suffix is unused).
+    for w in ["processes", "threads", "batch", "api"] {
+        push(
+            format!("shm-throughput-interleaved: weft-{w} / best peer"),
+            ratio_to_best_peer(outcomes, &format!("interleaved-throughput-weft-{w}"), ""),
+        );
+    }
     for n in [2, 4, 8] {
         push(
             format!("shm-fanout-{n} / shm-fanout-1 producer ns per message"),
