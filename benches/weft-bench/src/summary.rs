@@ -356,22 +356,30 @@ pub fn target_ratios(outcomes: &[Outcome]) -> Vec<String> {
             }
         }
     }
-    push(
-        "shm-pingpong p50 / best shm peer's p50".into(),
-        ratio_to_best_peer(outcomes, "shm-pingpong", "pingpong"),
-    );
-    push(
-        "shm-throughput / best shm peer's throughput".into(),
-        ratio_to_best_peer(outcomes, "shm-throughput", "throughput"),
-    );
-    push(
-        "api-shm-throughput / best shm peer's throughput".into(),
-        ratio_to_best_peer(outcomes, "api-shm-throughput", "throughput"),
-    );
-    push(
-        "shm-throughput-paired: weft / best peer, same round".into(),
-        ratio_to_best_peer(outcomes, "shm-throughput-paired", "throughput-paired"),
-    );
+    for (label, weft, suffix) in [
+        (
+            "shm-pingpong p50 / best shm peer's p50",
+            "shm-pingpong",
+            "pingpong",
+        ),
+        (
+            "shm-throughput / best shm peer's throughput",
+            "shm-throughput",
+            "throughput",
+        ),
+        (
+            "api-shm-throughput / best shm peer's throughput",
+            "api-shm-throughput",
+            "throughput",
+        ),
+        (
+            "shm-throughput-paired: weft / best peer, same round",
+            "shm-throughput-paired",
+            "throughput-paired",
+        ),
+    ] {
+        push(label.into(), ratio_to_best_peer(outcomes, weft, suffix));
+    }
     // The interleaved rows carry their same-round ratio (the suffix is unused).
     for w in ["processes", "threads", "batch", "api"] {
         push(

@@ -383,6 +383,17 @@ impl ShmCounters {
     }
 }
 
+/// Counts a publication ring's subscribers (reads every consumer slot),
+/// logging the evictions since the last count first; false if the ring's
+/// file was truncated. A macro: the one- and many-publisher producers are
+/// different types with the same methods.
+macro_rules! count_subscribers {
+    ($ring:expr, $counters:expr) => {{
+        note_evictions($counters, $ring.evictions(), $ring.last_eviction());
+        $ring.consumers() > 0 && !$ring.truncated()
+    }};
+}
+
 #[derive(Debug)]
 pub(crate) enum PubInner {
     Shm {
@@ -436,10 +447,7 @@ impl PubInner {
                 connected,
                 counters.recount_due_now(),
                 counters,
-                |counters| {
-                    note_evictions(counters, ring.evictions(), ring.last_eviction());
-                    ring.consumers() > 0 && !ring.truncated()
-                },
+                |counters| count_subscribers!(ring, counters),
             ),
             PubInner::ShmMany {
                 ring,
@@ -449,10 +457,7 @@ impl PubInner {
                 connected,
                 counters.recount_due_now(),
                 counters,
-                |counters| {
-                    note_evictions(counters, ring.evictions(), ring.last_eviction());
-                    ring.consumers() > 0 && !ring.truncated()
-                },
+                |counters| count_subscribers!(ring, counters),
             ),
             PubInner::Udp { tx, .. } => SenderStatus(tx.consumer_status()).connected(),
         }
@@ -614,8 +619,7 @@ fn shm_admit(
         return Err(PublishError::TooLarge { len, max });
     }
     if !recount(connected, due, counters, |counters| {
-        note_evictions(counters, ring.evictions(), ring.last_eviction());
-        ring.consumers() > 0 && !ring.truncated()
+        count_subscribers!(ring, counters)
     }) {
         return Err(shm_unconnected(counters, ring.truncated()));
     }
