@@ -175,16 +175,22 @@ fn best_peer(outcomes: &[Outcome], run: u32, suffix: &str) -> Option<(String, f6
         })
 }
 
+/// A paired scenario's own ratio over runs (`x_best_peer`: the median over
+/// its rounds of weft over the best peer of the same round).
+fn paired_ratio(outcomes: &[Outcome], weft: &str) -> Option<Spread> {
+    Spread::of(
+        runs(outcomes)
+            .into_iter()
+            .filter_map(|r| find(outcomes, r, weft)?.extra("x_best_peer"))
+            .collect(),
+    )
+}
+
 /// weft's metric over the best peer's, within each run; for a paired
-/// scenario, its own ratio (`x_best_peer`: the median over its rounds of
-/// weft over the best peer of the same round).
+/// scenario, its own ratio ([`paired_ratio`]).
 fn ratio_to_best_peer(outcomes: &[Outcome], weft: &str, suffix: &str) -> Option<Spread> {
-    let paired: Vec<f64> = runs(outcomes)
-        .into_iter()
-        .filter_map(|r| find(outcomes, r, weft)?.extra("x_best_peer"))
-        .collect();
-    if !paired.is_empty() {
-        return Spread::of(paired);
+    if let Some(paired) = paired_ratio(outcomes, weft) {
+        return Some(paired);
     }
     let metric = if suffix == "pingpong" {
         Metric::P50
@@ -380,11 +386,10 @@ pub fn target_ratios(outcomes: &[Outcome]) -> Vec<String> {
     ] {
         push(label.into(), ratio_to_best_peer(outcomes, weft, suffix));
     }
-    // The interleaved rows carry their same-round ratio (the suffix is unused).
     for w in ["processes", "threads", "batch", "api"] {
         push(
             format!("shm-throughput-interleaved: weft-{w} / best peer"),
-            ratio_to_best_peer(outcomes, &format!("interleaved-throughput-weft-{w}"), ""),
+            paired_ratio(outcomes, &format!("interleaved-throughput-weft-{w}")),
         );
     }
     for n in [2, 4, 8] {

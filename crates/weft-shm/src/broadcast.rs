@@ -72,18 +72,12 @@ use crate::error::{ClaimError, PollError};
 use crate::frame::{self, align_broadcast_frame, Frame, FIRST_RESERVED_TYPE, TYPE_PADDING};
 use crate::liveness::{now_ns, ProcessId};
 use crate::mem::{crosses_tail_mark, line_end, RingMem, ZERO_AHEAD, ZERO_STEP};
+use crate::peer::slot_state::{ACTIVE, FREE, JOINING};
 use crate::peer::{PeerState, PeerWords};
 use crate::sync::{fence, AtomicU32, AtomicU64, Ordering, Padded, Zeroed};
 
 /// Bytes of a broadcast frame header: header word + sequence number.
 pub const BROADCAST_HEADER_LEN: usize = 16;
-
-const FREE: u32 = 0;
-const ACTIVE: u32 = 1;
-const EVICTED: u32 = 2;
-/// Joining: the producer keeps the slot's cursor's lap free but does not count
-/// the slot as a consumer yet (module doc, "Joining").
-const JOINING: u32 = 3;
 
 /// What the producer does when the slowest consumer is a full ring behind.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -584,9 +578,9 @@ impl Producer {
                 slow,
             );
             let evictions = &self.mem.ctrl().evictions;
-            if let Some(e) = reason.and_then(|r| {
-                crate::peer::evict(&slot.state, (state, EVICTED), evictions, &slot.peer, r)
-            }) {
+            if let Some(e) = reason
+                .and_then(|r| crate::peer::evict(&slot.state, state, evictions, &slot.peer, r))
+            {
                 self.last_eviction = Some(e);
                 self.watch[i].reset();
                 continue;
@@ -844,7 +838,7 @@ impl Consumer {
             // `Producer::rescan` and `consumers`: whoever sees us active sees
             // our start, and everything it commits afterwards lies at or past
             // it (the headers we walked were committed before it looked).
-            if crate::peer::finish_join(&self.slot().state, (JOINING, ACTIVE)) {
+            if crate::peer::finish_join(&self.slot().state) {
                 return;
             }
             // Evicted while joining: we stalled for the eviction timeout
@@ -1420,7 +1414,10 @@ mod tests {
             std::thread::sleep(Duration::from_millis(1));
         }
         assert_eq!(p.evictions(), 1);
-        assert_eq!(p.mem.slots()[0].state.load(Ordering::Acquire), EVICTED);
+        assert_eq!(
+            p.mem.slots()[0].state.load(Ordering::Acquire),
+            crate::peer::slot_state::EVICTED
+        );
     }
 
     #[test]

@@ -84,18 +84,12 @@ use crate::error::{ClaimError, PollError};
 use crate::frame::{self, align_frame, Frame, FIRST_RESERVED_TYPE, TYPE_PADDING};
 use crate::liveness::{now_ns, ProcessId};
 use crate::mem::RingMem;
+use crate::peer::slot_state::{ACTIVE, FREE, JOINING};
 use crate::peer::{PeerState, PeerWords};
 use crate::sync::{fence, AtomicU32, AtomicU64, Ordering, Padded, Zeroed};
 
 /// Bytes of a frame header: header word + stamp word.
 pub const HEADER_LEN: usize = 16;
-
-const FREE: u32 = 0;
-const ACTIVE: u32 = 1;
-const EVICTED: u32 = 2;
-/// Joining: producers keep the slot's cursor's lap free but do not count it
-/// as a consumer yet (module doc, "Joining").
-const JOINING: u32 = 3;
 
 /// How often (ns) a consumer stuck at a claim probes the claim's owner.
 const STALL_PROBE_NS: u64 = 1_000_000;
@@ -589,9 +583,9 @@ impl Producer {
                 slow,
             );
             let evictions = &self.mem.ctrl().evictions;
-            if let Some(e) = reason.and_then(|r| {
-                crate::peer::evict(&slot.state, (state, EVICTED), evictions, &slot.peer, r)
-            }) {
+            if let Some(e) = reason
+                .and_then(|r| crate::peer::evict(&slot.state, state, evictions, &slot.peer, r))
+            {
                 self.last_eviction = Some(e);
                 self.watch[i].reset();
                 continue;
@@ -813,7 +807,7 @@ impl Consumer {
             // `Producer::rescan` and `consumers`: a producer that sees us
             // active claims by a CAS of `tail` ordered after our load of it,
             // so at or past our start.
-            if crate::peer::finish_join(&self.slot().state, (JOINING, ACTIVE)) {
+            if crate::peer::finish_join(&self.slot().state) {
                 return;
             }
             // Evicted while joining (stalled for the eviction timeout): again.

@@ -247,29 +247,53 @@ impl BlockerWatch {
     }
 }
 
-/// Ends a consumer's join: moves its slot from `joining` to `active` (CAS,
+/// The `state` word of a consumer slot in both broadcast rings.
+pub(crate) mod slot_state {
+    /// No consumer.
+    pub(crate) const FREE: u32 = 0;
+    /// A counted consumer.
+    pub(crate) const ACTIVE: u32 = 1;
+    /// Cut loose by a producer; the consumer may rejoin.
+    pub(crate) const EVICTED: u32 = 2;
+    /// Joining: producers keep the slot's cursor's lap free but do not count
+    /// it as a consumer yet (`broadcast` module doc, "Joining").
+    pub(crate) const JOINING: u32 = 3;
+}
+
+/// Ends a consumer's join: moves its slot from joining to active (CAS,
 /// Release: pairs with the Acquire load of the state in a producer's rescan
 /// and in its consumer count, so whoever sees the slot active sees the
 /// cursor stored before, the joiner's start). False if a producer evicted
 /// the slot meanwhile (the joiner stalled for the eviction timeout).
-pub(crate) fn finish_join(state: &AtomicU32, (joining, active): (u32, u32)) -> bool {
+pub(crate) fn finish_join(state: &AtomicU32) -> bool {
     state
-        .compare_exchange(joining, active, Ordering::Release, Ordering::Relaxed)
+        .compare_exchange(
+            slot_state::JOINING,
+            slot_state::ACTIVE,
+            Ordering::Release,
+            Ordering::Relaxed,
+        )
         .is_ok()
 }
 
-/// Moves a consumer slot from `active` to `evicted` (CAS, so a consumer
-/// leaving at the same moment wins), counts it in `evictions`, and names the
-/// consumer; `None` if the slot was no longer active.
+/// Moves a consumer slot from `from` (active or joining, as the producer saw
+/// it) to evicted (CAS, so a consumer leaving at the same moment wins),
+/// counts it in `evictions`, and names the consumer; `None` if the slot had
+/// moved on.
 pub(crate) fn evict(
     state: &AtomicU32,
-    (active, evicted): (u32, u32),
+    from: u32,
     evictions: &AtomicU64,
     peer: &PeerWords,
     reason: EvictReason,
 ) -> Option<Eviction> {
     state
-        .compare_exchange(active, evicted, Ordering::AcqRel, Ordering::Relaxed)
+        .compare_exchange(
+            from,
+            slot_state::EVICTED,
+            Ordering::AcqRel,
+            Ordering::Relaxed,
+        )
         .ok()?;
     evictions.fetch_add(1, Ordering::Relaxed);
     let pid = ProcessId::from_word(peer.holder.load(Ordering::Relaxed)).map_or(0, |p| p.pid);
