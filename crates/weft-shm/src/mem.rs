@@ -72,6 +72,20 @@ impl Area {
         self.mask + 1
     }
 
+    /// The 8-byte word at `off`, not masked: for a run of words whose whole
+    /// range the caller has checked, so that each costs one instruction.
+    ///
+    /// # Safety
+    /// `off` is 8-aligned and `off + 8 <= capacity`.
+    #[cfg(not(loom))]
+    #[inline(always)]
+    unsafe fn word_in_range(&self, off: usize) -> &AtomicU64 {
+        debug_assert!(off % 8 == 0 && off + 8 <= self.capacity());
+        // SAFETY: in the area and aligned, by the caller's contract (the base
+        // is 8-aligned); the memory lives as long as `self`, as in `word`.
+        unsafe { &*(self.base.as_ptr().add(off) as *const AtomicU64) }
+    }
+
     /// The 8-byte word at `off` (masked into range, rounded down to 8).
     #[inline(always)]
     pub(crate) fn word(&self, off: usize) -> &AtomicU64 {
@@ -101,7 +115,9 @@ impl Area {
     pub(crate) unsafe fn copy_in(&self, off: usize, src: &[u8]) {
         debug_assert!(off + src.len() <= self.capacity());
         #[cfg(not(loom))]
-        if off % 8 == 0 && src.len() <= SMALL_COPY {
+        let off = off & self.mask;
+        #[cfg(not(loom))]
+        if off % 8 == 0 && src.len() <= SMALL_COPY && src.len() <= self.capacity() - off {
             // A small message goes in as 8-byte word stores, not by a call
             // to `memcpy`: the words are 8-aligned, so no store is split
             // across two cache lines, where `memcpy`'s wide stores split
@@ -114,6 +130,10 @@ impl Area {
             // stored: a load issued after stores into the ring waits for them
             // here, and loads interleaved with the stores cost a stream of
             // 64-byte messages 2.5x its rate (docs/shm.md, "third round").
+            //
+            // The range was checked whole above, so each word is addressed
+            // from `off` without masking its own offset: one store a word
+            // rather than three instructions (docs/shm.md, "seventh round").
             let blocks = src.chunks_exact(64);
             let blocks_rest = blocks.remainder();
             let tail_words = blocks_rest.chunks_exact(8);
@@ -129,7 +149,8 @@ impl Area {
                 // back between the stores.
                 std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::SeqCst);
                 for (i, w) in v.into_iter().enumerate() {
-                    self.word(at + i * 8).store(w, Ordering::Relaxed);
+                    // SAFETY: `at + i * 8 + 8 <= off + src.len() <= capacity`, 8-aligned.
+                    unsafe { self.word_in_range(at + i * 8) }.store(w, Ordering::Relaxed);
                 }
                 at += 64;
             }
@@ -143,7 +164,8 @@ impl Area {
             let v: [u64; 7] = std::array::from_fn(|i| if i < n { word_at(i) } else { 0 });
             std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::SeqCst);
             for (i, w) in v.into_iter().enumerate().take(n) {
-                self.word(at + i * 8).store(w, Ordering::Relaxed);
+                // SAFETY: as above: the `n` whole words lie inside the checked range.
+                unsafe { self.word_in_range(at + i * 8) }.store(w, Ordering::Relaxed);
             }
             // The last partial word byte for byte: a claim's later bytes may
             // already be written.
