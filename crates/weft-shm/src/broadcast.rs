@@ -13,8 +13,9 @@
 //!           cursor AtomicU64   consumer position           progress AtomicU64  polls so far
 //!           state  AtomicU32   0 free, 1 active, 2 evicted  lapped   AtomicU64  frames missed
 //!           peer   PeerWords   holder pid, heartbeat
-//! +4096·k data area; frames have a 16-byte header: the common header word, then
-//!         the frame's sequence number (0, 1, 2, … per producer)
+//! +4096·k data area; a reliable-mode frame starts with the common header word
+//!         alone (8 bytes); an overwrite-mode frame's header is 16 bytes, the header
+//!         word, then the frame's sequence number (0, 1, 2, … per producer)
 //! ```
 //!
 //! ## Reliable mode
@@ -76,8 +77,14 @@ use crate::peer::slot_state::{ACTIVE, FREE, JOINING};
 use crate::peer::{PeerState, PeerWords};
 use crate::sync::{fence, AtomicU32, AtomicU64, Ordering, Padded, Zeroed};
 
-/// Bytes of a broadcast frame header: header word + sequence number.
-pub const BROADCAST_HEADER_LEN: usize = 16;
+/// Bytes of a reliable-mode frame header: the header word alone. A reliable
+/// consumer finds frames by their headers, in order, and never needs a
+/// sequence number (layout version 9; docs/shm.md, "seventh round").
+pub const RELIABLE_HEADER_LEN: usize = 8;
+
+/// Bytes of an overwrite-mode frame header: the header word, then the frame's
+/// sequence number, from which a lapped consumer counts what it missed.
+pub const OVERWRITE_HEADER_LEN: usize = 16;
 
 /// What the producer does when the slowest consumer is a full ring behind.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -87,6 +94,18 @@ pub enum Mode {
     Reliable,
     /// Never wait: overwrite the oldest frames; lapped consumers are told.
     Overwrite,
+}
+
+impl Mode {
+    /// Bytes of a frame header in this mode: [`RELIABLE_HEADER_LEN`] or
+    /// [`OVERWRITE_HEADER_LEN`].
+    #[inline(always)]
+    pub const fn header_len(self) -> usize {
+        match self {
+            Mode::Reliable => RELIABLE_HEADER_LEN,
+            Mode::Overwrite => OVERWRITE_HEADER_LEN,
+        }
+    }
 }
 
 /// Sizes and policy of a broadcast ring.
@@ -138,7 +157,7 @@ impl BroadcastConfig {
                 self.max_consumers
             )));
         }
-        crate::spsc::validate_sizes(self.capacity, self.max_payload, 16)
+        crate::spsc::validate_sizes(self.capacity, self.max_payload, self.mode.header_len())
     }
 }
 
@@ -287,7 +306,7 @@ mod shm {
             crate::spsc::validate_sizes(
                 info.capacity as usize,
                 Some(params.max_payload),
-                BROADCAST_HEADER_LEN,
+                params.mode.header_len(),
             )
             .map_err(|e| ShmError::Corrupt {
                 path: path.clone(),
@@ -341,6 +360,7 @@ pub struct Producer {
     mem: Mem,
     params: Params,
     tail: u64,
+    /// Overwrite mode: the next frame's sequence number.
     seq: u64,
     /// Reliable mode: may write up to here without rescanning the slots.
     limit: u64,
@@ -461,7 +481,7 @@ impl Producer {
     #[inline(always)]
     pub fn offer(&mut self, type_id: u32, payload: &[u8]) -> Result<(), ClaimError> {
         let (frame_off, pad) = self.reserve(payload.len(), type_id)?;
-        let at = frame_off + BROADCAST_HEADER_LEN;
+        let at = frame_off + self.params.mode.header_len();
         match self.params.mode {
             // SAFETY: `reserve` handed us this frame's range, inside the area, and no
             // active consumer reads it before the frame is published.
@@ -494,7 +514,7 @@ impl Producer {
             return Err(ClaimError::ReservedType(type_id));
         }
         let cap = self.mem.area.capacity();
-        let frame_len = align_broadcast_frame(BROADCAST_HEADER_LEN + len);
+        let frame_len = align_broadcast_frame(self.params.mode.header_len() + len);
         let off = self.tail as usize & (cap - 1);
         let pad = if frame_len > cap - off { cap - off } else { 0 };
         let end = self.tail + (pad + frame_len) as u64;
@@ -606,31 +626,30 @@ impl Producer {
     fn publish(&mut self, frame_off: usize, pad: usize, len: usize, type_id: u32) -> u64 {
         let area = &self.mem.area;
         let cap = area.capacity();
-        let next = self.tail + (pad + align_broadcast_frame(BROADCAST_HEADER_LEN + len)) as u64;
+        let header_len = self.params.mode.header_len();
+        let next = self.tail + (pad + align_broadcast_frame(header_len + len)) as u64;
         // The next header goes at `next`: empty until then. Reliable mode:
         // a word that starts a line was zeroed ahead (`zero_to`), so only one
         // inside the frame's last line, which we hold, is stored here.
         if self.params.mode == Mode::Overwrite || next % 64 != 0 {
             area.word(next as usize).store(0, Ordering::Relaxed);
         }
-        area.word(frame_off + 8).store(self.seq, Ordering::Relaxed);
+        if self.params.mode == Mode::Overwrite {
+            area.word(frame_off + 8).store(self.seq, Ordering::Relaxed);
+            self.seq += 1;
+        }
         let first = self.tail as usize & (cap - 1);
         if pad != 0 {
-            area.word(frame_off).store(
-                frame::pack(BROADCAST_HEADER_LEN + len, type_id),
-                Ordering::Relaxed,
-            );
+            area.word(frame_off)
+                .store(frame::pack(header_len + len, type_id), Ordering::Relaxed);
             // SYNC POINT: pairs with reliable consumers' Acquire load of this header.
             area.word(first)
                 .store(frame::pack(pad, TYPE_PADDING), Ordering::Release);
         } else {
             // SYNC POINT: as above.
-            area.word(first).store(
-                frame::pack(BROADCAST_HEADER_LEN + len, type_id),
-                Ordering::Release,
-            );
+            area.word(first)
+                .store(frame::pack(header_len + len, type_id), Ordering::Release);
         }
-        self.seq += 1;
         if self.params.mode == Mode::Overwrite {
             // SYNC POINT: pairs with the Acquire load in `Consumer::newest` (only
             // overwrite-mode consumers resynchronise to the newest frame).
@@ -712,10 +731,10 @@ impl Claim<'_> {
         // active consumer reads it (the producer stays a ring ahead of the slowest).
         // Overwrite mode: see above; lapped readers validate and discard their copy.
         unsafe {
-            self.producer
-                .mem
-                .area
-                .bytes_mut(self.frame_off + BROADCAST_HEADER_LEN, self.len)
+            self.producer.mem.area.bytes_mut(
+                self.frame_off + self.producer.params.mode.header_len(),
+                self.len,
+            )
         }
     }
 
@@ -736,7 +755,7 @@ pub struct Consumer {
     slot: usize,
     cursor: u64,
     progress: u64,
-    /// Sequence number of the next frame, once known.
+    /// Overwrite mode: sequence number of the next frame, once known.
     expected: Option<u64>,
     /// Overwrite mode: the validated copy handed to the application.
     scratch: Box<[u8]>,
@@ -1006,24 +1025,15 @@ impl Consumer {
                 break;
             };
             if type_id != TYPE_PADDING {
-                let seq = area.word(off + 8).load(Ordering::Relaxed);
-                if self.expected.is_some_and(|e| e != seq) {
-                    result = Err(PollError::Corrupt {
-                        position: self.cursor,
-                        header: w,
-                    });
-                    break;
-                }
-                self.expected = Some(seq + 1);
                 #[cfg(not(loom))]
                 // SAFETY: committed (header acquired) and not reusable by the producer
                 // until our cursor passes it, after `f` returns.
-                let payload = unsafe { area.bytes(off + BROADCAST_HEADER_LEN, payload_len) };
+                let payload = unsafe { area.bytes(off + RELIABLE_HEADER_LEN, payload_len) };
                 #[cfg(loom)]
                 let payload = &{
                     let mut v = vec![0u8; payload_len];
                     // SAFETY: as above.
-                    unsafe { area.copy_out(off + BROADCAST_HEADER_LEN, &mut v) };
+                    unsafe { area.copy_out(off + RELIABLE_HEADER_LEN, &mut v) };
                     v
                 }[..];
                 f(Frame::new(type_id, payload));
@@ -1091,7 +1101,7 @@ impl Consumer {
             if let Some((_, type_id, payload_len)) = checked {
                 if type_id != TYPE_PADDING {
                     self.mem.area.copy_out_racy(
-                        off + BROADCAST_HEADER_LEN,
+                        off + OVERWRITE_HEADER_LEN,
                         &mut self.scratch[..payload_len],
                     );
                 }
@@ -1140,18 +1150,19 @@ impl Consumer {
     #[inline(always)]
     fn check(&self, off: usize, w: u64) -> Option<(usize, u32, usize)> {
         let cap = self.mem.area.capacity();
+        let header_len = self.params.mode.header_len();
         let len = frame::len_of(w);
         let frame_len = align_broadcast_frame(len);
         let type_id = frame::type_of(w);
         let ok = if type_id == TYPE_PADDING {
             len >= 8 && off + frame_len == cap
         } else {
-            len >= BROADCAST_HEADER_LEN
+            len >= header_len
                 && type_id < FIRST_RESERVED_TYPE
-                && len - BROADCAST_HEADER_LEN <= self.params.max_payload
+                && len - header_len <= self.params.max_payload
                 && off + frame_len <= cap
         };
-        ok.then_some((frame_len, type_id, len.saturating_sub(BROADCAST_HEADER_LEN)))
+        ok.then_some((frame_len, type_id, len.saturating_sub(header_len)))
     }
 
     /// `Closed` if the producer has closed and nothing is left. The order matters:
@@ -1376,7 +1387,7 @@ mod tests {
         });
         let p = producer.join().unwrap();
         assert!(
-            matches!(r, Err(PollError::Overrun { from: 0, to: 80 })),
+            matches!(r, Err(PollError::Overrun { from: 0, to: 72 })),
             "{r:?}"
         );
         let skipped = c.rejoin();
@@ -1406,7 +1417,8 @@ mod tests {
             sent += 1;
             assert_eq!(a.poll(usize::MAX, |_| {}), Ok(1));
         }
-        assert_eq!(sent, 1024 / 80);
+        // 72-byte frames (an 8-byte header): 14 fit before the lap's end.
+        assert_eq!(sent, 1024 / (RELIABLE_HEADER_LEN as u64 + 64));
         // It makes no progress: evicted after the timeout, then the stream goes on.
         let started = std::time::Instant::now();
         while p.offer(1, &[1; 64]).is_err() {

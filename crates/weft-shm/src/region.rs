@@ -48,7 +48,9 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"WEFTRING");
 ///    consumer streams by it, and a joiner would start behind the newest).
 /// 8: broadcast consumers join through a JOINING slot state (a version-7
 ///    producer would ignore such a slot and could overwrite its first lap).
-pub const LAYOUT_VERSION: u32 = 8;
+/// 9: reliable broadcast frames have an 8-byte header, no sequence number (a
+///    version-8 consumer would read the payload's first word as one).
+pub const LAYOUT_VERSION: u32 = 9;
 /// Bytes of the region header; the ring starts here.
 pub const REGION_HEADER_LEN: usize = 4096;
 const INITIALIZED_OFF: usize = 128;
