@@ -480,15 +480,27 @@ impl Producer {
     /// never race with plain writes (see [`Claim::payload_mut`]).
     #[inline(always)]
     pub fn offer(&mut self, type_id: u32, payload: &[u8]) -> Result<(), ClaimError> {
-        let (frame_off, pad) = self.reserve(payload.len(), type_id)?;
-        let at = frame_off + self.params.mode.header_len();
+        // The mode is read once: each arm passes it on as a constant, so
+        // the inlined claim and publish carry no test of it of their own
+        // (each was a load and a branch, reloaded after the ring's stores).
         match self.params.mode {
+            Mode::Reliable => self.offer_in(Mode::Reliable, type_id, payload),
+            Mode::Overwrite => self.offer_in(Mode::Overwrite, type_id, payload),
+        }
+    }
+
+    /// [`Producer::offer`] in `mode`, the ring's own.
+    #[inline(always)]
+    fn offer_in(&mut self, mode: Mode, type_id: u32, payload: &[u8]) -> Result<(), ClaimError> {
+        let (frame_off, pad) = self.reserve_in(mode, payload.len(), type_id)?;
+        let at = frame_off + mode.header_len();
+        match mode {
             // SAFETY: `reserve` handed us this frame's range, inside the area, and no
             // active consumer reads it before the frame is published.
             Mode::Reliable => unsafe { self.mem.area.copy_in(at, payload) },
             Mode::Overwrite => self.mem.area.copy_in_racy(at, payload),
         }
-        self.publish(frame_off, pad, payload.len(), type_id);
+        self.publish_in(mode, frame_off, pad, payload.len(), type_id);
         Ok(())
     }
 
@@ -504,6 +516,17 @@ impl Producer {
 
     #[inline(always)]
     fn reserve(&mut self, len: usize, type_id: u32) -> Result<(usize, usize), ClaimError> {
+        self.reserve_in(self.params.mode, len, type_id)
+    }
+
+    /// [`Producer::reserve`] in `mode`, the ring's own.
+    #[inline(always)]
+    fn reserve_in(
+        &mut self,
+        mode: Mode,
+        len: usize,
+        type_id: u32,
+    ) -> Result<(usize, usize), ClaimError> {
         if len > self.params.max_payload {
             return Err(ClaimError::TooLarge {
                 len,
@@ -514,11 +537,11 @@ impl Producer {
             return Err(ClaimError::ReservedType(type_id));
         }
         let cap = self.mem.area.capacity();
-        let frame_len = align_broadcast_frame(self.params.mode.header_len() + len);
+        let frame_len = align_broadcast_frame(mode.header_len() + len);
         let off = self.tail as usize & (cap - 1);
         let pad = if frame_len > cap - off { cap - off } else { 0 };
         let end = self.tail + (pad + frame_len) as u64;
-        match self.params.mode {
+        match mode {
             Mode::Reliable => {
                 if end + 8 > self.limit {
                     self.rescan(end + 8)?;
@@ -624,17 +647,30 @@ impl Producer {
 
     #[inline(always)]
     fn publish(&mut self, frame_off: usize, pad: usize, len: usize, type_id: u32) -> u64 {
+        self.publish_in(self.params.mode, frame_off, pad, len, type_id)
+    }
+
+    /// [`Producer::publish`] in `mode`, the ring's own.
+    #[inline(always)]
+    fn publish_in(
+        &mut self,
+        mode: Mode,
+        frame_off: usize,
+        pad: usize,
+        len: usize,
+        type_id: u32,
+    ) -> u64 {
         let area = &self.mem.area;
         let cap = area.capacity();
-        let header_len = self.params.mode.header_len();
+        let header_len = mode.header_len();
         let next = self.tail + (pad + align_broadcast_frame(header_len + len)) as u64;
         // The next header goes at `next`: empty until then. Reliable mode:
         // a word that starts a line was zeroed ahead (`zero_to`), so only one
         // inside the frame's last line, which we hold, is stored here.
-        if self.params.mode == Mode::Overwrite || next % 64 != 0 {
+        if mode == Mode::Overwrite || next % 64 != 0 {
             area.word(next as usize).store(0, Ordering::Relaxed);
         }
-        if self.params.mode == Mode::Overwrite {
+        if mode == Mode::Overwrite {
             area.word(frame_off + 8).store(self.seq, Ordering::Relaxed);
             self.seq += 1;
         }
@@ -650,7 +686,7 @@ impl Producer {
             area.word(first)
                 .store(frame::pack(header_len + len, type_id), Ordering::Release);
         }
-        if self.params.mode == Mode::Overwrite {
+        if mode == Mode::Overwrite {
             // SYNC POINT: pairs with the Acquire load in `Consumer::newest` (only
             // overwrite-mode consumers resynchronise to the newest frame).
             self.mem
@@ -659,7 +695,7 @@ impl Producer {
                 .store(self.tail + pad as u64, Ordering::Release);
         }
         let from = std::mem::replace(&mut self.tail, next);
-        match self.params.mode {
+        match mode {
             Mode::Overwrite => self.store_tail(),
             Mode::Reliable => {
                 // Consumers find frames by their headers; `tail` is for
