@@ -956,16 +956,8 @@ impl Subscription {
         // stream's losses and session changes into its ring.
         let mut bytes = 0;
         let result = r.poll(limit, |frame| {
-            let p = frame.payload();
-            // One call of `f` per frame, and the rare frame types decoded out
-            // of line, so that `f` is inlined once and this closure into the
-            // ring's loop (docs/shm.md, "seventh round").
-            let event = match frame.type_id() {
-                TYPE_MESSAGE => Event::Message(p),
-                t => match other_event(t, p, latency) {
-                    Some(e) => e,
-                    None => return,
-                },
+            let Some(event) = frame_event(frame.type_id(), frame.payload(), latency) else {
+                return;
             };
             if let Event::Message(m) = event {
                 bytes += m.len() as u64;
@@ -998,15 +990,9 @@ impl Subscription {
         match &mut self.inner {
             SubInner::Udp { ring, latency, .. } => {
                 let r = ring.poll(limit, |frame| {
-                    let p = frame.payload();
-                    let event = match frame.type_id() {
-                        TYPE_MESSAGE => Event::Message(p),
-                        t => match other_event(t, p, latency) {
-                            Some(e) => e,
-                            None => return,
-                        },
-                    };
-                    f(event);
+                    if let Some(event) = frame_event(frame.type_id(), frame.payload(), latency) {
+                        f(event);
+                    }
                 });
                 match r {
                     Ok(n) => Ok(n),
@@ -1349,6 +1335,18 @@ fn unstamp<'a>(p: &'a [u8], latency: &Histogram) -> Option<&'a [u8]> {
         latency.record(now - sent);
     }
     Some(m)
+}
+
+/// A subscription ring's frame as the event to hand over (`None`: skip it).
+/// A plain message inline, the rest out of line ([`other_event`]), so that
+/// a poll calls its closure once a frame and the closure is inlined once,
+/// into the ring's loop (docs/shm.md, "seventh round", finding 35).
+#[inline(always)]
+fn frame_event<'a>(type_id: u32, p: &'a [u8], latency: &Histogram) -> Option<Event<'a>> {
+    match type_id {
+        TYPE_MESSAGE => Some(Event::Message(p)),
+        t => other_event(t, p, latency),
+    }
 }
 
 /// A frame other than a plain message as an event: a stamped message (its
