@@ -716,6 +716,18 @@ impl Region {
                     return Err(ShmError::OwnerAlive { path, pid });
                 }
             }
+            Err(ShmError::VersionMismatch { .. }) => {
+                // Left by another weft build (an upgrade, a rollback): its
+                // header's first words keep their places across layout
+                // versions, so its creator can be judged, and a dead one's
+                // file goes like any stale one. Without this a process that
+                // inherits the pid of an old build's crashed process could
+                // not create its own counters file (`counters.PID.N`).
+                let creator = Self::creator_word(&dir, &path, name)?;
+                if let Some(p) = ProcessId::from_word(creator).filter(|p| p.is_alive()) {
+                    return Err(ShmError::OwnerAlive { path, pid: p.pid });
+                }
+            }
             Err(ShmError::NotInitialized { creator_pid, .. }) => {
                 // Only the creator writes an uninitialised region; if it still runs,
                 // it may be about to finish.
@@ -735,6 +747,17 @@ impl Region {
             Err(e) => return Err(e),
         }
         dir.remove(&path, name)
+    }
+
+    /// The creator word of the region file `name`, read from its header
+    /// without validating the rest (for a file of another layout version).
+    fn creator_word(dir: &TrustedDir, path: &Path, name: &str) -> Result<u64, ShmError> {
+        use std::os::unix::fs::FileExt;
+        let file = dir.open_file(path, name, None)?;
+        let mut info = [0u8; std::mem::size_of::<RegionInfo>()];
+        file.read_exact_at(&mut info, 0)
+            .map_err(|e| io_err("read", path, e))?;
+        Ok(bytemuck::pod_read_unaligned::<RegionInfo>(&info).creator)
     }
 
     /// The creator's handle keeps its file when dropped (and when the
@@ -1437,6 +1460,16 @@ mod tests {
         );
         Region::reclaim(&d.opts(), "r").unwrap();
         assert!(!path.exists());
+        // A file of another layout version: judged by its creator too.
+        let path = d.region();
+        patch(&path, 8, &(LAYOUT_VERSION - 1).to_le_bytes());
+        assert!(matches!(
+            Region::reclaim(&d.opts(), "r"),
+            Err(ShmError::OwnerAlive { .. })
+        ));
+        patch(&path, 56, &dead.to_word().to_le_bytes());
+        Region::reclaim(&d.opts(), "r").unwrap();
+        assert!(!path.exists(), "an old build's stale file is removed");
         std::fs::write(&path, vec![0xAB; 8192]).unwrap();
         assert!(
             matches!(
