@@ -39,14 +39,31 @@ fn shm_uri(tag: &str, bytes: usize) -> String {
     format!("shm:bench-{}-{tag}?capacity={capacity}", std::process::id())
 }
 
+/// How long [`offer`] waits for a subscriber, or for room, before it says
+/// the other side is gone: a benchmark whose peer process died (it panicked
+/// before subscribing, say) fails instead of spinning a core for ever.
+const OFFER_PATIENCE: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Offers `msg` until `publ` takes it, running the node's work in between (a
 /// UDP publication needs its send task; a shared-memory one needs a subscriber).
+/// Panics after [`OFFER_PATIENCE`] without success (the clock is read only
+/// while refused, once per 4,096 tries).
 pub(crate) fn offer(node: &mut Node, publ: &mut Publication, msg: &[u8]) {
+    let mut tries = 0u32;
+    let mut since = None;
     loop {
         match publ.offer(msg) {
             Ok(()) => return,
-            Err(PublishError::BackPressured | PublishError::NotConnected) => {
+            Err(e @ (PublishError::BackPressured | PublishError::NotConnected)) => {
                 node.do_work();
+                tries = tries.wrapping_add(1);
+                if tries % 4096 == 0 {
+                    let started = *since.get_or_insert_with(std::time::Instant::now);
+                    assert!(
+                        started.elapsed() < OFFER_PATIENCE,
+                        "offer: {e} for {OFFER_PATIENCE:?}: the other side is gone"
+                    );
+                }
             }
             Err(e) => panic!("offer: {e}"),
         }
