@@ -1363,15 +1363,15 @@ fn other_event<'a>(type_id: u32, p: &'a [u8], latency: &Histogram) -> Option<Eve
     }
 }
 
-/// A frame of weft's in-process ring as an event; `None` for a frame of a
-/// type weft does not write (skipped).
+/// An event frame of weft's in-process ring (loss, new session, publisher
+/// gone) as an event; `None` for a type weft does not write (skipped).
+/// Messages are [`frame_event`]'s.
 fn decode(type_id: u32, p: &[u8]) -> Option<Event<'_>> {
     let word = |i: usize| -> u64 {
         p.get(i * 8..i * 8 + 8)
             .map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
     };
     match type_id {
-        TYPE_MESSAGE => Some(Event::Message(p)),
         TYPE_LOSS => Some(Event::Loss {
             from: word(0),
             to: word(1),

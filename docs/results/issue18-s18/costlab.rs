@@ -57,47 +57,42 @@ fn run(
     })
 }
 
+/// The stepper of a raw weft ring: its producer `tx` offers each message
+/// whole, its consumer `rx` checks each one's sequence number in place (the
+/// SPSC and broadcast rings have the same `offer` and `poll`, not a trait).
+macro_rules! ring_step {
+    ($name:expr, $tx:expr, $rx:expr) => {{
+        let (mut tx, mut rx) = ($tx, $rx);
+        run(
+            $name,
+            move |seq, msg| {
+                for s in seq..seq + K {
+                    msg[..8].copy_from_slice(&s.to_le_bytes());
+                    tx.offer(1, msg).unwrap();
+                }
+            },
+            move |next| {
+                rx.poll(usize::MAX, |f| {
+                    assert_eq!(u64::from_le_bytes(f.payload()[..8].try_into().unwrap()), *next);
+                    *next += 1;
+                })
+                .unwrap();
+            },
+        )
+    }};
+}
+
 fn spsc() -> Step {
     use weft_shm::spsc::{self, SpscConfig};
-    let (mut tx, mut rx) = spsc::channel(SpscConfig::new(256 * 1024)).unwrap();
-    run(
-        "spsc",
-        move |seq, msg| {
-            for s in seq..seq + K {
-                msg[..8].copy_from_slice(&s.to_le_bytes());
-                tx.offer(1, msg).unwrap();
-            }
-        },
-        move |next| {
-            rx.poll(usize::MAX, |f| {
-                assert_eq!(u64::from_le_bytes(f.payload()[..8].try_into().unwrap()), *next);
-                *next += 1;
-            })
-            .unwrap();
-        },
-    )
+    let (tx, rx) = spsc::channel(SpscConfig::new(256 * 1024)).unwrap();
+    ring_step!("spsc", tx, rx)
 }
 
 fn bcast() -> Step {
     use weft_shm::broadcast::{self, BroadcastConfig, Mode};
-    let mut tx = broadcast::channel(BroadcastConfig::new(256 * 1024, 4, Mode::Reliable)).unwrap();
-    let mut rx = tx.join().unwrap();
-    run(
-        "bcast",
-        move |seq, msg| {
-            for s in seq..seq + K {
-                msg[..8].copy_from_slice(&s.to_le_bytes());
-                tx.offer(1, msg).unwrap();
-            }
-        },
-        move |next| {
-            rx.poll(usize::MAX, |f| {
-                assert_eq!(u64::from_le_bytes(f.payload()[..8].try_into().unwrap()), *next);
-                *next += 1;
-            })
-            .unwrap();
-        },
-    )
+    let tx = broadcast::channel(BroadcastConfig::new(256 * 1024, 4, Mode::Reliable)).unwrap();
+    let rx = tx.join().unwrap();
+    ring_step!("bcast", tx, rx)
 }
 
 fn api() -> Step {
