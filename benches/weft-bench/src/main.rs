@@ -84,12 +84,12 @@ const SCENARIOS: &[Scenario] = scenarios![
     "shm-fanout-4", Shm, SIZE_RATE, "shm-fanout-1 with 4 subscriber processes";
     "shm-fanout-8", Shm, SIZE_RATE, "shm-fanout-1 with 8 subscriber processes";
     "rtrb-pingpong", Shm, RATE, "rtrb round trip, 32-byte messages, two pinned threads (peer)";
-    "rtrb-throughput", Shm, NONE, "rtrb one-way stream, two pinned threads, 4096 x 64-byte slots (256 KiB): push copies each whole 64-byte message in, pop copies it out; the reader waits as shm-throughput's (peer, msgs/s)";
+    "rtrb-throughput", Shm, NONE, "rtrb one-way stream, two pinned threads, 4096 x 64-byte slots, each on a cache line of its own (256 KiB): push copies each whole 64-byte message in, pop copies it out; the reader waits as shm-throughput's (peer, msgs/s)";
     "rtrb-throughput-chunks", Shm, NONE, "rtrb-throughput through rtrb's chunks: up to 32 messages written per write_chunk_uninit, every available one read per read_chunk (peer, msgs/s)";
     "crossbeam-pingpong", Shm, RATE, "crossbeam-channel (bounded, polled) round trip, 32-byte messages, two pinned threads (peer)";
-    "crossbeam-throughput", Shm, NONE, "crossbeam-channel (bounded to 4096, polled) one-way stream, two pinned threads: try_send copies each whole 64-byte message in, try_recv copies it out; it has no batch API; the reader waits as shm-throughput's (peer, msgs/s)";
+    "crossbeam-throughput", Shm, NONE, "crossbeam-channel (bounded to 4096, polled) one-way stream, two pinned threads: try_send copies each whole 64-byte message in, try_recv copies it out (its slots are 72 bytes, a stamp beside each message, as they come); it has no batch API; the reader waits as shm-throughput's (peer, msgs/s)";
     "disruptor-pingpong", Shm, RATE, "disruptor crate round trip, 32-byte events: a pinned busy-spin processor echoes into a second disruptor polled by the sender (peer)";
-    "disruptor-throughput", Shm, NONE, "disruptor crate one-way stream, two pinned threads, 4096 x 64-byte events (256 KiB): publish writes each whole event in place, an event poller reads each one's 8-byte sequence number in place and waits as shm-throughput's reader (peer, msgs/s)";
+    "disruptor-throughput", Shm, NONE, "disruptor crate one-way stream, two pinned threads, 4096 x 64-byte events, each on a cache line of its own (256 KiB): publish writes each whole event in place, an event poller reads each one's 8-byte sequence number in place and waits as shm-throughput's reader (peer, msgs/s)";
     "disruptor-throughput-batch", Shm, NONE, "disruptor-throughput with the disruptor's batch_publish of up to 32 events (peer, msgs/s)";
     "floor-udp", Udp, NONE, "raw UDP ping-pong of 64-byte datagrams on loopback, busy-polled: the network floor (round trip)";
     "floor-mcast", Udp, NONE, "floor-udp over multicast groups on 127.0.0.1, raw sockets: the kernel's multicast cost (round trip)";

@@ -46,6 +46,35 @@ impl<T: Send + 'static> PeerRx<T> for crossbeam_channel::Receiver<T> {
     }
 }
 
+/// A 64-byte message on a cache line of its own: the slot of the peers'
+/// 64-byte throughput rings (rtrb's, the disruptor's), so that each slot is
+/// one line, as weft's ring area starts on a page and its frames are laid
+/// out from there. A `[u8; 64]` slot lies wherever the allocator put the
+/// array: glibc places a 256 KiB one 16 bytes past a page when it maps it,
+/// anywhere once the process has freed a mapping that size, so each slot
+/// straddled two lines and the peer's rate depended on what the process had
+/// allocated before (the disruptor read 50–55 M msgs/s with its slots at 16
+/// bytes past a line and 74–83 on lines, same rounds:
+/// docs/results/issue18-s19/dis-align-1.txt). Aligned is the peers' best
+/// setting, and the same in every run. crossbeam's slot carries a stamp
+/// word beside the message (72 bytes), so aligning its message would double
+/// its ring; it keeps `[u8; 64]`.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+pub(crate) struct Line64(pub [u8; 64]);
+
+impl AsRef<[u8]> for Line64 {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl AsMut<[u8]> for Line64 {
+    fn as_mut(&mut self) -> &mut [u8] {
+        &mut self.0
+    }
+}
+
 /// A bounded queue's two ends (generic, so the hot loops call the peer's
 /// own methods directly, as its users would).
 type Pair<Tx, Rx> = (Tx, Rx);
@@ -131,15 +160,14 @@ fn pingpong<Tx: PeerTx<[u8; 32]>, Rx: PeerRx<[u8; 32]>>(
 /// time, timed as `shm-throughput` is: the median of [`TRIALS`] slices after
 /// warm-up.
 pub fn rtrb_throughput(clock: Clock, warmup: u64, samples: u64) -> Outcome {
-    let (tx, rx) = rtrb_pair::<64>(4096);
+    let (tx, rx) = rtrb::RingBuffer::<Line64>::new(4096);
     throughput(
         clock,
         warmup,
         samples,
-        tx,
-        rx,
+        (tx, rx, Line64([0u8; 64])),
         "rtrb-throughput",
-        "rtrb push/pop",
+        "rtrb push/pop, 64-byte slots on cache lines",
     )
 }
 
@@ -150,29 +178,32 @@ pub fn crossbeam_throughput(clock: Clock, warmup: u64, samples: u64) -> Outcome 
         clock,
         warmup,
         samples,
-        tx,
-        rx,
+        (tx, rx, [0u8; 64]),
         "crossbeam-throughput",
         "bounded crossbeam channel, try_send/try_recv",
     )
 }
 
-fn throughput<Tx: PeerTx<[u8; 64]>, Rx: PeerRx<[u8; 64]>>(
+/// A one-way stream of `msg`-sized messages (64 bytes) from `tx` to `rx`.
+fn throughput<M, Tx, Rx>(
     clock: Clock,
     warmup: u64,
     samples: u64,
-    mut tx: Tx,
-    mut rx: Rx,
+    (mut tx, mut rx, mut msg): (Tx, Rx, M),
     name: &str,
     what: &str,
-) -> Outcome {
+) -> Outcome
+where
+    M: AsRef<[u8]> + AsMut<[u8]> + Copy + Send + 'static,
+    Tx: PeerTx<M>,
+    Rx: PeerRx<M>,
+{
     let total = warmup + samples;
     let producer = std::thread::spawn(move || {
         pin(1);
-        let mut msg = [0u8; 64];
         let mut seq = 0u64;
         while seq < total {
-            msg[..8].copy_from_slice(&seq.to_le_bytes());
+            msg.as_mut()[..8].copy_from_slice(&seq.to_le_bytes());
             if tx.try_push(msg) {
                 seq += 1;
             } else {
@@ -186,7 +217,7 @@ fn throughput<Tx: PeerTx<[u8; 64]>, Rx: PeerRx<[u8; 64]>>(
     while next < total {
         if let Some(m) = rx.try_pop() {
             assert_eq!(
-                u64::from_le_bytes(m[..8].try_into().unwrap_or_default()),
+                u64::from_le_bytes(m.as_ref()[..8].try_into().unwrap_or_default()),
                 next,
                 "out of order"
             );
@@ -282,7 +313,7 @@ fn disruptor_throughput_with(clock: Clock, warmup: u64, samples: u64, batch: boo
     use disruptor::{build_single_producer, BusySpin, Polling, Producer};
     let total = warmup + samples;
     let (mut poller, builder) =
-        build_single_producer(4096, || [0u8; 64], BusySpin).new_event_poller();
+        build_single_producer(4096, || Line64([0u8; 64]), BusySpin).new_event_poller();
     let mut tx = builder.build();
     let producer = std::thread::spawn(move || {
         pin(1);
@@ -295,13 +326,13 @@ fn disruptor_throughput_with(clock: Clock, warmup: u64, samples: u64, batch: boo
                 tx.batch_publish(n as usize, |events| {
                     for e in events {
                         msg[..8].copy_from_slice(&seq.to_le_bytes());
-                        e.copy_from_slice(&msg);
+                        e.0.copy_from_slice(&msg);
                         seq += 1;
                     }
                 });
             } else {
                 msg[..8].copy_from_slice(&seq.to_le_bytes());
-                tx.publish(|e| e.copy_from_slice(&msg));
+                tx.publish(|e| e.0.copy_from_slice(&msg));
                 seq += 1;
             }
         }
@@ -314,7 +345,7 @@ fn disruptor_throughput_with(clock: Clock, warmup: u64, samples: u64, batch: boo
             Ok(mut events) => {
                 for e in &mut events {
                     assert_eq!(
-                        u64::from_le_bytes(e[..8].try_into().unwrap_or_default()),
+                        u64::from_le_bytes(e.0[..8].try_into().unwrap_or_default()),
                         next,
                         "out of order"
                     );
@@ -337,7 +368,7 @@ fn disruptor_throughput_with(clock: Clock, warmup: u64, samples: u64, batch: boo
         ("disruptor-throughput", String::new())
     };
     let note = format!(
-        "one-way, disruptor single producer{how} to an event poller, 4096 x 64-byte events, 2 pinned threads, median of {TRIALS} slices{}",
+        "one-way, disruptor single producer{how} to an event poller, 4096 x 64-byte events on cache lines, 2 pinned threads, median of {TRIALS} slices{}",
         crate::reader_idle::note()
     );
     Outcome::throughput(name, 64, samples, trials.median_rate(clock), &note)
@@ -348,7 +379,7 @@ fn disruptor_throughput_with(clock: Clock, warmup: u64, samples: u64, batch: boo
 /// consumer reads every slot available in one chunk; each commit is one
 /// position store.
 pub fn rtrb_throughput_chunks(clock: Clock, warmup: u64, samples: u64) -> Outcome {
-    let (mut tx, mut rx) = rtrb_pair::<64>(4096);
+    let (mut tx, mut rx) = rtrb::RingBuffer::<Line64>::new(4096);
     let total = warmup + samples;
     let producer = std::thread::spawn(move || {
         pin(1);
@@ -364,8 +395,8 @@ pub fn rtrb_throughput_chunks(clock: Clock, warmup: u64, samples: u64) -> Outcom
             };
             let first = seq;
             seq += chunk.fill_from_iter((first..first + n).map(|s| {
-                let mut m = [0xa5u8; 64];
-                m[..8].copy_from_slice(&s.to_le_bytes());
+                let mut m = Line64([0xa5u8; 64]);
+                m.0[..8].copy_from_slice(&s.to_le_bytes());
                 m
             })) as u64;
         }
@@ -384,7 +415,7 @@ pub fn rtrb_throughput_chunks(clock: Clock, warmup: u64, samples: u64) -> Outcom
         };
         for m in chunk {
             assert_eq!(
-                u64::from_le_bytes(m[..8].try_into().unwrap_or_default()),
+                u64::from_le_bytes(m.0[..8].try_into().unwrap_or_default()),
                 next,
                 "out of order"
             );
@@ -394,7 +425,7 @@ pub fn rtrb_throughput_chunks(clock: Clock, warmup: u64, samples: u64) -> Outcom
     }
     producer.join().expect("producer thread");
     let note = format!(
-        "one-way, rtrb chunks (write_chunk_uninit of up to {}, read_chunk of all available), 4096 x 64-byte slots, 2 pinned threads, median of {TRIALS} slices{}",
+        "one-way, rtrb chunks (write_chunk_uninit of up to {}, read_chunk of all available), 4096 x 64-byte slots on cache lines, 2 pinned threads, median of {TRIALS} slices{}",
         crate::shm::BATCH,
         crate::reader_idle::note()
     );
