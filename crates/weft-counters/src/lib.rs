@@ -1372,6 +1372,14 @@ impl Counter {
             .store(now.wrapping_add(n), std::sync::atomic::Ordering::Release);
     }
 
+    /// A handle on the value word, for a writer that keeps the value there
+    /// itself as part of its own work (a ring keeping its position in a
+    /// publication's position counter: one store serves both). Nothing
+    /// else may then write the counter.
+    pub fn word(&self) -> WordRef {
+        self.value.clone()
+    }
+
     /// Sets the value.
     #[inline]
     pub fn set(&self, value: u64) {

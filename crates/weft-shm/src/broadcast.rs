@@ -67,6 +67,8 @@
 //! ever sees validated copies, never bytes the producer may be writing.
 
 use std::marker::PhantomData;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU64 as StdAtomicU64, Ordering as StdOrdering};
 use std::time::Duration;
 
 use crate::error::{ClaimError, PollError};
@@ -354,12 +356,64 @@ enum JoinFailure {
     NoMemory(usize),
 }
 
+/// Where a producer keeps its position: a word of its own, or one it was
+/// handed ([`Producer::keep_position_in`]), so that the one store a frame
+/// makes serves the ring and a counter of its position. Only the producer
+/// reads or writes it through here; others (`weft-stat`) read the handed
+/// word as a counter.
+#[derive(Debug)]
+struct Tail {
+    /// `_own`'s word, or the handed one.
+    word: NonNull<StdAtomicU64>,
+    _own: Box<StdAtomicU64>,
+    /// Keeps the handed word's memory mapped.
+    #[cfg(not(loom))]
+    _keep: Option<crate::WordRef>,
+}
+
+// SAFETY: `word` points at `_own`'s heap word or into memory `_keep` keeps
+// mapped, both owned by the `Tail`; access is atomic.
+unsafe impl Send for Tail {}
+
+impl Tail {
+    fn new(position: u64) -> Self {
+        let own = Box::new(StdAtomicU64::new(position));
+        Self {
+            word: NonNull::from(&*own),
+            _own: own,
+            #[cfg(not(loom))]
+            _keep: None,
+        }
+    }
+
+    #[inline(always)]
+    fn get(&self) -> u64 {
+        // SAFETY: see the `Send` impl: the word lives as long as `self`.
+        unsafe { self.word.as_ref() }.load(StdOrdering::Relaxed)
+    }
+
+    #[inline(always)]
+    fn set(&self, position: u64) {
+        // SAFETY: as in `get`. Release, as a counter's store is: readers of
+        // a handed word load it with Acquire.
+        unsafe { self.word.as_ref() }.store(position, StdOrdering::Release)
+    }
+
+    #[cfg(not(loom))]
+    fn keep_in(&mut self, word: crate::WordRef) {
+        word.store(self.get(), StdOrdering::Release);
+        self.word = NonNull::from(&*word);
+        self._keep = Some(word);
+    }
+}
+
 /// The producer. `Send`, not `Sync`. Dropping it closes the ring.
 #[derive(Debug)]
 pub struct Producer {
     mem: Mem,
     params: Params,
-    tail: u64,
+    /// Our position: where the next frame goes.
+    tail: Tail,
     /// Overwrite mode: the next frame's sequence number.
     seq: u64,
     /// Reliable mode: may write up to here without rescanning the slots.
@@ -394,7 +448,7 @@ impl Producer {
         Self {
             mem,
             params,
-            tail,
+            tail: Tail::new(tail),
             seq: 0,
             limit: tail,
             // The producer is made with its ring, whose area is all zero.
@@ -431,7 +485,17 @@ impl Producer {
     /// headers and padding included). A plain field read.
     #[inline]
     pub fn position(&self) -> u64 {
-        self.tail
+        self.tail.get()
+    }
+
+    /// Keeps the producer's position (what [`position`](Self::position)
+    /// returns, stored once per frame) in `word` from now on, instead of in
+    /// a word of its own: a counter of the ring's position, such as a
+    /// publication's, is then current without a store of its own per
+    /// message. `word` must have no other writer.
+    #[cfg(not(loom))]
+    pub fn keep_position_in(&mut self, word: crate::WordRef) {
+        self.tail.keep_in(word);
     }
 
     /// The last consumer this producer evicted, and why (dead, stuck or
@@ -538,9 +602,10 @@ impl Producer {
         }
         let cap = self.mem.area.capacity();
         let frame_len = align_broadcast_frame(mode.header_len() + len);
-        let off = self.tail as usize & (cap - 1);
+        let tail = self.tail.get();
+        let off = tail as usize & (cap - 1);
         let pad = if frame_len > cap - off { cap - off } else { 0 };
-        let end = self.tail + (pad + frame_len) as u64;
+        let end = tail + (pad + frame_len) as u64;
         match mode {
             Mode::Reliable => {
                 if end + 8 > self.limit {
@@ -573,7 +638,7 @@ impl Producer {
     /// checked `end + 8 <= limit` first).
     #[inline(never)]
     fn zero_to(&mut self, need: u64) {
-        let want = need.max(line_end(self.tail + ZERO_AHEAD) - 64);
+        let want = need.max(line_end(self.tail.get() + ZERO_AHEAD) - 64);
         let bound = if self.limit >= 8 {
             line_end(self.limit - 8)
         } else {
@@ -635,7 +700,7 @@ impl Producer {
         }
         if !connected {
             // Every claim rescans until a consumer is active.
-            self.limit = self.tail;
+            self.limit = self.tail.get();
             return Err(ClaimError::NotConnected);
         }
         self.limit = min + cap;
@@ -663,7 +728,8 @@ impl Producer {
         let area = &self.mem.area;
         let cap = area.capacity();
         let header_len = mode.header_len();
-        let next = self.tail + (pad + align_broadcast_frame(header_len + len)) as u64;
+        let from = self.tail.get();
+        let next = from + (pad + align_broadcast_frame(header_len + len)) as u64;
         // The next header goes at `next`: empty until then. Reliable mode:
         // a word that starts a line was zeroed ahead (`zero_to`), so only one
         // inside the frame's last line, which we hold, is stored here.
@@ -674,7 +740,7 @@ impl Producer {
             area.word(frame_off + 8).store(self.seq, Ordering::Relaxed);
             self.seq += 1;
         }
-        let first = self.tail as usize & (cap - 1);
+        let first = from as usize & (cap - 1);
         if pad != 0 {
             area.word(frame_off)
                 .store(frame::pack(header_len + len, type_id), Ordering::Relaxed);
@@ -692,9 +758,9 @@ impl Producer {
             self.mem
                 .ctrl()
                 .last
-                .store(self.tail + pad as u64, Ordering::Release);
+                .store(from + pad as u64, Ordering::Release);
         }
-        let from = std::mem::replace(&mut self.tail, next);
+        self.tail.set(next);
         match mode {
             Mode::Overwrite => self.store_tail(),
             Mode::Reliable => {
@@ -719,7 +785,10 @@ impl Producer {
     fn store_tail(&self) {
         // SYNC POINT: pairs with overwrite consumers' Acquire load of `tail`,
         // and with a joiner's (the frames before it are committed).
-        self.mem.ctrl().tail.store(self.tail, Ordering::Release);
+        self.mem
+            .ctrl()
+            .tail
+            .store(self.tail.get(), Ordering::Release);
     }
 }
 

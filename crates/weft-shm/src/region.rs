@@ -968,8 +968,9 @@ impl Words {
 }
 
 /// One word of a [`Words`], owned: dereferences to its `AtomicU64` with one
-/// load of the pointer it holds. `Send` and `Sync`.
-#[derive(Debug)]
+/// load of the pointer it holds. `Send` and `Sync`; a clone is another
+/// handle on the same word.
+#[derive(Clone, Debug)]
 pub struct WordRef {
     ptr: NonNull<AtomicU64>,
     _keep: Words,

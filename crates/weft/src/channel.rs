@@ -146,14 +146,17 @@ impl Claim<'_> {
     #[inline]
     pub fn commit(self) {
         match self.0 {
+            // The ring keeps its position in the position counter itself.
             ClaimInner::Shm(c, counters) => {
                 let len = c.len();
-                counters.sent(len, c.commit());
+                c.commit();
+                counters.counted(len);
             }
             ClaimInner::ShmStamped(mut c, counters) => {
                 let len = c.len() - STAMP;
                 stamp(c.payload_mut());
-                counters.sent(len, c.commit());
+                c.commit();
+                counters.counted(len);
             }
             ClaimInner::ShmMany(c, counters) => {
                 let len = c.len();
@@ -327,10 +330,17 @@ impl ShmCounters {
     /// `position`.
     #[inline]
     fn sent(&self, len: usize, position: u64) -> u64 {
+        self.position.set(position);
+        self.counted(len)
+    }
+
+    /// [`Self::sent`] for a ring that keeps its position in our position
+    /// counter itself (a one-publisher channel's): messages and bytes.
+    #[inline]
+    fn counted(&self, len: usize) -> u64 {
         let n = self.messages.get().wrapping_add(1);
         self.messages.set(n);
         self.bytes.add(len as u64);
-        self.position.set(position);
         n
     }
 
@@ -404,6 +414,9 @@ macro_rules! count_subscribers {
 
 #[derive(Debug)]
 pub(crate) enum PubInner {
+    /// The ring keeps its position in `counters.position`
+    /// ([`broadcast::Producer::keep_position_in`]): `ring` is declared, so
+    /// dropped, before `counters`, which frees that counter's record.
     Shm {
         ring: broadcast::Producer,
         /// Whether the last count of the ring's consumers found one.
@@ -773,7 +786,7 @@ impl Publication {
                 // stream's rate (docs/shm.md, finding 39).
                 return match ring.offer(TYPE_MESSAGE, msg) {
                     Ok(()) => {
-                        if ShmCounters::recount_due(counters.sent(len, ring.position())) {
+                        if ShmCounters::recount_due(counters.counted(len)) {
                             *connected = false;
                         }
                         Ok(())
@@ -788,7 +801,7 @@ impl Publication {
                 return match ring.offer(TYPE_MESSAGE, msg) {
                     Ok(()) => {
                         self.sampling.plain_claimed();
-                        if ShmCounters::recount_due(counters.sent(len, ring.position())) {
+                        if ShmCounters::recount_due(counters.counted(len)) {
                             *connected = false;
                         }
                         Ok(())

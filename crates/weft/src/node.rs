@@ -441,10 +441,18 @@ impl Node {
     /// agent; later ones share it.
     pub fn publication(&mut self, uri: &str, stream: u32) -> Result<Publication, Error> {
         let parsed: ChannelUri = uri.parse()?;
-        let inner = match &parsed {
+        let mut inner = match &parsed {
             ChannelUri::Shm(s) => self.shm_publication(s, stream)?,
             ChannelUri::Udp(u) => self.udp_publication(uri, u, stream)?,
         };
+        if let PubInner::Shm { ring, counters, .. } = &mut inner {
+            // The ring stores its position once a frame anyway: in the
+            // position counter, that counter needs no store of its own
+            // (docs/shm.md, finding 40). Here, not in `shm_publication`:
+            // an inbound gateway keeps the ring and drops these counters.
+            // `PubInner::Shm` drops its ring before its counters.
+            ring.keep_position_in(counters.position.word());
+        }
         Ok(Publication {
             uri: parsed,
             stream,
