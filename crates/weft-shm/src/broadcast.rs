@@ -492,7 +492,9 @@ impl Producer {
     /// returns, stored once per frame) in `word` from now on, instead of in
     /// a word of its own: a counter of the ring's position, such as a
     /// publication's, is then current without a store of its own per
-    /// message. `word` must have no other writer.
+    /// message. `word` must have no other writer, and nobody who may not
+    /// write the ring may write it (a file with the ring's permissions):
+    /// its value becomes where the next frame goes.
     #[cfg(not(loom))]
     pub fn keep_position_in(&mut self, word: crate::WordRef) {
         self.tail.keep_in(word);
