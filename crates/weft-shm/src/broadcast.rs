@@ -376,6 +376,11 @@ struct Tail {
 unsafe impl Send for Tail {}
 
 impl Tail {
+    /// The largest position a producer reads back: 2^62 bytes (a stream of
+    /// 10 GB/s reaches it after 14 years), far enough below `u64::MAX` that
+    /// no sum of a position and a ring's sizes overflows.
+    const MAX: u64 = 1 << 62;
+
     fn new(position: u64) -> Self {
         let own = Box::new(StdAtomicU64::new(position));
         Self {
@@ -386,10 +391,17 @@ impl Tail {
         }
     }
 
+    /// The position, at most [`Tail::MAX`]: a handed word lies in a file
+    /// that whoever may write the ring may write too, and the sums the
+    /// producer makes from it must not overflow (a panic in a debug build).
+    /// A position changed under the producer misplaces frames (consumers
+    /// report them corrupt) or holds the producer back; it never moves a
+    /// store out of the area, whose offsets are masked.
     #[inline(always)]
     fn get(&self) -> u64 {
         // SAFETY: see the `Send` impl: the word lives as long as `self`.
-        unsafe { self.word.as_ref() }.load(StdOrdering::Relaxed)
+        let position = unsafe { self.word.as_ref() }.load(StdOrdering::Relaxed);
+        position.min(Self::MAX)
     }
 
     #[inline(always)]
@@ -1309,6 +1321,53 @@ mod tests {
     /// Reliable mode stores `tail` once per 4 KiB (and in rescans): a
     /// consumer joining between those stores walks from it to the newest
     /// frame, and `is_caught_up` reads the next header, not `tail`.
+    /// A producer handed a word keeps its position there, current after
+    /// every offer; whatever another writer of that word puts in it, the
+    /// producer and its consumer go on without a panic (frames may be
+    /// misplaced: consumers report them as corrupt).
+    #[test]
+    fn a_position_kept_in_a_handed_word_is_current_and_no_value_there_panics() {
+        let words = crate::Words::private(1);
+        let word = || words.get(0).unwrap();
+        let mut p = channel(BroadcastConfig::new(64 * 1024, 2, Mode::Reliable)).unwrap();
+        let mut c = p.join().unwrap();
+        p.offer(1, &0u64.to_le_bytes()).unwrap();
+        let before = p.position();
+        p.keep_position_in(words.word(0).unwrap());
+        assert_eq!(word().load(Ordering::Acquire), before);
+        let mut got = Vec::new();
+        for i in 1..2000u64 {
+            p.offer(1, &i.to_le_bytes()).unwrap();
+            if i % 100 == 0 {
+                got.extend(seqs(&mut c).unwrap());
+            }
+            assert_eq!(word().load(Ordering::Acquire), p.position());
+        }
+        got.extend(seqs(&mut c).unwrap());
+        assert_eq!(got, (0..2000).collect::<Vec<_>>());
+        let end = p.position();
+        for hostile in [
+            u64::MAX,
+            u64::MAX - 7,
+            1 << 63,
+            0,
+            3,
+            end - 4096,
+            end + 12_345,
+        ] {
+            word().store(hostile, Ordering::Release);
+            for i in 0..3000u64 {
+                let _ = p.offer(1, &i.to_le_bytes());
+                if i % 500 == 0 {
+                    let _ = c.poll(usize::MAX, |_| {});
+                }
+            }
+            if c.poll(usize::MAX, |_| {}).is_err() {
+                c = p.join().unwrap();
+            }
+        }
+    }
+
     #[test]
     fn a_joiner_starts_at_the_newest_frame_though_tail_lags() {
         let mut p = channel(BroadcastConfig::new(64 * 1024, 2, Mode::Reliable)).unwrap();
