@@ -494,7 +494,8 @@ impl Producer {
     }
 
     /// The ring's position: bytes written into it since it was created (frame
-    /// headers and padding included). A plain field read.
+    /// headers and padding included). One load through a pointer (see
+    /// [`Producer::keep_position_in`]).
     #[inline]
     pub fn position(&self) -> u64 {
         self.tail.get()

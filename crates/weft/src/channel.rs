@@ -777,30 +777,30 @@ impl Publication {
             counters,
         } = &mut self.inner
         {
-            let len = msg.len();
-            if self.sampling.off() && *connected {
-                // The common case: no stamp to make room for (so the ring's
-                // own size check is the channel's), no countdown, and
-                // subscribers counted lately. Each check left out is a load
-                // and a branch per message: together about a twentieth of a
-                // stream's rate (docs/shm.md, finding 39).
-                return match ring.offer(TYPE_MESSAGE, msg) {
-                    Ok(()) => {
-                        if ShmCounters::recount_due(counters.counted(len)) {
-                            *connected = false;
-                        }
-                        Ok(())
-                    }
-                    Err(e) => Err(shm_refused(counters, e, len, ring.max_payload())),
-                };
-            }
             if !self.sampling.due() {
+                let len = msg.len();
+                // With sampling off no room is kept for a stamp, so the
+                // ring's own size check is the channel's, and with the
+                // subscribers counted lately there is nothing to check
+                // first: the common case leaves out a load and a branch per
+                // check (together about a twentieth of a stream's rate,
+                // docs/shm.md, finding 39). Otherwise `shm_admit` checks the
+                // size less the stamp's room and counts the subscribers.
                 // Recounts are due after sends (below), when the count is
                 // in hand: `connected` is then cleared.
-                let max = shm_admit(ring, connected, false, counters, &self.sampling, len)?;
+                let off = self.sampling.off();
+                let max = if off && *connected {
+                    ring.max_payload()
+                } else {
+                    shm_admit(ring, connected, false, counters, &self.sampling, len)?
+                };
                 return match ring.offer(TYPE_MESSAGE, msg) {
                     Ok(()) => {
-                        self.sampling.plain_claimed();
+                        // With sampling off there is no countdown to keep
+                        // (known here, without loading it again).
+                        if !off {
+                            self.sampling.plain_claimed();
+                        }
                         if ShmCounters::recount_due(counters.counted(len)) {
                             *connected = false;
                         }
